@@ -1,0 +1,73 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "Baton",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "batond", targets: ["batond"]),
+        .executable(name: "baton-bench", targets: ["BatonBench"]),
+        .library(name: "BatonCore", targets: ["BatonCore"]),
+        .library(name: "BatonProtocol", targets: ["BatonProtocol"]),
+        .library(name: "BatonStore", targets: ["BatonStore"]),
+        .library(name: "BatonServer", targets: ["BatonServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // The job state machine, backoff and lease rules: pure values, no IO.
+        .target(
+            name: "BatonCore",
+            dependencies: [.product(name: "HeapModule", package: "swift-collections")]
+        ),
+        // Wire messages, the JSON-line codec and error codes; shared by server and clients.
+        .target(name: "BatonProtocol", dependencies: ["BatonCore"]),
+        // The SQLite job store: schema, migrations and the claim and expiry queries.
+        .target(
+            name: "BatonStore",
+            dependencies: ["BatonCore", "BatonProtocol", .product(name: "GRDB", package: "GRDB.swift")]
+        ),
+        // The authority (single writer, group commit, leases, parked claims) and the socket server.
+        .target(
+            name: "BatonServer",
+            dependencies: [
+                "BatonCore", "BatonProtocol", "BatonStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        .executableTarget(
+            name: "batond",
+            dependencies: [
+                "BatonServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
+        // A blocking line-JSON connection for tests and the benchmark, which drive batond from threads.
+        .target(name: "BatonTestSupport", dependencies: ["BatonProtocol"]),
+        .executableTarget(
+            name: "BatonBench",
+            dependencies: [
+                "BatonTestSupport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
+        .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
+        .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore"]),
+        .testTarget(name: "BatondTests", dependencies: ["BatonTestSupport", "batond"]),
+    ]
+)

@@ -1,0 +1,73 @@
+/// A job as the store holds it.
+///
+/// JSON values (payload, checkpoint, progress, result) are kept as their serialized text:
+/// the server never needs to look inside them, so they pass from the request line to the
+/// store and back to a reply without being parsed again.
+public struct Job: Hashable, Sendable {
+    public var id: Int64
+    public var queue: String
+    public var state: JobState
+    public var payload: String
+    public var priority: Int64
+    /// Wall-clock milliseconds before which the job is not claimed.
+    public var runAt: Int64
+    /// Attempts started so far; `release` gives one back.
+    public var attempts: Int
+    public var maxAttempts: Int
+    public var backoff: BackoffPolicy
+    public var leaseMilliseconds: Int64
+    public var uniqueKey: String?
+    public var checkpoint: String?
+    public var progress: String?
+    public var result: String?
+    public var lastError: String?
+    /// The token of the latest lease; it stays after the job finishes, so a repeated
+    /// `complete` with the same token can be recognised and answered again.
+    public var leaseToken: FencingToken?
+    public var worker: String?
+    public var peer: PeerIdentity?
+    public var createdAt: Int64
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+
+    public init(
+        id: Int64, queue: String, state: JobState, payload: String, priority: Int64, runAt: Int64,
+        attempts: Int, maxAttempts: Int, backoff: BackoffPolicy, leaseMilliseconds: Int64,
+        uniqueKey: String? = nil, checkpoint: String? = nil, progress: String? = nil, result: String? = nil,
+        lastError: String? = nil, leaseToken: FencingToken? = nil, worker: String? = nil, peer: PeerIdentity? = nil,
+        createdAt: Int64, startedAt: Int64? = nil, finishedAt: Int64? = nil
+    ) {
+        self.id = id
+        self.queue = queue
+        self.state = state
+        self.payload = payload
+        self.priority = priority
+        self.runAt = runAt
+        self.attempts = attempts
+        self.maxAttempts = maxAttempts
+        self.backoff = backoff
+        self.leaseMilliseconds = leaseMilliseconds
+        self.uniqueKey = uniqueKey
+        self.checkpoint = checkpoint
+        self.progress = progress
+        self.result = result
+        self.lastError = lastError
+        self.leaseToken = leaseToken
+        self.worker = worker
+        self.peer = peer
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+}
+
+/// The process on the other end of a connection, as the kernel reports it (SO_PEERCRED).
+public struct PeerIdentity: Hashable, Sendable {
+    public var pid: Int32
+    public var uid: UInt32
+
+    public init(pid: Int32, uid: UInt32) {
+        self.pid = pid
+        self.uid = uid
+    }
+}

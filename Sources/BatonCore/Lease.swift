@@ -1,0 +1,19 @@
+/// A time-bounded right to change one running job.
+///
+/// Deadlines are on the server's monotonic clock (milliseconds since an arbitrary origin),
+/// never the wall clock, so a clock step cannot expire or extend a lease.
+public struct Lease: Hashable, Sendable {
+    public var jobID: Int64
+    public var token: FencingToken
+    /// The monotonic millisecond after which the lease is lost.
+    public var deadline: Int64
+    /// The lease period, renewed by each heartbeat unless the heartbeat names another.
+    public var duration: Int64
+
+    public init(jobID: Int64, token: FencingToken, deadline: Int64, duration: Int64) {
+        self.jobID = jobID
+        self.token = token
+        self.deadline = deadline
+        self.duration = duration
+    }
+}

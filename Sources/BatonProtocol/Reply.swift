@@ -1,0 +1,98 @@
+import BatonCore
+
+/// Writes reply lines: `{"id":…,"ok":true,…}` or `{"id":…,"ok":false,"error":{…}}`, each ending in `\n`.
+public enum Reply {
+    /// A successful reply whose results `body` writes as members of the reply object.
+    public static func success(id: String?, _ body: (inout JSONWriter) -> Void = { _ in }) -> String {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.member("id", rawJSON: id)
+        writer.member("ok", true)
+        body(&writer)
+        writer.endObject()
+        return writer.text + "\n"
+    }
+
+    /// An error reply.
+    public static func failure(id: String?, _ error: BatonError) -> String {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.member("id", rawJSON: id)
+        writer.member("ok", false)
+        writer.key("error")
+        writer.beginObject()
+        writer.member("code", error.code.wireValue)
+        writer.member("message", error.message)
+        writer.endObject()
+        writer.endObject()
+        return writer.text + "\n"
+    }
+}
+
+/// The lease a running job is held under, as `get` shows it.
+public struct LeaseView: Sendable {
+    public var expiresAt: Int64
+
+    public init(expiresAt: Int64) {
+        self.expiresAt = expiresAt
+    }
+}
+
+extension JSONWriter {
+    /// A claimed job, as `claim` returns it to the worker that now holds it.
+    public mutating func claimedJob(_ job: Job, token: FencingToken, leaseExpiresAt: Int64) {
+        self.beginObject()
+        self.member("id", job.id)
+        self.member("queue", job.queue)
+        self.member("payload", rawJSON: job.payload)
+        self.member("attempt", job.attempts)
+        self.member("max_attempts", job.maxAttempts)
+        self.member("token", token.rawValue)
+        self.member("lease_ms", job.leaseMilliseconds)
+        self.member("lease_expires_at", leaseExpiresAt)
+        self.member("checkpoint", rawJSON: job.checkpoint)
+        self.member("progress", rawJSON: job.progress)
+        self.endObject()
+    }
+
+    /// A whole job, as `get` returns it; `lease` is set while it runs.
+    public mutating func jobDetail(_ job: Job, lease: LeaseView?) {
+        self.beginObject()
+        self.member("id", job.id)
+        self.member("queue", job.queue)
+        self.member("state", job.state.rawValue)
+        self.member("payload", rawJSON: job.payload)
+        self.member("priority", job.priority)
+        self.member("run_at", job.runAt)
+        self.member("attempts", job.attempts)
+        self.member("max_attempts", job.maxAttempts)
+        self.key("backoff")
+        self.beginObject()
+        self.member("initial_ms", job.backoff.initialMilliseconds)
+        self.key("factor")
+        self.double(job.backoff.factor)
+        self.member("max_ms", job.backoff.maximumMilliseconds)
+        self.endObject()
+        self.member("lease_ms", job.leaseMilliseconds)
+        self.member("unique_key", optional: job.uniqueKey)
+        self.member("checkpoint", rawJSON: job.checkpoint)
+        self.member("progress", rawJSON: job.progress)
+        self.member("result", rawJSON: job.result)
+        self.member("last_error", optional: job.lastError)
+        self.member("created_at", job.createdAt)
+        self.member("started_at", optional: job.startedAt)
+        self.member("finished_at", optional: job.finishedAt)
+        self.key("lease")
+        if let lease, job.state == .running {
+            self.beginObject()
+            self.member("expires_at", lease.expiresAt)
+            self.member("worker", optional: job.worker)
+            self.member("peer_pid", optional: job.peer.map { Int64($0.pid) })
+            self.member("peer_uid", optional: job.peer.map { Int64($0.uid) })
+            self.endObject()
+        } else {
+            self.null()
+        }
+        self.endObject()
+    }
+}

@@ -1,0 +1,154 @@
+import BatonCore
+
+/// A request line, decoded and validated: the op with its typed arguments.
+public enum Request: Sendable {
+    case hello(client: String?)
+    case enqueue(EnqueueRequest)
+    case claim(ClaimRequest)
+    case heartbeat(HeartbeatRequest)
+    case checkpoint(CheckpointRequest)
+    case complete(CompleteRequest)
+    case fail(FailRequest)
+    case release(ReleaseRequest)
+    case get(jobID: Int64)
+    case stats
+
+    /// The op's name on the wire.
+    public var op: String {
+        switch self {
+        case .hello: "hello"
+        case .enqueue: "enqueue"
+        case .claim: "claim"
+        case .heartbeat: "heartbeat"
+        case .checkpoint: "checkpoint"
+        case .complete: "complete"
+        case .fail: "fail"
+        case .release: "release"
+        case .get: "get"
+        case .stats: "stats"
+        }
+    }
+}
+
+/// `enqueue`: add a job.
+public struct EnqueueRequest: Sendable {
+    public var queue: String
+    /// The payload's JSON text, as the client sent it.
+    public var payload: String
+    public var priority: Int64
+    /// When to run, as a delay from now or as a wall-clock time; `nil` for now.
+    public var schedule: Schedule?
+    public var maxAttempts: Int?
+    public var backoff: BackoffPolicy?
+    public var leaseMilliseconds: Int64?
+    public var uniqueKey: String?
+
+    public enum Schedule: Hashable, Sendable {
+        case delay(milliseconds: Int64)
+        case at(epochMilliseconds: Int64)
+    }
+
+    public init(queue: String, payload: String, priority: Int64, schedule: Schedule? = nil, maxAttempts: Int? = nil, backoff: BackoffPolicy? = nil, leaseMilliseconds: Int64? = nil, uniqueKey: String? = nil) {
+        self.queue = queue
+        self.payload = payload
+        self.priority = priority
+        self.schedule = schedule
+        self.maxAttempts = maxAttempts
+        self.backoff = backoff
+        self.leaseMilliseconds = leaseMilliseconds
+        self.uniqueKey = uniqueKey
+    }
+}
+
+/// `claim`: lease the best ready job from some queues, waiting for one if asked.
+public struct ClaimRequest: Sendable {
+    public var queues: [String]
+    public var worker: String?
+    public var leaseMilliseconds: Int64?
+    public var waitMilliseconds: Int64
+
+    public init(queues: [String], worker: String? = nil, leaseMilliseconds: Int64? = nil, waitMilliseconds: Int64) {
+        self.queues = queues
+        self.worker = worker
+        self.leaseMilliseconds = leaseMilliseconds
+        self.waitMilliseconds = waitMilliseconds
+    }
+}
+
+/// `heartbeat`: renew a lease, optionally reporting progress.
+public struct HeartbeatRequest: Sendable {
+    public var lease: LeaseReference
+    public var leaseMilliseconds: Int64?
+    /// The progress's JSON text.
+    public var progress: String?
+
+    public init(lease: LeaseReference, leaseMilliseconds: Int64? = nil, progress: String? = nil) {
+        self.lease = lease
+        self.leaseMilliseconds = leaseMilliseconds
+        self.progress = progress
+    }
+}
+
+/// `checkpoint`: durably store the state a later attempt resumes from.
+public struct CheckpointRequest: Sendable {
+    public var lease: LeaseReference
+    /// The state's JSON text.
+    public var state: String
+    public var progress: String?
+
+    public init(lease: LeaseReference, state: String, progress: String? = nil) {
+        self.lease = lease
+        self.state = state
+        self.progress = progress
+    }
+}
+
+/// `complete`: finish a job successfully.
+public struct CompleteRequest: Sendable {
+    public var lease: LeaseReference
+    /// The result's JSON text, if any.
+    public var result: String?
+
+    public init(lease: LeaseReference, result: String? = nil) {
+        self.lease = lease
+        self.result = result
+    }
+}
+
+/// `fail`: end an attempt unsuccessfully.
+public struct FailRequest: Sendable {
+    public var lease: LeaseReference
+    public var error: String
+    /// `false` when the failure is permanent and the job must not be retried.
+    public var retry: Bool
+    public var retryInMilliseconds: Int64?
+
+    public init(lease: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64? = nil) {
+        self.lease = lease
+        self.error = error
+        self.retry = retry
+        self.retryInMilliseconds = retryInMilliseconds
+    }
+}
+
+/// `release`: give a job back without spending an attempt.
+public struct ReleaseRequest: Sendable {
+    public var lease: LeaseReference
+    public var delayMilliseconds: Int64
+
+    public init(lease: LeaseReference, delayMilliseconds: Int64) {
+        self.lease = lease
+        self.delayMilliseconds = delayMilliseconds
+    }
+}
+
+/// The job and token a fenced request acts on.
+public struct LeaseReference: Hashable, Sendable {
+    public var jobID: Int64
+    public var token: FencingToken
+
+    public init(jobID: Int64, token: FencingToken) {
+        self.jobID = jobID
+        self.token = token
+    }
+}

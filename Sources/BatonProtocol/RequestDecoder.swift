@@ -1,0 +1,311 @@
+import BatonCore
+
+/// Turns one request line into a validated ``Request``, or into the error to answer it with.
+///
+/// Everything a client can get wrong is caught here, before the request reaches the
+/// authority, so the store only ever sees well-formed operations.
+public struct RequestDecoder: Sendable {
+    public var limits: ProtocolLimits
+
+    public init(limits: ProtocolLimits = ProtocolLimits()) {
+        self.limits = limits
+    }
+
+    /// A decoded line: the request, with its `id` as JSON text to echo in the reply.
+    public struct Decoded: Sendable {
+        public var id: String?
+        public var request: Request
+    }
+
+    /// A line that cannot be served, with whatever `id` could be read from it.
+    public struct Rejection: Error, Sendable {
+        public var id: String?
+        public var error: BatonError
+    }
+
+    /// Decodes one line (without its newline).
+    public func decode(_ line: UnsafeBufferPointer<UInt8>) throws(Rejection) -> Decoded {
+        let object: JSONParser.TopLevelObject
+        do {
+            guard let parsed = try JSONParser.parseObject(line, maximumDepth: self.limits.maximumDepth) else {
+                throw Rejection(id: nil, error: BatonError(.badRequest, "a request must be a JSON object"))
+            }
+            object = parsed
+        } catch let failure as JSONParser.Failure {
+            switch failure {
+            case .syntax(let message):
+                throw Rejection(id: nil, error: BatonError(.badRequest, "not valid JSON: \(message)"))
+            case .tooDeep(let limit):
+                throw Rejection(id: nil, error: BatonError(.tooLarge, "JSON nested deeper than \(limit) levels"))
+            }
+        } catch {
+            throw error as! Rejection
+        }
+
+        var fields = Fields(object.fields, limits: self.limits)
+        let id = object.fields["id"].map(\.text)
+        do {
+            if let idValue = object.fields["id"]?.value {
+                switch idValue {
+                case .string, .integer, .double, .null: break
+                default: throw BatonError.invalidArgument("id", "must be a string or a number")
+                }
+            }
+            guard let op = try fields.string("op") else {
+                throw BatonError(.badRequest, "a request needs an `op`")
+            }
+            return Decoded(id: id, request: try self.request(op: op, &fields))
+        } catch let error as BatonError {
+            throw Rejection(id: id, error: error)
+        } catch {
+            throw Rejection(id: id, error: BatonError(.internal, "\(error)"))
+        }
+    }
+
+    private func request(op: String, _ fields: inout Fields) throws -> Request {
+        switch op {
+        case "hello":
+            return .hello(client: try fields.name("client"))
+        case "enqueue":
+            return .enqueue(try self.enqueue(&fields))
+        case "claim":
+            return .claim(try self.claim(&fields))
+        case "heartbeat":
+            return .heartbeat(
+                HeartbeatRequest(
+                    lease: try fields.leaseReference(),
+                    leaseMilliseconds: try fields.leaseDuration(),
+                    progress: try fields.progress()
+                )
+            )
+        case "checkpoint":
+            return .checkpoint(
+                CheckpointRequest(
+                    lease: try fields.leaseReference(),
+                    state: try fields.requiredJSON("state"),
+                    progress: try fields.progress()
+                )
+            )
+        case "complete":
+            return .complete(CompleteRequest(lease: try fields.leaseReference(), result: fields.json("result")))
+        case "fail":
+            let lease = try fields.leaseReference()
+            guard let error = try fields.string("error") else {
+                throw BatonError.invalidArgument("error", "is required: say why the attempt failed")
+            }
+            return .fail(
+                FailRequest(
+                    lease: lease,
+                    error: error,
+                    retry: try fields.bool("retry") ?? true,
+                    retryInMilliseconds: try fields.integer("retry_in_ms", in: 0...Int64(Int32.max))
+                )
+            )
+        case "release":
+            return .release(
+                ReleaseRequest(
+                    lease: try fields.leaseReference(),
+                    delayMilliseconds: try fields.integer("delay_ms", in: 0...Int64(Int32.max)) ?? 0
+                )
+            )
+        case "get":
+            return .get(jobID: try fields.jobID())
+        case "stats":
+            return .stats
+        default:
+            throw BatonError(.unknownOp, "unknown op \"\(op)\"")
+        }
+    }
+
+    private func enqueue(_ fields: inout Fields) throws -> EnqueueRequest {
+        guard let queue = try fields.name("queue") else {
+            throw BatonError.invalidArgument("queue", "is required")
+        }
+        let payload = try fields.requiredJSON("payload")
+        let delay = try fields.integer("delay_ms", in: 0...Int64(Int32.max) * 100)
+        let runAt = try fields.integer("run_at", in: 0...Int64.max / 2)
+        let schedule: EnqueueRequest.Schedule?
+        switch (delay, runAt) {
+        case (.some, .some):
+            throw BatonError.invalidArgument("run_at", "cannot be given together with `delay_ms`")
+        case (.some(let delay), nil): schedule = .delay(milliseconds: delay)
+        case (nil, .some(let runAt)): schedule = .at(epochMilliseconds: runAt)
+        case (nil, nil): schedule = nil
+        }
+        return EnqueueRequest(
+            queue: queue,
+            payload: payload,
+            priority: try fields.integer("priority", in: Int64(Int32.min)...Int64(Int32.max)) ?? 0,
+            schedule: schedule,
+            maxAttempts: try fields.integer("max_attempts", in: 1...1_000).map { Int($0) },
+            backoff: try fields.backoff(),
+            leaseMilliseconds: try fields.leaseDuration(),
+            uniqueKey: try fields.name("unique_key")
+        )
+    }
+
+    private func claim(_ fields: inout Fields) throws -> ClaimRequest {
+        guard case .array(let values)? = fields.value("queues") else {
+            throw BatonError.invalidArgument("queues", fields.value("queues") == nil ? "is required" : "must be an array of queue names")
+        }
+        guard !values.isEmpty, values.count <= self.limits.maximumClaimQueues else {
+            throw BatonError.invalidArgument("queues", "must name 1 to \(self.limits.maximumClaimQueues) queues")
+        }
+        var queues: [String] = []
+        queues.reserveCapacity(values.count)
+        for value in values {
+            guard case .string(let queue) = value, Fields.isValidName(queue, limit: self.limits.maximumNameBytes) else {
+                throw BatonError.invalidArgument("queues", "must hold queue names: non-empty strings of at most \(self.limits.maximumNameBytes) bytes")
+            }
+            if !queues.contains(queue) { queues.append(queue) }
+        }
+        return ClaimRequest(
+            queues: queues,
+            worker: try fields.name("worker"),
+            leaseMilliseconds: try fields.leaseDuration(),
+            waitMilliseconds: try fields.integer("wait_ms", in: 0...self.limits.maximumWaitMilliseconds) ?? 0
+        )
+    }
+}
+
+/// Typed access to a request's fields, with errors that name the field.
+struct Fields {
+    private let fields: [String: JSONParser.TopLevelObject.Field]
+    private let limits: ProtocolLimits
+
+    init(_ fields: [String: JSONParser.TopLevelObject.Field], limits: ProtocolLimits) {
+        self.fields = fields
+        self.limits = limits
+    }
+
+    /// The field's value; an explicit `null` counts as absent.
+    func value(_ name: String) -> JSONValue? {
+        guard let value = self.fields[name]?.value, value != .null else { return nil }
+        return value
+    }
+
+    func string(_ name: String) throws -> String? {
+        guard let value = self.value(name) else { return nil }
+        guard case .string(let string) = value else {
+            throw BatonError.invalidArgument(name, "must be a string, not \(value.kindDescription)")
+        }
+        return string
+    }
+
+    /// A queue, key or worker name: a non-empty string within the name limit.
+    func name(_ name: String) throws -> String? {
+        guard let string = try self.string(name) else { return nil }
+        guard Self.isValidName(string, limit: self.limits.maximumNameBytes) else {
+            throw BatonError.invalidArgument(name, "must be 1 to \(self.limits.maximumNameBytes) bytes long")
+        }
+        return string
+    }
+
+    static func isValidName(_ string: String, limit: Int) -> Bool {
+        !string.isEmpty && string.utf8.count <= limit
+    }
+
+    func bool(_ name: String) throws -> Bool? {
+        guard let value = self.value(name) else { return nil }
+        guard case .bool(let bool) = value else {
+            throw BatonError.invalidArgument(name, "must be true or false, not \(value.kindDescription)")
+        }
+        return bool
+    }
+
+    func integer(_ name: String, in range: ClosedRange<Int64>) throws -> Int64? {
+        guard let value = self.value(name) else { return nil }
+        let integer: Int64
+        switch value {
+        case .integer(let exact): integer = exact
+        case .double(let double) where double == double.rounded() && abs(double) < 9e15: integer = Int64(double)
+        default: throw BatonError.invalidArgument(name, "must be an integer, not \(value.kindDescription)")
+        }
+        guard range.contains(integer) else {
+            throw BatonError.invalidArgument(name, "must be between \(range.lowerBound) and \(range.upperBound)")
+        }
+        return integer
+    }
+
+    func double(_ name: String, in range: ClosedRange<Double>) throws -> Double? {
+        guard let value = self.value(name) else { return nil }
+        let double: Double
+        switch value {
+        case .integer(let integer): double = Double(integer)
+        case .double(let exact): double = exact
+        default: throw BatonError.invalidArgument(name, "must be a number, not \(value.kindDescription)")
+        }
+        guard range.contains(double) else {
+            throw BatonError.invalidArgument(name, "must be between \(range.lowerBound) and \(range.upperBound)")
+        }
+        return double
+    }
+
+    /// A field's JSON text as the client wrote it; an explicit `null` is kept as `null`.
+    func json(_ name: String) -> String? {
+        self.fields[name]?.text
+    }
+
+    func requiredJSON(_ name: String) throws -> String {
+        guard let text = self.json(name) else {
+            throw BatonError.invalidArgument(name, "is required (any JSON value)")
+        }
+        return text
+    }
+
+    func jobID() throws -> Int64 {
+        guard let id = try self.integer("job", in: 1...Int64.max) else {
+            throw BatonError.invalidArgument("job", "is required: the job's id")
+        }
+        return id
+    }
+
+    func leaseReference() throws -> LeaseReference {
+        let job = try self.jobID()
+        guard let token = try self.integer("token", in: 1...Int64.max) else {
+            throw BatonError.invalidArgument("token", "is required: the token your claim returned")
+        }
+        return LeaseReference(jobID: job, token: FencingToken(rawValue: token))
+    }
+
+    func leaseDuration() throws -> Int64? {
+        try self.integer("lease_ms", in: 1...self.limits.maximumLeaseMilliseconds)
+    }
+
+    /// Progress as canonical JSON text: `{"percent": 0...100, "message"?: string}`.
+    func progress() throws -> String? {
+        guard let value = self.value("progress") else { return nil }
+        guard case .object(let object) = value else {
+            throw BatonError.invalidArgument("progress", "must be an object like {\"percent\": 40, \"message\": \"chunking\"}")
+        }
+        let nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+        guard let percent = try nested.double("percent", in: 0...100) else {
+            throw BatonError.invalidArgument("progress.percent", "is required: a number from 0 to 100")
+        }
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.key("percent")
+        writer.double(percent)
+        if let message = try nested.string("message") {
+            writer.member("message", message)
+        }
+        writer.endObject()
+        return writer.text
+    }
+
+    func backoff() throws -> BackoffPolicy? {
+        guard let value = self.value("backoff") else { return nil }
+        guard case .object(let object) = value else {
+            throw BatonError.invalidArgument("backoff", "must be an object {initial_ms, factor, max_ms}")
+        }
+        let nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+        let standard = BackoffPolicy.standard
+        let initial = try nested.integer("initial_ms", in: 0...86_400_000) ?? standard.initialMilliseconds
+        let factor = try nested.double("factor", in: 1...100) ?? standard.factor
+        let maximum = try nested.integer("max_ms", in: 0...86_400_000) ?? max(standard.maximumMilliseconds, initial)
+        guard maximum >= initial else {
+            throw BatonError.invalidArgument("backoff.max_ms", "must be at least `initial_ms`")
+        }
+        return BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum)
+    }
+}

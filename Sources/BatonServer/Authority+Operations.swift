@@ -1,0 +1,339 @@
+import BatonCore
+import BatonProtocol
+import BatonStore
+
+/// Each op, applied inside the batch's transaction.
+///
+/// An op either returns its reply or throws a ``BatonError`` for the client; any other
+/// error is a store failure and aborts the whole batch. Each op writes at most one SQL
+/// statement, after all of its checks, so a refused op has changed nothing.
+extension Authority {
+    /// Applies one request; `nil` when the request was parked to wait for a job.
+    func perform(_ submission: Submission, _ context: inout BatchContext) throws -> Outcome? {
+        let id = submission.id
+        do {
+            switch submission.request {
+            case .hello(let client):
+                return Outcome(line: self.hello(id: id, client: client))
+            case .enqueue(let request):
+                return Outcome(line: try self.enqueue(request, id: id, &context))
+            case .claim(let request):
+                if let outcome = try self.claim(request, id: id, connection: submission.connection, &context) {
+                    return outcome
+                }
+                if request.waitMilliseconds > 0, case .serving = self.phase {
+                    self.parked.park(
+                        ParkedClaims.Waiter(
+                            id: id, request: request, connection: submission.connection,
+                            deadline: context.monotonicNow + request.waitMilliseconds, reply: submission.reply
+                        )
+                    )
+                    return nil
+                }
+                return Outcome(line: Reply.success(id: id) { $0.member("job", rawJSON: nil) })
+            case .heartbeat(let request):
+                return Outcome(line: try self.heartbeat(request, id: id, &context))
+            case .checkpoint(let request):
+                return Outcome(line: try self.checkpoint(request, id: id, &context))
+            case .complete(let request):
+                return Outcome(line: try self.complete(request, id: id, &context))
+            case .fail(let request):
+                return Outcome(line: try self.fail(request, id: id, &context))
+            case .release(let request):
+                return Outcome(line: try self.release(request, id: id, &context))
+            case .get(let jobID):
+                return Outcome(line: try self.get(jobID, id: id, &context))
+            case .stats:
+                return Outcome(line: try self.stats(id: id, &context))
+            }
+        } catch let error as BatonError {
+            return Outcome(line: Reply.failure(id: id, error))
+        } catch let error as InvalidTransition {
+            return Outcome(line: Reply.failure(id: id, BatonError(.invalidTransition, error.description)))
+        }
+    }
+
+    // MARK: Reads
+
+    private func hello(id: String?, client: String?) -> String {
+        Reply.success(id: id) { reply in
+            reply.member("server", "batond")
+            reply.member("version", batondVersion)
+            reply.member("protocol", batonProtocolVersion)
+            reply.member("durability", self.store.durability.rawValue)
+            reply.key("limits")
+            reply.beginObject()
+            reply.member("max_line_bytes", self.limits.maximumLineBytes)
+            reply.member("max_depth", self.limits.maximumDepth)
+            reply.member("max_name_bytes", self.limits.maximumNameBytes)
+            reply.member("max_wait_ms", self.limits.maximumWaitMilliseconds)
+            reply.member("max_lease_ms", self.limits.maximumLeaseMilliseconds)
+            reply.member("max_claim_queues", self.limits.maximumClaimQueues)
+            reply.endObject()
+            reply.key("defaults")
+            reply.beginObject()
+            reply.member("max_attempts", self.defaults.maxAttempts)
+            reply.member("lease_ms", self.defaults.leaseMilliseconds)
+            reply.member("backoff_initial_ms", self.defaults.backoff.initialMilliseconds)
+            reply.key("backoff_factor")
+            reply.double(self.defaults.backoff.factor)
+            reply.member("backoff_max_ms", self.defaults.backoff.maximumMilliseconds)
+            reply.endObject()
+        }
+    }
+
+    private func get(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+        guard let job = try context.tx.job(id: jobID) else {
+            throw BatonError(.notFound, "no job \(jobID)")
+        }
+        let lease = self.leases[jobID].map { LeaseView(expiresAt: context.wallTime(ofMonotonic: $0.deadline)) }
+        return Reply.success(id: id) { $0.key("job"); $0.jobDetail(job, lease: lease) }
+    }
+
+    private func stats(id: String?, _ context: inout BatchContext) throws -> String {
+        let queues = try context.tx.queueStatistics()
+        return Reply.success(id: id) { reply in
+            reply.key("queues")
+            reply.beginObject()
+            for (name, statistics) in queues.sorted(by: { $0.key < $1.key }) {
+                reply.key(name)
+                reply.beginObject()
+                for state in JobState.allCases {
+                    reply.member(state.rawValue, statistics.counts[state] ?? 0)
+                }
+                reply.member("oldest_ready_age_ms", optional: statistics.oldestReadyRunAt.map { max(context.wallNow - $0, 0) })
+                reply.endObject()
+            }
+            reply.endObject()
+            reply.member("leases", self.leases.count)
+            reply.member("parked_claims", self.parked.count)
+        }
+    }
+
+    // MARK: Enqueue and claim
+
+    private func enqueue(_ request: EnqueueRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        if let key = request.uniqueKey, let existing = try context.tx.unfinishedJob(queue: request.queue, uniqueKey: key) {
+            return Reply.success(id: id) { $0.member("job", existing); $0.member("duplicate", true) }
+        }
+        let runAt: Int64
+        switch request.schedule {
+        case .none: runAt = context.wallNow
+        case .delay(let milliseconds): runAt = context.wallNow + milliseconds
+        case .at(let epochMilliseconds): runAt = epochMilliseconds
+        }
+        let jobID = try context.tx.insert(
+            StoreTransaction.NewJob(
+                queue: request.queue,
+                payload: request.payload,
+                priority: request.priority,
+                runAt: runAt,
+                maxAttempts: request.maxAttempts ?? self.defaults.maxAttempts,
+                backoff: request.backoff ?? self.defaults.backoff,
+                leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds,
+                uniqueKey: request.uniqueKey
+            ),
+            now: context.wallNow
+        )
+        self.noteWaiting(queue: request.queue, runAt: runAt, &context)
+        return Reply.success(id: id) { $0.member("job", jobID); $0.member("duplicate", false) }
+    }
+
+    /// Leases the best ready job across the claim's queues, or returns `nil` when none is ready.
+    func claim(
+        _ request: ClaimRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
+    ) throws -> Outcome? {
+        var best: (id: Int64, priority: Int64)?
+        for queue in request.queues {
+            guard let candidate = try context.tx.bestReadyJob(queue: queue) else { continue }
+            if let current = best, (current.priority, -current.id) >= (candidate.priority, -candidate.id) { continue }
+            best = candidate
+        }
+        guard let best else { return nil }
+        let token = self.lastToken.next()
+        guard
+            let job = try context.tx.markClaimed(
+                id: best.id, token: token, leaseMilliseconds: request.leaseMilliseconds,
+                worker: request.worker, peer: connection.peer, now: context.wallNow
+            )
+        else {
+            return nil
+        }
+        self.lastToken = token
+        self.issuedTokens = true
+        let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.monotonicNow)
+        self.logger.debug(
+            "job claimed",
+            metadata: ["job.id": "\(job.id)", "job.queue": "\(job.queue)", "lease.token": "\(token)", "peer.pid": "\(connection.peer?.pid ?? 0)"]
+        )
+        let line = Reply.success(id: id) { reply in
+            reply.key("job")
+            reply.claimedJob(job, token: token, leaseExpiresAt: context.wallTime(ofMonotonic: lease.deadline))
+        }
+        return Outcome(line: line, granted: LeaseReference(jobID: job.id, token: token))
+    }
+
+    /// Offers the jobs this batch made ready to the parked claims.
+    func serveParkedClaims(_ context: inout BatchContext, into replies: inout [(ReplySink, Outcome)]) throws {
+        guard !self.parked.isEmpty, !context.readyQueues.isEmpty else { return }
+        var readyQueues = context.readyQueues
+        let served = try self.parked.serve(readyQueues: &readyQueues) { waiter in
+            try self.claim(waiter.request, id: waiter.id, connection: waiter.connection, &context)
+        }
+        for (waiter, outcome) in served {
+            replies.append((waiter.reply, outcome))
+        }
+    }
+
+    // MARK: Fenced ops
+
+    private func heartbeat(_ request: HeartbeatRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        try self.requireLiveLease(request.lease, &context)
+        if let progress = request.progress {
+            _ = try context.tx.saveProgress(id: request.lease.jobID, token: request.lease.token, progress: progress)
+        }
+        let lease = self.leases.renew(
+            jobID: request.lease.jobID, token: request.lease.token,
+            duration: request.leaseMilliseconds, now: context.monotonicNow
+        )!
+        return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
+    }
+
+    private func checkpoint(_ request: CheckpointRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        try self.requireLiveLease(request.lease, &context)
+        _ = try context.tx.saveCheckpoint(
+            id: request.lease.jobID, token: request.lease.token, state: request.state, progress: request.progress
+        )
+        // A checkpoint is proof of life: it renews the lease like a heartbeat.
+        let lease = self.leases.renew(jobID: request.lease.jobID, token: request.lease.token, now: context.monotonicNow)!
+        return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
+    }
+
+    private func complete(_ request: CompleteRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        let reference = request.lease
+        if case .notHeld = self.leases.check(jobID: reference.jobID, token: reference.token, now: context.monotonicNow),
+            let job = try context.tx.job(id: reference.jobID), job.state == .completed, job.leaseToken == reference.token
+        {
+            // The same worker again, after losing our first reply: answer as before.
+            return Reply.success(id: id)
+        }
+        try self.requireLiveLease(reference, &context)
+        _ = try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow)
+        self.leases.revoke(jobID: reference.jobID)
+        self.logger.debug("job completed", metadata: ["job.id": "\(reference.jobID)", "lease.token": "\(reference.token)"])
+        return Reply.success(id: id)
+    }
+
+    private func fail(_ request: FailRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        try self.requireLiveLease(request.lease, &context)
+        let decision = try self.endAttempt(
+            request.lease, error: request.error, retry: request.retry,
+            retryInMilliseconds: request.retryInMilliseconds, &context
+        )
+        return Reply.success(id: id) { reply in
+            reply.member("state", decision.state.rawValue)
+            if case .retry(let runAt) = decision { reply.member("run_at", runAt) }
+        }
+    }
+
+    private func release(_ request: ReleaseRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        try self.requireLiveLease(request.lease, &context)
+        let runAt = context.wallNow + request.delayMilliseconds
+        let queue = try context.tx.markReleased(
+            id: request.lease.jobID, token: request.lease.token, runAt: runAt, now: context.wallNow
+        )
+        self.leases.revoke(jobID: request.lease.jobID)
+        if let queue {
+            self.noteWaiting(queue: queue, runAt: runAt, &context)
+        }
+        return Reply.success(id: id)
+    }
+
+    // MARK: Leases
+
+    /// Checks that `reference` holds a live lease; expires it on the spot if its time is up.
+    ///
+    /// - Throws: `lease_lost` for a stale token or an expired lease, `not_found` for an unknown job.
+    private func requireLiveLease(_ reference: LeaseReference, _ context: inout BatchContext) throws {
+        switch self.leases.check(jobID: reference.jobID, token: reference.token, now: context.monotonicNow) {
+        case .live:
+            return
+        case .expired(let lease):
+            // Its deadline passed before the sweep got to it: it is expired now, not later.
+            self.leases.revoke(jobID: lease.jobID)
+            try self.expire(lease, &context)
+            throw BatonError(.leaseLost, "the lease on job \(reference.jobID) expired")
+        case .notHeld:
+            guard let job = try context.tx.job(id: reference.jobID) else {
+                throw BatonError(.notFound, "no job \(reference.jobID)")
+            }
+            throw BatonError(
+                .leaseLost,
+                "token \(reference.token) does not hold job \(reference.jobID) (it is \(job.state.rawValue))"
+            )
+        }
+    }
+
+    /// Expires every lease whose deadline has passed.
+    func expireLeases(_ context: inout BatchContext) throws {
+        for lease in self.leases.removeExpired(now: context.monotonicNow) {
+            try self.expire(lease, &context)
+        }
+    }
+
+    private func expire(_ lease: Lease, _ context: inout BatchContext) throws {
+        let reference = LeaseReference(jobID: lease.jobID, token: lease.token)
+        let decision = try self.endAttempt(reference, error: "lease expired", retry: true, retryInMilliseconds: nil, &context)
+        self.logger.info(
+            "lease expired",
+            metadata: ["job.id": "\(lease.jobID)", "lease.token": "\(lease.token)", "job.state": "\(decision.state.rawValue)"]
+        )
+    }
+
+    /// Ends the running attempt unsuccessfully, by the job's retry rule.
+    private func endAttempt(
+        _ reference: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64?, _ context: inout BatchContext
+    ) throws -> RetryDecision {
+        guard let job = try context.tx.job(id: reference.jobID) else {
+            throw BatonError(.notFound, "no job \(reference.jobID)")
+        }
+        let decision = RetryDecision.afterUnsuccessfulAttempt(
+            job.attempts,
+            maxAttempts: job.maxAttempts,
+            retryAllowed: retry,
+            retryInMilliseconds: retryInMilliseconds,
+            backoff: job.backoff,
+            jitter: Double.random(in: 0..<1, using: &self.random),
+            now: context.wallNow
+        )
+        _ = try context.tx.markUnsuccessful(
+            id: reference.jobID, token: reference.token, decision: decision, error: error, now: context.wallNow
+        )
+        self.leases.revoke(jobID: reference.jobID)
+        if case .retry(let runAt) = decision {
+            self.noteWaiting(queue: job.queue, runAt: runAt, &context)
+        }
+        return decision
+    }
+
+    // MARK: Scheduling
+
+    /// Records that a job in `queue` waits from `runAt`: ready now, or on the schedule.
+    private func noteWaiting(queue: String, runAt: Int64, _ context: inout BatchContext) {
+        if runAt <= context.wallNow {
+            context.readyQueues.insert(queue)
+        } else {
+            self.nextScheduledRunAt = min(self.nextScheduledRunAt ?? .max, runAt)
+        }
+    }
+
+    /// Makes delayed and backing-off jobs whose time has come claimable.
+    func promoteDueJobs(_ context: inout BatchContext) throws {
+        guard let next = self.nextScheduledRunAt, next <= context.wallNow else { return }
+        context.readyQueues.formUnion(try context.tx.promoteDueJobs(now: context.wallNow))
+        self.nextScheduledRunAt = try context.tx.nextScheduledRunAt()
+    }
+}
+
+/// The version `hello` reports.
+public let batondVersion = "0.1.0"

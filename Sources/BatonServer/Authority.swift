@@ -1,0 +1,262 @@
+import BatonCore
+import BatonProtocol
+import BatonStore
+import Logging
+import NIOCore
+
+/// The single writer: it owns the store, the lease table and the parked claims, and
+/// applies every request in order.
+///
+/// All of its state is confined to one dedicated event loop, which is also where SQLite
+/// runs; nothing else touches the store. Requests queue up on that loop while a commit is
+/// being fsync'd and are then applied together in the next transaction, so one fsync
+/// acknowledges a whole batch from many connections (group commit). A reply is released
+/// only after the transaction holding its request has committed.
+final class Authority: @unchecked Sendable {
+    // @unchecked: every mutable property below is touched only on `loop`.
+
+    let loop: any EventLoop
+    let store: JobStore
+    let clock: any AuthorityClock
+    let defaults: JobDefaults
+    let limits: ProtocolLimits
+    let logger: Logger
+    private let onFatalError: @Sendable (any Error) -> Void
+
+    var leases = LeaseTable()
+    var parked = ParkedClaims()
+    var lastToken = FencingToken(rawValue: 0)
+    /// Whether this batch issued tokens, so the counter must be saved with it.
+    var issuedTokens = false
+    /// The earliest `run_at` of a job waiting for its time, if known.
+    var nextScheduledRunAt: Int64?
+    var random = SystemRandomNumberGenerator()
+
+    private var pending: [Submission] = []
+    private var flushScheduled = false
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: Int64 = .max
+    private(set) var phase = Phase.serving
+
+    enum Phase {
+        case serving
+        /// Stopping: new requests are refused with `shutting_down`.
+        case draining
+        /// A commit failed: nothing can be trusted to be durable, every request is refused.
+        case failed(String)
+    }
+
+    struct Submission {
+        var id: String?
+        var request: Request
+        var connection: ConnectionIdentity
+        var reply: ReplySink
+    }
+
+    init(
+        loop: any EventLoop, store: JobStore, clock: any AuthorityClock, defaults: JobDefaults,
+        limits: ProtocolLimits, logger: Logger, onFatalError: @escaping @Sendable (any Error) -> Void
+    ) {
+        self.loop = loop
+        self.store = store
+        self.clock = clock
+        self.defaults = defaults
+        self.limits = limits
+        self.logger = logger
+        self.onFatalError = onFatalError
+    }
+
+    // MARK: Start and stop
+
+    /// Restores the lease table and token counter from the store.
+    ///
+    /// Every lease that was live when the last process stopped is given a full lease
+    /// period from now: a worker that outlived the restart can reconnect and finish.
+    func recover() -> EventLoopFuture<Int> {
+        self.loop.submit {
+            try self.store.write { tx in
+                self.lastToken = try tx.lastToken()
+                let now = self.clock.monotonicMilliseconds()
+                let running = try tx.runningLeases()
+                for lease in running {
+                    self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
+                    // A token issued by a store written before the counter existed still fences.
+                    self.lastToken = max(self.lastToken, lease.token)
+                }
+                self.nextScheduledRunAt = try tx.nextScheduledRunAt()
+                return running.count
+            }
+        }.always { _ in self.scheduleTimer() }
+    }
+
+    /// Stops taking requests: answers parked claims with `job: null`, applies what is
+    /// already queued, and completes once the last batch has committed.
+    func drain() -> EventLoopFuture<Void> {
+        self.loop.flatSubmit {
+            if case .serving = self.phase { self.phase = .draining }
+            for waiter in self.parked.removeAll() {
+                waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
+            }
+            self.timer?.cancel()
+            self.flush()
+            return self.loop.makeSucceededVoidFuture()
+        }
+    }
+
+    /// Closes the store once everything before it on the loop has run.
+    func closeStore() -> EventLoopFuture<Void> {
+        self.loop.submit {
+            self.timer?.cancel()
+            try self.store.close()
+        }
+    }
+
+    // MARK: Submitting
+
+    /// Queues a request for the next batch. Safe to call from any thread.
+    func submit(_ submission: Submission) {
+        self.loop.execute {
+            switch self.phase {
+            case .serving:
+                self.pending.append(submission)
+                if !self.flushScheduled {
+                    self.flushScheduled = true
+                    // Runs after every task already queued on the loop, so requests that
+                    // arrived during the previous commit all join this batch.
+                    self.loop.execute { self.flush() }
+                }
+            case .draining:
+                submission.reply.succeed(
+                    Outcome(line: Reply.failure(id: submission.id, BatonError(.shuttingDown, "batond is stopping")))
+                )
+            case .failed(let reason):
+                submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, BatonError(.internal, reason))))
+            }
+        }
+    }
+
+    /// Forgets a closed connection's parked claims.
+    func connectionClosed(_ connection: ConnectionIdentity) {
+        self.loop.execute {
+            for waiter in self.parked.removeAll(of: connection) {
+                waiter.reply.succeed(Outcome(line: ""))
+            }
+        }
+    }
+
+    // MARK: The batch
+
+    private func flush() {
+        self.flushScheduled = false
+        let batch = self.pending
+        self.pending.removeAll(keepingCapacity: true)
+        switch self.phase {
+        case .serving, .draining:
+            // Requests queued before a drain began are still served.
+            self.apply(batch)
+        case .failed(let reason):
+            for submission in batch {
+                submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, BatonError(.internal, reason))))
+            }
+        }
+    }
+
+    private func apply(_ batch: [Submission]) {
+        var replies: [(ReplySink, Outcome)] = []
+        replies.reserveCapacity(batch.count)
+        do {
+            try self.store.write { tx in
+                var context = BatchContext(
+                    tx: tx,
+                    wallNow: self.clock.wallMilliseconds(),
+                    monotonicNow: self.clock.monotonicMilliseconds()
+                )
+                try self.expireLeases(&context)
+                try self.promoteDueJobs(&context)
+                for submission in batch {
+                    if let outcome = try self.perform(submission, &context) {
+                        replies.append((submission.reply, outcome))
+                    }
+                }
+                try self.serveParkedClaims(&context, into: &replies)
+                for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
+                    replies.append((waiter.reply, Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })))
+                }
+                if self.issuedTokens {
+                    try tx.saveLastToken(self.lastToken)
+                    self.issuedTokens = false
+                }
+            }
+        } catch {
+            return self.fail(batch: batch, replies: replies, error: error)
+        }
+        for (sink, outcome) in replies {
+            sink.succeed(outcome)
+        }
+        self.scheduleTimer()
+    }
+
+    /// A commit failed: the store's state is unknown, so answer `internal` and stop serving.
+    private func fail(batch: [Submission], replies: [(ReplySink, Outcome)], error: any Error) {
+        let reason = "the store failed to commit: \(error)"
+        self.logger.critical("store commit failed", metadata: ["error": "\(error)"])
+        self.phase = .failed(reason)
+        var answered = Set<ObjectIdentifier>()
+        for (sink, _) in replies {
+            sink.succeed(Outcome(line: Reply.failure(id: nil, BatonError(.internal, reason))))
+            answered.insert(ObjectIdentifier(sink.futureResult))
+        }
+        for submission in batch where !answered.contains(ObjectIdentifier(submission.reply.futureResult)) {
+            submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, BatonError(.internal, reason))))
+        }
+        for waiter in self.parked.removeAll() {
+            waiter.reply.succeed(Outcome(line: Reply.failure(id: waiter.id, BatonError(.internal, reason))))
+        }
+        self.onFatalError(error)
+    }
+
+    // MARK: Housekeeping
+
+    /// Wakes the loop for the next lease deadline, parked-claim timeout or scheduled job.
+    private func scheduleTimer() {
+        guard case .serving = self.phase else { return }
+        let now = self.clock.monotonicMilliseconds()
+        var deadline = Int64.max
+        if let lease = self.leases.nextDeadline { deadline = min(deadline, lease) }
+        if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
+        if let runAt = self.nextScheduledRunAt {
+            deadline = min(deadline, now + max(runAt - self.clock.wallMilliseconds(), 0))
+        }
+        guard deadline != .max, deadline < self.timerDeadline || self.timer == nil else { return }
+        self.timer?.cancel()
+        self.timerDeadline = deadline
+        self.timer = self.loop.scheduleTask(in: .milliseconds(max(deadline - now, 0))) {
+            self.timer = nil
+            self.timerDeadline = .max
+            if !self.flushScheduled {
+                self.flushScheduled = true
+                self.flush()
+            }
+        }
+    }
+}
+
+/// What one batch knows while it runs: its transaction, its clocks, and what it changed.
+struct BatchContext {
+    let tx: StoreTransaction
+    let wallNow: Int64
+    let monotonicNow: Int64
+    /// Queues that gained ready jobs in this batch, for the parked claims.
+    var readyQueues: Set<String> = []
+
+    init(tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64) {
+        self.tx = tx
+        self.wallNow = wallNow
+        self.monotonicNow = monotonicNow
+    }
+
+    /// The wall-clock time of a monotonic deadline, for replies.
+    func wallTime(ofMonotonic deadline: Int64) -> Int64 {
+        self.wallNow + (deadline - self.monotonicNow)
+    }
+}

@@ -1,0 +1,149 @@
+import BatonCore
+import BatonProtocol
+import BatonStore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOPosix
+import ServiceLifecycle
+
+/// `batond` as a service: the store, the authority and the unix-socket listener.
+///
+/// Run it in a `ServiceGroup`. On graceful shutdown it stops accepting connections,
+/// refuses new requests with `shutting_down`, answers parked claims with `job: null`,
+/// lets every request already taken commit and be answered, then closes the store.
+public final class BatonServer: Service {
+    public let configuration: ServerConfiguration
+    private let clock: any AuthorityClock
+    private let logger: Logger
+    private let fatalError = NIOLockedValueBox<(any Error)?>(nil)
+
+    public init(configuration: ServerConfiguration, clock: any AuthorityClock = SystemClock(), logger: Logger) {
+        self.configuration = configuration
+        self.clock = clock
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let configuration = self.configuration
+        let store = try JobStore(path: configuration.storePath, durability: configuration.durability)
+        let authorityGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let connectionGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.connectionThreads, 1))
+        do {
+            try await self.serve(store: store, authorityGroup: authorityGroup, connectionGroup: connectionGroup)
+        } catch {
+            try? await connectionGroup.shutdownGracefully()
+            try? await authorityGroup.shutdownGracefully()
+            throw error
+        }
+        try await connectionGroup.shutdownGracefully()
+        try await authorityGroup.shutdownGracefully()
+        if let error = self.fatalError.withLockedValue({ $0 }) {
+            throw error
+        }
+        self.logger.info("batond stopped")
+    }
+
+    private func serve(
+        store: JobStore, authorityGroup: MultiThreadedEventLoopGroup, connectionGroup: MultiThreadedEventLoopGroup
+    ) async throws {
+        let configuration = self.configuration
+        let quiesce = ServerQuiescingHelper(group: connectionGroup)
+        let authority = Authority(
+            loop: authorityGroup.next(), store: store, clock: self.clock, defaults: configuration.jobDefaults,
+            limits: configuration.limits, logger: self.logger,
+            onFatalError: { [fatalError] error in
+                fatalError.withLockedValue { $0 = error }
+                quiesce.initiateShutdown(promise: nil)
+            }
+        )
+        let recovered = try await authority.recover().get()
+
+        let channel = try await self.bind(authority: authority, quiesce: quiesce, group: connectionGroup)
+        self.logger.info(
+            "batond ready",
+            metadata: [
+                "socket": "\(configuration.socketPath)", "store": "\(configuration.storePath)",
+                "durability": "\(configuration.durability.rawValue)", "leases.recovered": "\(recovered)",
+            ]
+        )
+
+        try await withGracefulShutdownHandler {
+            try await channel.closeFuture.get()
+        } onGracefulShutdown: {
+            self.logger.info("batond stopping")
+            // Refuse new requests first, so nothing new starts while connections wind down.
+            authority.drain().whenComplete { _ in
+                quiesce.initiateShutdown(promise: nil)
+            }
+        }
+        // The listener is closed; let in-flight requests be answered and connections close.
+        try await authority.drain().get()
+        let closed = connectionGroup.next().makePromise(of: Void.self)
+        quiesce.initiateShutdown(promise: closed)
+        try? await closed.futureResult.get()
+        try await authority.closeStore().get()
+    }
+
+    private func bind(authority: Authority, quiesce: ServerQuiescingHelper, group: any EventLoopGroup) async throws -> any Channel {
+        let path = self.configuration.socketPath
+        if SocketPath.exists(path) {
+            guard SocketPath.isSocket(path) else {
+                throw BatonServerError("\(path) exists and is not a socket; refusing to replace it")
+            }
+            guard !SocketPath.hasLiveServer(at: path) else {
+                throw BatonServerError("another server is answering on \(path)")
+            }
+        }
+        let decoder = RequestDecoder(limits: self.configuration.limits)
+        let maximumLine = self.configuration.limits.maximumLineBytes
+        let maximumInFlight = self.configuration.maximumInFlightPerConnection
+        let logger = self.logger
+        let connectionNumbers = ManagedAtomicCounter()
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1_024)
+            .serverChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
+                }
+            }
+            .childChannelInitializer { channel in
+                channel.peerIdentity().flatMapThrowing { peer in
+                    let connection = ConnectionIdentity(number: connectionNumbers.next(), peer: peer)
+                    try channel.pipeline.syncOperations.addHandlers(
+                        BackPressureHandler(),
+                        // One byte of slack for the newline itself.
+                        ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: maximumLine + 2),
+                        RequestHandler(
+                            authority: authority, decoder: decoder, connection: connection,
+                            maximumInFlight: maximumInFlight, logger: logger
+                        )
+                    )
+                }
+            }
+            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
+            .get()
+    }
+}
+
+/// A server that cannot start, with the reason for the operator.
+public struct BatonServerError: Error, CustomStringConvertible {
+    public var description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
+
+/// Numbers connections for the life of the server.
+private final class ManagedAtomicCounter: Sendable {
+    private let value = NIOLockedValueBox<UInt64>(0)
+
+    func next() -> UInt64 {
+        self.value.withLockedValue { value in
+            value += 1
+            return value
+        }
+    }
+}

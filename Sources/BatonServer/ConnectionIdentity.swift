@@ -1,0 +1,27 @@
+import BatonCore
+import BatonProtocol
+import NIOCore
+
+/// Who sent a request: the connection, and the process behind it.
+public struct ConnectionIdentity: Hashable, Sendable {
+    /// Unique for the life of the server.
+    public var number: UInt64
+    /// The peer process, from SO_PEERCRED; `nil` where the platform cannot say.
+    public var peer: PeerIdentity?
+
+    public init(number: UInt64, peer: PeerIdentity?) {
+        self.number = number
+        self.peer = peer
+    }
+}
+
+/// What the authority hands back for one request.
+struct Outcome: Sendable {
+    /// The reply line, newline included.
+    var line: String
+    /// Set when the reply grants a lease: if it cannot be delivered, the job is released.
+    var granted: LeaseReference?
+}
+
+/// Where a request's outcome goes once its batch has committed.
+typealias ReplySink = EventLoopPromise<Outcome>

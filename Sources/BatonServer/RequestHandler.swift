@@ -1,0 +1,150 @@
+import BatonCore
+import BatonProtocol
+import Logging
+import NIOCore
+import NIOExtras
+
+/// Serves one connection: decodes each line, hands it to the authority, writes the reply.
+///
+/// Decoding happens here, on the connection's event loop, so a malformed line is answered
+/// without ever reaching the authority. Replies carry their request's `id`; a parked claim
+/// may be answered after requests sent behind it.
+final class RequestHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let authority: Authority
+    private let decoder: RequestDecoder
+    private let connection: ConnectionIdentity
+    private let logger: Logger
+    /// Requests handed to the authority and not yet answered.
+    private var inFlight = 0
+    /// Past this many unanswered requests the connection stops reading, so one client
+    /// that floods or never reads cannot make the server buffer without bound.
+    private let maximumInFlight: Int
+    private var readPending = false
+    /// Set when the server is stopping: close as soon as nothing is left to answer.
+    private var quiescing = false
+    private var context: ChannelHandlerContext?
+
+    init(authority: Authority, decoder: RequestDecoder, connection: ConnectionIdentity, maximumInFlight: Int, logger: Logger) {
+        self.authority = authority
+        self.decoder = decoder
+        self.connection = connection
+        self.maximumInFlight = maximumInFlight
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.authority.connectionClosed(self.connection)
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let line = self.unwrapInboundIn(data)
+        let decoded = line.withUnsafeReadableBytes { raw in
+            Result { () throws(RequestDecoder.Rejection) in
+                try self.decoder.decode(raw.bindMemory(to: UInt8.self))
+            }
+        }
+        switch decoded {
+        case .success(let request):
+            self.inFlight += 1
+            let promise = context.eventLoop.makePromise(of: Outcome.self)
+            promise.futureResult.assumeIsolated().whenSuccess { outcome in
+                self.deliver(outcome)
+            }
+            self.authority.submit(
+                Authority.Submission(id: request.id, request: request.request, connection: self.connection, reply: promise)
+            )
+        case .failure(let rejection):
+            self.write(Reply.failure(id: rejection.id, rejection.error), to: context)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        guard event is ChannelShouldQuiesceEvent else {
+            return context.fireUserInboundEventTriggered(event)
+        }
+        self.quiescing = true
+        if self.inFlight == 0 {
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        switch error {
+        case is ByteToMessageDecoderError.PayloadTooLargeError:
+            // The rest of the line cannot be skipped reliably: answer, then hang up.
+            let message = "line longer than \(self.decoder.limits.maximumLineBytes) bytes; the connection is closed"
+            let reply = Reply.failure(id: nil, BatonError(.badRequest, message))
+            context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: reply))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        case is NIOExtrasErrors.LeftOverBytesError:
+            // The client hung up in the middle of a line: there is no one to answer.
+            context.close(promise: nil)
+        default:
+            self.logger.debug("connection error", metadata: ["error": "\(error)", "peer.pid": "\(self.connection.peer?.pid ?? 0)"])
+            context.close(promise: nil)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if self.inFlight >= self.maximumInFlight {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func deliver(_ outcome: Outcome) {
+        self.inFlight -= 1
+        guard let context = self.context, context.channel.isActive else {
+            // Nobody to tell: a lease granted to a vanished client goes straight back.
+            if let granted = outcome.granted {
+                self.releaseUndelivered(granted)
+            }
+            return
+        }
+        if !outcome.line.isEmpty {
+            self.write(outcome.line, to: context)
+        }
+        if self.quiescing, self.inFlight == 0 {
+            context.close(promise: nil)
+            return
+        }
+        if self.readPending, self.inFlight < self.maximumInFlight {
+            self.readPending = false
+            context.read()
+        }
+    }
+
+    private func write(_ line: String, to context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: line.utf8.count)
+        buffer.writeString(line)
+        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+    }
+
+    private func releaseUndelivered(_ lease: LeaseReference) {
+        self.logger.info("releasing a lease its client never received", metadata: ["job.id": "\(lease.jobID)", "lease.token": "\(lease.token)"])
+        let eventLoop = self.authority.loop
+        let promise = eventLoop.makePromise(of: Outcome.self)
+        promise.futureResult.whenComplete { _ in }
+        self.authority.submit(
+            Authority.Submission(
+                id: nil, request: .release(ReleaseRequest(lease: lease, delayMilliseconds: 0)),
+                connection: self.connection, reply: promise
+            )
+        )
+    }
+}

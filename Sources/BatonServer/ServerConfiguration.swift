@@ -1,0 +1,39 @@
+import BatonCore
+import BatonProtocol
+import BatonStore
+
+/// Everything a ``BatonServer`` needs to know to run, with defaults for a local sidecar.
+///
+/// Command-line flags and environment variables are mapped onto this in the `batond`
+/// executable; the server itself reads neither.
+public struct ServerConfiguration: Sendable {
+    /// Where the unix socket is bound.
+    public var socketPath: String
+    /// The SQLite store file; a `.lock` file beside it marks its owner.
+    public var storePath: String
+    public var durability: Durability
+    public var limits: ProtocolLimits
+    public var jobDefaults: JobDefaults
+    /// Event-loop threads for connections; the authority has a thread of its own.
+    public var connectionThreads: Int
+    /// Unanswered requests one connection may have before the server stops reading it.
+    public var maximumInFlightPerConnection: Int
+
+    public init(
+        socketPath: String = "baton-data/baton.sock",
+        storePath: String = "baton-data/baton.sqlite",
+        durability: Durability = .full,
+        limits: ProtocolLimits = ProtocolLimits(),
+        jobDefaults: JobDefaults = JobDefaults(),
+        connectionThreads: Int = 1,
+        maximumInFlightPerConnection: Int = 1_024
+    ) {
+        self.socketPath = socketPath
+        self.storePath = storePath
+        self.durability = durability
+        self.limits = limits
+        self.jobDefaults = jobDefaults
+        self.connectionThreads = connectionThreads
+        self.maximumInFlightPerConnection = maximumInFlightPerConnection
+    }
+}

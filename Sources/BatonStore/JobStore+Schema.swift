@@ -1,0 +1,64 @@
+import GRDB
+
+extension JobStore {
+    /// The schema's history. A migration, once released, is never edited: changes are new ones.
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: jobs, leases and tokens") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE jobs (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        queue TEXT NOT NULL,
+                        state TEXT NOT NULL,
+                        -- 1 exactly when the job is queued or retrying and its run_at has passed:
+                        -- the claim index holds only these rows, so a claim never wades through
+                        -- delayed jobs.
+                        ready INTEGER NOT NULL,
+                        payload TEXT NOT NULL,
+                        priority INTEGER NOT NULL,
+                        run_at INTEGER NOT NULL,
+                        attempts INTEGER NOT NULL DEFAULT 0,
+                        max_attempts INTEGER NOT NULL,
+                        backoff_initial_ms INTEGER NOT NULL,
+                        backoff_factor REAL NOT NULL,
+                        backoff_max_ms INTEGER NOT NULL,
+                        lease_ms INTEGER NOT NULL,
+                        unique_key TEXT,
+                        checkpoint TEXT,
+                        progress TEXT,
+                        result TEXT,
+                        last_error TEXT,
+                        lease_token INTEGER,
+                        worker TEXT,
+                        peer_pid INTEGER,
+                        peer_uid INTEGER,
+                        created_at INTEGER NOT NULL,
+                        started_at INTEGER,
+                        finished_at INTEGER
+                    );
+                    -- The claim: best priority, then oldest, among ready jobs of one queue.
+                    CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id) WHERE ready = 1;
+                    -- Delayed and backing-off jobs, by the time they become ready.
+                    CREATE INDEX jobs_scheduled ON jobs (run_at) WHERE ready = 0 AND state IN ('queued', 'retrying');
+                    -- At most one unfinished job per queue and unique key.
+                    CREATE UNIQUE INDEX jobs_unique_active ON jobs (queue, unique_key)
+                        WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled');
+                    CREATE INDEX jobs_running ON jobs (id) WHERE state = 'running';
+                    -- Counters that must survive restarts, such as the last fencing token issued.
+                    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+                    INSERT INTO counters (name, value) VALUES ('last_token', 0);
+                    """
+            )
+        }
+        return migrator
+    }
+
+    /// The columns every job read selects, in the order ``JobStore/job(from:)`` reads them.
+    static let jobColumns = """
+        id, queue, state, payload, priority, run_at, attempts, max_attempts,
+        backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
+        checkpoint, progress, result, last_error, lease_token, worker, peer_pid, peer_uid,
+        created_at, started_at, finished_at
+        """
+}

@@ -1,0 +1,66 @@
+import BatonCore
+import GRDB
+
+/// The durable job store: one SQLite database in WAL mode, written by one owner.
+///
+/// `JobStore` is not thread-safe by design. The authority calls it from one thread, and
+/// a whole batch of requests runs inside one ``write(_:)`` transaction, so one fsync
+/// covers every request in the batch (group commit).
+public final class JobStore {
+    private let database: DatabaseQueue
+    private let lock: StoreLock
+    public let path: String
+    public let durability: Durability
+
+    /// Opens (creating if needed) and migrates the store at `path`.
+    ///
+    /// - Throws: ``StoreError`` when another process owns the store or it cannot be opened.
+    public init(path: String, durability: Durability = .full) throws {
+        self.lock = try StoreLock(path: path + ".lock")
+        var configuration = Configuration()
+        configuration.journalMode = .wal
+        configuration.label = "baton.store"
+        do {
+            self.database = try DatabaseQueue(path: path, configuration: configuration)
+            // GRDB's WAL set-up chooses NORMAL; the durability we promise is decided here.
+            try self.database.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = \(durability.synchronousPragma)")
+            }
+            try Self.migrator.migrate(self.database)
+        } catch let error as DatabaseError {
+            throw StoreError("cannot open the store at \(path): \(error.message ?? error.description)")
+        }
+        self.path = path
+        self.durability = durability
+    }
+
+    /// Runs `body` in one immediate transaction and commits it durably.
+    ///
+    /// If `body` throws, nothing it did is kept. If the commit itself fails, the error is
+    /// thrown and the caller cannot know what is durable: it must stop serving.
+    public func write<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
+        try self.database.writeWithoutTransaction { db in
+            var value: T?
+            try db.inTransaction(.immediate) {
+                value = try body(StoreTransaction(db: db))
+                return .commit
+            }
+            return value!
+        }
+    }
+
+    /// The `PRAGMA synchronous` level in force: 2 is FULL, 1 is NORMAL.
+    public func synchronousLevel() throws -> Int {
+        try self.database.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }
+    }
+
+    /// The journal mode in force, `wal` when all is well.
+    public func journalMode() throws -> String {
+        try self.database.read { db in try String.fetchOne(db, sql: "PRAGMA journal_mode") ?? "" }
+    }
+
+    /// Closes the database, checkpointing the WAL, and releases the lock.
+    public func close() throws {
+        try self.database.close()
+    }
+}

@@ -1,0 +1,295 @@
+import BatonCore
+import GRDB
+
+/// The store's operations, valid inside one ``JobStore/write(_:)`` transaction.
+///
+/// Every write here is a single SQL statement guarded by the state it expects (and, for
+/// fenced writes, the lease token), so a write either applies whole or not at all, and
+/// an operation that fails leaves the rest of its batch untouched. Statements are cached:
+/// each is compiled once per connection.
+public struct StoreTransaction {
+    let db: Database
+
+    // MARK: Enqueue
+
+    /// A job to insert.
+    public struct NewJob: Sendable {
+        public var queue: String
+        public var payload: String
+        public var priority: Int64
+        public var runAt: Int64
+        public var maxAttempts: Int
+        public var backoff: BackoffPolicy
+        public var leaseMilliseconds: Int64
+        public var uniqueKey: String?
+
+        public init(
+            queue: String, payload: String, priority: Int64, runAt: Int64, maxAttempts: Int,
+            backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?
+        ) {
+            self.queue = queue
+            self.payload = payload
+            self.priority = priority
+            self.runAt = runAt
+            self.maxAttempts = maxAttempts
+            self.backoff = backoff
+            self.leaseMilliseconds = leaseMilliseconds
+            self.uniqueKey = uniqueKey
+        }
+    }
+
+    /// Inserts a queued job.
+    ///
+    /// - Parameter now: wall-clock milliseconds; the job is ready at once if `runAt <= now`.
+    /// - Returns: the new job's id.
+    public func insert(_ job: NewJob, now: Int64) throws -> Int64 {
+        let statement = try self.db.cachedStatement(
+            sql: """
+                INSERT INTO jobs (queue, state, ready, payload, priority, run_at, max_attempts,
+                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at)
+                VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+        )
+        try statement.execute(arguments: [
+            job.queue, job.runAt <= now, job.payload, job.priority, job.runAt, job.maxAttempts,
+            job.backoff.initialMilliseconds, job.backoff.factor, job.backoff.maximumMilliseconds,
+            job.leaseMilliseconds, job.uniqueKey, now,
+        ])
+        return self.db.lastInsertedRowID
+    }
+
+    /// The unfinished job holding a unique key in a queue, if any.
+    public func unfinishedJob(queue: String, uniqueKey: String) throws -> Int64? {
+        // The predicate repeats the partial index's, so SQLite answers from the index.
+        let statement = try self.db.cachedStatement(
+            sql: """
+                SELECT id FROM jobs
+                WHERE queue = ? AND unique_key = ?
+                  AND unique_key IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled')
+                """
+        )
+        return try Int64.fetchOne(statement, arguments: [queue, uniqueKey])
+    }
+
+    // MARK: Claim
+
+    /// The best ready job of one queue: highest priority, then lowest id.
+    ///
+    /// One probe of the `jobs_ready` index, O(log n) however many jobs wait.
+    public func bestReadyJob(queue: String) throws -> (id: Int64, priority: Int64)? {
+        let statement = try self.db.cachedStatement(
+            sql: "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1"
+        )
+        guard let row = try Row.fetchOne(statement, arguments: [queue]) else { return nil }
+        return (row[0], row[1])
+    }
+
+    /// Moves a ready job to `running` under a new lease, and returns it.
+    ///
+    /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
+    public func markClaimed(
+        id: Int64, token: FencingToken, leaseMilliseconds: Int64?,
+        worker: String?, peer: PeerIdentity?, now: Int64
+    ) throws -> Job? {
+        let statement = try self.db.cachedStatement(
+            sql: """
+                UPDATE jobs SET state = 'running', ready = 0, attempts = attempts + 1, lease_token = ?,
+                    lease_ms = coalesce(?, lease_ms), worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?
+                WHERE id = ? AND ready = 1
+                RETURNING \(JobStore.jobColumns)
+                """
+        )
+        let arguments: StatementArguments = [
+            token.rawValue, leaseMilliseconds, worker, peer?.pid, peer.map { Int64($0.uid) }, now, id,
+        ]
+        return try Row.fetchOne(statement, arguments: arguments).map(JobStore.job(from:))
+    }
+
+    // MARK: Fenced writes
+
+    /// Stores a checkpoint (and progress) for the running job holding `token`.
+    ///
+    /// - Returns: whether the job was running under that token.
+    public func saveCheckpoint(id: Int64, token: FencingToken, state: String, progress: String?) throws -> Bool {
+        let statement = try self.db.cachedStatement(
+            sql: """
+                UPDATE jobs SET checkpoint = ?, progress = coalesce(?, progress)
+                WHERE id = ? AND state = 'running' AND lease_token = ?
+                """
+        )
+        try statement.execute(arguments: [state, progress, id, token.rawValue])
+        return self.db.changesCount == 1
+    }
+
+    /// Stores progress for the running job holding `token`.
+    public func saveProgress(id: Int64, token: FencingToken, progress: String) throws -> Bool {
+        let statement = try self.db.cachedStatement(
+            sql: "UPDATE jobs SET progress = ? WHERE id = ? AND state = 'running' AND lease_token = ?"
+        )
+        try statement.execute(arguments: [progress, id, token.rawValue])
+        return self.db.changesCount == 1
+    }
+
+    /// Moves the running job holding `token` to `completed`.
+    public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> Bool {
+        try JobState.running.checkMove(to: .completed)
+        let statement = try self.db.cachedStatement(
+            sql: """
+                UPDATE jobs SET state = 'completed', result = ?, finished_at = ?, progress = progress
+                WHERE id = ? AND state = 'running' AND lease_token = ?
+                """
+        )
+        try statement.execute(arguments: [result, now, id, token.rawValue])
+        return self.db.changesCount == 1
+    }
+
+    /// Ends the running job's attempt unsuccessfully: to `retrying` at `decision`'s time, or `failed`.
+    public func markUnsuccessful(
+        id: Int64, token: FencingToken, decision: RetryDecision, error: String, now: Int64
+    ) throws -> Bool {
+        try JobState.running.checkMove(to: decision.state)
+        switch decision {
+        case .retry(let runAt):
+            let statement = try self.db.cachedStatement(
+                sql: """
+                    UPDATE jobs SET state = 'retrying', ready = ?, run_at = ?, last_error = ?
+                    WHERE id = ? AND state = 'running' AND lease_token = ?
+                    """
+            )
+            try statement.execute(arguments: [runAt <= now, runAt, error, id, token.rawValue])
+        case .fail:
+            let statement = try self.db.cachedStatement(
+                sql: """
+                    UPDATE jobs SET state = 'failed', last_error = ?, finished_at = ?
+                    WHERE id = ? AND state = 'running' AND lease_token = ?
+                    """
+            )
+            try statement.execute(arguments: [error, now, id, token.rawValue])
+        }
+        return self.db.changesCount == 1
+    }
+
+    /// Hands the running job back to `queued` without spending its attempt.
+    ///
+    /// - Returns: the job's queue, or `nil` when the job was not running under that token.
+    public func markReleased(id: Int64, token: FencingToken, runAt: Int64, now: Int64) throws -> String? {
+        try JobState.running.checkMove(to: .queued)
+        let statement = try self.db.cachedStatement(
+            sql: """
+                UPDATE jobs SET state = 'queued', ready = ?, run_at = ?, attempts = max(attempts - 1, 0)
+                WHERE id = ? AND state = 'running' AND lease_token = ?
+                RETURNING queue
+                """
+        )
+        return try String.fetchOne(statement, arguments: [runAt <= now, runAt, id, token.rawValue])
+    }
+
+    // MARK: Scheduling
+
+    /// Makes every delayed or backing-off job whose time has come claimable.
+    ///
+    /// - Returns: the queues that gained ready jobs.
+    public func promoteDueJobs(now: Int64) throws -> Set<String> {
+        let statement = try self.db.cachedStatement(
+            sql: """
+                UPDATE jobs SET ready = 1
+                WHERE ready = 0 AND state IN ('queued', 'retrying') AND run_at <= ?
+                RETURNING queue
+                """
+        )
+        return try Set(String.fetchCursor(statement, arguments: [now]))
+    }
+
+    /// The earliest `run_at` among jobs that are waiting for their time.
+    public func nextScheduledRunAt() throws -> Int64? {
+        let statement = try self.db.cachedStatement(
+            sql: "SELECT min(run_at) FROM jobs WHERE ready = 0 AND state IN ('queued', 'retrying')"
+        )
+        return try Int64.fetchOne(statement)
+    }
+
+    // MARK: Reads
+
+    /// The whole job, or `nil` when no job has that id.
+    public func job(id: Int64) throws -> Job? {
+        let statement = try self.db.cachedStatement(sql: "SELECT \(JobStore.jobColumns) FROM jobs WHERE id = ?")
+        return try Row.fetchOne(statement, arguments: [id]).map(JobStore.job(from:))
+    }
+
+    /// Every running job's lease, for rebuilding the lease table after a restart.
+    public func runningLeases() throws -> [(id: Int64, token: FencingToken, leaseMilliseconds: Int64)] {
+        try Row.fetchAll(self.db, sql: "SELECT id, lease_token, lease_ms FROM jobs WHERE state = 'running'").map {
+            (id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2])
+        }
+    }
+
+    /// Per-queue job counts by state, and when each queue's longest-waiting ready job became due.
+    public func queueStatistics() throws -> [String: QueueStatistics] {
+        var statistics: [String: QueueStatistics] = [:]
+        let counts = try Row.fetchCursor(self.db, sql: "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")
+        while let row = try counts.next() {
+            guard let state = JobState(rawValue: row[1]) else { continue }
+            statistics[row[0], default: QueueStatistics()].counts[state] = row[2]
+        }
+        let oldest = try Row.fetchCursor(self.db, sql: "SELECT queue, min(run_at) FROM jobs WHERE ready = 1 GROUP BY queue")
+        while let row = try oldest.next() {
+            statistics[row[0], default: QueueStatistics()].oldestReadyRunAt = row[1]
+        }
+        return statistics
+    }
+
+    // MARK: Counters
+
+    /// The last fencing token this store issued.
+    public func lastToken() throws -> FencingToken {
+        FencingToken(rawValue: try Int64.fetchOne(self.db, sql: "SELECT value FROM counters WHERE name = 'last_token'") ?? 0)
+    }
+
+    /// Records the last fencing token issued; it only ever grows.
+    public func saveLastToken(_ token: FencingToken) throws {
+        let statement = try self.db.cachedStatement(
+            sql: "UPDATE counters SET value = max(value, ?) WHERE name = 'last_token'"
+        )
+        try statement.execute(arguments: [token.rawValue])
+    }
+}
+
+/// One queue's counts, for `stats`.
+public struct QueueStatistics: Hashable, Sendable {
+    public var counts: [JobState: Int] = [:]
+    /// The `run_at` of the ready job that has waited longest, if any is ready.
+    public var oldestReadyRunAt: Int64?
+
+    public init() {}
+}
+
+extension JobStore {
+    /// Reads a row selected with ``jobColumns``.
+    static func job(from row: Row) -> Job {
+        let pid: Int32? = row[19]
+        let uid: Int64? = row[20]
+        return Job(
+            id: row[0],
+            queue: row[1],
+            state: JobState(rawValue: row[2]) ?? .failed,
+            payload: row[3],
+            priority: row[4],
+            runAt: row[5],
+            attempts: row[6],
+            maxAttempts: row[7],
+            backoff: BackoffPolicy(initialMilliseconds: row[8], factor: row[9], maximumMilliseconds: row[10]),
+            leaseMilliseconds: row[11],
+            uniqueKey: row[12],
+            checkpoint: row[13],
+            progress: row[14],
+            result: row[15],
+            lastError: row[16],
+            leaseToken: (row[17] as Int64?).map(FencingToken.init(rawValue:)),
+            worker: row[18],
+            peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
+            createdAt: row[21],
+            startedAt: row[22],
+            finishedAt: row[23]
+        )
+    }
+}

@@ -1,0 +1,144 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A blocking connection to a `batond` socket that sends and receives JSON lines.
+///
+/// Tests and the benchmark drive the server from plain threads, one connection each, the
+/// way a simple worker in any language would; this type is that worker's socket.
+public final class LineConnection {
+    private let descriptor: Int32
+    private var buffer: [UInt8] = []
+    private var readOffset = 0
+
+    /// The reasons a connection fails.
+    public enum Failure: Error, CustomStringConvertible {
+        case connect(path: String, errno: Int32)
+        case closed
+        case io(errno: Int32)
+        case timedOut
+
+        public var description: String {
+            switch self {
+            case .connect(let path, let code): "cannot connect to \(path): \(String(cString: strerror(code)))"
+            case .closed: "the server closed the connection"
+            case .io(let code): "socket error: \(String(cString: strerror(code)))"
+            case .timedOut: "no reply within the timeout"
+            }
+        }
+    }
+
+    /// Connects to the unix socket at `path`.
+    ///
+    /// - Parameter timeoutSeconds: how long a read may block before ``Failure/timedOut``.
+    public init(path: String, timeoutSeconds: Int = 30) throws {
+        #if canImport(Glibc)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #else
+        let fd = socket(AF_UNIX, SOCK_STREAM, 0)
+        #endif
+        guard fd >= 0 else { throw Failure.io(errno: errno) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        guard path.utf8.count < capacity else {
+            close(fd)
+            throw Failure.connect(path: path, errno: ENAMETOOLONG)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: path.utf8)
+            raw[path.utf8.count] = 0
+        }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard result == 0 else {
+            let code = errno
+            close(fd)
+            throw Failure.connect(path: path, errno: code)
+        }
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        self.descriptor = fd
+    }
+
+    deinit {
+        close(self.descriptor)
+    }
+
+    /// Sends raw bytes as they are; a request line must end with `\n`.
+    public func send(_ text: String) throws {
+        var bytes = Array(text.utf8)
+        try self.send(bytes: &bytes)
+    }
+
+    public func send(bytes: inout [UInt8]) throws {
+        var sent = 0
+        while sent < bytes.count {
+            let count = bytes.withUnsafeBytes { raw in
+                Glibc.send(self.descriptor, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
+            }
+            guard count > 0 else {
+                if count < 0, errno == EINTR { continue }
+                throw Failure.io(errno: errno)
+            }
+            sent += count
+        }
+    }
+
+    /// Reads the next line, without its newline.
+    public func readLine() throws -> String {
+        while true {
+            if let newline = self.buffer[self.readOffset...].firstIndex(of: 0x0A) {
+                let line = String(decoding: self.buffer[self.readOffset..<newline], as: UTF8.self)
+                self.readOffset = newline + 1
+                if self.readOffset > 65_536 {
+                    self.buffer.removeFirst(self.readOffset)
+                    self.readOffset = 0
+                }
+                return line
+            }
+            try self.fill()
+        }
+    }
+
+    /// Reads until the server closes the connection or the timeout passes.
+    ///
+    /// - Returns: `true` when the server closed it.
+    public func waitForClose() throws -> Bool {
+        while true {
+            do {
+                try self.fill()
+            } catch Failure.closed {
+                return true
+            } catch Failure.timedOut {
+                return false
+            } catch Failure.io(let code) where code == ECONNRESET {
+                return true
+            }
+        }
+    }
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        let count = chunk.withUnsafeMutableBytes { recv(self.descriptor, $0.baseAddress, $0.count, 0) }
+        if count == 0 { throw Failure.closed }
+        if count < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK { throw Failure.timedOut }
+            if errno == EINTR { return }
+            throw Failure.io(errno: errno)
+        }
+        self.buffer.append(contentsOf: chunk[..<count])
+    }
+
+    /// Closes the sending half, as a client that has nothing more to say.
+    public func shutdownWrite() {
+        shutdown(self.descriptor, Int32(SHUT_WR))
+    }
+}

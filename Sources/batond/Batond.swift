@@ -1,0 +1,118 @@
+import ArgumentParser
+import BatonCore
+import BatonProtocol
+import BatonServer
+import BatonStore
+import Logging
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// `batond`: the job-lease authority for one host.
+@main
+struct Batond: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "batond",
+        abstract: "Serve durable, leased background jobs over a unix socket.",
+        discussion: """
+            Workers on this host connect to the socket and speak line-delimited JSON \
+            (see protocol/PROTOCOL.md). Without options, the store and the socket live in \
+            ./baton-data/.
+            """,
+        version: batondVersion
+    )
+
+    @Option(name: .long, help: "The unix socket to listen on.")
+    var socket: String = "baton-data/baton.sock"
+
+    @Option(name: .long, help: "The SQLite store file.")
+    var store: String = "baton-data/baton.sqlite"
+
+    @Option(name: .long, help: "full: fsync every commit (default). normal: survive process crashes, not power loss.")
+    var durability: DurabilityOption = .full
+
+    @Option(name: .long, help: "The longest request line accepted, in bytes.")
+    var maxLineBytes: Int = ProtocolLimits().maximumLineBytes
+
+    @Option(name: .long, help: "Lease period for jobs that do not name one, in milliseconds.")
+    var defaultLeaseMs: Int64 = JobDefaults().leaseMilliseconds
+
+    @Option(name: .long, help: "Attempts for jobs that do not name a number.")
+    var defaultMaxAttempts: Int = JobDefaults().maxAttempts
+
+    @Option(name: .long, help: "Event-loop threads serving connections.")
+    var threads: Int = 1
+
+    @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        guard self.maxLineBytes >= 1_024 else { throw ValidationError("--max-line-bytes must be at least 1024") }
+        guard self.defaultLeaseMs > 0 else { throw ValidationError("--default-lease-ms must be positive") }
+        guard self.defaultMaxAttempts > 0 else { throw ValidationError("--default-max-attempts must be positive") }
+        guard self.threads > 0 else { throw ValidationError("--threads must be positive") }
+    }
+
+    func run() async throws {
+        let level = self.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "batond")
+        try Self.createParentDirectory(of: self.socket)
+        try Self.createParentDirectory(of: self.store)
+
+        let server = BatonServer(
+            configuration: ServerConfiguration(
+                socketPath: self.socket,
+                storePath: self.store,
+                durability: self.durability.durability,
+                limits: ProtocolLimits(maximumLineBytes: self.maxLineBytes),
+                jobDefaults: JobDefaults(maxAttempts: self.defaultMaxAttempts, leaseMilliseconds: self.defaultLeaseMs),
+                connectionThreads: self.threads
+            ),
+            logger: logger
+        )
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("batond failed", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+    }
+
+    /// Creates the directory a default path lives in, so a first run needs no set-up.
+    private static func createParentDirectory(of path: String) throws {
+        guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return }
+        let directory = String(path[..<slash])
+        if mkdir(directory, 0o750) != 0, errno != EEXIST {
+            throw ValidationError("cannot create \(directory): \(String(cString: strerror(errno)))")
+        }
+    }
+}
+
+/// `--durability`, as the command line spells it.
+enum DurabilityOption: String, ExpressibleByArgument, CaseIterable {
+    case full
+    case normal
+
+    var durability: Durability {
+        switch self {
+        case .full: .full
+        case .normal: .normal
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
