@@ -57,7 +57,7 @@ let package = Package(
             ]
         ),
         // A blocking line-JSON connection for tests and the benchmark, which drive batond from threads.
-        .target(name: "BatonTestSupport", dependencies: ["BatonProtocol"]),
+        .target(name: "BatonTestSupport"),
         .executableTarget(
             name: "BatonBench",
             dependencies: [

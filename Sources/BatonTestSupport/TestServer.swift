@@ -1,0 +1,148 @@
+import Foundation
+
+/// A real `batond` process on a socket in a fresh temporary directory.
+///
+/// Integration tests start the built binary, exactly as an operator would, and talk to it
+/// only over its socket. The store stays in the directory across ``restart(arguments:)``
+/// and ``kill()``, so tests can check what survives.
+public final class TestServer: @unchecked Sendable {
+    // @unchecked: `process` is replaced only by the test that owns the server.
+
+    public let directory: URL
+    public let socketPath: String
+    public let storePath: String
+    public private(set) var arguments: [String]
+    private var process: Process?
+    private let logPath: String
+
+    /// Starts `batond` with extra command-line arguments and waits until it answers.
+    public init(arguments: [String] = []) throws {
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("batond-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        self.directory = directory
+        self.socketPath = directory.appendingPathComponent("b.sock").path
+        self.storePath = directory.appendingPathComponent("store.sqlite").path
+        self.logPath = directory.appendingPathComponent("batond.log").path
+        self.arguments = arguments
+        try self.start()
+    }
+
+    deinit {
+        if let process, process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        try? FileManager.default.removeItem(at: self.directory)
+    }
+
+    /// The `batond` binary: `BATOND_PATH`, else the one built beside the test bundle.
+    public static var binaryPath: String {
+        if let path = ProcessInfo.processInfo.environment["BATOND_PATH"] { return path }
+        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
+            ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: executable).deletingLastPathComponent()
+        // The test runner may sit inside a bundle directory; batond sits in the build folder.
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("batond").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appendingPathComponent("batond").path
+    }
+
+    /// The process id of the running server.
+    public var pid: Int32? { self.process?.processIdentifier }
+
+    /// Everything the server has logged so far.
+    public var log: String {
+        (try? String(contentsOfFile: self.logPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Starts the server and waits for its socket to answer.
+    public func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+        process.arguments = ["--socket", self.socketPath, "--store", self.storePath] + self.arguments
+        if !FileManager.default.fileExists(atPath: self.logPath) {
+            _ = FileManager.default.createFile(atPath: self.logPath, contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: self.logPath))
+        log.seekToEndOfFile()
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        self.process = process
+        try self.waitUntilReady()
+    }
+
+    private func waitUntilReady() throws {
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline {
+            if let process, !process.isRunning {
+                throw TestServerError("batond exited with status \(process.terminationStatus) before it was ready:\n\(self.log)")
+            }
+            if let connection = try? LineConnection(path: self.socketPath) {
+                _ = connection
+                return
+            }
+            usleep(20_000)
+        }
+        throw TestServerError("batond did not answer on \(self.socketPath) within 20 s:\n\(self.log)")
+    }
+
+    /// A new connection to the server.
+    public func connect(timeoutSeconds: Int = 30) throws -> JSONLineClient {
+        JSONLineClient(connection: try LineConnection(path: self.socketPath, timeoutSeconds: timeoutSeconds))
+    }
+
+    /// Stops the server with SIGTERM and waits for it to exit.
+    ///
+    /// - Returns: the exit status.
+    @discardableResult
+    public func stop() -> Int32 {
+        guard let process else { return -1 }
+        if process.isRunning { process.terminate() }
+        process.waitUntilExit()
+        self.process = nil
+        return process.terminationStatus
+    }
+
+    /// Kills the server with SIGKILL: no chance to flush or close anything.
+    public func kill() {
+        guard let process else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    /// Stops the server gracefully and starts it again on the same store and socket.
+    public func restart(arguments: [String]? = nil) throws {
+        self.stop()
+        if let arguments { self.arguments = arguments }
+        try self.start()
+    }
+
+    /// Runs `batond` to completion with these arguments (plus socket and store) and returns
+    /// its exit status and output, for tests of start-up failures.
+    public func runSecondInstance(socketPath: String) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+        process.arguments = ["--socket", socketPath, "--store", self.storePath]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    }
+}
+
+public struct TestServerError: Error, CustomStringConvertible {
+    public var description: String
+
+    public init(_ description: String) {
+        self.description = description
+    }
+}
