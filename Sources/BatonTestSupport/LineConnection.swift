@@ -34,7 +34,7 @@ public final class LineConnection {
 
     /// Connects to the unix socket at `path`.
     ///
-    /// - Parameter timeoutSeconds: how long a read may block before ``Failure/timedOut``.
+    /// - Parameter timeoutSeconds: how long a read or write may block before it fails.
     public init(path: String, timeoutSeconds: Int = 30) throws {
         #if canImport(Glibc)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -65,6 +65,7 @@ public final class LineConnection {
         }
         var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         self.descriptor = fd
     }
 
@@ -86,6 +87,7 @@ public final class LineConnection {
             }
             guard count > 0 else {
                 if count < 0, errno == EINTR { continue }
+                if count < 0, errno == EAGAIN || errno == EWOULDBLOCK { throw Failure.timedOut }
                 throw Failure.io(errno: errno)
             }
             sent += count

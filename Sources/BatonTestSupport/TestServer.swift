@@ -123,12 +123,19 @@ public final class TestServer: @unchecked Sendable {
         try self.start()
     }
 
-    /// Runs `batond` to completion with these arguments (plus socket and store) and returns
-    /// its exit status and output, for tests of start-up failures.
+    /// Runs another `batond` on this server's store and another socket, to completion, for
+    /// tests of start-up failures.
     public func runSecondInstance(socketPath: String) throws -> (status: Int32, output: String) {
+        try self.runSecondInstanceOnStore(storePath: self.storePath, socketPath: socketPath)
+    }
+
+    /// Runs another `batond` on the given store and socket, to completion.
+    ///
+    /// - Returns: its exit status and everything it printed.
+    public func runSecondInstanceOnStore(storePath: String, socketPath: String) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binaryPath)
-        process.arguments = ["--socket", socketPath, "--store", self.storePath]
+        process.arguments = ["--socket", socketPath, "--store", storePath]
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
