@@ -1,0 +1,103 @@
+import BatonCore
+import BatonStore
+import Foundation
+import Testing
+
+@Suite("The SQLite job store")
+struct JobStoreTests {
+    let directory: URL
+
+    init() throws {
+        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+    }
+
+    var path: String { self.directory.appendingPathComponent("jobs.sqlite").path }
+
+    func newJob(queue: String = "q", priority: Int64 = 0, runAt: Int64 = 0, uniqueKey: String? = nil) -> StoreTransaction.NewJob {
+        StoreTransaction.NewJob(
+            queue: queue, payload: "{}", priority: priority, runAt: runAt, maxAttempts: 3,
+            backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: uniqueKey
+        )
+    }
+
+    @Test("WAL, and fsync'd commits unless asked otherwise")
+    func durability() throws {
+        do {
+            let store = try JobStore(path: self.path)
+            #expect(try store.journalMode() == "wal")
+            #expect(try store.synchronousLevel() == 2)
+            try store.close()
+        }
+        let relaxed = try JobStore(path: self.path, durability: .normal)
+        #expect(try relaxed.synchronousLevel() == 1)
+    }
+
+    @Test("only one owner at a time")
+    func exclusiveOwnership() throws {
+        let store = try JobStore(path: self.path)
+        #expect(throws: StoreError.self) { try JobStore(path: self.path) }
+        withExtendedLifetime(store) {}
+    }
+
+    @Test("the claim index orders by priority, then id, and skips delayed jobs")
+    func claimOrder() throws {
+        let store = try JobStore(path: self.path)
+        try store.write { tx in
+            let low = try tx.insert(self.newJob(priority: 1), now: 100)
+            let high = try tx.insert(self.newJob(priority: 9), now: 100)
+            _ = try tx.insert(self.newJob(priority: 99, runAt: 500), now: 100)
+            #expect(try tx.bestReadyJob(queue: "q")?.id == high)
+            _ = try tx.markClaimed(id: high, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, now: 100)
+            #expect(try tx.bestReadyJob(queue: "q")?.id == low)
+            #expect(try tx.nextScheduledRunAt() == 500)
+            #expect(try tx.promoteDueJobs(now: 499).isEmpty)
+            #expect(try tx.promoteDueJobs(now: 500) == ["q"])
+            #expect(try tx.bestReadyJob(queue: "q")?.priority == 99)
+        }
+    }
+
+    @Test("fenced writes apply only under the current token")
+    func fencing() throws {
+        let store = try JobStore(path: self.path)
+        try store.write { tx in
+            let id = try tx.insert(self.newJob(), now: 0)
+            let token = FencingToken(rawValue: 5)
+            let job = try #require(try tx.markClaimed(id: id, token: token, leaseMilliseconds: 2_000, worker: "w", peer: nil, now: 0))
+            #expect(job.state == .running)
+            #expect(job.attempts == 1)
+            #expect(job.leaseMilliseconds == 2_000)
+            #expect(try !tx.markCompleted(id: id, token: FencingToken(rawValue: 4), result: nil, now: 1))
+            #expect(try tx.markCompleted(id: id, token: token, result: "1", now: 1))
+            #expect(try !tx.markCompleted(id: id, token: token, result: "2", now: 2), "already completed")
+            #expect(try tx.job(id: id)?.result == "1")
+        }
+    }
+
+    @Test("the last token survives reopening")
+    func tokenCounter() throws {
+        do {
+            let store = try JobStore(path: self.path)
+            try store.write { tx in try tx.saveLastToken(FencingToken(rawValue: 41)) }
+            try store.close()
+        }
+        let store = try JobStore(path: self.path)
+        #expect(try store.write { try $0.lastToken() } == FencingToken(rawValue: 41))
+        try store.write { tx in try tx.saveLastToken(FencingToken(rawValue: 3)) }
+        #expect(try store.write { try $0.lastToken() } == FencingToken(rawValue: 41), "the counter never goes back")
+    }
+
+    @Test("a unique key is held only while its job is unfinished")
+    func uniqueKey() throws {
+        let store = try JobStore(path: self.path)
+        try store.write { tx in
+            let id = try tx.insert(self.newJob(uniqueKey: "k"), now: 0)
+            #expect(try tx.unfinishedJob(queue: "q", uniqueKey: "k") == id)
+            #expect(try tx.unfinishedJob(queue: "other", uniqueKey: "k") == nil)
+            _ = try tx.markClaimed(id: id, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, now: 0)
+            _ = try tx.markUnsuccessful(id: id, token: FencingToken(rawValue: 1), decision: .fail, error: "x", now: 0)
+            #expect(try tx.unfinishedJob(queue: "q", uniqueKey: "k") == nil)
+            _ = try tx.insert(self.newJob(uniqueKey: "k"), now: 0)
+        }
+    }
+}
