@@ -60,7 +60,14 @@ public final class BatonServer: Service {
         )
         let recovered = try await authority.recover().get()
 
-        let channel = try await self.bind(authority: authority, quiesce: quiesce, group: connectionGroup)
+        let channel: any Channel
+        do {
+            channel = try await self.bind(authority: authority, quiesce: quiesce, group: connectionGroup)
+        } catch {
+            // Stop the authority's timer too, so nothing holds on to it past the event loops.
+            try? await authority.closeStore().get()
+            throw error
+        }
         self.logger.info(
             "batond ready",
             metadata: [

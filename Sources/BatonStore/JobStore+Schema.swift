@@ -44,7 +44,6 @@ extension JobStore {
                     -- At most one unfinished job per queue and unique key.
                     CREATE UNIQUE INDEX jobs_unique_active ON jobs (queue, unique_key)
                         WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled');
-                    CREATE INDEX jobs_running ON jobs (id) WHERE state = 'running';
                     -- Counters that must survive restarts, such as the last fencing token issued.
                     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
                     INSERT INTO counters (name, value) VALUES ('last_token', 0);

@@ -18,6 +18,12 @@ public final class JobStore {
     public init(path: String, durability: Durability = .full) throws {
         self.lock = try StoreLock(path: path + ".lock")
         var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            // The store has exactly one owner (see StoreLock), so SQLite's own file locks
+            // would only cost system calls on every transaction; holding them for the life
+            // of the connection also keeps the WAL index in process memory.
+            try db.execute(sql: "PRAGMA locking_mode = EXCLUSIVE")
+        }
         configuration.journalMode = .wal
         configuration.label = "baton.store"
         do {

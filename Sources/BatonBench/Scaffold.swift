@@ -1,1 +1,0 @@
-// scaffolding, replaced below
