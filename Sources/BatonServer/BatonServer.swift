@@ -115,6 +115,7 @@ public final class BatonServer: Service {
                     try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
                 }
             }
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.peerIdentity().flatMapThrowing { peer in
                     let connection = ConnectionIdentity(number: connectionNumbers.next(), peer: peer)

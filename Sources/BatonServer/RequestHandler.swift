@@ -24,8 +24,9 @@ final class RequestHandler: ChannelDuplexHandler {
     /// that floods or never reads cannot make the server buffer without bound.
     private let maximumInFlight: Int
     private var readPending = false
-    /// Set when the server is stopping: close as soon as nothing is left to answer.
-    private var quiescing = false
+    /// Set when the server is stopping or the client has finished sending: close as soon
+    /// as nothing is left to answer.
+    private var closeWhenAnswered = false
     private var context: ChannelHandlerContext?
 
     init(authority: Authority, decoder: RequestDecoder, connection: ConnectionIdentity, maximumInFlight: Int, logger: Logger) {
@@ -72,12 +73,16 @@ final class RequestHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        guard event is ChannelShouldQuiesceEvent else {
-            return context.fireUserInboundEventTriggered(event)
-        }
-        self.quiescing = true
-        if self.inFlight == 0 {
-            context.close(promise: nil)
+        switch event {
+        case is ChannelShouldQuiesceEvent, ChannelEvent.inputClosed:
+            // A client that half-closes (`echo … | socat - UNIX-CONNECT:…`) still gets
+            // every reply; the connection closes once the last one is written.
+            self.closeWhenAnswered = true
+            if self.inFlight == 0 {
+                context.close(promise: nil)
+            }
+        default:
+            context.fireUserInboundEventTriggered(event)
         }
     }
 
@@ -119,7 +124,7 @@ final class RequestHandler: ChannelDuplexHandler {
         if !outcome.line.isEmpty {
             self.write(outcome.line, to: context)
         }
-        if self.quiescing, self.inFlight == 0 {
+        if self.closeWhenAnswered, self.inFlight == 0 {
             context.close(promise: nil)
             return
         }

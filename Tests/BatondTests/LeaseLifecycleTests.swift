@@ -249,6 +249,21 @@ struct LeaseLifecycleTests {
         #expect(ids.last == "waiting")
     }
 
+    @Test("a client that half-closes after sending, as `echo … | socat` does, still gets every reply")
+    func halfClose() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        let setup = try server.connect()
+        _ = try setup.enqueue(queue: "h", payload: 1)
+        try client.connection.send(#"{"op":"claim","id":1,"queues":["h"]}"# + "\n" + #"{"op":"claim","id":2,"queues":["h"],"wait_ms":300}"# + "\n")
+        client.connection.shutdownWrite()
+        let first = try client.readReply()
+        let second = try client.readReply()
+        #expect(first.object("job") != nil)
+        #expect(second.isNull("job"))
+        #expect(try client.connection.waitForClose())
+    }
+
     @Test("hello names the server, the protocol version and the limits")
     func hello() throws {
         let server = try TestServer(arguments: ["--max-line-bytes", "65536"])
