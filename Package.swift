@@ -32,7 +32,11 @@ let package = Package(
         // The SQLite job store: schema, migrations and the claim and expiry queries.
         .target(
             name: "BatonStore",
-            dependencies: ["BatonCore", "BatonProtocol", .product(name: "GRDB", package: "GRDB.swift")]
+            dependencies: [
+                "BatonCore", "BatonProtocol",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+            ]
         ),
         // The authority (single writer, group commit, leases, parked claims) and the socket server.
         .target(

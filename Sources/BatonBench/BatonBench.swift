@@ -5,8 +5,11 @@ import Foundation
 /// Drives a running `batond` over its socket and prints what it measured.
 ///
 /// Throughput: P producers enqueue and W workers claim (long-poll) and complete, each on
-/// its own connection and thread, the way co-located workers would. Every payload carries
-/// its enqueue time, so each claim yields one enqueue-to-claim latency.
+/// its own connection, each strictly one request at a time unless `--window` says
+/// otherwise. The connections are driven by a few threads multiplexing them with `poll`,
+/// as a load generator like wrk does, so the client's own thread switching does not
+/// swamp a 2-core machine. Every payload carries its enqueue time, so each claim yields
+/// one enqueue-to-claim latency.
 ///
 /// Latency: one worker parked on an empty queue, one producer enqueueing a job at a time:
 /// the time from sending the enqueue to the worker holding the job.
@@ -26,7 +29,7 @@ struct BatonBench: ParsableCommand {
     @Option(help: "Worker connections.")
     var workers: Int = 8
 
-    @Option(help: "Jobs to push through in the throughput run.")
+    @Option(help: "Jobs to push through in the throughput run (0 skips it).")
     var jobs: Int = 50_000
 
     @Option(help: "Jobs for the idle-worker latency run (0 skips it).")
@@ -35,10 +38,13 @@ struct BatonBench: ParsableCommand {
     @Option(help: "The queue to use; it should be empty.")
     var queue: String = "bench"
 
+    @Option(help: "Threads driving the connections.")
+    var threads: Int = 1
+
     @Option(
         help: """
-            Requests each connection keeps in flight. 1 is a strict request-reply client; more \
-            lets producers pipeline enqueues and workers send each complete together with \
+            Requests each connection keeps in flight. 1 is a strict request-reply client; more \\
+            lets producers pipeline enqueues and workers send each complete together with \\
             their next claim, as a multiplexing client library does.
             """
     )
@@ -54,76 +60,34 @@ struct BatonBench: ParsableCommand {
     }
 
     private func throughput() throws {
-        let recorder = Recorder()
         let perProducer = self.jobs / self.producers
         let total = perProducer * self.producers
-        let remaining = Counter(total)
+        let shared = SharedProgress(jobs: total)
+        var agents: [[Agent]] = Array(repeating: [], count: max(self.threads, 1))
+        for index in 0..<self.producers {
+            let agent = Producer(connection: try LineConnection(path: self.socket), queue: self.queue, jobs: perProducer, window: self.window)
+            agents[index % agents.count].append(agent)
+        }
+        for index in 0..<self.workers {
+            let agent = Worker(connection: try LineConnection(path: self.socket), queue: self.queue, pipelined: self.window > 1, progress: shared)
+            agents[(self.producers + index) % agents.count].append(agent)
+        }
         let started = monotonicNanoseconds()
-        var threads: [Thread] = []
-        let window = max(self.window, 1)
-        for _ in 0..<self.producers {
-            threads.append(Thread { [socket, queue] in
-                recorder.run {
-                    let connection = try LineConnection(path: socket)
-                    var sent = 0
-                    var answered = 0
-                    while answered < perProducer {
-                        while sent < perProducer, sent - answered < window {
-                            try connection.send(#"{"op":"enqueue","queue":"\#(queue)","payload":{"t":\#(monotonicNanoseconds())}}"# + "\n")
-                            sent += 1
-                        }
-                        let reply = try connection.readLine()
-                        guard reply.contains(#""ok":true"#) else { throw BenchError("enqueue failed: \(reply)") }
-                        answered += 1
-                    }
-                }
-            })
+        let group = DispatchGroup()
+        let failures = Failures()
+        for batch in agents where !batch.isEmpty {
+            let driver = Driver(agents: batch)
+            group.enter()
+            Thread {
+                do { try driver.run() } catch { failures.record(error) }
+                group.leave()
+            }.start()
         }
-        let pipelined = window > 1
-        for _ in 0..<self.workers {
-            threads.append(Thread { [socket, queue] in
-                recorder.run {
-                    let connection = try LineConnection(path: socket)
-                    let claim = #"{"op":"claim","queues":["\#(queue)"],"wait_ms":200}"# + "\n"
-                    var latencies: [Int64] = []
-                    try connection.send(claim)
-                    while true {
-                        let reply = try connection.readLine()
-                        let received = monotonicNanoseconds()
-                        guard let id = field("id", in: reply, after: #""job":{"#),
-                            let token = field("token", in: reply),
-                            let sent = field("t", in: reply)
-                        else {
-                            if remaining.value <= 0 { break }
-                            try connection.send(claim)
-                            continue
-                        }
-                        latencies.append(received - sent)
-                        let complete = #"{"op":"complete","job":\#(id),"token":\#(token)}"# + "\n"
-                        if pipelined {
-                            // The next claim rides with this complete: one round trip per job.
-                            try connection.send(complete + claim)
-                        } else {
-                            try connection.send(complete)
-                        }
-                        let done = try connection.readLine()
-                        guard done.contains(#""ok":true"#) else { throw BenchError("complete failed: \(done)") }
-                        remaining.decrement()
-                        if !pipelined {
-                            if remaining.value <= 0 { break }
-                            try connection.send(claim)
-                        }
-                    }
-                    recorder.add(latencies)
-                }
-            })
-        }
-        for thread in threads { thread.start() }
-        recorder.waitFor(threads.count)
+        group.wait()
         let seconds = Double(monotonicNanoseconds() - started) / 1e9
-        try recorder.check()
-        let latencies = recorder.latencies.sorted()
-        print("throughput: \(total) jobs, \(self.producers) producers, \(self.workers) workers, window \(window)")
+        try failures.check()
+        let latencies = agents.joined().compactMap { $0 as? Worker }.flatMap(\.latencies).sorted()
+        print("throughput: \(total) jobs, \(self.producers) producers, \(self.workers) workers, window \(self.window)")
         print(String(format: "  %.0f cycles/s (enqueue → claim → complete, %.2f s)", Double(total) / seconds, seconds))
         print("  enqueue-to-claim latency: \(percentiles(latencies))")
     }
@@ -153,6 +117,144 @@ struct BatonBench: ParsableCommand {
         print("idle parked worker: \(self.latencyJobs) jobs, one at a time")
         print("  enqueue-to-claim latency: \(percentiles(latencies))")
     }
+}
+
+/// One connection's behaviour: what to send first, and what to send on each reply.
+private protocol Agent: AnyObject {
+    var connection: LineConnection { get }
+    var isDone: Bool { get }
+    func start() throws
+    func received(_ line: String) throws
+}
+
+/// Enqueues its share of jobs, keeping up to `window` enqueues in flight.
+private final class Producer: Agent {
+    let connection: LineConnection
+    private let queue: String
+    private let jobs: Int
+    private let window: Int
+    private var sent = 0
+    private var answered = 0
+
+    init(connection: LineConnection, queue: String, jobs: Int, window: Int) {
+        self.connection = connection
+        self.queue = queue
+        self.jobs = jobs
+        self.window = max(window, 1)
+    }
+
+    var isDone: Bool { self.answered == self.jobs }
+
+    func start() throws { try self.fill() }
+
+    func received(_ line: String) throws {
+        guard line.contains(#""ok":true"#) else { throw BenchError("enqueue failed: \(line)") }
+        self.answered += 1
+        try self.fill()
+    }
+
+    private func fill() throws {
+        var lines = ""
+        while self.sent < self.jobs, self.sent - self.answered < self.window {
+            lines += #"{"op":"enqueue","queue":"\#(self.queue)","payload":{"t":\#(monotonicNanoseconds())}}"# + "\n"
+            self.sent += 1
+        }
+        if !lines.isEmpty { try self.connection.send(lines) }
+    }
+}
+
+/// Claims with long-poll and completes, until every job is done; records latencies.
+private final class Worker: Agent {
+    let connection: LineConnection
+    private let claim: String
+    private let pipelined: Bool
+    private let progress: SharedProgress
+    private(set) var latencies: [Int64] = []
+    private var awaitingComplete = false
+    private(set) var isDone = false
+
+    init(connection: LineConnection, queue: String, pipelined: Bool, progress: SharedProgress) {
+        self.connection = connection
+        self.claim = #"{"op":"claim","queues":["\#(queue)"],"wait_ms":200}"# + "\n"
+        self.pipelined = pipelined
+        self.progress = progress
+    }
+
+    func start() throws { try self.connection.send(self.claim) }
+
+    func received(_ line: String) throws {
+        let now = monotonicNanoseconds()
+        if self.awaitingComplete {
+            guard line.contains(#""ok":true"#) else { throw BenchError("complete failed: \(line)") }
+            self.awaitingComplete = false
+            self.progress.completed()
+            if !self.pipelined { try self.claimOrStop() }
+            return
+        }
+        guard let id = field("id", in: line, after: #""job":{"#), let token = field("token", in: line),
+            let sent = field("t", in: line)
+        else {
+            return try self.claimOrStop()
+        }
+        self.latencies.append(now - sent)
+        self.awaitingComplete = true
+        let complete = #"{"op":"complete","job":\#(id),"token":\#(token)}"# + "\n"
+        // Pipelined, the next claim rides with this complete: one round trip per job.
+        try self.connection.send(self.pipelined ? complete + self.claim : complete)
+    }
+
+    private func claimOrStop() throws {
+        if self.progress.isFinished {
+            self.isDone = true
+        } else {
+            try self.connection.send(self.claim)
+        }
+    }
+}
+
+/// Runs a set of agents on one thread with `poll`.
+private final class Driver: @unchecked Sendable {
+    private let agents: [any Agent]
+
+    init(agents: [any Agent]) {
+        self.agents = agents
+    }
+
+    func run() throws {
+        for agent in self.agents { try agent.start() }
+        var descriptors = self.agents.map { pollfd(fd: $0.connection.descriptor, events: Int16(POLLIN), revents: 0) }
+        while self.agents.contains(where: { !$0.isDone }) {
+            guard poll(&descriptors, nfds_t(descriptors.count), 1_000) >= 0 || errno == EINTR else {
+                throw BenchError("poll failed: \(String(cString: strerror(errno)))")
+            }
+            for index in descriptors.indices where descriptors[index].revents != 0 {
+                descriptors[index].revents = 0
+                let agent = self.agents[index]
+                for line in try agent.connection.readAvailableLines() {
+                    try agent.received(line)
+                }
+            }
+        }
+    }
+}
+
+/// How many jobs are still to be completed, shared by the workers of every thread.
+private final class SharedProgress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var remaining: Int
+
+    init(jobs: Int) { self.remaining = jobs }
+
+    func completed() { self.lock.withLock { self.remaining -= 1 } }
+    var isFinished: Bool { self.lock.withLock { self.remaining <= 0 } }
+}
+
+private final class Failures: @unchecked Sendable {
+    private let lock = NSLock()
+    private var first: (any Error)?
+
+    func record(_ error: any Error) { self.lock.withLock { if self.first == nil { self.first = error } } }
+    func check() throws { if let error = self.lock.withLock({ self.first }) { throw error } }
 }
 
 private func percentiles(_ sorted: [Int64]) -> String {
@@ -185,49 +287,4 @@ private func monotonicNanoseconds() -> Int64 {
 struct BenchError: Error, CustomStringConvertible {
     var description: String
     init(_ description: String) { self.description = description }
-}
-
-/// Collects the threads' latencies and first error, and counts them finishing.
-private final class Recorder: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var finished = 0
-    private var samples: [Int64] = []
-    private var error: (any Error)?
-
-    func run(_ body: () throws -> Void) {
-        do { try body() } catch {
-            self.condition.withLock { if self.error == nil { self.error = error } }
-        }
-        self.condition.withLock {
-            self.finished += 1
-            self.condition.broadcast()
-        }
-    }
-
-    func add(_ latencies: [Int64]) {
-        self.condition.withLock { self.samples.append(contentsOf: latencies) }
-    }
-
-    func waitFor(_ count: Int) {
-        self.condition.withLock {
-            while self.finished < count { self.condition.wait() }
-        }
-    }
-
-    func check() throws {
-        if let error = self.condition.withLock({ self.error }) { throw error }
-    }
-
-    var latencies: [Int64] { self.condition.withLock { self.samples } }
-}
-
-/// Jobs not yet completed, shared by the workers.
-private final class Counter: @unchecked Sendable {
-    private let lock = NSLock()
-    private var remaining: Int
-
-    init(_ value: Int) { self.remaining = value }
-
-    var value: Int { self.lock.withLock { self.remaining } }
-    func decrement() { self.lock.withLock { self.remaining -= 1 } }
 }

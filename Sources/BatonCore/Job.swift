@@ -61,6 +61,35 @@ public struct Job: Hashable, Sendable {
     }
 }
 
+/// What a worker needs of the job it has just claimed.
+public struct ClaimedJob: Hashable, Sendable {
+    public var id: Int64
+    public var queue: String
+    /// The payload's JSON text.
+    public var payload: String
+    /// This attempt's number, counting from 1.
+    public var attempt: Int
+    public var maxAttempts: Int
+    public var leaseMilliseconds: Int64
+    /// The last checkpoint's JSON text, to resume from.
+    public var checkpoint: String?
+    public var progress: String?
+
+    public init(
+        id: Int64, queue: String, payload: String, attempt: Int, maxAttempts: Int,
+        leaseMilliseconds: Int64, checkpoint: String?, progress: String?
+    ) {
+        self.id = id
+        self.queue = queue
+        self.payload = payload
+        self.attempt = attempt
+        self.maxAttempts = maxAttempts
+        self.leaseMilliseconds = leaseMilliseconds
+        self.checkpoint = checkpoint
+        self.progress = progress
+    }
+}
+
 /// The process on the other end of a connection, as the kernel reports it (SO_PEERCRED).
 public struct PeerIdentity: Hashable, Sendable {
     public var pid: Int32

@@ -40,12 +40,12 @@ public struct LeaseView: Sendable {
 
 extension JSONWriter {
     /// A claimed job, as `claim` returns it to the worker that now holds it.
-    public mutating func claimedJob(_ job: Job, token: FencingToken, leaseExpiresAt: Int64) {
+    public mutating func claimedJob(_ job: ClaimedJob, token: FencingToken, leaseExpiresAt: Int64) {
         self.beginObject()
         self.member("id", job.id)
         self.member("queue", job.queue)
         self.member("payload", rawJSON: job.payload)
-        self.member("attempt", job.attempts)
+        self.member("attempt", job.attempt)
         self.member("max_attempts", job.maxAttempts)
         self.member("token", token.rawValue)
         self.member("lease_ms", job.leaseMilliseconds)

@@ -43,18 +43,27 @@ public struct StoreTransaction {
     /// - Parameter now: wall-clock milliseconds; the job is ready at once if `runAt <= now`.
     /// - Returns: the new job's id.
     public func insert(_ job: NewJob, now: Int64) throws -> Int64 {
-        let statement = try self.db.cachedStatement(
+        let statement = try DirectStatement(
+            self.db,
             sql: """
                 INSERT INTO jobs (queue, state, ready, payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at)
                 VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         )
-        try statement.execute(arguments: [
-            job.queue, job.runAt <= now, job.payload, job.priority, job.runAt, job.maxAttempts,
-            job.backoff.initialMilliseconds, job.backoff.factor, job.backoff.maximumMilliseconds,
-            job.leaseMilliseconds, job.uniqueKey, now,
-        ])
+        statement.bind(1, job.queue)
+        statement.bind(2, job.runAt <= now)
+        statement.bind(3, job.payload)
+        statement.bind(4, job.priority)
+        statement.bind(5, job.runAt)
+        statement.bind(6, Int64(job.maxAttempts))
+        statement.bind(7, job.backoff.initialMilliseconds)
+        statement.bind(8, job.backoff.factor)
+        statement.bind(9, job.backoff.maximumMilliseconds)
+        statement.bind(10, job.leaseMilliseconds)
+        statement.bind(11, job.uniqueKey)
+        statement.bind(12, now)
+        _ = try statement.execute()
         return self.db.lastInsertedRowID
     }
 
@@ -77,32 +86,52 @@ public struct StoreTransaction {
     ///
     /// One probe of the `jobs_ready` index, O(log n) however many jobs wait.
     public func bestReadyJob(queue: String) throws -> (id: Int64, priority: Int64)? {
-        let statement = try self.db.cachedStatement(
+        let statement = try DirectStatement(
+            self.db,
             sql: "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1"
         )
-        guard let row = try Row.fetchOne(statement, arguments: [queue]) else { return nil }
-        return (row[0], row[1])
+        statement.bind(1, queue)
+        guard try statement.step() else { return nil }
+        return (statement.int64(0), statement.int64(1))
     }
 
-    /// Moves a ready job to `running` under a new lease, and returns it.
+    /// Moves a ready job to `running` under a new lease, and returns what its worker needs.
     ///
     /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
     public func markClaimed(
         id: Int64, token: FencingToken, leaseMilliseconds: Int64?,
         worker: String?, peer: PeerIdentity?, now: Int64
-    ) throws -> Job? {
-        let statement = try self.db.cachedStatement(
+    ) throws -> ClaimedJob? {
+        try JobState.queued.checkMove(to: .running)
+        let statement = try DirectStatement(
+            self.db,
             sql: """
                 UPDATE jobs SET state = 'running', ready = 0, attempts = attempts + 1, lease_token = ?,
                     lease_ms = coalesce(?, lease_ms), worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?
                 WHERE id = ? AND ready = 1
-                RETURNING \(JobStore.jobColumns)
+                RETURNING id, queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress
                 """
         )
-        let arguments: StatementArguments = [
-            token.rawValue, leaseMilliseconds, worker, peer?.pid, peer.map { Int64($0.uid) }, now, id,
-        ]
-        return try Row.fetchOne(statement, arguments: arguments).map(JobStore.job(from:))
+        statement.bind(1, token.rawValue)
+        statement.bind(2, leaseMilliseconds)
+        statement.bind(3, worker)
+        statement.bind(4, peer.map { Int64($0.pid) })
+        statement.bind(5, peer.map { Int64($0.uid) })
+        statement.bind(6, now)
+        statement.bind(7, id)
+        guard try statement.step() else { return nil }
+        let claimed = ClaimedJob(
+            id: statement.int64(0),
+            queue: statement.string(1),
+            payload: statement.string(2),
+            attempt: Int(statement.int64(3)),
+            maxAttempts: Int(statement.int64(4)),
+            leaseMilliseconds: statement.int64(5),
+            checkpoint: statement.optionalString(6),
+            progress: statement.optionalString(7)
+        )
+        _ = try statement.step()  // finish the statement, so the update is complete
+        return claimed
     }
 
     // MARK: Fenced writes
@@ -133,14 +162,18 @@ public struct StoreTransaction {
     /// Moves the running job holding `token` to `completed`.
     public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> Bool {
         try JobState.running.checkMove(to: .completed)
-        let statement = try self.db.cachedStatement(
+        let statement = try DirectStatement(
+            self.db,
             sql: """
-                UPDATE jobs SET state = 'completed', result = ?, finished_at = ?, progress = progress
+                UPDATE jobs SET state = 'completed', result = ?, finished_at = ?
                 WHERE id = ? AND state = 'running' AND lease_token = ?
                 """
         )
-        try statement.execute(arguments: [result, now, id, token.rawValue])
-        return self.db.changesCount == 1
+        statement.bind(1, result)
+        statement.bind(2, now)
+        statement.bind(3, id)
+        statement.bind(4, token.rawValue)
+        return try statement.execute() == 1
     }
 
     /// Ends the running job's attempt unsuccessfully: to `retrying` at `decision`'s time, or `failed`.
@@ -247,10 +280,12 @@ public struct StoreTransaction {
 
     /// Records the last fencing token issued; it only ever grows.
     public func saveLastToken(_ token: FencingToken) throws {
-        let statement = try self.db.cachedStatement(
+        let statement = try DirectStatement(
+            self.db,
             sql: "UPDATE counters SET value = max(value, ?) WHERE name = 'last_token'"
         )
-        try statement.execute(arguments: [token.rawValue])
+        statement.bind(1, token.rawValue)
+        _ = try statement.execute()
     }
 }
 

@@ -11,7 +11,8 @@ import Darwin
 /// Tests and the benchmark drive the server from plain threads, one connection each, the
 /// way a simple worker in any language would; this type is that worker's socket.
 public final class LineConnection {
-    private let descriptor: Int32
+    /// The socket, for callers that multiplex many connections with `poll`.
+    public let descriptor: Int32
     private var buffer: [UInt8] = []
     private var readOffset = 0
 
@@ -125,6 +126,28 @@ public final class LineConnection {
                 return true
             }
         }
+    }
+
+    /// Reads what has arrived without blocking and returns the complete lines in it.
+    public func readAvailableLines() throws -> [String] {
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        let count = chunk.withUnsafeMutableBytes { recv(self.descriptor, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+        if count == 0 { throw Failure.closed }
+        if count < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return [] }
+            throw Failure.io(errno: errno)
+        }
+        self.buffer.append(contentsOf: chunk[..<count])
+        var lines: [String] = []
+        while let newline = self.buffer[self.readOffset...].firstIndex(of: 0x0A) {
+            lines.append(String(decoding: self.buffer[self.readOffset..<newline], as: UTF8.self))
+            self.readOffset = newline + 1
+        }
+        if self.readOffset == self.buffer.count {
+            self.buffer.removeAll(keepingCapacity: true)
+            self.readOffset = 0
+        }
+        return lines
     }
 
     private func fill() throws {
