@@ -271,6 +271,14 @@ public struct StoreTransaction {
         return statistics
     }
 
+    /// SQLite's plan for a statement, one step per line, for checking that a query uses
+    /// the index it was written for.
+    public func queryPlan(of sql: String) throws -> String {
+        try Row.fetchAll(self.db, sql: "EXPLAIN QUERY PLAN " + sql, arguments: StatementArguments(
+            Array(repeating: DatabaseValue.null, count: sql.filter { $0 == "?" }.count)
+        )).map { $0["detail"] as String? ?? "" }.joined(separator: "\n")
+    }
+
     // MARK: Counters
 
     /// The last fencing token this store issued.

@@ -102,3 +102,23 @@ struct JobStoreTests {
         }
     }
 }
+
+@Suite("The claim query plan")
+struct ClaimPlanTests {
+    @Test("a claim is one probe of the ready index, however many jobs wait or are delayed")
+    func claimUsesTheReadyIndex() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("plan-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let store = try JobStore(path: directory.appendingPathComponent("jobs.sqlite").path)
+        let plans = try store.write { tx in
+            try [
+                "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1",
+                "UPDATE jobs SET ready = 1 WHERE ready = 0 AND state IN ('queued', 'retrying') AND run_at <= ?",
+            ].map { try tx.queryPlan(of: $0) }
+        }
+        // An index search with the order taken from the index: no scan, no sort step.
+        #expect(plans[0].contains("SEARCH jobs USING INDEX jobs_ready"), "\(plans[0])")
+        #expect(!plans[0].contains("TEMP B-TREE"), "\(plans[0])")
+        #expect(plans[1].contains("USING INDEX jobs_scheduled"), "\(plans[1])")
+    }
+}

@@ -21,6 +21,21 @@ struct RestartTests {
         #expect(try worker.get(id)["state"] as? String == "completed")
     }
 
+    @Test("SIGTERM answers a parked claim with job null, closes the connection and exits 0")
+    func gracefulStopWakesParkedClaims() throws {
+        let server = try TestServer()
+        let worker = try server.connect()
+        try worker.send(["op": "claim", "id": "parked", "queues": ["idle"], "wait_ms": 60_000])
+        usleep(200_000)
+        #expect(server.stop() == 0, "\(server.log)")
+        let reply = try worker.readReply()
+        #expect(reply.string("id") == "parked")
+        #expect(reply.ok)
+        #expect(reply.isNull("job"))
+        #expect(try worker.connection.waitForClose())
+        #expect(server.log.contains("batond stopped"))
+    }
+
     @Test("tokens keep growing across a kill -9 and a restart")
     func tokensSurviveCrash() throws {
         let server = try TestServer()
