@@ -49,22 +49,35 @@ struct DirectStatement {
         }
     }
 
+    /// Runs the statement and reads its first row, if any, with `read`.
+    ///
+    /// The statement is always run to completion and reset before this returns: a
+    /// statement left mid-step keeps a read transaction open on the connection, and then
+    /// the WAL can never be checkpointed back to its start and grows without end.
+    func firstRow<T>(_ read: (DirectStatement) -> T) throws -> T? {
+        defer { sqlite3_reset(self.handle) }
+        guard try self.step() else { return nil }
+        let value = read(self)
+        while try self.step() {}
+        return value
+    }
+
+    /// Runs a statement that returns no rows; the number of rows it changed.
+    func execute() throws -> Int {
+        defer { sqlite3_reset(self.handle) }
+        while try self.step() {}
+        return Int(sqlite3_changes(self.connection))
+    }
+
     /// Steps once: `true` with a row to read, `false` when done.
-    func step() throws -> Bool {
+    private func step() throws -> Bool {
         switch sqlite3_step(self.handle) {
         case SQLITE_ROW: return true
         case SQLITE_DONE: return false
         case let code:
             let message = String(cString: sqlite3_errmsg(self.connection))
-            sqlite3_reset(self.handle)
             throw DatabaseError(resultCode: ResultCode(rawValue: code), message: message, sql: self.statement.sql)
         }
-    }
-
-    /// Runs a statement that returns no rows; the number of rows it changed.
-    func execute() throws -> Int {
-        while try self.step() {}
-        return Int(sqlite3_changes(self.connection))
     }
 
     func int64(_ column: Int32) -> Int64 {

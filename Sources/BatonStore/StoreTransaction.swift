@@ -91,8 +91,7 @@ public struct StoreTransaction {
             sql: "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1"
         )
         statement.bind(1, queue)
-        guard try statement.step() else { return nil }
-        return (statement.int64(0), statement.int64(1))
+        return try statement.firstRow { ($0.int64(0), $0.int64(1)) }
     }
 
     /// Moves a ready job to `running` under a new lease, and returns what its worker needs.
@@ -119,19 +118,18 @@ public struct StoreTransaction {
         statement.bind(5, peer.map { Int64($0.uid) })
         statement.bind(6, now)
         statement.bind(7, id)
-        guard try statement.step() else { return nil }
-        let claimed = ClaimedJob(
-            id: statement.int64(0),
-            queue: statement.string(1),
-            payload: statement.string(2),
-            attempt: Int(statement.int64(3)),
-            maxAttempts: Int(statement.int64(4)),
-            leaseMilliseconds: statement.int64(5),
-            checkpoint: statement.optionalString(6),
-            progress: statement.optionalString(7)
-        )
-        _ = try statement.step()  // finish the statement, so the update is complete
-        return claimed
+        return try statement.firstRow { row in
+            ClaimedJob(
+                id: row.int64(0),
+                queue: row.string(1),
+                payload: row.string(2),
+                attempt: Int(row.int64(3)),
+                maxAttempts: Int(row.int64(4)),
+                leaseMilliseconds: row.int64(5),
+                checkpoint: row.optionalString(6),
+                progress: row.optionalString(7)
+            )
+        }
     }
 
     // MARK: Fenced writes
