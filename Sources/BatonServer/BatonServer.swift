@@ -27,6 +27,7 @@ public final class BatonServer: Service {
 
     public func run() async throws {
         let configuration = self.configuration
+        try Self.checkSocketPath(configuration.socketPath)
         let store = try JobStore(path: configuration.storePath, durability: configuration.durability)
         let authorityGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let connectionGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.connectionThreads, 1))
@@ -50,12 +51,16 @@ public final class BatonServer: Service {
     ) async throws {
         let configuration = self.configuration
         let quiesce = ServerQuiescingHelper(group: connectionGroup)
+        // The authority reaches the helper only through this box, emptied on the way out,
+        // so the helper never outlives the event loops it completes its promise on.
+        let shutdownOnFatalError = NIOLockedValueBox<ServerQuiescingHelper?>(quiesce)
+        defer { shutdownOnFatalError.withLockedValue { $0 = nil } }
         let authority = Authority(
             loop: authorityGroup.next(), store: store, clock: self.clock, defaults: configuration.jobDefaults,
             limits: configuration.limits, logger: self.logger,
             onFatalError: { [fatalError] error in
                 fatalError.withLockedValue { $0 = error }
-                quiesce.initiateShutdown(promise: nil)
+                shutdownOnFatalError.withLockedValue { $0 }?.initiateShutdown(promise: nil)
             }
         )
         let recovered = try await authority.recover().get()
@@ -93,16 +98,20 @@ public final class BatonServer: Service {
         try await authority.closeStore().get()
     }
 
+    /// Refuses a socket path that is not a socket, or that a live server answers on; a
+    /// socket file left by a dead server is replaced when binding.
+    private static func checkSocketPath(_ path: String) throws {
+        guard SocketPath.exists(path) else { return }
+        guard SocketPath.isSocket(path) else {
+            throw BatonServerError("\(path) exists and is not a socket; refusing to replace it")
+        }
+        guard !SocketPath.hasLiveServer(at: path) else {
+            throw BatonServerError("another server is answering on \(path)")
+        }
+    }
+
     private func bind(authority: Authority, quiesce: ServerQuiescingHelper, group: any EventLoopGroup) async throws -> any Channel {
         let path = self.configuration.socketPath
-        if SocketPath.exists(path) {
-            guard SocketPath.isSocket(path) else {
-                throw BatonServerError("\(path) exists and is not a socket; refusing to replace it")
-            }
-            guard !SocketPath.hasLiveServer(at: path) else {
-                throw BatonServerError("another server is answering on \(path)")
-            }
-        }
         let decoder = RequestDecoder(limits: self.configuration.limits)
         let maximumLine = self.configuration.limits.maximumLineBytes
         let maximumInFlight = self.configuration.maximumInFlightPerConnection

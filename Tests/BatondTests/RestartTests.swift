@@ -58,6 +58,7 @@ struct RestartTests {
         let (status, output) = try server.runSecondInstance(socketPath: otherSocket)
         #expect(status != 0)
         #expect(output.contains("already in use"), "\(output)")
+        #expect(!output.contains("Fatal error") && !output.contains("Cannot schedule"), "\(output)")
         #expect(Date().timeIntervalSince(started) < 10)
         // The first one is unharmed.
         #expect(try server.connect().request(["op": "stats"]).ok)
@@ -73,6 +74,7 @@ struct RestartTests {
         )
         #expect(status != 0)
         #expect(output.contains("another server is answering"), "\(output)")
+        #expect(!output.contains("Fatal error") && !output.contains("Cannot schedule"), "\(output)")
         #expect(try server.connect().request(["op": "stats"]).ok)
     }
 
