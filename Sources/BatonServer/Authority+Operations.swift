@@ -122,7 +122,11 @@ extension Authority {
         case .delay(let milliseconds): runAt = context.wallNow + milliseconds
         case .at(let epochMilliseconds): runAt = epochMilliseconds
         }
-        let jobID = try context.tx.insert(
+        let (jobID, reservation) = self.jobIDs.next()
+        if let reservation {
+            try context.tx.saveReservation(.jobID, upTo: reservation)
+        }
+        try context.tx.insert(
             StoreTransaction.NewJob(
                 queue: request.queue,
                 payload: request.payload,
@@ -133,6 +137,7 @@ extension Authority {
                 leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds,
                 uniqueKey: request.uniqueKey
             ),
+            id: jobID,
             now: context.wallNow
         )
         self.noteWaiting(queue: request.queue, runAt: runAt, &context)
@@ -150,7 +155,11 @@ extension Authority {
             best = candidate
         }
         guard let best else { return nil }
-        let token = self.lastToken.next()
+        let (value, reservation) = self.tokens.next()
+        if let reservation {
+            try context.tx.saveReservation(.token, upTo: reservation)
+        }
+        let token = FencingToken(rawValue: value)
         guard
             let job = try context.tx.markClaimed(
                 id: best.id, token: token, leaseMilliseconds: request.leaseMilliseconds,
@@ -159,8 +168,6 @@ extension Authority {
         else {
             return nil
         }
-        self.lastToken = token
-        self.issuedTokens = true
         let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.monotonicNow)
         self.logger.debug(
             "job claimed",

@@ -25,9 +25,10 @@ final class Authority: @unchecked Sendable {
 
     var leases = LeaseTable()
     var parked = ParkedClaims()
-    var lastToken = FencingToken(rawValue: 0)
-    /// Whether this batch issued tokens, so the counter must be saved with it.
-    var issuedTokens = false
+    /// Fencing tokens, each greater than every one issued before, across restarts.
+    var tokens = ReservedSequence(resumingAfter: 0)
+    /// Job ids, increasing and never reused.
+    var jobIDs = ReservedSequence(resumingAfter: 0)
     /// The earliest `run_at` of a job waiting for its time, if known.
     var nextScheduledRunAt: Int64?
     var random = SystemRandomNumberGenerator()
@@ -75,13 +76,13 @@ final class Authority: @unchecked Sendable {
     func recover() -> EventLoopFuture<Int> {
         self.loop.submit {
             try self.store.write { tx in
-                self.lastToken = try tx.lastToken()
+                let reservations = try tx.sequenceReservations()
+                self.tokens = ReservedSequence(resumingAfter: reservations.token)
+                self.jobIDs = ReservedSequence(resumingAfter: reservations.jobID)
                 let now = self.clock.monotonicMilliseconds()
                 let running = try tx.runningLeases()
                 for lease in running {
                     self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
-                    // A token issued by a store written before the counter existed still fences.
-                    self.lastToken = max(self.lastToken, lease.token)
                 }
                 self.nextScheduledRunAt = try tx.nextScheduledRunAt()
                 return running.count
@@ -181,10 +182,6 @@ final class Authority: @unchecked Sendable {
                 try self.serveParkedClaims(&context, into: &replies)
                 for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
                     replies.append((waiter.reply, Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })))
-                }
-                if self.issuedTokens {
-                    try tx.saveLastToken(self.lastToken)
-                    self.issuedTokens = false
                 }
             }
         } catch {

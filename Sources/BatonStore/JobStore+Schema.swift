@@ -8,7 +8,8 @@ extension JobStore {
             try db.execute(
                 sql: """
                     CREATE TABLE jobs (
-                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        -- Assigned by the authority from a reserved sequence: increasing, never reused.
+                        id INTEGER PRIMARY KEY,
                         queue TEXT NOT NULL,
                         state TEXT NOT NULL,
                         -- 1 exactly when the job is queued or retrying and its run_at has passed:
@@ -44,9 +45,10 @@ extension JobStore {
                     -- At most one unfinished job per queue and unique key.
                     CREATE UNIQUE INDEX jobs_unique_active ON jobs (queue, unique_key)
                         WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled');
-                    -- Counters that must survive restarts, such as the last fencing token issued.
+                    -- The high-water marks of the job id and fencing token sequences: no value
+                    -- above them has been issued (see ReservedSequence).
                     CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-                    INSERT INTO counters (name, value) VALUES ('last_token', 0);
+                    INSERT INTO counters (name, value) VALUES ('job_id', 0), ('token', 0);
                     """
             )
         }

@@ -38,33 +38,32 @@ public struct StoreTransaction {
         }
     }
 
-    /// Inserts a queued job.
+    /// Inserts a queued job under an id from the job id sequence.
     ///
     /// - Parameter now: wall-clock milliseconds; the job is ready at once if `runAt <= now`.
-    /// - Returns: the new job's id.
-    public func insert(_ job: NewJob, now: Int64) throws -> Int64 {
+    public func insert(_ job: NewJob, id: Int64, now: Int64) throws {
         let statement = try DirectStatement(
             self.db,
             sql: """
-                INSERT INTO jobs (queue, state, ready, payload, priority, run_at, max_attempts,
+                INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at)
-                VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         )
-        statement.bind(1, job.queue)
-        statement.bind(2, job.runAt <= now)
-        statement.bind(3, job.payload)
-        statement.bind(4, job.priority)
-        statement.bind(5, job.runAt)
-        statement.bind(6, Int64(job.maxAttempts))
-        statement.bind(7, job.backoff.initialMilliseconds)
-        statement.bind(8, job.backoff.factor)
-        statement.bind(9, job.backoff.maximumMilliseconds)
-        statement.bind(10, job.leaseMilliseconds)
-        statement.bind(11, job.uniqueKey)
-        statement.bind(12, now)
+        statement.bind(1, id)
+        statement.bind(2, job.queue)
+        statement.bind(3, job.runAt <= now)
+        statement.bind(4, job.payload)
+        statement.bind(5, job.priority)
+        statement.bind(6, job.runAt)
+        statement.bind(7, Int64(job.maxAttempts))
+        statement.bind(8, job.backoff.initialMilliseconds)
+        statement.bind(9, job.backoff.factor)
+        statement.bind(10, job.backoff.maximumMilliseconds)
+        statement.bind(11, job.leaseMilliseconds)
+        statement.bind(12, job.uniqueKey)
+        statement.bind(13, now)
         _ = try statement.execute()
-        return self.db.lastInsertedRowID
     }
 
     /// The unfinished job holding a unique key in a queue, if any.
@@ -277,21 +276,33 @@ public struct StoreTransaction {
         )).map { $0["detail"] as String? ?? "" }.joined(separator: "\n")
     }
 
-    // MARK: Counters
+    // MARK: Sequences
 
-    /// The last fencing token this store issued.
-    public func lastToken() throws -> FencingToken {
-        FencingToken(rawValue: try Int64.fetchOne(self.db, sql: "SELECT value FROM counters WHERE name = 'last_token'") ?? 0)
+    /// The durable high-water marks of the job id and token sequences, raised to any
+    /// value already in use so that a store written before them still resumes past it.
+    public func sequenceReservations() throws -> (jobID: Int64, token: Int64) {
+        let row = try Row.fetchOne(
+            self.db,
+            sql: """
+                SELECT max((SELECT value FROM counters WHERE name = 'job_id'), coalesce((SELECT max(id) FROM jobs), 0)),
+                       max((SELECT value FROM counters WHERE name = 'token'), coalesce((SELECT max(lease_token) FROM jobs), 0))
+                """
+        )
+        return (row?[0] ?? 0, row?[1] ?? 0)
     }
 
-    /// Records the last fencing token issued; it only ever grows.
-    public func saveLastToken(_ token: FencingToken) throws {
-        let statement = try DirectStatement(
-            self.db,
-            sql: "UPDATE counters SET value = max(value, ?) WHERE name = 'last_token'"
-        )
-        statement.bind(1, token.rawValue)
+    /// Records a new high-water mark for a sequence (`job_id` or `token`); it only grows.
+    public func saveReservation(_ sequence: Sequence, upTo value: Int64) throws {
+        let statement = try DirectStatement(self.db, sql: "UPDATE counters SET value = max(value, ?) WHERE name = ?")
+        statement.bind(1, value)
+        statement.bind(2, sequence.rawValue)
         _ = try statement.execute()
+    }
+
+    /// The sequences whose reservations the store keeps.
+    public enum Sequence: String, Sendable {
+        case jobID = "job_id"
+        case token
     }
 }
 

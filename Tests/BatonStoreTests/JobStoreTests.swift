@@ -44,9 +44,11 @@ struct JobStoreTests {
     func claimOrder() throws {
         let store = try JobStore(path: self.path)
         try store.write { tx in
-            let low = try tx.insert(self.newJob(priority: 1), now: 100)
-            let high = try tx.insert(self.newJob(priority: 9), now: 100)
-            _ = try tx.insert(self.newJob(priority: 99, runAt: 500), now: 100)
+            let low: Int64 = 1
+            let high: Int64 = 2
+            try tx.insert(self.newJob(priority: 1), id: low, now: 100)
+            try tx.insert(self.newJob(priority: 9), id: high, now: 100)
+            try tx.insert(self.newJob(priority: 99, runAt: 500), id: 3, now: 100)
             #expect(try tx.bestReadyJob(queue: "q")?.id == high)
             _ = try tx.markClaimed(id: high, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, now: 100)
             #expect(try tx.bestReadyJob(queue: "q")?.id == low)
@@ -61,7 +63,8 @@ struct JobStoreTests {
     func fencing() throws {
         let store = try JobStore(path: self.path)
         try store.write { tx in
-            let id = try tx.insert(self.newJob(), now: 0)
+            let id: Int64 = 1
+            try tx.insert(self.newJob(), id: id, now: 0)
             let token = FencingToken(rawValue: 5)
             let claimed = try #require(try tx.markClaimed(id: id, token: token, leaseMilliseconds: 2_000, worker: "w", peer: nil, now: 0))
             #expect(claimed.attempt == 1)
@@ -75,30 +78,37 @@ struct JobStoreTests {
         }
     }
 
-    @Test("the last token survives reopening")
-    func tokenCounter() throws {
+    @Test("sequence reservations survive reopening, only grow, and cover values in use")
+    func sequenceReservations() throws {
         do {
             let store = try JobStore(path: self.path)
-            try store.write { tx in try tx.saveLastToken(FencingToken(rawValue: 41)) }
+            try store.write { tx in
+                try tx.saveReservation(.token, upTo: 41)
+                try tx.saveReservation(.jobID, upTo: 1_024)
+                try tx.insert(self.newJob(), id: 2_000, now: 0)
+            }
             try store.close()
         }
         let store = try JobStore(path: self.path)
-        #expect(try store.write { try $0.lastToken() } == FencingToken(rawValue: 41))
-        try store.write { tx in try tx.saveLastToken(FencingToken(rawValue: 3)) }
-        #expect(try store.write { try $0.lastToken() } == FencingToken(rawValue: 41), "the counter never goes back")
+        let marks = try store.write { try $0.sequenceReservations() }
+        #expect(marks.token == 41)
+        #expect(marks.jobID == 2_000, "a job id above the mark raises it")
+        try store.write { tx in try tx.saveReservation(.token, upTo: 3) }
+        #expect(try store.write { try $0.sequenceReservations() }.token == 41, "a mark never goes back")
     }
 
     @Test("a unique key is held only while its job is unfinished")
     func uniqueKey() throws {
         let store = try JobStore(path: self.path)
         try store.write { tx in
-            let id = try tx.insert(self.newJob(uniqueKey: "k"), now: 0)
+            let id: Int64 = 1
+            try tx.insert(self.newJob(uniqueKey: "k"), id: id, now: 0)
             #expect(try tx.unfinishedJob(queue: "q", uniqueKey: "k") == id)
             #expect(try tx.unfinishedJob(queue: "other", uniqueKey: "k") == nil)
             _ = try tx.markClaimed(id: id, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, now: 0)
             _ = try tx.markUnsuccessful(id: id, token: FencingToken(rawValue: 1), decision: .fail, error: "x", now: 0)
             #expect(try tx.unfinishedJob(queue: "q", uniqueKey: "k") == nil)
-            _ = try tx.insert(self.newJob(uniqueKey: "k"), now: 0)
+            try tx.insert(self.newJob(uniqueKey: "k"), id: 2, now: 0)
         }
     }
 }
@@ -138,7 +148,7 @@ struct WriteAheadLogTests {
         // Each commit runs the claim path's statements, the ones that read a row and stop.
         for round in 1...4_000 {
             try store.write { tx in
-                _ = try tx.insert(job, now: 0)
+                try tx.insert(job, id: Int64(round), now: 0)
                 if let ready = try tx.bestReadyJob(queue: "q") {
                     _ = try tx.markClaimed(id: ready.id, token: FencingToken(rawValue: Int64(round)), leaseMilliseconds: nil, worker: nil, peer: nil, now: 0)
                     _ = try tx.markCompleted(id: ready.id, token: FencingToken(rawValue: Int64(round)), result: nil, now: 0)
