@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "BatonProtocol", targets: ["BatonProtocol"]),
         .library(name: "BatonStore", targets: ["BatonStore"]),
         .library(name: "BatonServer", targets: ["BatonServer"]),
+        .library(name: "BatonClient", targets: ["BatonClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -51,6 +52,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // The Swift client library: one multiplexed connection, leases as values.
+        .target(
+            name: "BatonClient",
+            dependencies: [
+                "BatonCore", "BatonProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "batond",
             dependencies: [
@@ -73,5 +85,6 @@ let package = Package(
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
         .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore"]),
         .testTarget(name: "BatondTests", dependencies: ["BatonTestSupport", "batond"]),
+        .testTarget(name: "BatonClientTests", dependencies: ["BatonClient", "BatonTestSupport", "batond"]),
     ]
 )

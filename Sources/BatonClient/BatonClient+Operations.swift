@@ -1,0 +1,209 @@
+import BatonCore
+import BatonProtocol
+
+extension BatonClient {
+    /// Identifies the server.
+    public func hello(client name: String? = nil) async throws -> ServerInfo {
+        let reply = try await self.request("hello", repeatable: true) { request in
+            if let name { request.member("client", name) }
+        }
+        return ServerInfo(
+            version: try reply.string("version"),
+            protocolVersion: Int(try reply.int64("protocol")),
+            durability: try reply.string("durability"),
+            maximumLineBytes: Int(try reply.object("limits").int64("max_line_bytes"))
+        )
+    }
+
+    /// Adds a job.
+    ///
+    /// - Parameters:
+    ///   - queue: the queue's name.
+    ///   - payload: any `Encodable` value; the worker receives it as JSON.
+    ///   - options: priority, delay, attempts, backoff, lease period, unique key.
+    /// - Returns: the job's id, and whether an unfinished job with the same unique key was
+    ///   returned instead of a new one.
+    /// - Note: `enqueue` is not sent again after a lost connection, since it could add
+    ///   the job twice; give it a ``EnqueueOptions/uniqueKey`` and retry it yourself.
+    @discardableResult
+    public func enqueue<Payload: Encodable>(
+        queue: String, payload: Payload, options: EnqueueOptions = EnqueueOptions()
+    ) async throws -> EnqueueResult {
+        let text = try jsonText(payload)
+        let reply = try await self.request("enqueue", repeatable: false) { request in
+            request.member("queue", queue)
+            request.member("payload", rawJSON: text)
+            options.write(into: &request)
+        }
+        return EnqueueResult(jobID: try reply.int64("job"), duplicate: try reply.bool("duplicate"))
+    }
+
+    /// Leases the best ready job of some queues: the highest priority, then the oldest.
+    ///
+    /// - Parameters:
+    ///   - queues: the queues to take from.
+    ///   - wait: how long to wait for a job if none is ready (up to 5 minutes).
+    ///   - leaseDuration: the lease period, instead of the job's own.
+    ///   - worker: a name for this worker, shown by `get`.
+    /// - Returns: the lease, or `nil` when no job came within `wait`.
+    public func claim(
+        queues: [String], wait: Duration = .zero, leaseDuration: Duration? = nil, worker: String? = nil
+    ) async throws -> Lease? {
+        let reply = try await self.request("claim", repeatable: false) { request in
+            request.key("queues")
+            request.beginArray()
+            for queue in queues { request.string(queue) }
+            request.endArray()
+            if wait > .zero { request.member("wait_ms", wait.milliseconds) }
+            if let leaseDuration { request.member("lease_ms", leaseDuration.milliseconds) }
+            if let worker { request.member("worker", worker) }
+        }
+        guard case .object(let job)? = reply["job"] else { return nil }
+        return try Lease(job, client: self)
+    }
+
+    /// The whole job.
+    ///
+    /// - Throws: ``BatonError`` with code ``BatonError/Code/notFound`` for an unknown id.
+    public func job(_ id: Int64) async throws -> JobInfo {
+        let reply = try await self.request("get", repeatable: true) { $0.member("job", id) }
+        return try JobInfo(try reply.object("job"))
+    }
+
+    /// Job counts per queue and state.
+    public func stats() async throws -> [String: QueueStats] {
+        let reply = try await self.request("stats", repeatable: true)
+        var queues: [String: QueueStats] = [:]
+        for (name, value) in try reply.object("queues") {
+            guard case .object(let fields) = value else { continue }
+            var counts: [JobState: Int] = [:]
+            for state in JobState.allCases {
+                counts[state] = Int(fields.optionalInt64(state.rawValue) ?? 0)
+            }
+            queues[name] = QueueStats(counts: counts, oldestReadyAgeMilliseconds: fields.optionalInt64("oldest_ready_age_ms"))
+        }
+        return queues
+    }
+}
+
+/// The settings of a new job; what is left out takes the server's default.
+public struct EnqueueOptions: Sendable {
+    /// Higher runs first.
+    public var priority: Int32?
+    /// Not before this delay from now.
+    public var delay: Duration?
+    /// Not before this wall-clock time, in milliseconds since the epoch.
+    public var runAt: Int64?
+    /// Attempts in all.
+    public var maxAttempts: Int?
+    public var backoff: BackoffPolicy?
+    /// The lease period for this job's claims.
+    public var leaseDuration: Duration?
+    /// While an unfinished job of the queue has this key, enqueueing returns it instead.
+    public var uniqueKey: String?
+
+    public init(
+        priority: Int32? = nil, delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int? = nil,
+        backoff: BackoffPolicy? = nil, leaseDuration: Duration? = nil, uniqueKey: String? = nil
+    ) {
+        self.priority = priority
+        self.delay = delay
+        self.runAt = runAt
+        self.maxAttempts = maxAttempts
+        self.backoff = backoff
+        self.leaseDuration = leaseDuration
+        self.uniqueKey = uniqueKey
+    }
+
+    func write(into request: inout JSONWriter) {
+        if let priority { request.member("priority", Int64(priority)) }
+        if let delay { request.member("delay_ms", delay.milliseconds) }
+        if let runAt { request.member("run_at", runAt) }
+        if let maxAttempts { request.member("max_attempts", maxAttempts) }
+        if let backoff {
+            request.key("backoff")
+            request.beginObject()
+            request.member("initial_ms", backoff.initialMilliseconds)
+            request.key("factor")
+            request.double(backoff.factor)
+            request.member("max_ms", backoff.maximumMilliseconds)
+            request.endObject()
+        }
+        if let leaseDuration { request.member("lease_ms", leaseDuration.milliseconds) }
+        if let uniqueKey { request.member("unique_key", uniqueKey) }
+    }
+}
+
+/// What `enqueue` answered.
+public struct EnqueueResult: Hashable, Sendable {
+    public var jobID: Int64
+    /// `true` when an unfinished job with the same unique key was returned instead.
+    public var duplicate: Bool
+}
+
+/// The server, as `hello` describes it.
+public struct ServerInfo: Hashable, Sendable {
+    public var version: String
+    public var protocolVersion: Int
+    /// `full` or `normal`.
+    public var durability: String
+    public var maximumLineBytes: Int
+}
+
+/// One queue's counts, as `stats` reports them.
+public struct QueueStats: Hashable, Sendable {
+    public var counts: [JobState: Int]
+    /// How long the longest-waiting claimable job has waited, if any is claimable.
+    public var oldestReadyAgeMilliseconds: Int64?
+}
+
+/// A whole job, as `get` returns it.
+public struct JobInfo: Sendable {
+    public var id: Int64
+    public var queue: String
+    public var state: JobState
+    public var payload: JSONValue
+    public var priority: Int64
+    public var attempts: Int
+    public var maxAttempts: Int
+    public var checkpoint: JSONValue?
+    public var progress: JSONValue?
+    public var result: JSONValue?
+    public var lastError: String?
+    public var createdAt: Int64
+    public var startedAt: Int64?
+    public var finishedAt: Int64?
+    /// The worker holding the job, while it runs.
+    public var worker: String?
+    /// The process holding the job, while it runs.
+    public var peerPID: Int64?
+
+    init(_ job: [String: JSONValue]) throws {
+        self.id = try job.int64("id")
+        self.queue = try job.string("queue")
+        guard let state = JobState(rawValue: try job.string("state")) else {
+            throw BatonConnectionError(.protocolViolation, "unknown job state \(job["state"].map { $0.jsonText } ?? "")")
+        }
+        self.state = state
+        self.payload = job["payload"] ?? .null
+        self.priority = try job.int64("priority")
+        self.attempts = Int(try job.int64("attempts"))
+        self.maxAttempts = Int(try job.int64("max_attempts"))
+        self.checkpoint = job.value("checkpoint")
+        self.progress = job.value("progress")
+        self.result = job.value("result")
+        self.lastError = job.optionalString("last_error")
+        self.createdAt = try job.int64("created_at")
+        self.startedAt = job.optionalInt64("started_at")
+        self.finishedAt = job.optionalInt64("finished_at")
+        if case .object(let lease)? = job["lease"] {
+            self.worker = lease.optionalString("worker")
+            self.peerPID = lease.optionalInt64("peer_pid")
+        }
+    }
+
+    /// The result, decoded; `nil` when there is none.
+    public func result<T: Decodable>(as type: T.Type) throws -> T? {
+        try self.result?.decode(type)
+    }
+}

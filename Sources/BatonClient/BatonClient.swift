@@ -1,0 +1,216 @@
+import BatonCore
+import BatonProtocol
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOPosix
+
+/// A connection to `batond`, shared by every task that uses it.
+///
+/// One connection carries many requests at once: each gets an id and its reply is matched
+/// by that id, so a long-polling ``claim(queues:wait:leaseDuration:worker:)`` does not hold
+/// up a heartbeat sent after it. When `batond` restarts, the client reconnects with backoff;
+/// requests that are safe to repeat (reads, heartbeats, checkpoints and completes, which
+/// the server answers the same way twice) are sent again, and the others fail with
+/// ``BatonConnectionError/Code/closed`` so the caller can decide.
+///
+/// ```swift
+/// let client = BatonClient(socketPath: "/run/baton/baton.sock")
+/// let job = try await client.enqueue(queue: "emails", payload: ["to": "ada@example.com"])
+/// if let lease = try await client.claim(queues: ["emails"], wait: .seconds(30)) {
+///     try await lease.complete()
+/// }
+/// ```
+public final class BatonClient: Sendable {
+    /// How the client connects and reconnects.
+    public struct Configuration: Sendable {
+        /// The `batond` socket.
+        public var socketPath: String
+        /// How long to keep trying to reach a server that is not answering (restarting).
+        public var reconnectTimeout: Duration
+        /// The first pause between connection attempts; it doubles up to a second.
+        public var reconnectBackoff: Duration
+
+        public init(socketPath: String, reconnectTimeout: Duration = .seconds(30), reconnectBackoff: Duration = .milliseconds(25)) {
+            self.socketPath = socketPath
+            self.reconnectTimeout = reconnectTimeout
+            self.reconnectBackoff = reconnectBackoff
+        }
+    }
+
+    public let configuration: Configuration
+    private let eventLoopGroup: any EventLoopGroup
+    private let logger: Logger
+    private let state = NIOLockedValueBox(State())
+
+    private struct State {
+        var connection: Connection?
+        var nextRequestID: Int64 = 1
+        var closed = false
+    }
+
+    /// Creates a client; it connects on first use.
+    public convenience init(socketPath: String, logger: Logger = Logger(label: "baton.client")) {
+        self.init(configuration: Configuration(socketPath: socketPath), logger: logger)
+    }
+
+    public init(
+        configuration: Configuration,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "baton.client")
+    ) {
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        self.logger = logger
+    }
+
+    /// Closes the connection; requests still waiting for replies fail.
+    public func close() async {
+        let connection = self.state.withLockedValue { state -> Connection? in
+            state.closed = true
+            defer { state.connection = nil }
+            return state.connection
+        }
+        if let channel = try? await connection?.channel.get() {
+            try? await channel.close()
+        }
+    }
+
+    // MARK: Requests
+
+    /// Sends one request and returns the reply's fields.
+    ///
+    /// - Parameters:
+    ///   - op: the op's name.
+    ///   - repeatable: whether the request may be sent again if the connection drops
+    ///     before its reply arrives.
+    ///   - arguments: writes the request's arguments.
+    /// - Throws: ``BatonError`` when the server refuses the request,
+    ///   ``BatonConnectionError`` when no reply could be had.
+    func request(
+        _ op: String,
+        repeatable: Bool,
+        _ arguments: (inout JSONWriter) -> Void = { _ in }
+    ) async throws -> [String: JSONValue] {
+        let deadline = ContinuousClock.now + self.configuration.reconnectTimeout
+        var pause = self.configuration.reconnectBackoff
+        while true {
+            let connection: Connection
+            let channel: any Channel
+            do {
+                (connection, channel) = try await self.connectedChannel()
+            } catch let error as BatonConnectionError where error.code == .closed && self.isClosed {
+                throw error
+            } catch {
+                // Nothing was sent: waiting for the server to come back is always safe.
+                guard ContinuousClock.now + pause < deadline else {
+                    throw BatonConnectionError(.unavailable, "cannot connect to \(self.configuration.socketPath): \(error)")
+                }
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(1))
+                continue
+            }
+            let id = self.state.withLockedValue { state in
+                defer { state.nextRequestID += 1 }
+                return state.nextRequestID
+            }
+            var writer = JSONWriter()
+            writer.beginObject()
+            writer.member("op", op)
+            writer.member("id", id)
+            arguments(&writer)
+            writer.endObject()
+            let promise = channel.eventLoop.makePromise(of: IncomingReply.self)
+            channel.writeAndFlush((OutgoingRequest(requestID: id, line: writer.text), promise), promise: nil)
+            let reply: IncomingReply
+            do {
+                reply = try await promise.futureResult.get()
+            } catch {
+                self.forget(connection)
+                guard repeatable, ContinuousClock.now < deadline else {
+                    throw BatonConnectionError(.closed, "the connection closed before batond answered `\(op)`: \(error)")
+                }
+                self.logger.debug("connection lost; sending again", metadata: ["op": "\(op)"])
+                continue
+            }
+            return try Self.check(reply.fields)
+        }
+    }
+
+    private static func check(_ fields: [String: JSONValue]) throws -> [String: JSONValue] {
+        guard case .bool(false)? = fields["ok"] else { return fields }
+        guard case .object(let error)? = fields["error"], case .string(let wire)? = error["code"] else {
+            throw BatonConnectionError(.protocolViolation, "an error reply without an error code")
+        }
+        let message: String
+        if case .string(let text)? = error["message"] { message = text } else { message = wire }
+        // A code this version does not know is treated as `internal`, as the protocol asks.
+        throw BatonError(BatonError.Code(wireValue: wire) ?? .internal, message)
+    }
+
+    // MARK: The connection
+
+    /// One attempt at a connection; replaced as a whole when it fails.
+    private final class Connection: Sendable {
+        let channel: EventLoopFuture<any Channel>
+
+        init(channel: EventLoopFuture<any Channel>) {
+            self.channel = channel
+        }
+    }
+
+    private var isClosed: Bool { self.state.withLockedValue { $0.closed } }
+
+    private func connectedChannel() async throws -> (Connection, any Channel) {
+        let connection = try self.state.withLockedValue { state -> Connection in
+            guard !state.closed else { throw BatonConnectionError(.closed, "the client was closed") }
+            if let connection = state.connection { return connection }
+            let connection = Connection(channel: self.connect())
+            state.connection = connection
+            return connection
+        }
+        do {
+            let channel = try await connection.channel.get()
+            guard channel.isActive else { throw BatonConnectionError(.closed, "the connection closed") }
+            return (connection, channel)
+        } catch {
+            self.forget(connection)
+            throw error
+        }
+    }
+
+    private func connect() -> EventLoopFuture<any Channel> {
+        ClientBootstrap(group: self.eventLoopGroup)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: 64 << 20),
+                        ReplyDecoder(),
+                        RequestEncoder(),
+                        NIORequestResponseWithIDHandler<OutgoingRequest, IncomingReply>(),
+                        ConnectionErrorCloser()
+                    )
+                }
+            }
+            .connect(unixDomainSocketPath: self.configuration.socketPath)
+    }
+
+    /// Drops a dead connection so that the next request makes a new one.
+    private func forget(_ connection: Connection) {
+        self.state.withLockedValue { state in
+            if state.connection === connection { state.connection = nil }
+        }
+        connection.channel.whenSuccess { $0.close(promise: nil) }
+    }
+}
+
+/// Closes the connection on any error, which fails every request waiting on it.
+private final class ConnectionErrorCloser: ChannelInboundHandler {
+    typealias InboundIn = Never
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}

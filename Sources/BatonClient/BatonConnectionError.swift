@@ -1,0 +1,37 @@
+/// The connection to `batond` failed, as opposed to `batond` refusing a request (which is a
+/// `BatonError` carrying the protocol's error code).
+public struct BatonConnectionError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong, for programs to match on.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: Hashable, Sendable {
+            case unavailable, closed, protocolViolation
+        }
+
+        fileprivate var base: Base
+
+        /// No connection could be made to the socket (no server, or no permission).
+        public static let unavailable = Code(base: .unavailable)
+        /// The connection closed before the reply came; the request may or may not have been applied.
+        public static let closed = Code(base: .closed)
+        /// The server sent something this client cannot read.
+        public static let protocolViolation = Code(base: .protocolViolation)
+
+        public var description: String {
+            switch self.base {
+            case .unavailable: "unavailable"
+            case .closed: "closed"
+            case .protocolViolation: "protocol_violation"
+            }
+        }
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(self.code): \(self.message)" }
+}

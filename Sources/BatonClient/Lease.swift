@@ -1,0 +1,153 @@
+import BatonCore
+import BatonProtocol
+
+/// A job this worker holds, and the right to act on it until the lease runs out.
+///
+/// The fencing token travels with every call, so a lease that was lost (it expired, or the
+/// job was taken from this worker) can change nothing: its calls fail with a ``BatonError``
+/// whose code is ``BatonError/Code/leaseLost``. Stop working on the job when you see it.
+public struct Lease: Sendable {
+    /// The job's id.
+    public let jobID: Int64
+    public let queue: String
+    /// This attempt's number, counting from 1.
+    public let attempt: Int
+    public let maxAttempts: Int
+    /// The lease's fencing token.
+    public let token: FencingToken
+    /// The lease period; heartbeat well inside it (about every third).
+    public let leaseDuration: Duration
+    /// When the lease ends without a heartbeat, in wall-clock milliseconds since the epoch.
+    public let expiresAt: Int64
+    /// The payload as the producer enqueued it.
+    public let payload: JSONValue
+    /// The state the last attempt checkpointed, or `nil` on a first attempt.
+    public let checkpoint: JSONValue?
+    private let client: BatonClient
+
+    init(_ job: [String: JSONValue], client: BatonClient) throws {
+        self.jobID = try job.int64("id")
+        self.queue = try job.string("queue")
+        self.attempt = Int(try job.int64("attempt"))
+        self.maxAttempts = Int(try job.int64("max_attempts"))
+        self.token = FencingToken(rawValue: try job.int64("token"))
+        self.leaseDuration = .milliseconds(try job.int64("lease_ms"))
+        self.expiresAt = try job.int64("lease_expires_at")
+        self.payload = job["payload"] ?? .null
+        self.checkpoint = job.value("checkpoint")
+        self.client = client
+    }
+
+    /// The payload, decoded.
+    public func payload<T: Decodable>(as type: T.Type) throws -> T {
+        try self.payload.decode(type)
+    }
+
+    /// The last checkpoint, decoded; `nil` when there is none.
+    public func checkpoint<T: Decodable>(as type: T.Type) throws -> T? {
+        try self.checkpoint?.decode(type)
+    }
+
+    /// Renews the lease.
+    ///
+    /// - Parameters:
+    ///   - duration: a new lease period; by default the current one.
+    ///   - progress: progress to show in `get`.
+    /// - Returns: when the renewed lease ends, in wall-clock milliseconds.
+    @discardableResult
+    public func heartbeat(duration: Duration? = nil, progress: Progress? = nil) async throws -> Int64 {
+        let reply = try await self.client.request("heartbeat", repeatable: true) { request in
+            self.writeReference(&request)
+            if let duration { request.member("lease_ms", duration.milliseconds) }
+            progress?.write(into: &request)
+        }
+        return try reply.int64("lease_expires_at")
+    }
+
+    /// Durably stores the state a later attempt resumes from, and renews the lease.
+    public func saveCheckpoint<State: Encodable>(_ state: State, progress: Progress? = nil) async throws {
+        let text = try jsonText(state)
+        _ = try await self.client.request("checkpoint", repeatable: true) { request in
+            self.writeReference(&request)
+            request.member("state", rawJSON: text)
+            progress?.write(into: &request)
+        }
+    }
+
+    /// Finishes the job successfully.
+    public func complete() async throws {
+        _ = try await self.client.request("complete", repeatable: true) { self.writeReference(&$0) }
+    }
+
+    /// Finishes the job successfully with a result that `get` shows.
+    public func complete<Result: Encodable>(result: Result) async throws {
+        let text = try jsonText(result)
+        _ = try await self.client.request("complete", repeatable: true) { request in
+            self.writeReference(&request)
+            request.member("result", rawJSON: text)
+        }
+    }
+
+    /// Ends this attempt unsuccessfully.
+    ///
+    /// - Parameters:
+    ///   - error: why, stored as the job's `last_error`.
+    ///   - retry: `false` when trying again cannot help.
+    ///   - retryIn: a delay before the next attempt, instead of the job's backoff.
+    /// - Returns: whether the job will be retried, and when.
+    @discardableResult
+    public func fail(_ error: String, retry: Bool = true, retryIn: Duration? = nil) async throws -> FailOutcome {
+        let reply = try await self.client.request("fail", repeatable: false) { request in
+            self.writeReference(&request)
+            request.member("error", error)
+            if !retry { request.member("retry", false) }
+            if let retryIn { request.member("retry_in_ms", retryIn.milliseconds) }
+        }
+        if try reply.string("state") == JobState.retrying.rawValue {
+            return .retrying(runAt: try reply.int64("run_at"))
+        }
+        return .failed
+    }
+
+    /// Gives the job back without spending this attempt, as a worker that is stopping does.
+    public func release(after delay: Duration = .zero) async throws {
+        _ = try await self.client.request("release", repeatable: false) { request in
+            self.writeReference(&request)
+            if delay > .zero { request.member("delay_ms", delay.milliseconds) }
+        }
+    }
+
+    private func writeReference(_ request: inout JSONWriter) {
+        request.member("job", self.jobID)
+        request.member("token", self.token.rawValue)
+    }
+}
+
+/// What became of a job after ``Lease/fail(_:retry:retryIn:)``.
+public enum FailOutcome: Hashable, Sendable {
+    /// It will be tried again, not before `runAt` (wall-clock milliseconds).
+    case retrying(runAt: Int64)
+    /// It has failed for good.
+    case failed
+}
+
+/// How far a job has got, shown by `get`.
+public struct Progress: Hashable, Sendable {
+    /// From 0 to 100.
+    public var percent: Double
+    public var message: String?
+
+    public init(percent: Double, message: String? = nil) {
+        self.percent = percent
+        self.message = message
+    }
+
+    func write(into request: inout JSONWriter) {
+        request.key("progress")
+        request.beginObject()
+        request.key("percent")
+        request.double(self.percent)
+        if let message = self.message { request.member("message", message) }
+        request.endObject()
+    }
+}

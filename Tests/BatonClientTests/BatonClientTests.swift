@@ -1,0 +1,152 @@
+import BatonClient
+import BatonCore
+import BatonProtocol
+import BatonTestSupport
+import Foundation
+import Testing
+
+struct Document: Codable, Equatable {
+    var file: String
+    var pages: Int
+}
+
+struct Stage: Codable, Equatable {
+    var stage: String
+}
+
+/// Runs `body` with a client of `server`, and closes the client afterwards.
+func withClient(of server: TestServer, _ body: (BatonClient) async throws -> Void) async throws {
+    let client = BatonClient(socketPath: server.socketPath)
+    do {
+        try await body(client)
+    } catch {
+        await client.close()
+        throw error
+    }
+    await client.close()
+}
+
+@Suite("The Swift client against the real batond")
+struct BatonClientTests {
+    @Test("a job's whole life through the client, with typed payload, checkpoint and result")
+    func lifecycle() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+
+            let info = try await client.hello(client: "tests")
+            #expect(info.protocolVersion == 1)
+
+            let enqueued = try await client.enqueue(queue: "docs", payload: Document(file: "novel.epub", pages: 512))
+            #expect(!enqueued.duplicate)
+            let lease = try #require(try await client.claim(queues: ["docs"], wait: .seconds(5), worker: "swift-worker"))
+            #expect(lease.jobID == enqueued.jobID)
+            #expect(lease.attempt == 1)
+            #expect(try lease.payload(as: Document.self) == Document(file: "novel.epub", pages: 512))
+            #expect(try lease.checkpoint(as: Stage.self) == nil)
+
+            let expires = try await lease.heartbeat(progress: Progress(percent: 40, message: "chunking"))
+            #expect(expires >= lease.expiresAt)
+            try await lease.saveCheckpoint(Stage(stage: "chunked"))
+
+            let running = try await client.job(lease.jobID)
+            #expect(running.state == .running)
+            #expect(running.worker == "swift-worker")
+            #expect(running.peerPID != nil)
+
+            try await lease.complete(result: ["chunks": 61])
+            let done = try await client.job(lease.jobID)
+            #expect(done.state == .completed)
+            #expect(try done.result(as: [String: Int].self) == ["chunks": 61])
+            #expect(try await client.stats()["docs"]?.counts[.completed] == 1)
+        }
+    }
+
+    @Test("a long-polling claim does not hold up other requests on the same connection")
+    func multiplexing() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            async let waiting = client.claim(queues: ["later"], wait: .seconds(30))
+            // While the claim waits, the same client enqueues the job it is waiting for.
+            try await Task.sleep(for: .milliseconds(200))
+            let enqueued = try await client.enqueue(queue: "later", payload: 1)
+            let lease = try #require(try await waiting)
+            #expect(lease.jobID == enqueued.jobID)
+        }
+    }
+
+    @Test("server refusals arrive as BatonError with the protocol's code")
+    func typedErrors() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            await #expect(throws: BatonError.self) { try await client.job(424_242) }
+            do {
+                _ = try await client.job(424_242)
+            } catch let error as BatonError {
+                #expect(error.code == .notFound)
+            }
+
+            _ = try await client.enqueue(queue: "q", payload: "x", options: EnqueueOptions(backoff: BackoffPolicy(initialMilliseconds: 0, factor: 1, maximumMilliseconds: 0), leaseDuration: .milliseconds(200)))
+            let stale = try #require(try await client.claim(queues: ["q"]))
+            let fresh = try #require(try await client.claim(queues: ["q"], wait: .seconds(10)))
+            #expect(fresh.token > stale.token)
+            do {
+                try await stale.complete()
+                Issue.record("a stale lease completed its job")
+            } catch let error as BatonError {
+                #expect(error.code == .leaseLost)
+            }
+            try await fresh.complete()
+        }
+    }
+
+    @Test("a failed attempt is retried with its checkpoint, then fails for good")
+    func failAndRetry() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            _ = try await client.enqueue(
+                queue: "embed", payload: 42,
+                options: EnqueueOptions(maxAttempts: 2, backoff: BackoffPolicy(initialMilliseconds: 0, factor: 1, maximumMilliseconds: 0))
+            )
+            let first = try #require(try await client.claim(queues: ["embed"]))
+            try await first.saveCheckpoint(Stage(stage: "embedded"))
+            guard case .retrying = try await first.fail("rate limited") else {
+                Issue.record("the first failure did not retry")
+                return
+            }
+            let second = try #require(try await client.claim(queues: ["embed"], wait: .seconds(5)))
+            #expect(second.attempt == 2)
+            #expect(try second.checkpoint(as: Stage.self) == Stage(stage: "embedded"))
+            #expect(try await second.fail("rate limited again") == .failed)
+            #expect(try await client.job(second.jobID).lastError == "rate limited again")
+        }
+    }
+
+    @Test("the client reconnects when batond restarts, and its lease still holds")
+    func reconnects() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            _ = try await client.enqueue(queue: "r", payload: "survives", options: EnqueueOptions(leaseDuration: .seconds(30)))
+            let lease = try #require(try await client.claim(queues: ["r"]))
+            try server.restart()
+            // The old connection is gone; the heartbeat goes out on a new one and the lease,
+            // kept across the restart, is renewed.
+            try await lease.heartbeat()
+            try await lease.complete()
+            #expect(try await client.job(lease.jobID).state == .completed)
+        }
+    }
+
+    @Test("a client with no server gives up after its reconnect timeout with a clear error")
+    func unavailable() async throws {
+        let client = BatonClient(
+            configuration: BatonClient.Configuration(socketPath: "/tmp/no-such-baton-\(getpid()).sock", reconnectTimeout: .milliseconds(300))
+        )
+        do {
+            _ = try await client.stats()
+            Issue.record("stats succeeded without a server")
+        } catch let error as BatonConnectionError {
+            #expect(error.code == .unavailable)
+        }
+    }
+}
+
