@@ -61,6 +61,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .executableTarget(
@@ -85,6 +86,13 @@ let package = Package(
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
         .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore"]),
         .testTarget(name: "BatondTests", dependencies: ["BatonTestSupport", "batond"]),
-        .testTarget(name: "BatonClientTests", dependencies: ["BatonClient", "BatonTestSupport", "batond"]),
+        .testTarget(
+            name: "BatonClientTests",
+            dependencies: [
+                "BatonClient", "BatonTestSupport", "batond",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
+        ),
     ]
 )

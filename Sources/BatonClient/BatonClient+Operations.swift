@@ -1,5 +1,6 @@
 import BatonCore
 import BatonProtocol
+import NIOCore
 
 extension BatonClient {
     /// Identifies the server.
@@ -46,10 +47,12 @@ extension BatonClient {
     ///   - leaseDuration: the lease period, instead of the job's own.
     ///   - worker: a name for this worker, shown by `get`.
     /// - Returns: the lease, or `nil` when no job came within `wait`.
+    /// - Throws: `CancellationError` when the task is cancelled while waiting; a job the
+    ///   server hands out after that is released at once, not left to its lease.
     public func claim(
         queues: [String], wait: Duration = .zero, leaseDuration: Duration? = nil, worker: String? = nil
     ) async throws -> Lease? {
-        let reply = try await self.request("claim", repeatable: false) { request in
+        let reply = try await self.request("claim", repeatable: false, abandoned: Self.releaseAbandonedClaim) { request in
             request.key("queues")
             request.beginArray()
             for queue in queues { request.string(queue) }
@@ -60,6 +63,17 @@ extension BatonClient {
         }
         guard case .object(let job)? = reply["job"] else { return nil }
         return try Lease(job, client: self)
+    }
+
+    /// Gives back a job whose claim was answered after its caller stopped waiting.
+    private static let releaseAbandonedClaim = AbandonedReplyHandler { reply, channel in
+        guard case .object(let job)? = reply["job"], let id = job.optionalInt64("id"), let token = job.optionalInt64("token") else {
+            return
+        }
+        BatonClient.sendUnanswered("release", on: channel) { request in
+            request.member("job", id)
+            request.member("token", token)
+        }
     }
 
     /// The whole job.

@@ -87,11 +87,16 @@ public final class BatonClient: Sendable {
     ///   - repeatable: whether the request may be sent again if the connection drops
     ///     before its reply arrives.
     ///   - arguments: writes the request's arguments.
+    ///   - abandoned: called with the reply if it arrives after the calling task was
+    ///     cancelled and stopped waiting for it; a claim uses it to give back a job that
+    ///     nobody will work on.
     /// - Throws: ``BatonError`` when the server refuses the request,
-    ///   ``BatonConnectionError`` when no reply could be had.
+    ///   ``BatonConnectionError`` when no reply could be had, `CancellationError` when
+    ///   the task was cancelled while waiting.
     func request(
         _ op: String,
         repeatable: Bool,
+        abandoned: AbandonedReplyHandler? = nil,
         _ arguments: (inout JSONWriter) -> Void = { _ in }
     ) async throws -> [String: JSONValue] {
         let deadline = ContinuousClock.now + self.configuration.reconnectTimeout
@@ -126,7 +131,11 @@ public final class BatonClient: Sendable {
             channel.writeAndFlush((OutgoingRequest(requestID: id, line: writer.text), promise), promise: nil)
             let reply: IncomingReply
             do {
-                reply = try await promise.futureResult.get()
+                reply = try await Self.reply(to: promise.futureResult) { late in
+                    abandoned?.handle(late.fields, channel)
+                }
+            } catch is CancellationError {
+                throw CancellationError()
             } catch {
                 self.forget(connection)
                 guard repeatable, ContinuousClock.now < deadline else {
@@ -137,6 +146,53 @@ public final class BatonClient: Sendable {
             }
             return try Self.check(reply.fields)
         }
+    }
+
+    /// Waits for a reply, or stops waiting when the task is cancelled; a reply that comes
+    /// after that goes to `late`.
+    private static func reply(
+        to future: EventLoopFuture<IncomingReply>,
+        late: @escaping @Sendable (IncomingReply) -> Void
+    ) async throws -> IncomingReply {
+        let waiter = NIOLockedValueBox<CheckedContinuation<IncomingReply, any Error>?>(nil)
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { continuation in
+                // A task cancelled before this point has already run `onCancel`, which found
+                // no one to resume: it must not be left waiting for the reply.
+                let alreadyCancelled = waiter.withLockedValue { waiting -> Bool in
+                    if Task.isCancelled { return true }
+                    waiting = continuation
+                    return false
+                }
+                if alreadyCancelled {
+                    continuation.resume(throwing: CancellationError())
+                }
+                future.whenComplete { result in
+                    if let continuation = waiter.withLockedValue({ $0.take() }) {
+                        continuation.resume(with: result)
+                    } else if case .success(let reply) = result {
+                        late(reply)
+                    }
+                }
+            }
+        } onCancel: {
+            waiter.withLockedValue { $0.take() }?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Sends a request whose reply nobody waits for.
+    static func sendUnanswered(_ op: String, on channel: any Channel, _ arguments: (inout JSONWriter) -> Void) {
+        var writer = JSONWriter()
+        writer.beginObject()
+        writer.member("op", op)
+        // Negative ids never collide with the client's own, which count up from 1.
+        let id = -Int64.random(in: 1...Int64.max)
+        writer.member("id", id)
+        arguments(&writer)
+        writer.endObject()
+        let promise = channel.eventLoop.makePromise(of: IncomingReply.self)
+        promise.futureResult.whenComplete { _ in }
+        channel.writeAndFlush((OutgoingRequest(requestID: id, line: writer.text), promise), promise: nil)
     }
 
     private static func check(_ fields: [String: JSONValue]) throws -> [String: JSONValue] {
@@ -204,6 +260,11 @@ public final class BatonClient: Sendable {
         }
         connection.channel.whenSuccess { $0.close(promise: nil) }
     }
+}
+
+/// What to do with a reply that arrives after its caller stopped waiting.
+struct AbandonedReplyHandler: Sendable {
+    let handle: @Sendable ([String: JSONValue], any Channel) -> Void
 }
 
 /// Closes the connection on any error, which fails every request waiting on it.

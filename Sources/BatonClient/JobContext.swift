@@ -1,0 +1,39 @@
+import BatonProtocol
+
+/// What a ``Worker``'s handler gets: the job, and the calls it may make while it runs.
+///
+/// The lease's heartbeats, completion and failure are the worker's business; the handler
+/// only does the work, checkpoints between stages, and reports progress.
+public struct JobContext: Sendable {
+    /// The lease the worker holds for this job.
+    public let lease: Lease
+
+    init(lease: Lease) {
+        self.lease = lease
+    }
+
+    /// The job's id.
+    public var jobID: Int64 { self.lease.jobID }
+    /// This attempt's number, counting from 1.
+    public var attempt: Int { self.lease.attempt }
+
+    /// The payload, decoded.
+    public func payload<T: Decodable>(as type: T.Type) throws -> T {
+        try self.lease.payload(as: type)
+    }
+
+    /// The state the last attempt checkpointed: where to resume. `nil` on a first attempt.
+    public func resumeState<T: Decodable>(as type: T.Type) throws -> T? {
+        try self.lease.checkpoint(as: type)
+    }
+
+    /// Durably records that a stage is done, so a later attempt resumes after it.
+    public func checkpoint<State: Encodable>(_ state: State, progress: Progress? = nil) async throws {
+        try await self.lease.saveCheckpoint(state, progress: progress)
+    }
+
+    /// Reports progress, shown by `get`; it also renews the lease.
+    public func report(_ progress: Progress) async throws {
+        try await self.lease.heartbeat(progress: progress)
+    }
+}

@@ -1,0 +1,204 @@
+import BatonClient
+import BatonCore
+import BatonProtocol
+import BatonTestSupport
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import ServiceLifecycle
+import Testing
+
+/// Counts handlers running at once, and the most there ever were.
+final class Concurrency: Sendable {
+    private let state = NIOLockedValueBox((now: 0, most: 0, done: [Int64]()))
+
+    func enter() { self.state.withLockedValue { $0.now += 1; $0.most = max($0.most, $0.now) } }
+    func leave(_ job: Int64) { self.state.withLockedValue { $0.now -= 1; $0.done.append(job) } }
+    var most: Int { self.state.withLockedValue { $0.most } }
+    var done: [Int64] { self.state.withLockedValue { $0.done } }
+}
+
+/// Runs `worker` in a service group until `until` returns, then shuts the group down gracefully.
+func serve<C: Clock<Duration>>(_ worker: Worker<C>, until: @escaping @Sendable () async throws -> Void) async throws {
+    let group = ServiceGroup(services: [worker], logger: Logger(label: "test"))
+    try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await group.run() }
+        try await until()
+        await group.triggerGracefulShutdown()
+        try await tasks.waitForAll()
+    }
+}
+
+/// Polls `condition` every 20 ms for up to `seconds`.
+func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async throws -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return false
+}
+
+@Suite("The worker runtime against the real batond")
+struct WorkerTests {
+    @Test("many jobs with concurrency 3: all done, never more than 3 at once")
+    func boundedConcurrency() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            var enqueued: [Int64] = []
+            for index in 0..<30 {
+                enqueued.append(try await client.enqueue(queue: "many", payload: index).jobID)
+            }
+            let ids = enqueued
+            let concurrency = Concurrency()
+            let worker = Worker(client: client, configuration: .init(queues: ["many"], concurrency: 3, claimWait: .seconds(1))) { job in
+                concurrency.enter()
+                try await Task.sleep(for: .milliseconds(20))
+                concurrency.leave(job.jobID)
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { concurrency.done.count == 30 })
+            }
+            #expect(Set(concurrency.done) == Set(ids))
+            #expect(concurrency.most <= 3)
+            #expect(concurrency.most >= 2, "jobs should overlap when there is room")
+            for id in ids {
+                #expect(try await client.job(id).state == .completed)
+            }
+        }
+    }
+
+    @Test("a handler that throws is retried, and resumes from its checkpoint")
+    func throwsThenResumes() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let id = try await client.enqueue(
+                queue: "stages", payload: "doc",
+                options: EnqueueOptions(backoff: BackoffPolicy(initialMilliseconds: 0, factor: 1, maximumMilliseconds: 0))
+            ).jobID
+            let seen = NIOLockedValueBox<[String?]>([])
+            struct Flaky: Error, CustomStringConvertible { var description: String { "embedding API timed out" } }
+            let worker = Worker(client: client, configuration: .init(queues: ["stages"], claimWait: .seconds(1))) { job in
+                let resume = try job.resumeState(as: String.self)
+                seen.withLockedValue { $0.append(resume) }
+                if resume == nil {
+                    try await job.checkpoint("extracted")
+                    throw Flaky()
+                }
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { try await client.job(id).state == .completed })
+            }
+            #expect(seen.withLockedValue { $0 } == [nil, "extracted"])
+            let job = try await client.job(id)
+            #expect(job.attempts == 2)
+            #expect(job.lastError == "embedding API timed out")
+        }
+    }
+
+    @Test("a handler that outlives its lease is cancelled, and its late result is not reported")
+    func leaseLostCancelsHandler() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let id = try await client.enqueue(
+                queue: "slow", payload: 0,
+                options: EnqueueOptions(backoff: BackoffPolicy(initialMilliseconds: 60_000, factor: 1, maximumMilliseconds: 60_000), leaseDuration: .milliseconds(300))
+            ).jobID
+            let cancelled = NIOLockedValueBox(false)
+            // Heartbeats far apart: the 300 ms lease runs out before the first one.
+            let worker = Worker(client: client, configuration: .init(queues: ["slow"], claimWait: .seconds(1), heartbeatInterval: .seconds(1))) { _ in
+                do {
+                    try await Task.sleep(for: .seconds(30))
+                } catch {
+                    cancelled.withLockedValue { $0 = true }
+                    throw error
+                }
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually(10) { cancelled.withLockedValue { $0 } })
+            }
+            let job = try await client.job(id)
+            // Expired and waiting out its backoff; not completed and not failed by the worker.
+            #expect(job.state == .retrying)
+            #expect(job.lastError == "lease expired")
+        }
+    }
+
+    @Test("graceful shutdown lets a short handler finish and releases a long one without spending its attempt")
+    func shutdownDrainsAndReleases() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let quick = try await client.enqueue(queue: "drain", payload: "quick", options: EnqueueOptions(priority: 2)).jobID
+            let long = try await client.enqueue(queue: "drain", payload: "long", options: EnqueueOptions(priority: 1)).jobID
+            let started = NIOLockedValueBox(Set<Int64>())
+            let worker = Worker(
+                client: client,
+                configuration: .init(queues: ["drain"], concurrency: 2, claimWait: .seconds(30), shutdownGracePeriod: .milliseconds(500))
+            ) { job in
+                started.withLockedValue { _ = $0.insert(job.jobID) }
+                let kind = try job.payload(as: String.self)
+                try await Task.sleep(for: kind == "quick" ? .milliseconds(200) : .seconds(60))
+            }
+            let began = ContinuousClock.now
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { started.withLockedValue { $0.count } == 2 })
+            }
+            // The shutdown took the grace period, not the long handler's minute.
+            #expect(ContinuousClock.now - began < .seconds(20))
+            #expect(try await client.job(quick).state == .completed)
+            let released = try await client.job(long)
+            #expect(released.state == .queued)
+            #expect(released.attempts == 0)
+        }
+    }
+
+    @Test("a claim cancelled while waiting gives back the job the server hands out late")
+    func cancelledClaimReleases() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let waiting = Task { try await client.claim(queues: ["late"], wait: .seconds(30)) }
+            try await Task.sleep(for: .milliseconds(200))
+            waiting.cancel()
+            await #expect(throws: CancellationError.self) { _ = try await waiting.value }
+            // The server still has the parked claim: this job goes to it, and the client
+            // gives it straight back.
+            let id = try await client.enqueue(queue: "late", payload: 1).jobID
+            #expect(try await eventually(10) {
+                let job = try await client.job(id)
+                return job.state == .queued && job.attempts == 0
+            })
+            let lease = try #require(try await client.claim(queues: ["late"], wait: .seconds(5)))
+            #expect(lease.jobID == id)
+            #expect(lease.attempt == 1)
+        }
+    }
+
+    @Test("batond restarting under a running worker: it carries on, nothing lost or done twice")
+    func survivesRestart() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            var enqueued: [Int64] = []
+            for index in 0..<10 {
+                enqueued.append(try await client.enqueue(queue: "restart", payload: index).jobID)
+            }
+            let ids = enqueued
+            let runs = NIOLockedValueBox([Int64: Int]())
+            let worker = Worker(client: client, configuration: .init(queues: ["restart"], concurrency: 2, claimWait: .seconds(1))) { job in
+                runs.withLockedValue { $0[job.jobID, default: 0] += 1 }
+                try await Task.sleep(for: .milliseconds(150))
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { runs.withLockedValue { $0.count } >= 3 })
+                try server.restart()
+                #expect(try await eventually(30) {
+                    var finished = 0
+                    for id in ids where try await client.job(id).state == .completed { finished += 1 }
+                    return finished == ids.count
+                })
+            }
+            // Every job ran exactly once: leases kept across the restart let running
+            // handlers complete, and no completed job was handed out again.
+            #expect(runs.withLockedValue { $0 }.values.allSatisfy { $0 == 1 }, "\(runs.withLockedValue { $0 })")
+        }
+    }
+}
