@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "batond", targets: ["batond"]),
+        .executable(name: "baton", targets: ["baton"]),
         .executable(name: "baton-bench", targets: ["BatonBench"]),
         .library(name: "BatonCore", targets: ["BatonCore"]),
         .library(name: "BatonProtocol", targets: ["BatonProtocol"]),
@@ -73,6 +74,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        .executableTarget(
+            name: "baton",
+            dependencies: [
+                "BatonClient", "BatonCore", "BatonProtocol",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         // A blocking line-JSON connection for tests and the benchmark, which drive batond from threads.
         .target(name: "BatonTestSupport"),
         .executableTarget(
@@ -89,7 +97,7 @@ let package = Package(
         .testTarget(
             name: "BatonClientTests",
             dependencies: [
-                "BatonClient", "BatonTestSupport", "batond",
+                "BatonClient", "BatonTestSupport", "batond", "baton",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]

@@ -38,6 +38,21 @@ public struct Lease: Sendable {
         self.client = client
     }
 
+    /// A lease known by its job and token alone, such as one a script passes to `baton
+    /// complete`; its payload and checkpoint are unknown (`null`).
+    public init(jobID: Int64, token: FencingToken, client: BatonClient) {
+        self.jobID = jobID
+        self.queue = ""
+        self.attempt = 0
+        self.maxAttempts = 0
+        self.token = token
+        self.leaseDuration = .zero
+        self.expiresAt = 0
+        self.payload = .null
+        self.checkpoint = nil
+        self.client = client
+    }
+
     /// The payload, decoded.
     public func payload<T: Decodable>(as type: T.Type) throws -> T {
         try self.payload.decode(type)

@@ -12,7 +12,7 @@ public struct LeaseTable: Sendable {
     private var deadlines = Heap<Entry>()
 
     private struct Slot: Sendable {
-        var lease: Lease
+        var lease: LeaseGrant
         /// The deadline of the heap entry that represents this lease.
         var heapDeadline: Int64
     }
@@ -29,9 +29,9 @@ public struct LeaseTable: Sendable {
     /// The outcome of presenting a token.
     public enum Check: Hashable, Sendable {
         /// The token holds the job's live lease.
-        case live(Lease)
+        case live(LeaseGrant)
         /// The token held the lease, but its deadline has passed; the caller must expire it.
-        case expired(Lease)
+        case expired(LeaseGrant)
         /// The token does not hold a lease on the job (stale, forged, or never granted).
         case notHeld
     }
@@ -42,15 +42,15 @@ public struct LeaseTable: Sendable {
     public var count: Int { self.slots.count }
 
     /// The lease on a job, if any.
-    public subscript(jobID: Int64) -> Lease? { self.slots[jobID]?.lease }
+    public subscript(jobID: Int64) -> LeaseGrant? { self.slots[jobID]?.lease }
 
     /// The earliest deadline that may be due; it can be early (a renewed lease), never late.
     public var nextDeadline: Int64? { self.deadlines.min?.deadline }
 
     /// Records a lease that starts at monotonic time `now`, replacing any lease on the job.
     @discardableResult
-    public mutating func grant(jobID: Int64, token: FencingToken, duration: Int64, now: Int64) -> Lease {
-        let lease = Lease(jobID: jobID, token: token, deadline: now + duration, duration: duration)
+    public mutating func grant(jobID: Int64, token: FencingToken, duration: Int64, now: Int64) -> LeaseGrant {
+        let lease = LeaseGrant(jobID: jobID, token: token, deadline: now + duration, duration: duration)
         self.slots[jobID] = Slot(lease: lease, heapDeadline: lease.deadline)
         self.deadlines.insert(Entry(deadline: lease.deadline, jobID: jobID))
         return lease
@@ -67,7 +67,7 @@ public struct LeaseTable: Sendable {
     /// Extends a live lease to `now + duration`, or `now` plus its own period.
     ///
     /// - Returns: the renewed lease, or `nil` when the token does not hold a live lease.
-    public mutating func renew(jobID: Int64, token: FencingToken, duration: Int64? = nil, now: Int64) -> Lease? {
+    public mutating func renew(jobID: Int64, token: FencingToken, duration: Int64? = nil, now: Int64) -> LeaseGrant? {
         guard case .live(var lease) = self.check(jobID: jobID, token: token, now: now) else {
             return nil
         }
@@ -79,13 +79,13 @@ public struct LeaseTable: Sendable {
 
     /// Ends the lease on a job, whatever its token.
     @discardableResult
-    public mutating func revoke(jobID: Int64) -> Lease? {
+    public mutating func revoke(jobID: Int64) -> LeaseGrant? {
         self.slots.removeValue(forKey: jobID)?.lease
     }
 
     /// Removes and returns every lease whose deadline is at or before monotonic time `now`.
-    public mutating func removeExpired(now: Int64) -> [Lease] {
-        var expired: [Lease] = []
+    public mutating func removeExpired(now: Int64) -> [LeaseGrant] {
+        var expired: [LeaseGrant] = []
         while let entry = self.deadlines.min, entry.deadline <= now {
             self.deadlines.removeMin()
             guard var slot = self.slots[entry.jobID], slot.heapDeadline == entry.deadline else {

@@ -30,3 +30,32 @@ public enum JSONValue: Hashable, Sendable {
         return writer.text
     }
 }
+
+extension JSONValue {
+    /// Parses JSON text, such as a payload given on a command line.
+    ///
+    /// - Throws: ``JSONParser/Failure`` when the text is not one JSON value.
+    public init(parsing text: String, maximumDepth: Int = 64) throws(JSONParser.Failure) {
+        let bytes = Array(text.utf8)
+        let parsed = bytes.withUnsafeBufferPointer { buffer in
+            Result { () throws(JSONParser.Failure) in try JSONParser.parse(buffer, maximumDepth: maximumDepth) }
+        }
+        self = try parsed.get()
+    }
+}
+
+extension JSONValue: Encodable {
+    /// Encodes the value as itself, so a `JSONValue` can be a payload or a result.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        switch self {
+        case .null: try container.encodeNil()
+        case .bool(let value): try container.encode(value)
+        case .integer(let value): try container.encode(value)
+        case .double(let value): try container.encode(value)
+        case .string(let value): try container.encode(value)
+        case .array(let value): try container.encode(value)
+        case .object(let value): try container.encode(value)
+        }
+    }
+}

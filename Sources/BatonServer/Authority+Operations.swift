@@ -288,7 +288,7 @@ extension Authority {
         }
     }
 
-    private func expire(_ lease: Lease, _ context: inout BatchContext) throws {
+    private func expire(_ lease: LeaseGrant, _ context: inout BatchContext) throws {
         let reference = LeaseReference(jobID: lease.jobID, token: lease.token)
         let decision = try self.endAttempt(reference, error: "lease expired", retry: true, retryInMilliseconds: nil, &context)
         self.logger.info(

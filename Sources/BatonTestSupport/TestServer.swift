@@ -38,17 +38,21 @@ public final class TestServer: @unchecked Sendable {
 
     /// The `batond` binary: `BATOND_PATH`, else the one built beside the test bundle.
     public static var binaryPath: String {
-        if let path = ProcessInfo.processInfo.environment["BATOND_PATH"] { return path }
+        ProcessInfo.processInfo.environment["BATOND_PATH"] ?? builtExecutable(named: "batond")
+    }
+
+    /// An executable of this package, from the build folder the tests run in.
+    public static func builtExecutable(named name: String) -> String {
         let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"))
             ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: executable).deletingLastPathComponent()
-        // The test runner may sit inside a bundle directory; batond sits in the build folder.
+        // The test runner may sit inside a bundle directory; the executables sit in the build folder.
         for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("batond").path
+            let candidate = directory.appendingPathComponent(name).path
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             directory = directory.deletingLastPathComponent()
         }
-        return directory.appendingPathComponent("batond").path
+        return directory.appendingPathComponent(name).path
     }
 
     /// The process id of the running server.

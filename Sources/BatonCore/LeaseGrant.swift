@@ -1,8 +1,8 @@
-/// A time-bounded right to change one running job.
+/// The server's record of a lease: a time-bounded right to change one running job.
 ///
 /// Deadlines are on the server's monotonic clock (milliseconds since an arbitrary origin),
 /// never the wall clock, so a clock step cannot expire or extend a lease.
-public struct Lease: Hashable, Sendable {
+public struct LeaseGrant: Hashable, Sendable {
     public var jobID: Int64
     public var token: FencingToken
     /// The monotonic millisecond after which the lease is lost.

@@ -1,0 +1,49 @@
+import ArgumentParser
+import BatonClient
+import BatonCore
+
+struct Enqueue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Add a job; prints its id.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The queue.")
+    var queue: String
+
+    @Argument(help: "The payload as JSON; - reads it from standard input.")
+    var payload: String = "null"
+
+    @Option(help: "Higher runs first.")
+    var priority: Int32?
+
+    @Option(help: "Do not run before this many milliseconds from now.")
+    var delayMs: Int64?
+
+    @Option(help: "Attempts in all.")
+    var maxAttempts: Int?
+
+    @Option(help: "The lease period for this job's claims, in milliseconds.")
+    var leaseMs: Int64?
+
+    @Option(help: "Return the unfinished job with this key instead of adding another.")
+    var uniqueKey: String?
+
+    func run() async throws {
+        let payload = try parseJSON(self.payload == "-" ? readStandardInput() : self.payload, what: "the payload")
+        let options = EnqueueOptions(
+            priority: self.priority,
+            delay: self.delayMs.map { Duration.milliseconds($0) },
+            maxAttempts: self.maxAttempts,
+            leaseDuration: self.leaseMs.map { Duration.milliseconds($0) },
+            uniqueKey: self.uniqueKey
+        )
+        let result = try await self.connection.withClient { client in
+            try await client.enqueue(queue: self.queue, payload: payload, options: options)
+        }
+        if self.connection.json {
+            print(#"{"job":\#(result.jobID),"duplicate":\#(result.duplicate)}"#)
+        } else {
+            print(result.duplicate ? "\(result.jobID) (already queued)" : "\(result.jobID)")
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import BatonTestSupport
+import Foundation
+import Testing
+
+/// Runs the built `baton` command and returns its exit status and output.
+func baton(_ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> (status: Int32, output: String, errors: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: TestServer.builtExecutable(named: "baton"))
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let output = Pipe()
+    let errors = Pipe()
+    let standardInput = Pipe()
+    process.standardOutput = output
+    process.standardError = errors
+    process.standardInput = standardInput
+    try process.run()
+    if let input { standardInput.fileHandleForWriting.write(Data(input.utf8)) }
+    try standardInput.fileHandleForWriting.close()
+    let out = output.fileHandleForReading.readDataToEndOfFile()
+    let err = errors.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+}
+
+@Suite("The baton command")
+struct CommandLineTests {
+    @Test("a script's whole job: enqueue, claim --json, complete, get")
+    func scriptedLifecycle() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        let enqueued = try baton(["enqueue", "emails", #"{"to":"ada@example.com"}"#, "--priority", "3"] + socket)
+        #expect(enqueued.status == 0, "\(enqueued.errors)")
+        let id = try #require(Int(enqueued.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+
+        let claimed = try baton(["claim", "emails", "--json", "--worker", "cron"] + socket)
+        #expect(claimed.status == 0)
+        let job = try #require(try JSONSerialization.jsonObject(with: Data(claimed.output.utf8)) as? [String: Any])
+        #expect(job["id"] as? Int == id)
+        #expect((job["payload"] as? [String: Any])?["to"] as? String == "ada@example.com")
+        let token = try #require(job["token"] as? Int)
+
+        #expect(try baton(["heartbeat", "\(id)", "\(token)"] + socket).status == 0)
+        let completed = try baton(["complete", "\(id)", "\(token)", "-"] + socket, input: #"{"sent":true}"#)
+        #expect(completed.status == 0, "\(completed.errors)")
+
+        let shown = try baton(["get", "\(id)"] + socket)
+        #expect(shown.output.contains("completed"))
+        #expect(shown.output.contains(#"{"sent":true}"#))
+        let json = try baton(["get", "\(id)", "--json"] + socket)
+        let detail = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any])
+        #expect(detail["state"] as? String == "completed")
+    }
+
+    @Test("exit codes scripts can rely on: refused 1, no job 2, unreachable 3, usage 64")
+    func exitCodes() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        let refused = try baton(["complete", "999", "1"] + socket)
+        #expect(refused.status == 1)
+        #expect(refused.errors.contains("not_found"))
+        #expect(try baton(["claim", "empty"] + socket).status == 2)
+        #expect(try baton(["claim", "empty", "--wait-ms", "200", "--json"] + socket).status == 2)
+        let unreachable = try baton(["stats", "--socket", server.directory.appendingPathComponent("nothing.sock").path])
+        #expect(unreachable.status == 3)
+        #expect(!unreachable.errors.isEmpty)
+        let badJSON = try baton(["enqueue", "q", "{not json"] + socket)
+        #expect(badJSON.status == 64)
+        #expect(badJSON.errors.contains("not valid JSON"))
+    }
+
+    @Test("a stale token is refused with lease_lost and exit status 1")
+    func staleToken() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        _ = try baton(["enqueue", "q", "1", "--lease-ms", "200"] + socket)
+        let first = try baton(["claim", "q", "--json"] + socket)
+        let job = try #require(try JSONSerialization.jsonObject(with: Data(first.output.utf8)) as? [String: Any])
+        let (id, token) = (job["id"] as? Int ?? 0, job["token"] as? Int ?? 0)
+        Thread.sleep(forTimeInterval: 0.4)
+        let late = try baton(["complete", "\(id)", "\(token)"] + socket)
+        #expect(late.status == 1)
+        #expect(late.errors.contains("lease_lost"))
+    }
+
+    @Test("stats prints a table; BATON_SOCKET names the socket")
+    func statsTable() throws {
+        let server = try TestServer()
+        let environment = ["BATON_SOCKET": server.socketPath]
+        for _ in 0..<3 { _ = try baton(["enqueue", "docs", "{}"], environment: environment) }
+        _ = try baton(["claim", "docs"], environment: environment)
+        let stats = try baton(["stats"], environment: environment)
+        #expect(stats.status == 0, "\(stats.errors)")
+        let lines = stats.output.split(separator: "\n")
+        #expect(lines.first?.contains("QUEUED") == true)
+        let row = try #require(lines.first { $0.hasPrefix("docs") })
+        #expect(row.split(separator: " ").prefix(3) == ["docs", "2", "1"])
+    }
+}
