@@ -81,6 +81,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // An example worker: a multi-stage document job that resumes from its checkpoint.
+        .executableTarget(
+            name: "document-pipeline",
+            dependencies: [
+                "BatonClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Examples/DocumentPipeline"
+        ),
         // A blocking line-JSON connection for tests and the benchmark, which drive batond from threads.
         .target(name: "BatonTestSupport"),
         .executableTarget(
@@ -97,7 +107,7 @@ let package = Package(
         .testTarget(
             name: "BatonClientTests",
             dependencies: [
-                "BatonClient", "BatonTestSupport", "batond", "baton",
+                "BatonClient", "BatonTestSupport", "batond", "baton", "document-pipeline",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
