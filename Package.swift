@@ -91,6 +91,16 @@ let package = Package(
             ],
             path: "Examples/DocumentPipeline"
         ),
+        // The README's worker, compiled so that it stays true.
+        .executableTarget(
+            name: "email-worker",
+            dependencies: [
+                "BatonClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Examples/EmailWorker"
+        ),
         // A blocking line-JSON connection for tests and the benchmark, which drive batond from threads.
         .target(name: "BatonTestSupport"),
         .executableTarget(

@@ -49,3 +49,15 @@ struct ExampleTests {
         }
     }
 }
+
+@Suite("The README")
+struct ReadmeTests {
+    @Test("the README's Swift worker is the compiled example, and under 30 lines")
+    func workerSnippetIsCompiled() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let example = try String(contentsOf: root.appendingPathComponent("Examples/EmailWorker/EmailWorker.swift"), encoding: .utf8)
+        #expect(readme.contains("```swift\n" + example + "```"))
+        #expect(example.split(separator: "\n", omittingEmptySubsequences: false).count <= 30)
+    }
+}
