@@ -82,25 +82,9 @@ let package = Package(
             ]
         ),
         // An example worker: a multi-stage document job that resumes from its checkpoint.
-        .executableTarget(
-            name: "document-pipeline",
-            dependencies: [
-                "BatonClient",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            path: "Examples/DocumentPipeline"
-        ),
+        example(name: "document-pipeline", path: "Examples/DocumentPipeline"),
         // The README's worker, compiled so that it stays true.
-        .executableTarget(
-            name: "email-worker",
-            dependencies: [
-                "BatonClient",
-                .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ],
-            path: "Examples/EmailWorker"
-        ),
+        example(name: "email-worker", path: "Examples/EmailWorker"),
         // A blocking line-JSON connection for tests and the benchmark, which drive batond from threads.
         .target(name: "BatonTestSupport"),
         .executableTarget(
@@ -124,3 +108,16 @@ let package = Package(
         ),
     ]
 )
+
+/// An example worker: an executable on the client library, run in a service group.
+func example(name: String, path: String) -> Target {
+    .executableTarget(
+        name: name,
+        dependencies: [
+            "BatonClient",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ],
+        path: path
+    )
+}

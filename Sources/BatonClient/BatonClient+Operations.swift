@@ -84,6 +84,17 @@ extension BatonClient {
         return try JobInfo(try reply.object("job"))
     }
 
+    /// Cancels an unfinished job. If it is running, its lease is revoked at once and its
+    /// worker's next heartbeat is refused with ``BatonError/Code/cancelled``.
+    ///
+    /// - Throws: ``BatonError`` with ``BatonError/Code/invalidTransition`` for a finished job.
+    public func cancel(_ id: Int64, reason: String? = nil) async throws {
+        _ = try await self.request("cancel", repeatable: false) { request in
+            request.member("job", id)
+            if let reason { request.member("reason", reason) }
+        }
+    }
+
     /// Job counts per queue and state.
     public func stats() async throws -> [String: QueueStats] {
         let reply = try await self.request("stats", repeatable: true)

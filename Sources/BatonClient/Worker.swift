@@ -8,8 +8,8 @@ import ServiceLifecycle
 ///
 /// - It claims with long-poll only when it has room for another job.
 /// - It heartbeats each lease at a third of its period, and cancels the handler's task the
-///   moment a heartbeat says the lease is gone: the handler sees ordinary task
-///   cancellation, and its late result is not reported.
+///   moment a heartbeat says the lease is gone (expired, or the job was cancelled): the
+///   handler sees ordinary task cancellation, and its late result is not reported.
 /// - It completes the job when the handler returns and fails it when the handler throws,
 ///   with the error's description as the job's `last_error`.
 /// - As a swift-service-lifecycle `Service`, on graceful shutdown it stops claiming, lets
@@ -164,7 +164,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
                 try await lease.fail(error)
                 self.logger.info("handler failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             case .leaseLost(let error):
-                self.logger.info("lease lost; handler cancelled", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+                self.logger.info("lease lost or job cancelled; handler cancelled", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             case .shutdown:
                 try await lease.release()
                 self.logger.info("released at shutdown", metadata: metadata)
@@ -185,7 +185,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
             }
             do {
                 try await lease.heartbeat()
-            } catch let error as BatonError where error.code == .leaseLost || error.code == .notFound {
+            } catch let error as BatonError where [.leaseLost, .cancelled, .notFound].contains(error.code) {
                 return .leaseLost(error)
             } catch is CancellationError {
                 return nil

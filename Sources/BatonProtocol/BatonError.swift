@@ -15,6 +15,7 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
             case notFound = "not_found"
             case leaseLost = "lease_lost"
             case invalidTransition = "invalid_transition"
+            case cancelled = "cancelled"
             case tooLarge = "too_large"
             case shuttingDown = "shutting_down"
             case `internal` = "internal"
@@ -34,6 +35,8 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let leaseLost = Code(base: .leaseLost)
         /// The job's state does not allow the operation.
         public static let invalidTransition = Code(base: .invalidTransition)
+        /// The job was cancelled: its lease is revoked, and the worker must stop.
+        public static let cancelled = Code(base: .cancelled)
         /// A value is nested deeper than the server accepts.
         public static let tooLarge = Code(base: .tooLarge)
         /// The server is stopping and takes no new work.

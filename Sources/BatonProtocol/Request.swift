@@ -11,6 +11,7 @@ public enum Request: Sendable {
     case fail(FailRequest)
     case release(ReleaseRequest)
     case get(jobID: Int64)
+    case cancel(jobID: Int64, reason: String?)
     case stats
 
     /// The op's name on the wire.
@@ -25,6 +26,7 @@ public enum Request: Sendable {
         case .fail: "fail"
         case .release: "release"
         case .get: "get"
+        case .cancel: "cancel"
         case .stats: "stats"
         }
     }

@@ -110,6 +110,8 @@ public struct RequestDecoder: Sendable {
             )
         case "get":
             return .get(jobID: try fields.jobID())
+        case "cancel":
+            return .cancel(jobID: try fields.jobID(), reason: try fields.string("reason"))
         case "stats":
             return .stats
         default:

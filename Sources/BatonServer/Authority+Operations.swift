@@ -43,6 +43,8 @@ extension Authority {
                 return Outcome(line: try self.release(request, id: id, &context))
             case .get(let jobID):
                 return Outcome(line: try self.get(jobID, id: id, &context))
+            case .cancel(let jobID, let reason):
+                return Outcome(line: try self.cancel(jobID, reason: reason, id: id, &context))
             case .stats:
                 return Outcome(line: try self.stats(id: id, &context))
             }
@@ -256,6 +258,22 @@ extension Authority {
         return Reply.success(id: id)
     }
 
+    // MARK: Job control
+
+    /// Cancels an unfinished job. A running job's lease is revoked at once; its worker
+    /// learns at its next heartbeat, which is refused with `cancelled`.
+    private func cancel(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> String {
+        guard let job = try context.tx.job(id: jobID) else {
+            throw BatonError(.notFound, "no job \(jobID)")
+        }
+        let reason = reason ?? "cancelled"
+        _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
+        if let lease = self.leases.revoke(jobID: jobID) {
+            self.logger.info("running job cancelled", metadata: ["job.id": "\(jobID)", "lease.token": "\(lease.token)"])
+        }
+        return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
+    }
+
     // MARK: Leases
 
     /// Checks that `reference` holds a live lease; expires it on the spot if its time is up.
@@ -273,6 +291,9 @@ extension Authority {
         case .notHeld:
             guard let job = try context.tx.job(id: reference.jobID) else {
                 throw BatonError(.notFound, "no job \(reference.jobID)")
+            }
+            if job.state == .cancelled, job.leaseToken == reference.token {
+                throw BatonError(.cancelled, "job \(reference.jobID) was cancelled: \(job.lastError ?? "cancelled"); stop working on it")
             }
             throw BatonError(
                 .leaseLost,

@@ -214,6 +214,25 @@ public struct StoreTransaction {
         return try String.fetchOne(statement, arguments: [runAt <= now, runAt, id, token.rawValue])
     }
 
+    /// Moves an unfinished job to `cancelled`, from whatever state it is in.
+    ///
+    /// - Returns: whether the job was still in `state`.
+    public func markCancelled(id: Int64, from state: JobState, reason: String, now: Int64) throws -> Bool {
+        try state.checkMove(to: .cancelled)
+        let statement = try DirectStatement(
+            self.db,
+            sql: """
+                UPDATE jobs SET state = 'cancelled', ready = 0, last_error = ?, finished_at = ?
+                WHERE id = ? AND state = ?
+                """
+        )
+        statement.bind(1, reason)
+        statement.bind(2, now)
+        statement.bind(3, id)
+        statement.bind(4, state.rawValue)
+        return try statement.execute() == 1
+    }
+
     // MARK: Scheduling
 
     /// Makes every delayed or backing-off job whose time has come claimable.

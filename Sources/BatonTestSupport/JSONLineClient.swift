@@ -61,6 +61,16 @@ public final class JSONLineClient {
         return try self.request(fields)
     }
 
+    /// Waits (up to 10 s) until the server holds `count` parked claims, so a test can act
+    /// on a claim it knows is waiting.
+    public func waitForParkedClaims(_ count: Int) throws {
+        for _ in 0..<500 {
+            if try self.request(["op": "stats"]).int("parked_claims") == count { return }
+            usleep(20_000)
+        }
+        throw TestServerError("the server never held \(count) parked claims")
+    }
+
     /// The whole job, as `get` returns it.
     public func get(_ id: Int) throws -> [String: Any] {
         let reply = try self.request(["op": "get", "job": id])

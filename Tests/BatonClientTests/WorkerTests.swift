@@ -53,7 +53,7 @@ struct WorkerTests {
             let concurrency = Concurrency()
             let worker = Worker(client: client, configuration: .init(queues: ["many"], concurrency: 3, claimWait: .seconds(1))) { job in
                 concurrency.enter()
-                try await Task.sleep(for: .milliseconds(20))
+                try await Task.sleep(for: .milliseconds(50))
                 concurrency.leave(job.jobID)
             }
             try await serve(worker) { () async throws in
@@ -199,6 +199,44 @@ struct WorkerTests {
             // Every job ran exactly once: leases kept across the restart let running
             // handlers complete, and no completed job was handed out again.
             #expect(runs.withLockedValue { $0 }.values.allSatisfy { $0 == 1 }, "\(runs.withLockedValue { $0 })")
+        }
+    }
+}
+
+@Suite("Cancelling under a worker")
+struct WorkerCancelTests {
+    @Test("cancelling a running job from another client cancels the handler within one heartbeat")
+    func cancelFromAnotherClient() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let id = try await client.enqueue(queue: "long", payload: 0, options: EnqueueOptions(leaseDuration: .milliseconds(900))).jobID
+            let started = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+            let stopped = NIOLockedValueBox<ContinuousClock.Instant?>(nil)
+            let worker = Worker(client: client, configuration: .init(queues: ["long"], claimWait: .seconds(1))) { _ in
+                started.withLockedValue { $0 = .now }
+                do {
+                    try await Task.sleep(for: .seconds(60))
+                } catch {
+                    stopped.withLockedValue { $0 = .now }
+                    throw error
+                }
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { started.withLockedValue { $0 } != nil })
+                let operatorClient = BatonClient(socketPath: server.socketPath)
+                try await operatorClient.cancel(id, reason: "wrong document")
+                let cancelledAt = ContinuousClock.now
+                await operatorClient.close()
+                #expect(try await eventually(10) { stopped.withLockedValue { $0 } != nil })
+                // Heartbeats come every 300 ms (a third of the 900 ms lease): the handler
+                // stops at the next one, not at the end of its minute of work. The bound
+                // leaves room for a loaded CI machine.
+                let reaction = try #require(stopped.withLockedValue { $0 }) - cancelledAt
+                #expect(reaction < .seconds(5), "the handler stopped \(reaction) after the cancel")
+            }
+            let job = try await client.job(id)
+            #expect(job.state == .cancelled)
+            #expect(job.lastError == "wrong document")
         }
     }
 }

@@ -3,16 +3,20 @@ import BatonStore
 import Foundation
 import Testing
 
+/// A store file path in a new temporary directory.
+func temporaryStorePath() throws -> String {
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString.prefix(8))")
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    return directory.appendingPathComponent("jobs.sqlite").path
+}
+
 @Suite("The SQLite job store")
 struct JobStoreTests {
-    let directory: URL
+    let path: String
 
     init() throws {
-        self.directory = FileManager.default.temporaryDirectory.appendingPathComponent("store-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: self.directory, withIntermediateDirectories: true)
+        self.path = try temporaryStorePath()
     }
-
-    var path: String { self.directory.appendingPathComponent("jobs.sqlite").path }
 
     func newJob(queue: String = "q", priority: Int64 = 0, runAt: Int64 = 0, uniqueKey: String? = nil) -> StoreTransaction.NewJob {
         StoreTransaction.NewJob(
@@ -117,9 +121,7 @@ struct JobStoreTests {
 struct ClaimPlanTests {
     @Test("a claim is one probe of the ready index, however many jobs wait or are delayed")
     func claimUsesTheReadyIndex() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("plan-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let store = try JobStore(path: directory.appendingPathComponent("jobs.sqlite").path)
+        let store = try JobStore(path: try temporaryStorePath())
         let plans = try store.write { tx in
             try [
                 "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1",
@@ -137,9 +139,7 @@ struct ClaimPlanTests {
 struct WriteAheadLogTests {
     @Test("the WAL is checkpointed back to its start instead of growing with every commit")
     func walStaysBounded() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("wal-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let path = directory.appendingPathComponent("jobs.sqlite").path
+        let path = try temporaryStorePath()
         let store = try JobStore(path: path, durability: .normal)
         let job = StoreTransaction.NewJob(
             queue: "q", payload: String(repeating: "x", count: 2_000), priority: 0, runAt: 0, maxAttempts: 3,

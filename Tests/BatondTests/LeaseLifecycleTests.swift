@@ -107,13 +107,13 @@ struct LeaseLifecycleTests {
         let server = try TestServer()
         let worker = try server.connect()
         let watcher = try server.connect()
-        let id = try worker.enqueue(payload: 0, ["lease_ms": 400, "backoff": ["initial_ms": 0]])
+        let id = try worker.enqueue(payload: 0, ["lease_ms": 1_500, "backoff": ["initial_ms": 0]])
         let claimed = try #require(try worker.claim())
-        for _ in 0..<6 {
-            usleep(150_000)
+        for _ in 0..<8 {
+            usleep(300_000)
             #expect(try worker.fenced("heartbeat", claimed).ok)
         }
-        // 900 ms after the claim, well past the first deadline, the lease still holds.
+        // 2.4 s after the claim, well past the first deadline, the lease still holds.
         #expect(try watcher.get(id)["state"] as? String == "running")
         #expect(try worker.fenced("complete", claimed).ok)
     }
@@ -122,22 +122,23 @@ struct LeaseLifecycleTests {
     func retryThenFail() throws {
         let server = try TestServer()
         let client = try server.connect()
-        let id = try client.enqueue(payload: "flaky", ["max_attempts": 2, "backoff": ["initial_ms": 200, "factor": 2, "max_ms": 1000]])
+        let id = try client.enqueue(payload: "flaky", ["max_attempts": 2, "backoff": ["initial_ms": 2_000, "factor": 2, "max_ms": 10_000]])
 
         let first = try #require(try client.claim())
+        let before = Int(Date().timeIntervalSince1970 * 1000)
         let failed = try client.fenced("fail", first, ["error": "LLM timeout"])
+        let after = Int(Date().timeIntervalSince1970 * 1000)
         #expect(failed.string("state") == "retrying", "\(failed)")
         let runAt = try #require(failed.int("run_at"))
-        let now = Int(Date().timeIntervalSince1970 * 1000)
-        // Equal jitter: between half the delay and the whole of it.
-        #expect(runAt >= now + 50 && runAt <= now + 250, "run_at \(runAt - now) ms from now")
+        // Equal jitter: between half the 2 s delay and the whole of it.
+        #expect(runAt >= before + 1_000 && runAt <= after + 2_000, "run_at \(runAt - before) ms from the fail")
 
         var job = try client.get(id)
         #expect(job["state"] as? String == "retrying")
         #expect(job["last_error"] as? String == "LLM timeout")
         #expect(try client.claim() == nil, "not claimable during backoff")
 
-        let second = try #require(try client.claim(queues: ["default"], ["wait_ms": 5_000]))
+        let second = try #require(try client.claim(queues: ["default"], ["wait_ms": 20_000]))
         #expect(second.attempt == 2)
         let final = try client.fenced("fail", second, ["error": "LLM timeout again"])
         #expect(final.string("state") == "failed")

@@ -26,7 +26,7 @@ struct RestartTests {
         let server = try TestServer()
         let worker = try server.connect()
         try worker.send(["op": "claim", "id": "parked", "queues": ["idle"], "wait_ms": 60_000])
-        usleep(200_000)
+        try server.connect().waitForParkedClaims(1)
         #expect(server.stop() == 0, "\(server.log)")
         let reply = try worker.readReply()
         #expect(reply.string("id") == "parked")
