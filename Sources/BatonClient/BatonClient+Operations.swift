@@ -121,12 +121,14 @@ public struct EnqueueOptions: Sendable {
     public var runAt: Int64?
     /// Attempts in all.
     public var maxAttempts: Int?
+    /// How long to wait between attempts.
     public var backoff: BackoffPolicy?
     /// The lease period for this job's claims.
     public var leaseDuration: Duration?
     /// While an unfinished job of the queue has this key, enqueueing returns it instead.
     public var uniqueKey: String?
 
+    /// Options; each left `nil` takes the server's default.
     public init(
         priority: Int32? = nil, delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int? = nil,
         backoff: BackoffPolicy? = nil, leaseDuration: Duration? = nil, uniqueKey: String? = nil
@@ -161,6 +163,7 @@ public struct EnqueueOptions: Sendable {
 
 /// What `enqueue` answered.
 public struct EnqueueResult: Hashable, Sendable {
+    /// The job's id.
     public var jobID: Int64
     /// `true` when an unfinished job with the same unique key was returned instead.
     public var duplicate: Bool
@@ -168,15 +171,19 @@ public struct EnqueueResult: Hashable, Sendable {
 
 /// The server, as `hello` describes it.
 public struct ServerInfo: Hashable, Sendable {
+    /// The server's version.
     public var version: String
+    /// The protocol version it speaks (1).
     public var protocolVersion: Int
     /// `full` or `normal`.
     public var durability: String
+    /// The longest request line it accepts.
     public var maximumLineBytes: Int
 }
 
 /// One queue's counts, as `stats` reports them.
 public struct QueueStats: Hashable, Sendable {
+    /// How many of the queue's jobs are in each state.
     public var counts: [JobState: Int]
     /// How long the longest-waiting claimable job has waited, if any is claimable.
     public var oldestReadyAgeMilliseconds: Int64?
@@ -184,19 +191,33 @@ public struct QueueStats: Hashable, Sendable {
 
 /// A whole job, as `get` returns it.
 public struct JobInfo: Sendable {
+    /// The job's id.
     public var id: Int64
+    /// The queue it belongs to.
     public var queue: String
+    /// Where it is in its life.
     public var state: JobState
+    /// The payload, as the producer enqueued it.
     public var payload: JSONValue
+    /// Higher runs first.
     public var priority: Int64
+    /// Attempts started so far.
     public var attempts: Int
+    /// Attempts allowed in all.
     public var maxAttempts: Int
+    /// The last checkpointed state.
     public var checkpoint: JSONValue?
+    /// The last progress reported: `{percent, message?}`.
     public var progress: JSONValue?
+    /// What `complete` stored.
     public var result: JSONValue?
+    /// Why the last attempt failed, or why the job was cancelled.
     public var lastError: String?
+    /// When it was enqueued, in wall-clock milliseconds.
     public var createdAt: Int64
+    /// When its latest attempt started.
     public var startedAt: Int64?
+    /// When it completed, failed or was cancelled.
     public var finishedAt: Int64?
     /// The worker holding the job, while it runs.
     public var worker: String?

@@ -33,6 +33,7 @@ public final class BatonClient: Sendable {
         /// The first pause between connection attempts; it doubles up to a second.
         public var reconnectBackoff: Duration
 
+        /// A configuration for the socket at `socketPath`.
         public init(socketPath: String, reconnectTimeout: Duration = .seconds(30), reconnectBackoff: Duration = .milliseconds(25)) {
             self.socketPath = socketPath
             self.reconnectTimeout = reconnectTimeout
@@ -40,6 +41,7 @@ public final class BatonClient: Sendable {
         }
     }
 
+    /// How this client connects.
     public let configuration: Configuration
     private let eventLoopGroup: any EventLoopGroup
     private let logger: Logger
@@ -56,6 +58,12 @@ public final class BatonClient: Sendable {
         self.init(configuration: Configuration(socketPath: socketPath), logger: logger)
     }
 
+    /// Creates a client; it connects on first use.
+    /// 
+    /// - Parameters:
+    ///   - configuration: the socket, and how to reconnect.
+    ///   - eventLoopGroup: where the connection runs; NIO's shared group by default.
+    ///   - logger: for reconnects and other events worth a line.
     public init(
         configuration: Configuration,
         eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,

@@ -25,9 +25,12 @@ public struct BatonConnectionError: Error, Hashable, Sendable, CustomStringConve
         }
     }
 
+    /// What went wrong.
     public var code: Code
+    /// What went wrong, for people.
     public var message: String
 
+    /// An error with a code and a message.
     public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message

@@ -9,9 +9,11 @@ import BatonProtocol
 public struct Lease: Sendable {
     /// The job's id.
     public let jobID: Int64
+    /// The queue the job came from.
     public let queue: String
     /// This attempt's number, counting from 1.
     public let attempt: Int
+    /// Attempts the job may have in all.
     public let maxAttempts: Int
     /// The lease's fencing token.
     public let token: FencingToken
@@ -150,8 +152,10 @@ public enum FailOutcome: Hashable, Sendable {
 public struct Progress: Hashable, Sendable {
     /// From 0 to 100.
     public var percent: Double
+    /// What it is doing, in words.
     public var message: String?
 
+    /// Progress: `percent` from 0 to 100, and optionally what is happening.
     public init(percent: Double, message: String? = nil) {
         self.percent = percent
         self.message = message

@@ -26,6 +26,7 @@ import ServiceLifecycle
 public struct Worker<WorkerClock: Clock<Duration>>: Service {
     /// How the worker claims and looks after its jobs.
     public struct Configuration: Sendable {
+        /// The queues to take jobs from.
         public var queues: [String]
         /// Jobs run at once, at most.
         public var concurrency: Int
@@ -40,6 +41,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
         /// How long running handlers may go on after a graceful shutdown begins.
         public var shutdownGracePeriod: Duration
 
+        /// A configuration; see each property for its default.
         public init(
             queues: [String], concurrency: Int = 1, name: String? = nil, leaseDuration: Duration? = nil,
             claimWait: Duration = .seconds(30), heartbeatInterval: Duration? = nil,
@@ -58,12 +60,22 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
     /// The work to do for one job.
     public typealias Handler = @Sendable (JobContext) async throws -> Void
 
+    /// The client the worker claims through.
     public let client: BatonClient
+    /// How the worker claims and looks after its jobs.
     public let configuration: Configuration
     private let clock: WorkerClock
     private let logger: Logger
     private let handler: Handler
 
+    /// A worker that measures heartbeat intervals and the shutdown grace on `clock`.
+    /// 
+    /// - Parameters:
+    ///   - client: the connection to claim through.
+    ///   - configuration: queues, concurrency, timings.
+    ///   - clock: the clock for heartbeats and grace periods.
+    ///   - logger: for failures and lost leases.
+    ///   - handler: the work to do for one job; throw to fail the attempt.
     public init(
         client: BatonClient, configuration: Configuration, clock: WorkerClock,
         logger: Logger = Logger(label: "baton.worker"), handler: @escaping Handler
