@@ -34,8 +34,21 @@ public enum JobState: String, Sendable, CaseIterable, Codable {
     }
 
     /// Whether the state machine allows moving from this state to `target`.
+    ///
+    /// Written as a switch, not a lookup in ``allowedTargets``, because it runs on every
+    /// write and a set literal allocates.
     public func canMove(to target: JobState) -> Bool {
-        self.allowedTargets.contains(target)
+        switch (self, target) {
+        case (.queued, .running), (.queued, .paused), (.queued, .cancelled),
+            (.running, .completed), (.running, .retrying), (.running, .failed), (.running, .queued),
+            (.running, .paused), (.running, .cancelled),
+            (.retrying, .running), (.retrying, .failed), (.retrying, .paused), (.retrying, .cancelled),
+            (.paused, .queued), (.paused, .cancelled),
+            (.failed, .queued), (.cancelled, .queued):
+            true
+        default:
+            false
+        }
     }
 
     /// Checks a move against the state machine.

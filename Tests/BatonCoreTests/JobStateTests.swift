@@ -40,6 +40,15 @@ struct JobStateTests {
         #expect(InvalidTransition(from: from, to: to).description.contains(to.rawValue))
     }
 
+    @Test("the table and the fast check agree on every pair of states")
+    func tableMatchesCheck() {
+        for from in JobState.allCases {
+            for to in JobState.allCases {
+                #expect(from.canMove(to: to) == from.allowedTargets.contains(to), "\(from) → \(to)")
+            }
+        }
+    }
+
     @Test("a completed job is final")
     func completedIsFinal() {
         #expect(JobState.completed.allowedTargets.isEmpty)
