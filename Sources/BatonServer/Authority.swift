@@ -114,12 +114,15 @@ final class Authority: @unchecked Sendable {
 
     // MARK: Submitting
 
-    /// Queues a request for the next batch. Safe to call from any thread.
-    func submit(_ submission: Submission) {
+    /// Queues requests for the next batch. Safe to call from any thread.
+    ///
+    /// A connection hands over everything it decoded from one read at once, so a client
+    /// that pipelines costs one hop to the authority's thread per read, not per request.
+    func submit(_ submissions: [Submission]) {
         self.loop.execute {
             switch self.phase {
             case .serving:
-                self.pending.append(submission)
+                self.pending.append(contentsOf: submissions)
                 if !self.flushScheduled {
                     self.flushScheduled = true
                     // Runs after every task already queued on the loop, so requests that
@@ -127,11 +130,15 @@ final class Authority: @unchecked Sendable {
                     self.loop.execute { self.flush() }
                 }
             case .draining:
-                submission.reply.succeed(
-                    Outcome(line: Reply.failure(id: submission.id, BatonError(.shuttingDown, "batond is stopping")))
-                )
+                for submission in submissions {
+                    submission.reply.succeed(
+                        Outcome(line: Reply.failure(id: submission.id, BatonError(.shuttingDown, "batond is stopping")))
+                    )
+                }
             case .failed(let reason):
-                submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, BatonError(.internal, reason))))
+                for submission in submissions {
+                    submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, BatonError(.internal, reason))))
+                }
             }
         }
     }

@@ -24,6 +24,10 @@ final class RequestHandler: ChannelDuplexHandler {
     /// that floods or never reads cannot make the server buffer without bound.
     private let maximumInFlight: Int
     private var readPending = false
+    /// Requests decoded from the current read, handed to the authority together.
+    private var decoded: [Authority.Submission] = []
+    /// Whether a flush of written replies is already queued on the event loop.
+    private var flushQueued = false
     /// Set when the server is stopping or the client has finished sending: close as soon
     /// as nothing is left to answer.
     private var closeWhenAnswered = false
@@ -46,6 +50,7 @@ final class RequestHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.submitDecoded()
         self.authority.connectionClosed(self.connection)
         context.fireChannelInactive()
     }
@@ -64,7 +69,7 @@ final class RequestHandler: ChannelDuplexHandler {
             promise.futureResult.assumeIsolated().whenSuccess { outcome in
                 self.deliver(outcome)
             }
-            self.authority.submit(
+            self.decoded.append(
                 Authority.Submission(id: request.id, request: request.request, connection: self.connection, reply: promise)
             )
         case .failure(let rejection):
@@ -78,7 +83,9 @@ final class RequestHandler: ChannelDuplexHandler {
             // A client that half-closes (`echo … | socat - UNIX-CONNECT:…`) still gets
             // every reply; the connection closes once the last one is written.
             self.closeWhenAnswered = true
+            self.submitDecoded()
             if self.inFlight == 0 {
+                context.flush()
                 context.close(promise: nil)
             }
         default:
@@ -86,7 +93,21 @@ final class RequestHandler: ChannelDuplexHandler {
         }
     }
 
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.submitDecoded()
+        context.fireChannelReadComplete()
+    }
+
+    /// Hands the requests decoded so far to the authority; each must be answered, so none
+    /// may be left behind, whatever ends the read.
+    private func submitDecoded() {
+        guard !self.decoded.isEmpty else { return }
+        self.authority.submit(self.decoded)
+        self.decoded.removeAll(keepingCapacity: true)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.submitDecoded()
         switch error {
         case is ByteToMessageDecoderError.PayloadTooLargeError:
             // The rest of the line cannot be skipped reliably: answer, then hang up.
@@ -96,7 +117,9 @@ final class RequestHandler: ChannelDuplexHandler {
                 context.close(promise: nil)
             }
         case is NIOExtrasErrors.LeftOverBytesError:
-            // The client hung up in the middle of a line: there is no one to answer.
+            // The client stopped sending in the middle of a line: that line has no answer,
+            // but replies already written still go out.
+            context.flush()
             context.close(promise: nil)
         default:
             self.logger.debug("connection error", metadata: ["error": "\(error)", "peer.pid": "\(self.connection.peer?.pid ?? 0)"])
@@ -125,6 +148,7 @@ final class RequestHandler: ChannelDuplexHandler {
             self.write(outcome.line, to: context)
         }
         if self.closeWhenAnswered, self.inFlight == 0 {
+            context.flush()
             context.close(promise: nil)
             return
         }
@@ -134,10 +158,18 @@ final class RequestHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Writes a reply and flushes once all the replies that reached this event loop
+    /// together have been written: one system call for a batch, not one per reply.
     private func write(_ line: String, to context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: line.utf8.count)
         buffer.writeString(line)
-        context.writeAndFlush(self.wrapOutboundOut(buffer), promise: nil)
+        context.write(self.wrapOutboundOut(buffer), promise: nil)
+        guard !self.flushQueued else { return }
+        self.flushQueued = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushQueued = false
+            if let context = self.context { context.flush() }
+        }
     }
 
     private func releaseUndelivered(_ lease: LeaseReference) {
@@ -145,11 +177,11 @@ final class RequestHandler: ChannelDuplexHandler {
         let eventLoop = self.authority.loop
         let promise = eventLoop.makePromise(of: Outcome.self)
         promise.futureResult.whenComplete { _ in }
-        self.authority.submit(
+        self.authority.submit([
             Authority.Submission(
                 id: nil, request: .release(ReleaseRequest(lease: lease, delayMilliseconds: 0)),
                 connection: self.connection, reply: promise
             )
-        )
+        ])
     }
 }
