@@ -158,12 +158,17 @@ final class RequestHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Writes a reply and flushes once all the replies that reached this event loop
-    /// together have been written: one system call for a batch, not one per reply.
+    /// Writes a reply. The last reply the connection is waiting for is flushed at once;
+    /// while more are due, the flush waits until the replies that reached this event loop
+    /// together are written: one system call for a batch, not one per reply.
     private func write(_ line: String, to context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: line.utf8.count)
         buffer.writeString(line)
         context.write(self.wrapOutboundOut(buffer), promise: nil)
+        if self.inFlight == 0 {
+            context.flush()
+            return
+        }
         guard !self.flushQueued else { return }
         self.flushQueued = true
         context.eventLoop.assumeIsolated().execute {
