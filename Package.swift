@@ -40,6 +40,12 @@ let package = Package(
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]
         ),
+        // libsystemd, for readiness, the watchdog and socket activation.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .target(
+            name: "BatonSystemd",
+            dependencies: ["CSystemd", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
+        ),
         // The authority (single writer, group commit, leases, parked claims) and the socket server.
         .target(
             name: "BatonServer",
@@ -68,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "batond",
             dependencies: [
-                "BatonServer",
+                "BatonServer", "BatonSystemd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -97,6 +103,15 @@ let package = Package(
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
         .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore"]),
+        .testTarget(
+            name: "BatonSystemdTests",
+            dependencies: [
+                "BatonSystemd",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .testTarget(name: "BatondTests", dependencies: ["BatonTestSupport", "batond"]),
         .testTarget(
             name: "BatonClientTests",

@@ -104,6 +104,18 @@ final class Authority: @unchecked Sendable {
         }
     }
 
+    /// Runs on the authority's own thread and checks its health; see ``BatonServer/probe()``.
+    func probe() -> EventLoopFuture<String?> {
+        self.loop.submit {
+            if case .failed = self.phase { return nil }
+            let now = self.clock.monotonicMilliseconds()
+            // A lease deadline more than a second gone means the expiry sweep is not running.
+            if let deadline = self.leases.nextDeadline, deadline + 1_000 < now { return nil }
+            let ready = (try? self.store.write { try $0.readyCount() }) ?? -1
+            return "\(ready) ready, \(self.leases.count) running, \(self.parked.count) claims waiting"
+        }
+    }
+
     /// Closes the store once everything before it on the loop has run.
     func closeStore() -> EventLoopFuture<Void> {
         self.loop.submit {

@@ -18,16 +18,55 @@ public final class BatonServer: Service {
     private let clock: any AuthorityClock
     private let logger: Logger
     private let fatalError = NIOLockedValueBox<(any Error)?>(nil)
+    private let running = NIOLockedValueBox<Authority?>(nil)
+    private let events: ServerEvents
 
-    public init(configuration: ServerConfiguration, clock: any AuthorityClock = SystemClock(), logger: Logger) {
+    /// What the server tells its supervisor (systemd, in `batond`) as it starts and stops.
+    public struct ServerEvents: Sendable {
+        /// Before recovery, which can take a while on a large store.
+        public var recovering: @Sendable () -> Void
+        /// The store is open and recovered and the socket is served; with a status line.
+        public var ready: @Sendable (String) -> Void
+        /// A graceful shutdown has begun.
+        public var stopping: @Sendable () -> Void
+
+        public init(
+            recovering: @escaping @Sendable () -> Void = {},
+            ready: @escaping @Sendable (String) -> Void = { _ in },
+            stopping: @escaping @Sendable () -> Void = {}
+        ) {
+            self.recovering = recovering
+            self.ready = ready
+            self.stopping = stopping
+        }
+    }
+
+    public init(
+        configuration: ServerConfiguration, clock: any AuthorityClock = SystemClock(), logger: Logger,
+        events: ServerEvents = ServerEvents()
+    ) {
         self.configuration = configuration
         self.clock = clock
         self.logger = logger
+        self.events = events
+    }
+
+    /// Proves the authority is healthy: it answers on its own thread, its lease-expiry
+    /// sweep is on time, and its store has not failed.
+    ///
+    /// - Returns: a one-line status (jobs ready, running, parked claims) when healthy; `nil`
+    ///   when not, or before the server is ready. A stuck authority never answers, so a
+    ///   caller must bound the wait (the watchdog does).
+    public func probe() async -> String? {
+        guard let authority = self.running.withLockedValue({ $0 }) else { return nil }
+        return try? await authority.probe().get()
     }
 
     public func run() async throws {
         let configuration = self.configuration
-        try Self.checkSocketPath(configuration.socketPath)
+        if configuration.inheritedSocket == nil {
+            try Self.checkSocketPath(configuration.socketPath)
+        }
         let store = try JobStore(path: configuration.storePath, durability: configuration.durability)
         let authorityGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let connectionGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.connectionThreads, 1))
@@ -63,6 +102,7 @@ public final class BatonServer: Service {
                 shutdownOnFatalError.withLockedValue { $0 }?.initiateShutdown(promise: nil)
             }
         )
+        self.events.recovering()
         let recovered = try await authority.recover().get()
 
         let channel: any Channel
@@ -73,6 +113,9 @@ public final class BatonServer: Service {
             try? await authority.closeStore().get()
             throw error
         }
+        self.running.withLockedValue { $0 = authority }
+        defer { self.running.withLockedValue { $0 = nil } }
+        self.events.ready((try? await authority.probe().get()) ?? "ready")
         self.logger.info(
             "batond ready",
             metadata: [
@@ -85,6 +128,7 @@ public final class BatonServer: Service {
             try await channel.closeFuture.get()
         } onGracefulShutdown: {
             self.logger.info("batond stopping")
+            self.events.stopping()
             // Refuse new requests first, so nothing new starts while connections wind down.
             authority.drain().whenComplete { _ in
                 quiesce.initiateShutdown(promise: nil)
@@ -117,7 +161,7 @@ public final class BatonServer: Service {
         let maximumInFlight = self.configuration.maximumInFlightPerConnection
         let logger = self.logger
         let connectionNumbers = ManagedAtomicCounter()
-        return try await ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -139,8 +183,12 @@ public final class BatonServer: Service {
                     )
                 }
             }
-            .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true)
-            .get()
+        if let inherited = self.configuration.inheritedSocket {
+            // systemd owns the socket file; it stays bound while batond restarts, and
+            // connections made meanwhile wait in its backlog.
+            return try await bootstrap.withBoundSocket(inherited).get()
+        }
+        return try await bootstrap.bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
     }
 }
 

@@ -18,6 +18,9 @@ public struct ServerConfiguration: Sendable {
     public var connectionThreads: Int
     /// Unanswered requests one connection may have before the server stops reading it.
     public var maximumInFlightPerConnection: Int
+    /// A listening unix socket to serve instead of binding `socketPath`, such as the one
+    /// systemd passes under socket activation.
+    public var inheritedSocket: Int32?
 
     public init(
         socketPath: String = "baton-data/baton.sock",
@@ -26,7 +29,8 @@ public struct ServerConfiguration: Sendable {
         limits: ProtocolLimits = ProtocolLimits(),
         jobDefaults: JobDefaults = JobDefaults(),
         connectionThreads: Int = 1,
-        maximumInFlightPerConnection: Int = 1_024
+        maximumInFlightPerConnection: Int = 1_024,
+        inheritedSocket: Int32? = nil
     ) {
         self.socketPath = socketPath
         self.storePath = storePath
@@ -35,5 +39,6 @@ public struct ServerConfiguration: Sendable {
         self.jobDefaults = jobDefaults
         self.connectionThreads = connectionThreads
         self.maximumInFlightPerConnection = maximumInFlightPerConnection
+        self.inheritedSocket = inheritedSocket
     }
 }

@@ -265,6 +265,11 @@ public struct StoreTransaction {
         return try Row.fetchOne(statement, arguments: [id]).map(JobStore.job(from:))
     }
 
+    /// How many jobs are ready to be claimed, across all queues.
+    public func readyCount() throws -> Int {
+        try Int.fetchOne(self.db, sql: "SELECT count(*) FROM jobs WHERE ready = 1") ?? 0
+    }
+
     /// Every running job's lease, for rebuilding the lease table after a restart.
     public func runningLeases() throws -> [(id: Int64, token: FencingToken, leaseMilliseconds: Int64)] {
         try Row.fetchAll(self.db, sql: "SELECT id, lease_token, lease_ms FROM jobs WHERE state = 'running'").map {

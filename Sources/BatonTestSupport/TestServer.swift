@@ -12,11 +12,13 @@ public final class TestServer: @unchecked Sendable {
     public let socketPath: String
     public let storePath: String
     public private(set) var arguments: [String]
+    /// Extra environment variables for the server process.
+    public var environment: [String: String]
     private var process: Process?
     private let logPath: String
 
     /// Starts `batond` with extra command-line arguments and waits until it answers.
-    public init(arguments: [String] = []) throws {
+    public init(arguments: [String] = [], environment: [String: String] = [:]) throws {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("batond-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -25,6 +27,7 @@ public final class TestServer: @unchecked Sendable {
         self.storePath = directory.appendingPathComponent("store.sqlite").path
         self.logPath = directory.appendingPathComponent("batond.log").path
         self.arguments = arguments
+        self.environment = environment
         try self.start()
     }
 
@@ -68,6 +71,7 @@ public final class TestServer: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.binaryPath)
         process.arguments = ["--socket", self.socketPath, "--store", self.storePath] + self.arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(self.environment) { $1 }
         if !FileManager.default.fileExists(atPath: self.logPath) {
             _ = FileManager.default.createFile(atPath: self.logPath, contents: nil)
         }

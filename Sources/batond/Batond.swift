@@ -3,6 +3,7 @@ import BatonCore
 import BatonProtocol
 import BatonServer
 import BatonStore
+import BatonSystemd
 import Logging
 import ServiceLifecycle
 
@@ -57,14 +58,26 @@ struct Batond: AsyncParsableCommand {
 
     func run() async throws {
         let level = self.logLevel
+        let toJournal = JournalLogHandler.standardErrorIsJournal
         LoggingSystem.bootstrap { label in
+            if toJournal { return JournalLogHandler(logLevel: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
         }
         let logger = Logger(label: "batond")
-        try Self.createParentDirectory(of: self.socket)
+        let inherited: Int32?
+        do {
+            inherited = try ListenSockets.inheritedUnixSocket()
+        } catch {
+            logger.critical("cannot use the socket systemd passed", metadata: ["error": "\(error)"])
+            throw ExitCode(1)
+        }
+        if inherited == nil {
+            try Self.createParentDirectory(of: self.socket)
+        }
         try Self.createParentDirectory(of: self.store)
+        let notifier = SystemdNotifier()
 
         let server = BatonServer(
             configuration: ServerConfiguration(
@@ -73,13 +86,41 @@ struct Batond: AsyncParsableCommand {
                 durability: self.durability.durability,
                 limits: ProtocolLimits(maximumLineBytes: self.maxLineBytes),
                 jobDefaults: JobDefaults(maxAttempts: self.defaultMaxAttempts, leaseMilliseconds: self.defaultLeaseMs),
-                connectionThreads: self.threads
+                connectionThreads: self.threads,
+                inheritedSocket: inherited
             ),
-            logger: logger
+            logger: logger,
+            events: BatonServer.ServerEvents(
+                // Recovery replays nothing, but reads every running lease: give it time.
+                recovering: { notifier.extendTimeout(microseconds: 120_000_000) },
+                ready: { status in notifier.ready(status: status) },
+                stopping: { notifier.stopping() }
+            )
         )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if let interval = notifier.watchdogInterval {
+            // Pings are earned by a probe of the authority; see WatchdogService.
+            services.append(
+                .init(
+                    service: WatchdogService(interval: interval, clock: ContinuousClock(), probe: { await server.probe() }) { status in
+                        notifier.watchdog()
+                        notifier.status(status)
+                    }
+                )
+            )
+        } else if notifier.isActive {
+            // No watchdog, but keep `systemctl status` current.
+            services.append(
+                .init(
+                    service: WatchdogService(interval: .seconds(20), clock: ContinuousClock(), probe: { await server.probe() }) { status in
+                        notifier.status(status)
+                    }
+                )
+            )
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [.init(service: server)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )
