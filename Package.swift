@@ -1,6 +1,10 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+/// Debug builds (the ones tests run) contain a fault switch that can stall the authority;
+/// release builds do not.
+let faultInjection: [SwiftSetting] = [.define("BATON_FAULT_INJECTION", .when(configuration: .debug))]
+
 let package = Package(
     name: "Baton",
     platforms: [.macOS(.v14)],
@@ -57,7 +61,8 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            swiftSettings: faultInjection
         ),
         // The Swift client library: one multiplexed connection, leases as values.
         .target(
@@ -78,7 +83,9 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: faultInjection
         ),
         .executableTarget(
             name: "baton",

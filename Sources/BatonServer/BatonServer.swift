@@ -8,6 +8,10 @@ import NIOExtras
 import NIOPosix
 import ServiceLifecycle
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// `batond` as a service: the store, the authority and the unix-socket listener.
 ///
 /// Run it in a `ServiceGroup`. On graceful shutdown it stops accepting connections,
@@ -50,6 +54,18 @@ public final class BatonServer: Service {
         self.logger = logger
         self.events = events
     }
+
+    #if BATON_FAULT_INJECTION
+    /// Test builds only: blocks the authority's thread for good, as a hung store would,
+    /// so that tests can check that the watchdog stops pinging. Release builds do not
+    /// contain it.
+    public func stallAuthorityForTesting() {
+        guard let authority = self.running.withLockedValue({ $0 }) else { return }
+        authority.loop.execute {
+            while true { sleep(3_600) }
+        }
+    }
+    #endif
 
     /// Proves the authority is healthy: it answers on its own thread, its lease-expiry
     /// sweep is on time, and its store has not failed.

@@ -118,6 +118,11 @@ struct Batond: AsyncParsableCommand {
                 )
             )
         }
+        #if BATON_FAULT_INJECTION
+        if getenv("BATOND_TEST_FAULTS").map({ String(cString: $0) }) == "1" {
+            services.append(.init(service: FaultSwitch(server: server)))
+        }
+        #endif
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
                 services: services,

@@ -78,8 +78,11 @@ struct RestartTests {
         #expect(try server.connect().request(["op": "stats"]).ok)
     }
 
-    @Test("kill -9 under load: every acknowledged enqueue survives, no acknowledged completion runs again")
-    func crashUnderLoad() throws {
+    @Test(
+        "stopped under load, by kill -9 or SIGTERM: every acknowledged enqueue survives, no acknowledged completion runs again",
+        arguments: [true, false]
+    )
+    func stopUnderLoad(crash: Bool) throws {
         let server = try TestServer()
         let acknowledged = Acknowledged()
         let socketPath = server.socketPath
@@ -110,7 +113,11 @@ struct RestartTests {
         for thread in threads { thread.start() }
         // Let work flow, then pull the plug in the middle of it.
         while acknowledged.completedCount < 200 { usleep(10_000) }
-        server.kill()
+        if crash {
+            server.kill()
+        } else {
+            #expect(server.stop() == 0, "a graceful stop under load exits 0")
+        }
         while threads.contains(where: { !$0.isFinished }) { usleep(10_000) }
 
         try server.start()

@@ -24,6 +24,27 @@ struct SystemdTests {
         #expect(stopping.contains { $0.contains("STOPPING=1") }, "\(stopping)")
     }
 
+    @Test("with the store loop stalled, the watchdog pings stop while the process lives on")
+    func stalledAuthorityStopsPings() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("stall-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let notify = try NotifySocket(path: directory.appendingPathComponent("n.sock").path)
+        let server = try TestServer(
+            environment: ["NOTIFY_SOCKET": notify.path, "WATCHDOG_USEC": "400000", "BATOND_TEST_FAULTS": "1"]
+        )
+        let before = notify.collect(for: 10) { $0.filter { $0.contains("WATCHDOG=1") }.count >= 2 }
+        #expect(before.filter { $0.contains("WATCHDOG=1") }.count >= 2, "\(before)")
+
+        // The debug build's fault switch blocks the authority's thread, as a hung fsync would.
+        let pid = try #require(server.pid)
+        kill(pid, SIGUSR2)
+        // A ping already on its way may still land within the first interval.
+        _ = notify.collect(for: 0.4)
+        let after = notify.collect(for: 1.2)
+        #expect(!after.contains { $0.contains("WATCHDOG=1") }, "\(after)")
+        #expect(kill(pid, 0) == 0, "the process is still alive; only systemd would kill it")
+    }
+
     @Test(
         "socket activation: batond serves the socket systemd hands it",
         .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/systemd-socket-activate"), "systemd-socket-activate is not installed")
