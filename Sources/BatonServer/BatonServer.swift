@@ -23,6 +23,8 @@ public final class BatonServer: Service {
     private let logger: Logger
     private let fatalError = NIOLockedValueBox<(any Error)?>(nil)
     private let running = NIOLockedValueBox<Authority?>(nil)
+    /// Open client connections, for the status line.
+    private let openConnections = NIOLockedValueBox(0)
     private let events: ServerEvents
 
     /// What the server tells its supervisor (systemd, in `batond`) as it starts and stops.
@@ -75,7 +77,8 @@ public final class BatonServer: Service {
     ///   caller must bound the wait (the watchdog does).
     public func probe() async -> String? {
         guard let authority = self.running.withLockedValue({ $0 }) else { return nil }
-        return try? await authority.probe().get()
+        guard let status = try? await authority.probe().get() else { return nil }
+        return status + ", \(self.openConnections.withLockedValue { $0 }) connections"
     }
 
     public func run() async throws {
@@ -177,6 +180,7 @@ public final class BatonServer: Service {
         let maximumInFlight = self.configuration.maximumInFlightPerConnection
         let logger = self.logger
         let connectionNumbers = ManagedAtomicCounter()
+        let openConnections = self.openConnections
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelInitializer { channel in
@@ -188,6 +192,8 @@ public final class BatonServer: Service {
             .childChannelInitializer { channel in
                 channel.peerIdentity().flatMapThrowing { peer in
                     let connection = ConnectionIdentity(number: connectionNumbers.next(), peer: peer)
+                    openConnections.withLockedValue { $0 += 1 }
+                    channel.closeFuture.whenComplete { _ in openConnections.withLockedValue { $0 -= 1 } }
                     try channel.pipeline.syncOperations.addHandlers(
                         BackPressureHandler(),
                         // One byte of slack for the newline itself.
