@@ -141,16 +141,8 @@ public final class TestServer: @unchecked Sendable {
     ///
     /// - Returns: its exit status and everything it printed.
     public func runSecondInstanceOnStore(storePath: String, socketPath: String) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
-        process.arguments = ["--socket", socketPath, "--store", storePath]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let run = try CommandRun.run(Self.binaryPath, ["--socket", socketPath, "--store", storePath], mergingErrors: true)
+        return (run.status, run.output)
     }
 }
 

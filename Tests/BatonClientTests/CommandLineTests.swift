@@ -3,24 +3,8 @@ import Foundation
 import Testing
 
 /// Runs the built `baton` command and returns its exit status and output.
-func baton(_ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> (status: Int32, output: String, errors: String) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: TestServer.builtExecutable(named: "baton"))
-    process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let output = Pipe()
-    let errors = Pipe()
-    let standardInput = Pipe()
-    process.standardOutput = output
-    process.standardError = errors
-    process.standardInput = standardInput
-    try process.run()
-    if let input { standardInput.fileHandleForWriting.write(Data(input.utf8)) }
-    try standardInput.fileHandleForWriting.close()
-    let out = output.fileHandleForReading.readDataToEndOfFile()
-    let err = errors.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+func baton(_ arguments: [String], environment: [String: String] = [:], input: String? = nil) throws -> CommandRun {
+    try CommandRun.run(TestServer.builtExecutable(named: "baton"), arguments, environment: environment, input: input)
 }
 
 @Suite("The baton command")
