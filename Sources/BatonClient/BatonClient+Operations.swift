@@ -95,6 +95,23 @@ extension BatonClient {
         }
     }
 
+    /// Holds a job back until ``resume(_:)``. A running job's lease is revoked and its
+    /// attempt given back; its worker's next heartbeat is refused with
+    /// ``BatonError/Code/paused``.
+    public func pause(_ id: Int64) async throws {
+        _ = try await self.request("pause", repeatable: false) { $0.member("job", id) }
+    }
+
+    /// Lets a paused job be claimed again; the next attempt resumes from its checkpoint.
+    public func resume(_ id: Int64) async throws {
+        _ = try await self.request("resume", repeatable: false) { $0.member("job", id) }
+    }
+
+    /// Runs a failed or cancelled job again, with its attempts reset and its checkpoint kept.
+    public func retry(_ id: Int64) async throws {
+        _ = try await self.request("retry", repeatable: false) { $0.member("job", id) }
+    }
+
     /// Job counts per queue and state.
     public func stats() async throws -> [String: QueueStats] {
         let reply = try await self.request("stats", repeatable: true)

@@ -8,7 +8,7 @@ import ServiceLifecycle
 ///
 /// - It claims with long-poll only when it has room for another job.
 /// - It heartbeats each lease at a third of its period, and cancels the handler's task the
-///   moment a heartbeat says the lease is gone (expired, or the job was cancelled): the
+///   moment a heartbeat says the lease is gone (expired, or the job cancelled or paused): the
 ///   handler sees ordinary task cancellation, and its late result is not reported.
 /// - It completes the job when the handler returns and fails it when the handler throws,
 ///   with the error's description as the job's `last_error`.
@@ -197,7 +197,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
             }
             do {
                 try await lease.heartbeat()
-            } catch let error as BatonError where [.leaseLost, .cancelled, .notFound].contains(error.code) {
+            } catch let error as BatonError where [.leaseLost, .cancelled, .paused, .notFound].contains(error.code) {
                 return .leaseLost(error)
             } catch is CancellationError {
                 return nil

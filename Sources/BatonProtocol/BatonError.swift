@@ -16,6 +16,7 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
             case leaseLost = "lease_lost"
             case invalidTransition = "invalid_transition"
             case cancelled = "cancelled"
+            case paused = "paused"
             case tooLarge = "too_large"
             case shuttingDown = "shutting_down"
             case `internal` = "internal"
@@ -37,6 +38,8 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidTransition = Code(base: .invalidTransition)
         /// The job was cancelled: its lease is revoked, and the worker must stop.
         public static let cancelled = Code(base: .cancelled)
+        /// The job was paused: its lease is revoked, and the worker must stop; it resumes later.
+        public static let paused = Code(base: .paused)
         /// A value is nested deeper than the server accepts.
         public static let tooLarge = Code(base: .tooLarge)
         /// The server is stopping and takes no new work.

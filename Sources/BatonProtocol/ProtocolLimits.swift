@@ -12,6 +12,8 @@ public struct ProtocolLimits: Hashable, Sendable {
     public var maximumLeaseMilliseconds: Int64
     /// How many queues one `claim` may name.
     public var maximumClaimQueues: Int
+    /// How many jobs one `enqueue_batch`, or one `complete`'s follow-ups, may hold.
+    public var maximumBatchJobs: Int
 
     public init(
         maximumLineBytes: Int = 1 << 20,
@@ -19,7 +21,8 @@ public struct ProtocolLimits: Hashable, Sendable {
         maximumNameBytes: Int = 255,
         maximumWaitMilliseconds: Int64 = 300_000,
         maximumLeaseMilliseconds: Int64 = 86_400_000,
-        maximumClaimQueues: Int = 64
+        maximumClaimQueues: Int = 64,
+        maximumBatchJobs: Int = 1_000
     ) {
         self.maximumLineBytes = maximumLineBytes
         self.maximumDepth = maximumDepth
@@ -27,6 +30,7 @@ public struct ProtocolLimits: Hashable, Sendable {
         self.maximumWaitMilliseconds = maximumWaitMilliseconds
         self.maximumLeaseMilliseconds = maximumLeaseMilliseconds
         self.maximumClaimQueues = maximumClaimQueues
+        self.maximumBatchJobs = maximumBatchJobs
     }
 }
 

@@ -39,6 +39,19 @@ public struct LeaseView: Sendable {
 }
 
 extension JSONWriter {
+    /// `jobs: [{job, duplicate}, …]`, for a batch of enqueues.
+    public mutating func enqueued(_ results: [(jobID: Int64, duplicate: Bool)]) {
+        self.key("jobs")
+        self.beginArray()
+        for result in results {
+            self.beginObject()
+            self.member("job", result.jobID)
+            self.member("duplicate", result.duplicate)
+            self.endObject()
+        }
+        self.endArray()
+    }
+
     /// A claimed job, as `claim` returns it to the worker that now holds it.
     public mutating func claimedJob(_ job: ClaimedJob, token: FencingToken, leaseExpiresAt: Int64) {
         self.beginObject()

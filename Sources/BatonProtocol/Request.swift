@@ -12,6 +12,10 @@ public enum Request: Sendable {
     case release(ReleaseRequest)
     case get(jobID: Int64)
     case cancel(jobID: Int64, reason: String?)
+    case pause(jobID: Int64)
+    case resume(jobID: Int64)
+    case retry(jobID: Int64)
+    case enqueueBatch([EnqueueRequest])
     case stats
 
     /// The op's name on the wire.
@@ -27,6 +31,10 @@ public enum Request: Sendable {
         case .release: "release"
         case .get: "get"
         case .cancel: "cancel"
+        case .pause: "pause"
+        case .resume: "resume"
+        case .retry: "retry"
+        case .enqueueBatch: "enqueue_batch"
         case .stats: "stats"
         }
     }
@@ -110,10 +118,13 @@ public struct CompleteRequest: Sendable {
     public var lease: LeaseReference
     /// The result's JSON text, if any.
     public var result: String?
+    /// Follow-up jobs, enqueued in the same commit as the completion or not at all.
+    public var followUps: [EnqueueRequest] = []
 
-    public init(lease: LeaseReference, result: String? = nil) {
+    public init(lease: LeaseReference, result: String? = nil, followUps: [EnqueueRequest] = []) {
         self.lease = lease
         self.result = result
+        self.followUps = followUps
     }
 }
 

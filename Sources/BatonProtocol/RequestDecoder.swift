@@ -87,7 +87,13 @@ public struct RequestDecoder: Sendable {
                 )
             )
         case "complete":
-            return .complete(CompleteRequest(lease: try fields.leaseReference(), result: fields.json("result")))
+            return .complete(
+                CompleteRequest(
+                    lease: try fields.leaseReference(),
+                    result: fields.json("result"),
+                    followUps: try self.enqueueList("enqueue", in: fields, required: false)
+                )
+            )
         case "fail":
             let lease = try fields.leaseReference()
             guard let error = try fields.string("error") else {
@@ -112,10 +118,43 @@ public struct RequestDecoder: Sendable {
             return .get(jobID: try fields.jobID())
         case "cancel":
             return .cancel(jobID: try fields.jobID(), reason: try fields.string("reason"))
+        case "pause":
+            return .pause(jobID: try fields.jobID())
+        case "resume":
+            return .resume(jobID: try fields.jobID())
+        case "retry":
+            return .retry(jobID: try fields.jobID())
+        case "enqueue_batch":
+            return .enqueueBatch(try self.enqueueList("jobs", in: fields, required: true))
         case "stats":
             return .stats
         default:
             throw BatonError(.unknownOp, "unknown op \"\(op)\"")
+        }
+    }
+
+    /// A list of jobs to enqueue, each an object with `enqueue`'s arguments.
+    private func enqueueList(_ name: String, in fields: Fields, required: Bool) throws -> [EnqueueRequest] {
+        guard let value = fields.value(name) else {
+            if required { throw BatonError.invalidArgument(name, "is required: an array of jobs") }
+            return []
+        }
+        guard case .array(let items) = value, !items.isEmpty || !required else {
+            throw BatonError.invalidArgument(name, "must be a non-empty array of jobs, each like an `enqueue`")
+        }
+        guard items.count <= self.limits.maximumBatchJobs else {
+            throw BatonError.invalidArgument(name, "may hold at most \(self.limits.maximumBatchJobs) jobs")
+        }
+        return try items.enumerated().map { index, item in
+            guard case .object(let object) = item else {
+                throw BatonError.invalidArgument("\(name)[\(index)]", "must be an object with `enqueue`'s arguments")
+            }
+            var nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+            do {
+                return try self.enqueue(&nested)
+            } catch let error as BatonError {
+                throw BatonError(error.code, "\(name)[\(index)]: \(error.message)")
+            }
         }
     }
 

@@ -45,6 +45,17 @@ extension Authority {
                 return Outcome(line: try self.get(jobID, id: id, &context))
             case .cancel(let jobID, let reason):
                 return Outcome(line: try self.cancel(jobID, reason: reason, id: id, &context))
+            case .pause(let jobID):
+                return Outcome(line: try self.pause(jobID, id: id, &context))
+            case .resume(let jobID):
+                return Outcome(line: try self.resume(jobID, id: id, &context))
+            case .retry(let jobID):
+                return Outcome(line: try self.retry(jobID, id: id, &context))
+            case .enqueueBatch(let requests):
+                let results = try self.atomically(&context) { context in
+                    try requests.map { try self.enqueueOne($0, &context) }
+                }
+                return Outcome(line: Reply.success(id: id) { $0.enqueued(results) })
             case .stats:
                 return Outcome(line: try self.stats(id: id, &context))
             }
@@ -115,8 +126,14 @@ extension Authority {
     // MARK: Enqueue and claim
 
     private func enqueue(_ request: EnqueueRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        let result = try self.enqueueOne(request, &context)
+        return Reply.success(id: id) { $0.member("job", result.jobID); $0.member("duplicate", result.duplicate) }
+    }
+
+    /// Adds one job, or finds the unfinished job holding its unique key.
+    func enqueueOne(_ request: EnqueueRequest, _ context: inout BatchContext) throws -> (jobID: Int64, duplicate: Bool) {
         if let key = request.uniqueKey, let existing = try context.tx.unfinishedJob(queue: request.queue, uniqueKey: key) {
-            return Reply.success(id: id) { $0.member("job", existing); $0.member("duplicate", true) }
+            return (existing, true)
         }
         let runAt: Int64
         switch request.schedule {
@@ -143,7 +160,24 @@ extension Authority {
             now: context.wallNow
         )
         self.noteWaiting(queue: request.queue, runAt: runAt, &context)
-        return Reply.success(id: id) { $0.member("job", jobID); $0.member("duplicate", false) }
+        return (jobID, false)
+    }
+
+    /// Runs several writes all or nothing.
+    ///
+    /// Sequence reservations written inside are undone with the rest, so they are written
+    /// again outside: a value issued from memory must never lack its durable reservation.
+    func atomically<T>(_ context: inout BatchContext, _ body: (inout BatchContext) throws -> T) throws -> T {
+        do {
+            var inner = context
+            let value = try context.tx.atomically { try body(&inner) }
+            context = inner
+            return value
+        } catch {
+            try context.tx.saveReservation(.jobID, upTo: self.jobIDs.reserved)
+            try context.tx.saveReservation(.token, upTo: self.tokens.reserved)
+            throw error
+        }
     }
 
     /// Leases the best ready job across the claim's queues, or returns `nil` when none is ready.
@@ -227,10 +261,16 @@ extension Authority {
             return Reply.success(id: id)
         }
         try self.requireLiveLease(reference, &context)
-        _ = try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow)
+        // The completion and its follow-up jobs commit together, or none of it does.
+        let followUps = try self.atomically(&context) { context in
+            _ = try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow)
+            return try request.followUps.map { try self.enqueueOne($0, &context) }
+        }
         self.leases.revoke(jobID: reference.jobID)
         self.logger.debug("job completed", metadata: ["job.id": "\(reference.jobID)", "lease.token": "\(reference.token)"])
-        return Reply.success(id: id)
+        return Reply.success(id: id) { reply in
+            if !request.followUps.isEmpty { reply.enqueued(followUps) }
+        }
     }
 
     private func fail(_ request: FailRequest, id: String?, _ context: inout BatchContext) throws -> String {
@@ -274,6 +314,45 @@ extension Authority {
         return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
     }
 
+    /// Holds a job back: nothing claims it until `resume`. A running job's lease is revoked
+    /// and its attempt given back; its worker's next call is refused with `paused`.
+    private func pause(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+        guard let job = try context.tx.job(id: jobID) else {
+            throw BatonError(.notFound, "no job \(jobID)")
+        }
+        _ = try context.tx.markPaused(id: jobID, from: job.state)
+        self.leases.revoke(jobID: jobID)
+        return Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) }
+    }
+
+    /// Lets a paused job be claimed again; it resumes from its checkpoint.
+    private func resume(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+        guard let job = try context.tx.job(id: jobID) else {
+            throw BatonError(.notFound, "no job \(jobID)")
+        }
+        try job.state.checkMove(to: .queued)
+        guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
+            throw InvalidTransition(from: job.state, to: .queued)
+        }
+        self.noteWaiting(queue: resumed.queue, runAt: resumed.runAt, &context)
+        return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
+    }
+
+    /// Runs a failed or cancelled job again from its checkpoint, with its attempts reset.
+    private func retry(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+        guard let job = try context.tx.job(id: jobID) else {
+            throw BatonError(.notFound, "no job \(jobID)")
+        }
+        guard job.state == .failed || job.state == .cancelled else {
+            throw InvalidTransition(from: job.state, to: .queued)
+        }
+        guard let queue = try context.tx.markRetried(id: jobID, from: job.state, now: context.wallNow) else {
+            throw InvalidTransition(from: job.state, to: .queued)
+        }
+        self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
+        return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
+    }
+
     // MARK: Leases
 
     /// Checks that `reference` holds a live lease; expires it on the spot if its time is up.
@@ -294,6 +373,9 @@ extension Authority {
             }
             if job.state == .cancelled, job.leaseToken == reference.token {
                 throw BatonError(.cancelled, "job \(reference.jobID) was cancelled: \(job.lastError ?? "cancelled"); stop working on it")
+            }
+            if job.state == .paused, job.leaseToken == reference.token {
+                throw BatonError(.paused, "job \(reference.jobID) was paused; stop working on it, it resumes from its checkpoint")
             }
             throw BatonError(
                 .leaseLost,

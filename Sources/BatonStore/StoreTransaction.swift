@@ -233,6 +233,72 @@ public struct StoreTransaction {
         return try statement.execute() == 1
     }
 
+    /// Moves an unfinished job to `paused`. A running job gets its attempt back, as with
+    /// `release`: pausing is an operator's decision, not a failure.
+    public func markPaused(id: Int64, from state: JobState) throws -> Bool {
+        try state.checkMove(to: .paused)
+        let statement = try DirectStatement(
+            self.db,
+            sql: """
+                UPDATE jobs SET state = 'paused', ready = 0,
+                    attempts = CASE state WHEN 'running' THEN max(attempts - 1, 0) ELSE attempts END
+                WHERE id = ? AND state = ?
+                """
+        )
+        statement.bind(1, id)
+        statement.bind(2, state.rawValue)
+        return try statement.execute() == 1
+    }
+
+    /// Moves a paused job back to `queued`, ready at once unless its `run_at` is still ahead.
+    ///
+    /// - Returns: the job's queue and `run_at`, or `nil` when it was not paused.
+    public func markResumed(id: Int64, now: Int64) throws -> (queue: String, runAt: Int64)? {
+        try JobState.paused.checkMove(to: .queued)
+        let statement = try DirectStatement(
+            self.db,
+            sql: """
+                UPDATE jobs SET state = 'queued', ready = (run_at <= ?)
+                WHERE id = ? AND state = 'paused'
+                RETURNING queue, run_at
+                """
+        )
+        statement.bind(1, now)
+        statement.bind(2, id)
+        return try statement.firstRow { ($0.string(0), $0.int64(1)) }
+    }
+
+    /// Puts a failed or cancelled job back to `queued` with its attempts reset and its
+    /// checkpoint kept: the explicit operator restart.
+    ///
+    /// - Returns: the job's queue, or `nil` when it was not in `state`.
+    public func markRetried(id: Int64, from state: JobState, now: Int64) throws -> String? {
+        try state.checkMove(to: .queued)
+        let statement = try DirectStatement(
+            self.db,
+            sql: """
+                UPDATE jobs SET state = 'queued', ready = 1, run_at = ?, attempts = 0, finished_at = NULL
+                WHERE id = ? AND state = ?
+                RETURNING queue
+                """
+        )
+        statement.bind(1, now)
+        statement.bind(2, id)
+        statement.bind(3, state.rawValue)
+        return try statement.firstRow { $0.string(0) }
+    }
+
+    /// Runs `body` all or nothing: if it throws, every write it made is undone and the
+    /// rest of the batch's transaction is untouched.
+    public func atomically<T>(_ body: () throws -> T) throws -> T {
+        var value: T?
+        try self.db.inSavepoint {
+            value = try body()
+            return .commit
+        }
+        return value!
+    }
+
     // MARK: Scheduling
 
     /// Makes every delayed or backing-off job whose time has come claimable.

@@ -20,7 +20,7 @@ struct Baton: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Enqueue.self, Get.self, Stats.self, Cancel.self, Claim.self,
+            Enqueue.self, Get.self, Stats.self, Cancel.self, Pause.self, Resume.self, Retry.self, Claim.self,
             Heartbeat.self, Complete.self, Fail.self, Release.self,
         ]
     )

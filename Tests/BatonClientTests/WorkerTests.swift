@@ -240,3 +240,33 @@ struct WorkerCancelTests {
         }
     }
 }
+
+@Suite("Pausing under a worker")
+struct WorkerPauseTests {
+    @Test("pausing a running job stops its handler; resumed, the worker runs it again from its checkpoint")
+    func pauseAndResume() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let id = try await client.enqueue(queue: "pausable", payload: 0, options: EnqueueOptions(leaseDuration: .milliseconds(900))).jobID
+            let runs = NIOLockedValueBox([String?]())
+            let worker = Worker(client: client, configuration: .init(queues: ["pausable"], claimWait: .seconds(1))) { job in
+                let resume = try job.resumeState(as: String.self)
+                runs.withLockedValue { $0.append(resume) }
+                if resume == nil {
+                    try await job.checkpoint("stage one")
+                    try await Task.sleep(for: .seconds(60))
+                }
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { runs.withLockedValue { $0.count } == 1 })
+                #expect(try await eventually { try await client.job(id).checkpoint != nil })
+                try await client.pause(id)
+                #expect(try await client.job(id).state == .paused)
+                try await client.resume(id)
+                #expect(try await eventually { try await client.job(id).state == .completed })
+            }
+            #expect(runs.withLockedValue { $0 } == [nil, "stage one"])
+            #expect(try await client.job(id).attempts == 1, "the paused attempt was given back")
+        }
+    }
+}

@@ -1,0 +1,61 @@
+import ArgumentParser
+import BatonClient
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Cancel an unfinished job; a running one's worker is told at its next heartbeat."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The job's id.")
+    var job: Int64
+
+    @Option(help: "Why, stored as the job's last error.")
+    var reason: String?
+
+    func run() async throws {
+        try await self.connection.withClient { client in try await client.cancel(self.job, reason: self.reason) }
+    }
+}
+
+struct Pause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Hold a job back; a running one's worker is told at its next heartbeat and gets its attempt back."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The job's id.")
+    var job: Int64
+
+    func run() async throws {
+        try await self.connection.withClient { client in try await client.pause(self.job) }
+    }
+}
+
+struct Resume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Let a paused job run again, from its checkpoint.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The job's id.")
+    var job: Int64
+
+    func run() async throws {
+        try await self.connection.withClient { client in try await client.resume(self.job) }
+    }
+}
+
+struct Retry: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a failed or cancelled job again, attempts reset.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The job's id.")
+    var job: Int64
+
+    func run() async throws {
+        try await self.connection.withClient { client in try await client.retry(self.job) }
+    }
+}
