@@ -112,6 +112,43 @@ extension BatonClient {
         _ = try await self.request("retry", repeatable: false) { $0.member("job", id) }
     }
 
+    /// Stops claims from taking jobs of `queue`; running jobs finish normally. The pause
+    /// survives restarts.
+    public func pauseQueue(_ queue: String) async throws {
+        _ = try await self.request("pause_queue", repeatable: true) { $0.member("queue", queue) }
+    }
+
+    /// Lets claims take jobs of `queue` again.
+    public func resumeQueue(_ queue: String) async throws {
+        _ = try await self.request("resume_queue", repeatable: true) { $0.member("queue", queue) }
+    }
+
+    /// A page of jobs, newest first (or oldest first), optionally of one queue and state.
+    ///
+    /// - Parameter after: the `next` cursor of the previous page.
+    /// - Returns: the jobs, and the cursor for the next page (`nil` on the last one).
+    public func list(
+        queue: String? = nil, state: JobState? = nil, limit: Int = 100, after: Int64? = nil, oldestFirst: Bool = false
+    ) async throws -> (jobs: [JobInfo], next: Int64?) {
+        let reply = try await self.request("list", repeatable: true) { request in
+            if let queue { request.member("queue", queue) }
+            if let state { request.member("state", state.rawValue) }
+            request.member("limit", limit)
+            if let after { request.member("after", after) }
+            if oldestFirst { request.member("order", "oldest") }
+        }
+        guard case .array(let items)? = reply["jobs"] else {
+            throw BatonConnectionError(.protocolViolation, "a list reply without jobs")
+        }
+        let jobs = try items.map { item -> JobInfo in
+            guard case .object(let fields) = item else {
+                throw BatonConnectionError(.protocolViolation, "a listed job that is not an object")
+            }
+            return try JobInfo(fields)
+        }
+        return (jobs, reply.optionalInt64("next"))
+    }
+
     /// Job counts per queue and state.
     public func stats() async throws -> [String: QueueStats] {
         let reply = try await self.request("stats", repeatable: true)

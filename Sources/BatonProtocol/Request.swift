@@ -16,6 +16,9 @@ public enum Request: Sendable {
     case resume(jobID: Int64)
     case retry(jobID: Int64)
     case enqueueBatch([EnqueueRequest])
+    case pauseQueue(String)
+    case resumeQueue(String)
+    case list(ListRequest)
     case stats
 
     /// The op's name on the wire.
@@ -35,6 +38,9 @@ public enum Request: Sendable {
         case .resume: "resume"
         case .retry: "retry"
         case .enqueueBatch: "enqueue_batch"
+        case .pauseQueue: "pause_queue"
+        case .resumeQueue: "resume_queue"
+        case .list: "list"
         case .stats: "stats"
         }
     }
@@ -163,5 +169,23 @@ public struct LeaseReference: Hashable, Sendable {
     public init(jobID: Int64, token: FencingToken) {
         self.jobID = jobID
         self.token = token
+    }
+}
+
+/// `list`: a page of jobs, newest or oldest first.
+public struct ListRequest: Sendable {
+    public var queue: String?
+    public var state: JobState?
+    public var limit: Int
+    /// The cursor: the id of the last job of the previous page.
+    public var after: Int64?
+    public var oldestFirst: Bool
+
+    public init(queue: String? = nil, state: JobState? = nil, limit: Int = 100, after: Int64? = nil, oldestFirst: Bool = false) {
+        self.queue = queue
+        self.state = state
+        self.limit = limit
+        self.after = after
+        self.oldestFirst = oldestFirst
     }
 }

@@ -124,6 +124,31 @@ public struct RequestDecoder: Sendable {
             return .resume(jobID: try fields.jobID())
         case "retry":
             return .retry(jobID: try fields.jobID())
+        case "pause_queue", "resume_queue":
+            guard let queue = try fields.name("queue") else {
+                throw BatonError.invalidArgument("queue", "is required")
+            }
+            return op == "pause_queue" ? .pauseQueue(queue) : .resumeQueue(queue)
+        case "list":
+            let state = try fields.string("state").map { name in
+                guard let state = JobState(rawValue: name) else {
+                    throw BatonError.invalidArgument("state", "must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+                }
+                return state
+            }
+            let order = try fields.string("order") ?? "newest"
+            guard order == "newest" || order == "oldest" else {
+                throw BatonError.invalidArgument("order", "must be \"newest\" or \"oldest\"")
+            }
+            return .list(
+                ListRequest(
+                    queue: try fields.name("queue"),
+                    state: state,
+                    limit: Int(try fields.integer("limit", in: 1...1_000) ?? 100),
+                    after: try fields.integer("after", in: 0...Int64.max),
+                    oldestFirst: order == "oldest"
+                )
+            )
         case "enqueue_batch":
             return .enqueueBatch(try self.enqueueList("jobs", in: fields, required: true))
         case "stats":

@@ -51,6 +51,18 @@ extension Authority {
                 return Outcome(line: try self.resume(jobID, id: id, &context))
             case .retry(let jobID):
                 return Outcome(line: try self.retry(jobID, id: id, &context))
+            case .pauseQueue(let queue):
+                try context.tx.setQueuePaused(queue, true)
+                self.pausedQueues.insert(queue)
+                return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", true) })
+            case .resumeQueue(let queue):
+                try context.tx.setQueuePaused(queue, false)
+                self.pausedQueues.remove(queue)
+                // Its ready jobs are claimable again: offer them to waiting claims.
+                context.readyQueues.insert(queue)
+                return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
+            case .list(let request):
+                return Outcome(line: try self.list(request, id: id, &context))
             case .enqueueBatch(let requests):
                 let results = try self.atomically(&context) { context in
                     try requests.map { try self.enqueueOne($0, &context) }
@@ -103,6 +115,24 @@ extension Authority {
         return Reply.success(id: id) { $0.key("job"); $0.jobDetail(job, lease: lease) }
     }
 
+    private func list(_ request: ListRequest, id: String?, _ context: inout BatchContext) throws -> String {
+        let jobs = try context.tx.listJobs(
+            queue: request.queue, state: request.state, after: request.after, limit: request.limit,
+            oldestFirst: request.oldestFirst
+        )
+        return Reply.success(id: id) { reply in
+            reply.key("jobs")
+            reply.beginArray()
+            for job in jobs {
+                let lease = self.leases[job.id].map { LeaseView(expiresAt: context.wallTime(ofMonotonic: $0.deadline)) }
+                reply.jobDetail(job, lease: lease)
+            }
+            reply.endArray()
+            // A full page may have more after it; a short one is the last.
+            reply.member("next", optional: jobs.count == request.limit ? jobs.last?.id : nil)
+        }
+    }
+
     private func stats(id: String?, _ context: inout BatchContext) throws -> String {
         let queues = try context.tx.queueStatistics()
         return Reply.success(id: id) { reply in
@@ -118,6 +148,10 @@ extension Authority {
                 reply.endObject()
             }
             reply.endObject()
+            reply.key("paused_queues")
+            reply.beginArray()
+            for queue in self.pausedQueues.sorted() { reply.string(queue) }
+            reply.endArray()
             reply.member("leases", self.leases.count)
             reply.member("parked_claims", self.parked.count)
         }
@@ -185,7 +219,7 @@ extension Authority {
         _ request: ClaimRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
     ) throws -> Outcome? {
         var best: (id: Int64, priority: Int64)?
-        for queue in request.queues {
+        for queue in request.queues where !self.pausedQueues.contains(queue) {
             guard let candidate = try context.tx.bestReadyJob(queue: queue) else { continue }
             if let current = best, (current.priority, -current.id) >= (candidate.priority, -candidate.id) { continue }
             best = candidate

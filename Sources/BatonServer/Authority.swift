@@ -29,6 +29,8 @@ final class Authority: @unchecked Sendable {
     var tokens = ReservedSequence(resumingAfter: 0)
     /// Job ids, increasing and never reused.
     var jobIDs = ReservedSequence(resumingAfter: 0)
+    /// Queues nothing is claimed from, as the store records them.
+    var pausedQueues: Set<String> = []
     /// The earliest `run_at` of a job waiting for its time, if known.
     var nextScheduledRunAt: Int64?
     var random = SystemRandomNumberGenerator()
@@ -85,6 +87,7 @@ final class Authority: @unchecked Sendable {
                     self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
                 }
                 self.nextScheduledRunAt = try tx.nextScheduledRunAt()
+                self.pausedQueues = try tx.pausedQueues()
                 return running.count
             }
         }.always { _ in self.scheduleTimer() }

@@ -52,6 +52,14 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v2: queue settings") { db in
+            try db.execute(
+                sql: """
+                    -- Per-queue settings that outlive restarts; a queue without a row has the defaults.
+                    CREATE TABLE queues (name TEXT PRIMARY KEY, paused INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;
+                    """
+            )
+        }
         return migrator
     }
 

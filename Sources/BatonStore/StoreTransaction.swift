@@ -299,6 +299,40 @@ public struct StoreTransaction {
         return value!
     }
 
+    // MARK: Queues
+
+    /// The queues that are paused.
+    public func pausedQueues() throws -> Set<String> {
+        try Set(String.fetchAll(self.db, sql: "SELECT name FROM queues WHERE paused = 1"))
+    }
+
+    /// Pauses or resumes a queue, durably.
+    public func setQueuePaused(_ queue: String, _ paused: Bool) throws {
+        try self.db.execute(
+            sql: "INSERT INTO queues (name, paused) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+            arguments: [queue, paused]
+        )
+    }
+
+    /// A page of jobs by id, newest or oldest first, optionally of one queue and state.
+    ///
+    /// A page walks the primary key from the cursor, so paging is cheap however far it goes.
+    public func listJobs(queue: String?, state: JobState?, after cursor: Int64?, limit: Int, oldestFirst: Bool) throws -> [Job] {
+        let order = oldestFirst ? "ASC" : "DESC"
+        let comparison = oldestFirst ? ">" : "<"
+        let statement = try self.db.cachedStatement(
+            sql: """
+                SELECT \(JobStore.jobColumns) FROM jobs
+                WHERE id \(comparison) ? AND (? IS NULL OR queue = ?) AND (? IS NULL OR state = ?)
+                ORDER BY id \(order) LIMIT ?
+                """
+        )
+        let start = cursor ?? (oldestFirst ? 0 : Int64.max)
+        return try Row.fetchAll(
+            statement, arguments: [start, queue, queue, state?.rawValue, state?.rawValue, limit]
+        ).map(JobStore.job(from:))
+    }
+
     // MARK: Scheduling
 
     /// Makes every delayed or backing-off job whose time has come claimable.

@@ -59,3 +59,31 @@ struct Retry: AsyncParsableCommand {
         try await self.connection.withClient { client in try await client.retry(self.job) }
     }
 }
+
+struct PauseQueue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pause-queue", abstract: "Stop claims from a queue; running jobs finish normally."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The queue.")
+    var queue: String
+
+    func run() async throws {
+        try await self.connection.withClient { client in try await client.pauseQueue(self.queue) }
+    }
+}
+
+struct ResumeQueue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "resume-queue", abstract: "Let claims take from a queue again.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The queue.")
+    var queue: String
+
+    func run() async throws {
+        try await self.connection.withClient { client in try await client.resumeQueue(self.queue) }
+    }
+}

@@ -67,6 +67,24 @@ struct CommandLineTests {
         #expect(late.errors.contains("lease_lost"))
     }
 
+    @Test("list, pause-queue and resume-queue")
+    func listAndQueues() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        for _ in 0..<3 { _ = try baton(["enqueue", "docs", "{}"] + socket) }
+        let page = try baton(["list", "--limit", "2"] + socket)
+        #expect(page.status == 0, "\(page.errors)")
+        #expect(page.output.contains("JOB"))
+        #expect(page.output.contains("next page: --after 2"), "\(page.output)")
+        let rest = try baton(["list", "--after", "2", "--json"] + socket)
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(rest.output.utf8)) as? [String: Any])
+        #expect((json["jobs"] as? [[String: Any]])?.compactMap { $0["id"] as? Int } == [1])
+        #expect(try baton(["pause-queue", "docs"] + socket).status == 0)
+        #expect(try baton(["claim", "docs"] + socket).status == 2)
+        #expect(try baton(["resume-queue", "docs"] + socket).status == 0)
+        #expect(try baton(["claim", "docs"] + socket).status == 0)
+    }
+
     @Test("stats prints a table; BATON_SOCKET names the socket")
     func statsTable() throws {
         let server = try TestServer()

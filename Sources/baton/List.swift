@@ -1,0 +1,54 @@
+import ArgumentParser
+import BatonClient
+import BatonCore
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List jobs, newest first, as a table.",
+        discussion: "Prints the cursor for the next page last; pass it to --after."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Option(help: "Only this queue.")
+    var queue: String?
+
+    @Option(help: "Only jobs in this state.")
+    var state: String?
+
+    @Option(help: "Jobs per page.")
+    var limit: Int = 20
+
+    @Option(help: "The cursor a previous page printed.")
+    var after: Int64?
+
+    @Flag(help: "Oldest first.")
+    var oldest = false
+
+    func run() async throws {
+        let state = try self.state.map { name in
+            guard let state = JobState(rawValue: name) else { throw ValidationError("unknown state \(name)") }
+            return state
+        }
+        let page = try await self.connection.withClient { client in
+            try await client.list(queue: self.queue, state: state, limit: self.limit, after: self.after, oldestFirst: self.oldest)
+        }
+        if self.connection.json {
+            print("{\"jobs\":[" + page.jobs.map(\.jsonText).joined(separator: ",") + "],\"next\":" + (page.next.map(String.init) ?? "null") + "}")
+            return
+        }
+        guard !page.jobs.isEmpty else {
+            print("no jobs")
+            return
+        }
+        var rows = [["JOB", "QUEUE", "STATE", "ATTEMPTS", "PROGRESS", "LAST ERROR"]]
+        for job in page.jobs {
+            rows.append([
+                "\(job.id)", job.queue, job.state.rawValue, "\(job.attempts)/\(job.maxAttempts)",
+                job.progress?.jsonText ?? "-", job.lastError ?? "-",
+            ])
+        }
+        print(Stats.render(rows))
+        if let next = page.next { print("next page: --after \(next)") }
+    }
+}
