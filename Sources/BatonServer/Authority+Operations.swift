@@ -135,6 +135,7 @@ extension Authority {
 
     private func stats(id: String?, _ context: inout BatchContext) throws -> String {
         let queues = try context.tx.queueStatistics()
+        let pruned = try context.tx.prunedCount()
         return Reply.success(id: id) { reply in
             reply.key("queues")
             reply.beginObject()
@@ -152,6 +153,7 @@ extension Authority {
             reply.beginArray()
             for queue in self.pausedQueues.sorted() { reply.string(queue) }
             reply.endArray()
+            reply.member("pruned", pruned)
             reply.member("leases", self.leases.count)
             reply.member("parked_claims", self.parked.count)
         }
@@ -469,6 +471,24 @@ extension Authority {
         } else {
             self.nextScheduledRunAt = min(self.nextScheduledRunAt ?? .max, runAt)
         }
+    }
+
+    /// Deletes a small batch of finished jobs past their retention, when it is time to look.
+    ///
+    /// A full batch means more are waiting: the next look comes with the next batch of
+    /// requests rather than after the interval, so a backlog drains in small steps that
+    /// never hold up claims for long.
+    func pruneFinishedJobs(_ context: inout BatchContext) throws {
+        guard context.monotonicNow >= self.nextPruneAt else { return }
+        let deleted = try context.tx.pruneFinishedJobs(
+            completedBefore: context.wallNow - self.retention.completedMilliseconds,
+            failedBefore: context.wallNow - self.retention.failedMilliseconds,
+            limit: self.retention.batchSize
+        )
+        if deleted > 0 {
+            self.logger.info("finished jobs pruned", metadata: ["jobs.pruned": "\(deleted)"])
+        }
+        self.nextPruneAt = context.monotonicNow + (deleted == self.retention.batchSize ? 10 : self.retention.intervalMilliseconds)
     }
 
     /// Makes delayed and backing-off jobs whose time has come claimable.

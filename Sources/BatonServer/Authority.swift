@@ -19,6 +19,7 @@ final class Authority: @unchecked Sendable {
     let store: JobStore
     let clock: any AuthorityClock
     let defaults: JobDefaults
+    let retention: RetentionPolicy
     let limits: ProtocolLimits
     let logger: Logger
     private let onFatalError: @Sendable (any Error) -> Void
@@ -31,6 +32,8 @@ final class Authority: @unchecked Sendable {
     var jobIDs = ReservedSequence(resumingAfter: 0)
     /// Queues nothing is claimed from, as the store records them.
     var pausedQueues: Set<String> = []
+    /// The monotonic time of the next look for finished jobs to prune.
+    var nextPruneAt: Int64 = 0
     /// The earliest `run_at` of a job waiting for its time, if known.
     var nextScheduledRunAt: Int64?
     var random = SystemRandomNumberGenerator()
@@ -58,12 +61,14 @@ final class Authority: @unchecked Sendable {
 
     init(
         loop: any EventLoop, store: JobStore, clock: any AuthorityClock, defaults: JobDefaults,
-        limits: ProtocolLimits, logger: Logger, onFatalError: @escaping @Sendable (any Error) -> Void
+        retention: RetentionPolicy = RetentionPolicy(), limits: ProtocolLimits, logger: Logger,
+        onFatalError: @escaping @Sendable (any Error) -> Void
     ) {
         self.loop = loop
         self.store = store
         self.clock = clock
         self.defaults = defaults
+        self.retention = retention
         self.limits = limits
         self.logger = logger
         self.onFatalError = onFatalError
@@ -196,6 +201,7 @@ final class Authority: @unchecked Sendable {
                 )
                 try self.expireLeases(&context)
                 try self.promoteDueJobs(&context)
+                try self.pruneFinishedJobs(&context)
                 for submission in batch {
                     if let outcome = try self.perform(submission, &context) {
                         replies.append((submission.reply, outcome))
@@ -246,6 +252,7 @@ final class Authority: @unchecked Sendable {
         if let runAt = self.nextScheduledRunAt {
             deadline = min(deadline, now + max(runAt - self.clock.wallMilliseconds(), 0))
         }
+        deadline = min(deadline, self.nextPruneAt)
         guard deadline != .max, deadline < self.timerDeadline || self.timer == nil else { return }
         self.timer?.cancel()
         self.timerDeadline = deadline

@@ -115,7 +115,7 @@ public final class BatonServer: Service {
         defer { shutdownOnFatalError.withLockedValue { $0 = nil } }
         let authority = Authority(
             loop: authorityGroup.next(), store: store, clock: self.clock, defaults: configuration.jobDefaults,
-            limits: configuration.limits, logger: self.logger,
+            retention: configuration.retention, limits: configuration.limits, logger: self.logger,
             onFatalError: { [fatalError] error in
                 fatalError.withLockedValue { $0 = error }
                 shutdownOnFatalError.withLockedValue { $0 }?.initiateShutdown(promise: nil)

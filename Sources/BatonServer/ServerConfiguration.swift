@@ -14,6 +14,8 @@ public struct ServerConfiguration: Sendable {
     public var durability: Durability
     public var limits: ProtocolLimits
     public var jobDefaults: JobDefaults
+    /// When finished jobs are deleted.
+    public var retention: RetentionPolicy
     /// Event-loop threads for connections; the authority has a thread of its own.
     public var connectionThreads: Int
     /// Unanswered requests one connection may have before the server stops reading it.
@@ -28,6 +30,7 @@ public struct ServerConfiguration: Sendable {
         durability: Durability = .full,
         limits: ProtocolLimits = ProtocolLimits(),
         jobDefaults: JobDefaults = JobDefaults(),
+        retention: RetentionPolicy = RetentionPolicy(),
         connectionThreads: Int = 1,
         maximumInFlightPerConnection: Int = 1_024,
         inheritedSocket: Int32? = nil
@@ -37,6 +40,7 @@ public struct ServerConfiguration: Sendable {
         self.durability = durability
         self.limits = limits
         self.jobDefaults = jobDefaults
+        self.retention = retention
         self.connectionThreads = connectionThreads
         self.maximumInFlightPerConnection = maximumInFlightPerConnection
         self.inheritedSocket = inheritedSocket

@@ -60,6 +60,15 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v3: retention") { db in
+            try db.execute(
+                sql: """
+                    -- Finished jobs by when they finished, for pruning the oldest first.
+                    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE state IN ('completed', 'failed', 'cancelled');
+                    INSERT INTO counters (name, value) VALUES ('pruned', 0);
+                    """
+            )
+        }
         return migrator
     }
 

@@ -333,6 +333,35 @@ public struct StoreTransaction {
         ).map(JobStore.job(from:))
     }
 
+    // MARK: Retention
+
+    /// Deletes up to `limit` finished jobs that finished before their cut-off, oldest first.
+    ///
+    /// - Returns: how many were deleted.
+    public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) throws -> Int {
+        // The predicate repeats the partial index's, so the oldest are found from the index.
+        try self.db.execute(
+            sql: """
+                DELETE FROM jobs WHERE id IN (
+                    SELECT id FROM jobs
+                    WHERE state IN ('completed', 'failed', 'cancelled')
+                      AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END
+                    ORDER BY finished_at LIMIT ?)
+                """,
+            arguments: [completedBefore, failedBefore, limit]
+        )
+        let deleted = self.db.changesCount
+        if deleted > 0 {
+            try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [deleted])
+        }
+        return deleted
+    }
+
+    /// How many finished jobs retention has deleted, ever.
+    public func prunedCount() throws -> Int {
+        try Int.fetchOne(self.db, sql: "SELECT value FROM counters WHERE name = 'pruned'") ?? 0
+    }
+
     // MARK: Scheduling
 
     /// Makes every delayed or backing-off job whose time has come claimable.

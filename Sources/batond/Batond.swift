@@ -43,6 +43,15 @@ struct Batond: AsyncParsableCommand {
     @Option(name: .long, help: "Attempts for jobs that do not name a number.")
     var defaultMaxAttempts: Int = JobDefaults().maxAttempts
 
+    @Option(name: .long, help: "How long completed jobs are kept, in milliseconds (default 7 days).")
+    var retainCompletedMs: Int64 = RetentionPolicy().completedMilliseconds
+
+    @Option(name: .long, help: "How long failed and cancelled jobs are kept, in milliseconds (default 30 days).")
+    var retainFailedMs: Int64 = RetentionPolicy().failedMilliseconds
+
+    @Option(name: .long, help: "How often to look for finished jobs past their retention, in milliseconds.")
+    var pruneIntervalMs: Int64 = RetentionPolicy().intervalMilliseconds
+
     @Option(name: .long, help: "Event-loop threads serving connections.")
     var threads: Int = 1
 
@@ -54,6 +63,10 @@ struct Batond: AsyncParsableCommand {
         guard self.defaultLeaseMs > 0 else { throw ValidationError("--default-lease-ms must be positive") }
         guard self.defaultMaxAttempts > 0 else { throw ValidationError("--default-max-attempts must be positive") }
         guard self.threads > 0 else { throw ValidationError("--threads must be positive") }
+        guard self.retainCompletedMs >= 0, self.retainFailedMs >= 0 else {
+            throw ValidationError("retention periods cannot be negative")
+        }
+        guard self.pruneIntervalMs > 0 else { throw ValidationError("--prune-interval-ms must be positive") }
     }
 
     func run() async throws {
@@ -86,6 +99,10 @@ struct Batond: AsyncParsableCommand {
                 durability: self.durability.durability,
                 limits: ProtocolLimits(maximumLineBytes: self.maxLineBytes),
                 jobDefaults: JobDefaults(maxAttempts: self.defaultMaxAttempts, leaseMilliseconds: self.defaultLeaseMs),
+                retention: RetentionPolicy(
+                    completedMilliseconds: self.retainCompletedMs, failedMilliseconds: self.retainFailedMs,
+                    intervalMilliseconds: self.pruneIntervalMs
+                ),
                 connectionThreads: self.threads,
                 inheritedSocket: inherited
             ),

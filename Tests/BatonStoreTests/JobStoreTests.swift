@@ -126,12 +126,18 @@ struct ClaimPlanTests {
             try [
                 "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1",
                 "UPDATE jobs SET ready = 1 WHERE ready = 0 AND state IN ('queued', 'retrying') AND run_at <= ?",
+                """
+                SELECT id FROM jobs WHERE state IN ('completed', 'failed', 'cancelled')
+                  AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END ORDER BY finished_at LIMIT ?
+                """,
             ].map { try tx.queryPlan(of: $0) }
         }
         // An index search with the order taken from the index: no scan, no sort step.
         #expect(plans[0].contains("SEARCH jobs USING INDEX jobs_ready"), "\(plans[0])")
         #expect(!plans[0].contains("TEMP B-TREE"), "\(plans[0])")
         #expect(plans[1].contains("USING INDEX jobs_scheduled"), "\(plans[1])")
+        // Pruning walks the finished jobs oldest first, without sorting them.
+        #expect(plans[2].contains("jobs_finished") && !plans[2].contains("TEMP B-TREE"), "\(plans[2])")
     }
 }
 
