@@ -58,6 +58,8 @@ public struct EnqueueRequest: Sendable {
     public var backoff: BackoffPolicy?
     public var leaseMilliseconds: Int64?
     public var uniqueKey: String?
+    /// Jobs that must complete before this one may run.
+    public var after: [Int64] = []
 
     public enum Schedule: Hashable, Sendable {
         case delay(milliseconds: Int64)

@@ -198,7 +198,7 @@ public struct RequestDecoder: Sendable {
         case (nil, .some(let runAt)): schedule = .at(epochMilliseconds: runAt)
         case (nil, nil): schedule = nil
         }
-        return EnqueueRequest(
+        var request = EnqueueRequest(
             queue: queue,
             payload: payload,
             priority: try fields.integer("priority", in: Int64(Int32.min)...Int64(Int32.max)) ?? 0,
@@ -208,6 +208,18 @@ public struct RequestDecoder: Sendable {
             leaseMilliseconds: try fields.leaseDuration(),
             uniqueKey: try fields.name("unique_key")
         )
+        if let value = fields.value("after") {
+            guard case .array(let items) = value, items.count <= 100 else {
+                throw BatonError.invalidArgument("after", "must be an array of at most 100 job ids")
+            }
+            request.after = try items.map { item in
+                guard case .integer(let id) = item, id > 0 else {
+                    throw BatonError.invalidArgument("after", "must hold job ids (positive integers)")
+                }
+                return id
+            }
+        }
+        return request
     }
 
     private func claim(_ fields: inout Fields) throws -> ClaimRequest {

@@ -171,6 +171,11 @@ extension Authority {
         if let key = request.uniqueKey, let existing = try context.tx.unfinishedJob(queue: request.queue, uniqueKey: key) {
             return (existing, true)
         }
+        let dependencies = try context.tx.states(of: request.after)
+        if let missing = request.after.first(where: { dependencies[$0] == nil }) {
+            // Only existing jobs can be named, so a new job can never close a cycle.
+            throw BatonError.invalidArgument("after", "names job \(missing), which does not exist")
+        }
         let runAt: Int64
         switch request.schedule {
         case .none: runAt = context.wallNow
@@ -195,8 +200,38 @@ extension Authority {
             id: jobID,
             now: context.wallNow
         )
-        self.noteWaiting(queue: request.queue, runAt: runAt, &context)
+        if let dead = request.after.first(where: { dependencies[$0] == .failed || dependencies[$0] == .cancelled }) {
+            let reason = "dependency \(dead) \(dependencies[dead] == .failed ? "failed" : "was cancelled")"
+            _ = try context.tx.markCancelled(id: jobID, from: .queued, reason: reason, now: context.wallNow)
+            return (jobID, false)
+        }
+        let unfinished = Array(Set(request.after.filter { dependencies[$0] != .completed }))
+        if unfinished.isEmpty {
+            self.noteWaiting(queue: request.queue, runAt: runAt, &context)
+        } else {
+            try context.tx.addDependencies(job: jobID, on: unfinished)
+        }
         return (jobID, false)
+    }
+
+    /// A job completed: its dependents waiting on nothing else become claimable.
+    func releaseDependents(of jobID: Int64, _ context: inout BatchContext) throws {
+        for dependent in try context.tx.dependencyCompleted(jobID, now: context.wallNow) {
+            self.noteWaiting(queue: dependent.queue, runAt: dependent.runAt, &context)
+        }
+    }
+
+    /// A job ended without completing: everything waiting on it, directly or not, is cancelled.
+    func cancelDependents(of jobID: Int64, because outcome: String, _ context: inout BatchContext) throws {
+        var ended = [(jobID, outcome)]
+        while let (id, how) = ended.popLast() {
+            for dependent in try context.tx.unfinishedDependents(of: id) {
+                let reason = "dependency \(id) \(how)"
+                _ = try context.tx.markCancelled(id: dependent.id, from: dependent.state, reason: reason, now: context.wallNow)
+                self.leases.revoke(jobID: dependent.id)
+                ended.append((dependent.id, "was cancelled"))
+            }
+        }
     }
 
     /// Runs several writes all or nothing.
@@ -300,6 +335,7 @@ extension Authority {
         // The completion and its follow-up jobs commit together, or none of it does.
         let followUps = try self.atomically(&context) { context in
             _ = try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow)
+            try self.releaseDependents(of: reference.jobID, &context)
             return try request.followUps.map { try self.enqueueOne($0, &context) }
         }
         self.leases.revoke(jobID: reference.jobID)
@@ -344,6 +380,7 @@ extension Authority {
         }
         let reason = reason ?? "cancelled"
         _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
+        try self.cancelDependents(of: jobID, because: "was cancelled", &context)
         if let lease = self.leases.revoke(jobID: jobID) {
             self.logger.info("running job cancelled", metadata: ["job.id": "\(jobID)", "lease.token": "\(lease.token)"])
         }
@@ -456,8 +493,11 @@ extension Authority {
             id: reference.jobID, token: reference.token, decision: decision, error: error, now: context.wallNow
         )
         self.leases.revoke(jobID: reference.jobID)
-        if case .retry(let runAt) = decision {
+        switch decision {
+        case .retry(let runAt):
             self.noteWaiting(queue: job.queue, runAt: runAt, &context)
+        case .fail:
+            try self.cancelDependents(of: reference.jobID, because: "failed", &context)
         }
         return decision
     }

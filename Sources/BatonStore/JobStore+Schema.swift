@@ -69,6 +69,23 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v4: dependencies") { db in
+            try db.execute(
+                sql: """
+                    -- How many of a job's dependencies have not completed yet; it is not
+                    -- claimable, nor scheduled, until this is 0.
+                    ALTER TABLE jobs ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0;
+                    CREATE TABLE job_dependencies (
+                        job_id INTEGER NOT NULL,
+                        depends_on INTEGER NOT NULL,
+                        PRIMARY KEY (depends_on, job_id)
+                    ) WITHOUT ROWID;
+                    DROP INDEX jobs_scheduled;
+                    CREATE INDEX jobs_scheduled ON jobs (run_at)
+                        WHERE ready = 0 AND state IN ('queued', 'retrying') AND waiting_on = 0;
+                    """
+            )
+        }
         return migrator
     }
 

@@ -87,7 +87,7 @@ public struct StoreTransaction {
     public func bestReadyJob(queue: String) throws -> (id: Int64, priority: Int64)? {
         let statement = try DirectStatement(
             self.db,
-            sql: "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1"
+            sql: Self.bestReadyJobSQL
         )
         statement.bind(1, queue)
         return try statement.firstRow { ($0.int64(0), $0.int64(1)) }
@@ -258,7 +258,7 @@ public struct StoreTransaction {
         let statement = try DirectStatement(
             self.db,
             sql: """
-                UPDATE jobs SET state = 'queued', ready = (run_at <= ?)
+                UPDATE jobs SET state = 'queued', ready = (run_at <= ? AND waiting_on = 0)
                 WHERE id = ? AND state = 'paused'
                 RETURNING queue, run_at
                 """
@@ -277,7 +277,7 @@ public struct StoreTransaction {
         let statement = try DirectStatement(
             self.db,
             sql: """
-                UPDATE jobs SET state = 'queued', ready = 1, run_at = ?, attempts = 0, finished_at = NULL
+                UPDATE jobs SET state = 'queued', ready = (waiting_on = 0), run_at = ?, attempts = 0, finished_at = NULL
                 WHERE id = ? AND state = ?
                 RETURNING queue
                 """
@@ -333,6 +333,64 @@ public struct StoreTransaction {
         ).map(JobStore.job(from:))
     }
 
+    // MARK: Dependencies
+
+    /// The states of the jobs a new job names in `after`; a missing id has no entry.
+    public func states(of ids: [Int64]) throws -> [Int64: JobState] {
+        var states: [Int64: JobState] = [:]
+        for id in ids {
+            let statement = try self.db.cachedStatement(sql: "SELECT state FROM jobs WHERE id = ?")
+            if let name = try String.fetchOne(statement, arguments: [id]), let state = JobState(rawValue: name) {
+                states[id] = state
+            }
+        }
+        return states
+    }
+
+    /// Records that `job` waits for `dependencies` (unfinished ones) and holds it back.
+    public func addDependencies(job: Int64, on dependencies: [Int64]) throws {
+        for dependency in dependencies {
+            try self.db.execute(
+                sql: "INSERT OR IGNORE INTO job_dependencies (job_id, depends_on) VALUES (?, ?)",
+                arguments: [job, dependency]
+            )
+        }
+        try self.db.execute(
+            sql: "UPDATE jobs SET waiting_on = ?, ready = 0 WHERE id = ?",
+            arguments: [dependencies.count, job]
+        )
+    }
+
+    /// Counts one dependency of each of `dependency`'s dependents as done.
+    ///
+    /// - Returns: the dependents now waiting on nothing, with their queue and `run_at`; the
+    ///   ones whose time has come are already marked ready.
+    public func dependencyCompleted(_ dependency: Int64, now: Int64) throws -> [(id: Int64, queue: String, runAt: Int64)] {
+        let rows = try Row.fetchAll(
+            self.db,
+            sql: """
+                UPDATE jobs SET waiting_on = waiting_on - 1,
+                    ready = (waiting_on - 1 = 0 AND run_at <= ? AND state IN ('queued', 'retrying'))
+                WHERE waiting_on > 0 AND id IN (SELECT job_id FROM job_dependencies WHERE depends_on = ?)
+                RETURNING id, queue, run_at, waiting_on
+                """,
+            arguments: [now, dependency]
+        )
+        return rows.filter { ($0[3] as Int64) == 0 }.map { ($0[0], $0[1], $0[2]) }
+    }
+
+    /// The unfinished jobs that wait on `dependency`.
+    public func unfinishedDependents(of dependency: Int64) throws -> [(id: Int64, state: JobState)] {
+        try Row.fetchAll(
+            self.db,
+            sql: """
+                SELECT j.id, j.state FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
+                WHERE d.depends_on = ? AND j.state NOT IN ('completed', 'failed', 'cancelled')
+                """,
+            arguments: [dependency]
+        ).compactMap { row in JobState(rawValue: row[1]).map { (row[0], $0) } }
+    }
+
     // MARK: Retention
 
     /// Deletes up to `limit` finished jobs that finished before their cut-off, oldest first.
@@ -341,13 +399,7 @@ public struct StoreTransaction {
     public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) throws -> Int {
         // The predicate repeats the partial index's, so the oldest are found from the index.
         try self.db.execute(
-            sql: """
-                DELETE FROM jobs WHERE id IN (
-                    SELECT id FROM jobs
-                    WHERE state IN ('completed', 'failed', 'cancelled')
-                      AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END
-                    ORDER BY finished_at LIMIT ?)
-                """,
+            sql: "DELETE FROM jobs WHERE id IN (\(Self.prunableJobsSQL))",
             arguments: [completedBefore, failedBefore, limit]
         )
         let deleted = self.db.changesCount
@@ -369,11 +421,7 @@ public struct StoreTransaction {
     /// - Returns: the queues that gained ready jobs.
     public func promoteDueJobs(now: Int64) throws -> Set<String> {
         let statement = try self.db.cachedStatement(
-            sql: """
-                UPDATE jobs SET ready = 1
-                WHERE ready = 0 AND state IN ('queued', 'retrying') AND run_at <= ?
-                RETURNING queue
-                """
+            sql: Self.promoteDueJobsSQL + " RETURNING queue"
         )
         return try Set(String.fetchCursor(statement, arguments: [now]))
     }
@@ -381,7 +429,7 @@ public struct StoreTransaction {
     /// The earliest `run_at` among jobs that are waiting for their time.
     public func nextScheduledRunAt() throws -> Int64? {
         let statement = try self.db.cachedStatement(
-            sql: "SELECT min(run_at) FROM jobs WHERE ready = 0 AND state IN ('queued', 'retrying')"
+            sql: "SELECT min(run_at) FROM jobs WHERE ready = 0 AND state IN ('queued', 'retrying') AND waiting_on = 0"
         )
         return try Int64.fetchOne(statement)
     }
@@ -457,6 +505,27 @@ public struct StoreTransaction {
         case jobID = "job_id"
         case token
     }
+}
+
+extension StoreTransaction {
+    /// The claim: one probe of the `jobs_ready` index.
+    public static let bestReadyJobSQL =
+        "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1"
+
+    /// Makes due jobs ready, walking `jobs_scheduled` (its predicate is repeated so that
+    /// SQLite can use the partial index).
+    public static let promoteDueJobsSQL = """
+        UPDATE jobs SET ready = 1
+        WHERE ready = 0 AND state IN ('queued', 'retrying') AND waiting_on = 0 AND run_at <= ?
+        """
+
+    /// The oldest finished jobs past their retention, from `jobs_finished`.
+    public static let prunableJobsSQL = """
+        SELECT id FROM jobs
+        WHERE state IN ('completed', 'failed', 'cancelled')
+          AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END
+        ORDER BY finished_at LIMIT ?
+        """
 }
 
 /// One queue's counts, for `stats`.

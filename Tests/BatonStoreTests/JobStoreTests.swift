@@ -124,12 +124,9 @@ struct ClaimPlanTests {
         let store = try JobStore(path: try temporaryStorePath())
         let plans = try store.write { tx in
             try [
-                "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1",
-                "UPDATE jobs SET ready = 1 WHERE ready = 0 AND state IN ('queued', 'retrying') AND run_at <= ?",
-                """
-                SELECT id FROM jobs WHERE state IN ('completed', 'failed', 'cancelled')
-                  AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END ORDER BY finished_at LIMIT ?
-                """,
+                StoreTransaction.bestReadyJobSQL,
+                StoreTransaction.promoteDueJobsSQL,
+                StoreTransaction.prunableJobsSQL,
             ].map { try tx.queryPlan(of: $0) }
         }
         // An index search with the order taken from the index: no scan, no sort step.
