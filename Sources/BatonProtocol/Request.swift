@@ -19,7 +19,6 @@ public enum Request: Sendable {
     case pauseQueue(String)
     case resumeQueue(String)
     case list(ListRequest)
-    case events(jobID: Int64)
     case stats
 
     /// The op's name on the wire.
@@ -42,7 +41,6 @@ public enum Request: Sendable {
         case .pauseQueue: "pause_queue"
         case .resumeQueue: "resume_queue"
         case .list: "list"
-        case .events: "events"
         case .stats: "stats"
         }
     }

@@ -124,8 +124,6 @@ public struct RequestDecoder: Sendable {
             return .resume(jobID: try fields.jobID())
         case "retry":
             return .retry(jobID: try fields.jobID())
-        case "events":
-            return .events(jobID: try fields.jobID())
         case "pause_queue", "resume_queue":
             guard let queue = try fields.name("queue") else {
                 throw BatonError.invalidArgument("queue", "is required")

@@ -63,8 +63,6 @@ extension Authority {
                 return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
             case .list(let request):
                 return Outcome(line: try self.list(request, id: id, &context))
-            case .events(let jobID):
-                return Outcome(line: try self.events(jobID, id: id, &context))
             case .enqueueBatch(let requests):
                 let results = try self.atomically(&context) { context in
                     try requests.map { try self.enqueueOne($0, &context) }
@@ -202,11 +200,9 @@ extension Authority {
             id: jobID,
             now: context.wallNow
         )
-        try self.record(jobID, "enqueued", &context)
         if let dead = request.after.first(where: { dependencies[$0] == .failed || dependencies[$0] == .cancelled }) {
             let reason = "dependency \(dead) \(dependencies[dead] == .failed ? "failed" : "was cancelled")"
             _ = try context.tx.markCancelled(id: jobID, from: .queued, reason: reason, now: context.wallNow)
-            try self.record(jobID, "cancelled", &context) { $0.member("reason", reason) }
             return (jobID, false)
         }
         let unfinished = Array(Set(request.after.filter { dependencies[$0] != .completed }))
@@ -232,7 +228,6 @@ extension Authority {
             for dependent in try context.tx.unfinishedDependents(of: id) {
                 let reason = "dependency \(id) \(how)"
                 _ = try context.tx.markCancelled(id: dependent.id, from: dependent.state, reason: reason, now: context.wallNow)
-                try self.record(dependent.id, "cancelled", &context) { $0.member("reason", reason) }
                 self.leases.revoke(jobID: dependent.id)
                 ended.append((dependent.id, "was cancelled"))
             }
@@ -281,13 +276,6 @@ extension Authority {
             return nil
         }
         let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.monotonicNow)
-        try self.record(job.id, "claimed", &context) { detail in
-            detail.member("token", token.rawValue)
-            detail.member("attempt", job.attempt)
-            detail.member("worker", optional: request.worker)
-            detail.member("peer_pid", optional: connection.peer.map { Int64($0.pid) })
-            detail.member("peer_uid", optional: connection.peer.map { Int64($0.uid) })
-        }
         self.logger.debug(
             "job claimed",
             metadata: ["job.id": "\(job.id)", "job.queue": "\(job.queue)", "lease.token": "\(token)", "peer.pid": "\(connection.peer?.pid ?? 0)"]
@@ -330,7 +318,6 @@ extension Authority {
         _ = try context.tx.saveCheckpoint(
             id: request.lease.jobID, token: request.lease.token, state: request.state, progress: request.progress
         )
-        try self.record(request.lease.jobID, "checkpointed", &context) { $0.member("token", request.lease.token.rawValue) }
         // A checkpoint is proof of life: it renews the lease like a heartbeat.
         let lease = self.leases.renew(jobID: request.lease.jobID, token: request.lease.token, now: context.monotonicNow)!
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
@@ -348,7 +335,6 @@ extension Authority {
         // The completion and its follow-up jobs commit together, or none of it does.
         let followUps = try self.atomically(&context) { context in
             _ = try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow)
-            try self.record(reference.jobID, "completed", &context) { $0.member("token", reference.token.rawValue) }
             try self.releaseDependents(of: reference.jobID, &context)
             return try request.followUps.map { try self.enqueueOne($0, &context) }
         }
@@ -377,7 +363,6 @@ extension Authority {
         let queue = try context.tx.markReleased(
             id: request.lease.jobID, token: request.lease.token, runAt: runAt, now: context.wallNow
         )
-        try self.record(request.lease.jobID, "released", &context) { $0.member("token", request.lease.token.rawValue) }
         self.leases.revoke(jobID: request.lease.jobID)
         if let queue {
             self.noteWaiting(queue: queue, runAt: runAt, &context)
@@ -395,7 +380,6 @@ extension Authority {
         }
         let reason = reason ?? "cancelled"
         _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
-        try self.record(jobID, "cancelled", &context) { $0.member("reason", reason) }
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
         if let lease = self.leases.revoke(jobID: jobID) {
             self.logger.info("running job cancelled", metadata: ["job.id": "\(jobID)", "lease.token": "\(lease.token)"])
@@ -410,7 +394,6 @@ extension Authority {
             throw BatonError(.notFound, "no job \(jobID)")
         }
         _ = try context.tx.markPaused(id: jobID, from: job.state)
-        try self.record(jobID, "paused", &context)
         self.leases.revoke(jobID: jobID)
         return Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) }
     }
@@ -424,7 +407,6 @@ extension Authority {
         guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
-        try self.record(jobID, "resumed", &context)
         self.noteWaiting(queue: resumed.queue, runAt: resumed.runAt, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -440,7 +422,6 @@ extension Authority {
         guard let queue = try context.tx.markRetried(id: jobID, from: job.state, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
-        try self.record(jobID, "retried", &context)
         self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -485,9 +466,7 @@ extension Authority {
 
     private func expire(_ lease: LeaseGrant, _ context: inout BatchContext) throws {
         let reference = LeaseReference(jobID: lease.jobID, token: lease.token)
-        let decision = try self.endAttempt(
-            reference, error: "lease expired", retry: true, retryInMilliseconds: nil, expired: true, &context
-        )
+        let decision = try self.endAttempt(reference, error: "lease expired", retry: true, retryInMilliseconds: nil, &context)
         self.logger.info(
             "lease expired",
             metadata: ["job.id": "\(lease.jobID)", "lease.token": "\(lease.token)", "job.state": "\(decision.state.rawValue)"]
@@ -496,8 +475,7 @@ extension Authority {
 
     /// Ends the running attempt unsuccessfully, by the job's retry rule.
     private func endAttempt(
-        _ reference: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64?, expired: Bool = false,
-        _ context: inout BatchContext
+        _ reference: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64?, _ context: inout BatchContext
     ) throws -> RetryDecision {
         guard let job = try context.tx.job(id: reference.jobID) else {
             throw BatonError(.notFound, "no job \(reference.jobID)")
@@ -514,13 +492,6 @@ extension Authority {
         _ = try context.tx.markUnsuccessful(
             id: reference.jobID, token: reference.token, decision: decision, error: error, now: context.wallNow
         )
-        let kind = expired ? "expired" : "failed"
-        try self.record(reference.jobID, kind, &context) { detail in
-            detail.member("token", reference.token.rawValue)
-            detail.member("error", error)
-            detail.member("then", decision.state.rawValue)
-            if case .retry(let runAt) = decision { detail.member("run_at", runAt) }
-        }
         self.leases.revoke(jobID: reference.jobID)
         switch decision {
         case .retry(let runAt):
@@ -529,40 +500,6 @@ extension Authority {
             try self.cancelDependents(of: reference.jobID, because: "failed", &context)
         }
         return decision
-    }
-
-    // MARK: Audit trail
-
-    /// Records a state change in the job's audit trail, in the same commit as the change.
-    func record(_ jobID: Int64, _ kind: String, _ context: inout BatchContext, _ detail: ((inout JSONWriter) -> Void)? = nil) throws {
-        var text: String?
-        if let detail {
-            var writer = JSONWriter()
-            writer.beginObject()
-            detail(&writer)
-            writer.endObject()
-            text = writer.text
-        }
-        try context.tx.recordEvent(job: jobID, kind: kind, at: context.wallNow, detail: text)
-    }
-
-    private func events(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
-        guard try context.tx.job(id: jobID) != nil else {
-            throw BatonError(.notFound, "no job \(jobID)")
-        }
-        let events = try context.tx.events(of: jobID)
-        return Reply.success(id: id) { reply in
-            reply.key("events")
-            reply.beginArray()
-            for event in events {
-                reply.beginObject()
-                reply.member("at", event.at)
-                reply.member("event", event.kind)
-                reply.member("detail", rawJSON: event.detail)
-                reply.endObject()
-            }
-            reply.endArray()
-        }
     }
 
     // MARK: Scheduling

@@ -86,24 +86,6 @@ extension JobStore {
                     """
             )
         }
-        migrator.registerMigration("v5: audit trail") { db in
-            try db.execute(
-                sql: """
-                    -- Every state change of every job, in order: what happened, when, and the
-                    -- particulars (token and peer of a claim, error of a failure, …).
-                    CREATE TABLE job_events (
-                        id INTEGER PRIMARY KEY,
-                        job_id INTEGER NOT NULL,
-                        at INTEGER NOT NULL,
-                        kind TEXT NOT NULL,
-                        detail TEXT
-                    );
-                    CREATE INDEX job_events_job ON job_events (job_id, id);
-                    -- Pruning a job deletes the dependencies it had, found by this index.
-                    CREATE INDEX job_dependencies_job ON job_dependencies (job_id);
-                    """
-            )
-        }
         return migrator
     }
 

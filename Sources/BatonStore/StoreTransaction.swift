@@ -391,47 +391,22 @@ public struct StoreTransaction {
         ).compactMap { row in JobState(rawValue: row[1]).map { (row[0], $0) } }
     }
 
-    // MARK: Audit trail
-
-    /// Records a state change of a job.
-    ///
-    /// - Parameter detail: a JSON object's text with the change's particulars, if any.
-    public func recordEvent(job: Int64, kind: String, at: Int64, detail: String? = nil) throws {
-        let statement = try DirectStatement(
-            self.db, sql: "INSERT INTO job_events (job_id, at, kind, detail) VALUES (?, ?, ?, ?)"
-        )
-        statement.bind(1, job)
-        statement.bind(2, at)
-        statement.bind(3, kind)
-        statement.bind(4, detail)
-        _ = try statement.execute()
-    }
-
-    /// A job's events, oldest first.
-    public func events(of job: Int64) throws -> [(at: Int64, kind: String, detail: String?)] {
-        try Row.fetchAll(
-            self.db, sql: "SELECT at, kind, detail FROM job_events WHERE job_id = ? ORDER BY id", arguments: [job]
-        ).map { ($0[0], $0[1], $0[2]) }
-    }
-
     // MARK: Retention
 
     /// Deletes up to `limit` finished jobs that finished before their cut-off, oldest first.
     ///
     /// - Returns: how many were deleted.
     public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) throws -> Int {
-        let ids = try Int64.fetchAll(self.db, sql: Self.prunableJobsSQL, arguments: [completedBefore, failedBefore, limit])
-        for id in ids {
-            // A job goes with its events and its dependency records.
-            try self.db.execute(sql: "DELETE FROM jobs WHERE id = ?", arguments: [id])
-            try self.db.execute(sql: "DELETE FROM job_events WHERE job_id = ?", arguments: [id])
-            try self.db.execute(sql: "DELETE FROM job_dependencies WHERE job_id = ?", arguments: [id])
-            try self.db.execute(sql: "DELETE FROM job_dependencies WHERE depends_on = ?", arguments: [id])
+        // The predicate repeats the partial index's, so the oldest are found from the index.
+        try self.db.execute(
+            sql: "DELETE FROM jobs WHERE id IN (\(Self.prunableJobsSQL))",
+            arguments: [completedBefore, failedBefore, limit]
+        )
+        let deleted = self.db.changesCount
+        if deleted > 0 {
+            try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [deleted])
         }
-        if !ids.isEmpty {
-            try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [ids.count])
-        }
-        return ids.count
+        return deleted
     }
 
     /// How many finished jobs retention has deleted, ever.
