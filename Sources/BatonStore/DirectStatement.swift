@@ -62,6 +62,14 @@ struct DirectStatement {
         return value
     }
 
+    /// Runs the statement and reads every row with `read`.
+    func allRows<T>(_ read: (DirectStatement) -> T) throws -> [T] {
+        defer { sqlite3_reset(self.handle) }
+        var rows: [T] = []
+        while try self.step() { rows.append(read(self)) }
+        return rows
+    }
+
     /// Runs a statement that returns no rows; the number of rows it changed.
     func execute() throws -> Int {
         defer { sqlite3_reset(self.handle) }

@@ -366,29 +366,38 @@ public struct StoreTransaction {
     /// - Returns: the dependents now waiting on nothing, with their queue and `run_at`; the
     ///   ones whose time has come are already marked ready.
     public func dependencyCompleted(_ dependency: Int64, now: Int64) throws -> [(id: Int64, queue: String, runAt: Int64)] {
-        let rows = try Row.fetchAll(
-            self.db,
+        // Most jobs have no dependents: one probe of the primary key settles it.
+        let dependents = try DirectStatement(self.db, sql: "SELECT job_id FROM job_dependencies WHERE depends_on = ?")
+        dependents.bind(1, dependency)
+        let ids = try dependents.allRows { $0.int64(0) }
+        guard !ids.isEmpty else { return [] }
+        let update = try self.db.cachedStatement(
             sql: """
                 UPDATE jobs SET waiting_on = waiting_on - 1,
                     ready = (waiting_on - 1 = 0 AND run_at <= ? AND state IN ('queued', 'retrying'))
-                WHERE waiting_on > 0 AND id IN (SELECT job_id FROM job_dependencies WHERE depends_on = ?)
+                WHERE id = ? AND waiting_on > 0
                 RETURNING id, queue, run_at, waiting_on
-                """,
-            arguments: [now, dependency]
+                """
         )
-        return rows.filter { ($0[3] as Int64) == 0 }.map { ($0[0], $0[1], $0[2]) }
+        var freed: [(id: Int64, queue: String, runAt: Int64)] = []
+        for id in ids {
+            if let row = try Row.fetchOne(update, arguments: [now, id]), (row[3] as Int64) == 0 {
+                freed.append((row[0], row[1], row[2]))
+            }
+        }
+        return freed
     }
 
     /// The unfinished jobs that wait on `dependency`.
     public func unfinishedDependents(of dependency: Int64) throws -> [(id: Int64, state: JobState)] {
-        try Row.fetchAll(
-            self.db,
+        // Driven from the dependency table's primary key, then one job lookup per dependent.
+        let statement = try self.db.cachedStatement(
             sql: """
-                SELECT j.id, j.state FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
+                SELECT j.id, j.state FROM job_dependencies d CROSS JOIN jobs j ON j.id = d.job_id
                 WHERE d.depends_on = ? AND j.state NOT IN ('completed', 'failed', 'cancelled')
-                """,
-            arguments: [dependency]
-        ).compactMap { row in JobState(rawValue: row[1]).map { (row[0], $0) } }
+                """
+        )
+        return try Row.fetchAll(statement, arguments: [dependency]).compactMap { row in JobState(rawValue: row[1]).map { (row[0], $0) } }
     }
 
     // MARK: Retention
