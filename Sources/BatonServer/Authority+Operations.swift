@@ -108,9 +108,7 @@ extension Authority {
     }
 
     private func get(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
-        guard let job = try context.tx.job(id: jobID) else {
-            throw BatonError(.notFound, "no job \(jobID)")
-        }
+        let job = try self.requireJob(jobID, &context)
         let lease = self.leases[jobID].map { LeaseView(expiresAt: context.wallTime(ofMonotonic: $0.deadline)) }
         return Reply.success(id: id) { $0.key("job"); $0.jobDetail(job, lease: lease) }
     }
@@ -372,12 +370,18 @@ extension Authority {
 
     // MARK: Job control
 
-    /// Cancels an unfinished job. A running job's lease is revoked at once; its worker
-    /// learns at its next heartbeat, which is refused with `cancelled`.
-    private func cancel(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> String {
+    /// The job, or `not_found`.
+    private func requireJob(_ jobID: Int64, _ context: inout BatchContext) throws -> Job {
         guard let job = try context.tx.job(id: jobID) else {
             throw BatonError(.notFound, "no job \(jobID)")
         }
+        return job
+    }
+
+    /// Cancels an unfinished job. A running job's lease is revoked at once; its worker
+    /// learns at its next heartbeat, which is refused with `cancelled`.
+    private func cancel(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> String {
+        let job = try self.requireJob(jobID, &context)
         let reason = reason ?? "cancelled"
         _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
@@ -390,9 +394,7 @@ extension Authority {
     /// Holds a job back: nothing claims it until `resume`. A running job's lease is revoked
     /// and its attempt given back; its worker's next call is refused with `paused`.
     private func pause(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
-        guard let job = try context.tx.job(id: jobID) else {
-            throw BatonError(.notFound, "no job \(jobID)")
-        }
+        let job = try self.requireJob(jobID, &context)
         _ = try context.tx.markPaused(id: jobID, from: job.state)
         self.leases.revoke(jobID: jobID)
         return Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) }
@@ -400,10 +402,7 @@ extension Authority {
 
     /// Lets a paused job be claimed again; it resumes from its checkpoint.
     private func resume(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
-        guard let job = try context.tx.job(id: jobID) else {
-            throw BatonError(.notFound, "no job \(jobID)")
-        }
-        try job.state.checkMove(to: .queued)
+        let job = try self.requireJob(jobID, &context)
         guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
@@ -413,9 +412,7 @@ extension Authority {
 
     /// Runs a failed or cancelled job again from its checkpoint, with its attempts reset.
     private func retry(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
-        guard let job = try context.tx.job(id: jobID) else {
-            throw BatonError(.notFound, "no job \(jobID)")
-        }
+        let job = try self.requireJob(jobID, &context)
         guard job.state == .failed || job.state == .cancelled else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
@@ -441,9 +438,7 @@ extension Authority {
             try self.expire(lease, &context)
             throw BatonError(.leaseLost, "the lease on job \(reference.jobID) expired")
         case .notHeld:
-            guard let job = try context.tx.job(id: reference.jobID) else {
-                throw BatonError(.notFound, "no job \(reference.jobID)")
-            }
+            let job = try self.requireJob(reference.jobID, &context)
             if job.state == .cancelled, job.leaseToken == reference.token {
                 throw BatonError(.cancelled, "job \(reference.jobID) was cancelled: \(job.lastError ?? "cancelled"); stop working on it")
             }
@@ -477,9 +472,7 @@ extension Authority {
     private func endAttempt(
         _ reference: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64?, _ context: inout BatchContext
     ) throws -> RetryDecision {
-        guard let job = try context.tx.job(id: reference.jobID) else {
-            throw BatonError(.notFound, "no job \(reference.jobID)")
-        }
+        let job = try self.requireJob(reference.jobID, &context)
         let decision = RetryDecision.afterUnsuccessfulAttempt(
             job.attempts,
             maxAttempts: job.maxAttempts,

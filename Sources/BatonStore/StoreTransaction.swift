@@ -338,8 +338,9 @@ public struct StoreTransaction {
     /// The states of the jobs a new job names in `after`; a missing id has no entry.
     public func states(of ids: [Int64]) throws -> [Int64: JobState] {
         var states: [Int64: JobState] = [:]
+        guard !ids.isEmpty else { return states }
+        let statement = try self.db.cachedStatement(sql: "SELECT state FROM jobs WHERE id = ?")
         for id in ids {
-            let statement = try self.db.cachedStatement(sql: "SELECT state FROM jobs WHERE id = ?")
             if let name = try String.fetchOne(statement, arguments: [id]), let state = JobState(rawValue: name) {
                 states[id] = state
             }
