@@ -17,6 +17,8 @@ public struct Job: Hashable, Sendable {
     public var backoff: BackoffPolicy
     public var leaseMilliseconds: Int64
     public var uniqueKey: String?
+    /// At most one job holding a key runs at a time, across the store.
+    public var concurrencyKey: String?
     public var checkpoint: String?
     public var progress: String?
     public var result: String?
@@ -33,7 +35,7 @@ public struct Job: Hashable, Sendable {
     public init(
         id: Int64, queue: String, state: JobState, payload: String, priority: Int64, runAt: Int64,
         attempts: Int, maxAttempts: Int, backoff: BackoffPolicy, leaseMilliseconds: Int64,
-        uniqueKey: String? = nil, checkpoint: String? = nil, progress: String? = nil, result: String? = nil,
+        uniqueKey: String? = nil, concurrencyKey: String? = nil, checkpoint: String? = nil, progress: String? = nil, result: String? = nil,
         lastError: String? = nil, leaseToken: FencingToken? = nil, worker: String? = nil, peer: PeerIdentity? = nil,
         createdAt: Int64, startedAt: Int64? = nil, finishedAt: Int64? = nil
     ) {
@@ -48,6 +50,7 @@ public struct Job: Hashable, Sendable {
         self.backoff = backoff
         self.leaseMilliseconds = leaseMilliseconds
         self.uniqueKey = uniqueKey
+        self.concurrencyKey = concurrencyKey
         self.checkpoint = checkpoint
         self.progress = progress
         self.result = result

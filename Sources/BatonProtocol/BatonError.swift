@@ -1,3 +1,5 @@
+import BatonCore
+
 /// An error as the protocol carries it: a stable code and a message for people.
 ///
 /// The code is what programs match on; it maps one-to-one to the string on the wire.
@@ -68,10 +70,14 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var code: Code
     public var message: String
+    /// The job's state when the refusal concerns one job (`invalid_transition`,
+    /// `lease_lost`, `cancelled`, `paused`), so a client need not ask again to learn it.
+    public var state: JobState?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, state: JobState? = nil) {
         self.code = code
         self.message = message
+        self.state = state
     }
 
     public var description: String { "\(self.code.wireValue): \(self.message)" }

@@ -23,6 +23,7 @@ public enum Reply {
         writer.beginObject()
         writer.member("code", error.code.wireValue)
         writer.member("message", error.message)
+        if let state = error.state { writer.member("state", state.rawValue) }
         writer.endObject()
         writer.endObject()
         return writer.text + "\n"
@@ -68,6 +69,24 @@ extension JSONWriter {
         self.endObject()
     }
 
+    /// One entry of a job's audit trail, as `events` returns it.
+    public mutating func jobEvent(_ event: JobEvent) {
+        self.beginObject()
+        self.member("event", event.kind.rawValue)
+        self.member("at", event.at)
+        self.member("state", event.state.rawValue)
+        if let token = event.token { self.member("token", token.rawValue) }
+        if let pid = event.peerPID { self.member("peer_pid", Int64(pid)) }
+        if let detail = event.detail {
+            switch event.kind {
+            case .claimed: self.member("worker", detail)
+            case .cancelled: self.member("reason", detail)
+            default: self.member("error", detail)
+            }
+        }
+        self.endObject()
+    }
+
     /// A whole job, as `get` returns it; `lease` is set while it runs.
     public mutating func jobDetail(_ job: Job, lease: LeaseView?) {
         self.beginObject()
@@ -88,6 +107,7 @@ extension JSONWriter {
         self.endObject()
         self.member("lease_ms", job.leaseMilliseconds)
         self.member("unique_key", optional: job.uniqueKey)
+        self.member("concurrency_key", optional: job.concurrencyKey)
         self.member("checkpoint", rawJSON: job.checkpoint)
         self.member("progress", rawJSON: job.progress)
         self.member("result", rawJSON: job.result)

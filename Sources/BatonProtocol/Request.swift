@@ -18,6 +18,9 @@ public enum Request: Sendable {
     case enqueueBatch([EnqueueRequest])
     case pauseQueue(String)
     case resumeQueue(String)
+    /// `max_running: nil` removes the queue's limit.
+    case setQueue(queue: String, maxRunning: Int?)
+    case events(jobID: Int64)
     case list(ListRequest)
     case stats
 
@@ -40,6 +43,8 @@ public enum Request: Sendable {
         case .enqueueBatch: "enqueue_batch"
         case .pauseQueue: "pause_queue"
         case .resumeQueue: "resume_queue"
+        case .setQueue: "set_queue"
+        case .events: "events"
         case .list: "list"
         case .stats: "stats"
         }
@@ -58,6 +63,8 @@ public struct EnqueueRequest: Sendable {
     public var backoff: BackoffPolicy?
     public var leaseMilliseconds: Int64?
     public var uniqueKey: String?
+    /// At most one job holding a key runs at a time, across the store; the others wait.
+    public var concurrencyKey: String?
     /// Jobs that must complete before this one may run.
     public var after: [Int64] = []
 

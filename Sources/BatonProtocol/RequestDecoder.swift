@@ -129,6 +129,19 @@ public struct RequestDecoder: Sendable {
                 throw BatonError.invalidArgument("queue", "is required")
             }
             return op == "pause_queue" ? .pauseQueue(queue) : .resumeQueue(queue)
+        case "set_queue":
+            guard let queue = try fields.name("queue") else {
+                throw BatonError.invalidArgument("queue", "is required")
+            }
+            if fields.isNull("max_running") {
+                return .setQueue(queue: queue, maxRunning: nil)
+            }
+            guard let limit = try fields.integer("max_running", in: 1...1_000_000) else {
+                throw BatonError.invalidArgument("max_running", "is required: a number of jobs, or null for no limit")
+            }
+            return .setQueue(queue: queue, maxRunning: Int(limit))
+        case "events":
+            return .events(jobID: try fields.jobID())
         case "list":
             let state = try fields.string("state").map { name in
                 guard let state = JobState(rawValue: name) else {
@@ -208,6 +221,7 @@ public struct RequestDecoder: Sendable {
             leaseMilliseconds: try fields.leaseDuration(),
             uniqueKey: try fields.name("unique_key")
         )
+        request.concurrencyKey = try fields.name("concurrency_key")
         if let value = fields.value("after") {
             guard case .array(let items) = value, items.count <= 100 else {
                 throw BatonError.invalidArgument("after", "must be an array of at most 100 job ids")
@@ -260,6 +274,11 @@ struct Fields {
     func value(_ name: String) -> JSONValue? {
         guard let value = self.fields[name]?.value, value != .null else { return nil }
         return value
+    }
+
+    /// Whether the field is present and an explicit `null`.
+    func isNull(_ name: String) -> Bool {
+        self.fields[name]?.value == .null
     }
 
     func string(_ name: String) throws -> String? {

@@ -61,6 +61,15 @@ extension Authority {
                 // Its ready jobs are claimable again: offer them to waiting claims.
                 context.readyQueues.insert(queue)
                 return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
+            case .setQueue(let queue, let limit):
+                try context.tx.setQueueLimit(queue, limit)
+                if self.gate.setLimit(limit, of: queue) {
+                    // Jobs the old limit held back may start: offer them to waiting claims.
+                    context.readyQueues.insert(queue)
+                }
+                return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("max_running", optional: limit.map { Int64($0) }) })
+            case .events(let jobID):
+                return Outcome(line: try self.events(jobID, id: id, &context))
             case .list(let request):
                 return Outcome(line: try self.list(request, id: id, &context))
             case .enqueueBatch(let requests):
@@ -74,7 +83,7 @@ extension Authority {
         } catch let error as BatonError {
             return Outcome(line: Reply.failure(id: id, error))
         } catch let error as InvalidTransition {
-            return Outcome(line: Reply.failure(id: id, BatonError(.invalidTransition, error.description)))
+            return Outcome(line: Reply.failure(id: id, BatonError(.invalidTransition, error.description, state: error.from)))
         }
     }
 
@@ -131,6 +140,24 @@ extension Authority {
         }
     }
 
+    /// The job's audit trail, oldest first. The enqueue and the completion come from the
+    /// job's row, which records them; every other change from the events table.
+    private func events(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+        let job = try self.requireJob(jobID, &context)
+        var events = [JobEvent(.enqueued, at: job.createdAt, state: .queued)]
+        events += try context.tx.events(of: jobID)
+        if job.state == .completed, let finishedAt = job.finishedAt {
+            events.append(JobEvent(.completed, at: finishedAt, state: .completed, token: job.leaseToken))
+        }
+        return Reply.success(id: id) { reply in
+            reply.member("job", jobID)
+            reply.key("events")
+            reply.beginArray()
+            for event in events { reply.jobEvent(event) }
+            reply.endArray()
+        }
+    }
+
     private func stats(id: String?, _ context: inout BatchContext) throws -> String {
         let queues = try context.tx.queueStatistics()
         let pruned = try context.tx.prunedCount()
@@ -151,6 +178,16 @@ extension Authority {
             reply.beginArray()
             for queue in self.pausedQueues.sorted() { reply.string(queue) }
             reply.endArray()
+            reply.key("queue_limits")
+            reply.beginObject()
+            for (queue, limit) in self.gate.allLimits.sorted(by: { $0.key < $1.key }) {
+                reply.key(queue)
+                reply.beginObject()
+                reply.member("max_running", limit)
+                reply.member("running", self.gate.runningCount(of: queue))
+                reply.endObject()
+            }
+            reply.endObject()
             reply.member("pruned", pruned)
             reply.member("leases", self.leases.count)
             reply.member("parked_claims", self.parked.count)
@@ -193,7 +230,8 @@ extension Authority {
                 maxAttempts: request.maxAttempts ?? self.defaults.maxAttempts,
                 backoff: request.backoff ?? self.defaults.backoff,
                 leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds,
-                uniqueKey: request.uniqueKey
+                uniqueKey: request.uniqueKey,
+                concurrencyKey: request.concurrencyKey
             ),
             id: jobID,
             now: context.wallNow
@@ -201,6 +239,7 @@ extension Authority {
         if let dead = request.after.first(where: { dependencies[$0] == .failed || dependencies[$0] == .cancelled }) {
             let reason = "dependency \(dead) \(dependencies[dead] == .failed ? "failed" : "was cancelled")"
             _ = try context.tx.markCancelled(id: jobID, from: .queued, reason: reason, now: context.wallNow)
+            try self.record(JobEvent(.cancelled, at: context.wallNow, state: .cancelled, detail: reason), job: jobID, &context)
             return (jobID, false)
         }
         let unfinished = Array(Set(request.after.filter { dependencies[$0] != .completed }))
@@ -226,7 +265,11 @@ extension Authority {
             for dependent in try context.tx.unfinishedDependents(of: id) {
                 let reason = "dependency \(id) \(how)"
                 _ = try context.tx.markCancelled(id: dependent.id, from: dependent.state, reason: reason, now: context.wallNow)
-                self.leases.revoke(jobID: dependent.id)
+                let lease = self.endLease(dependent.id, &context)
+                try self.record(
+                    JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason),
+                    job: dependent.id, &context
+                )
                 ended.append((dependent.id, "was cancelled"))
             }
         }
@@ -245,6 +288,7 @@ extension Authority {
         } catch {
             try context.tx.saveReservation(.jobID, upTo: self.jobIDs.reserved)
             try context.tx.saveReservation(.token, upTo: self.tokens.reserved)
+            try context.tx.saveReservation(.event, upTo: self.eventNumbers.reserved)
             throw error
         }
     }
@@ -253,11 +297,17 @@ extension Authority {
     func claim(
         _ request: ClaimRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
     ) throws -> Outcome? {
-        var best: (id: Int64, priority: Int64)?
-        for queue in request.queues where !self.pausedQueues.contains(queue) {
-            guard let candidate = try context.tx.bestReadyJob(queue: queue) else { continue }
-            if let current = best, (current.priority, -current.id) >= (candidate.priority, -candidate.id) { continue }
-            best = candidate
+        var best: (job: StoreTransaction.ReadyJob, queue: String)?
+        for queue in request.queues where !self.pausedQueues.contains(queue) && !self.gate.isFull(queue) {
+            let candidate = try context.tx.bestReadyJob(queue: queue) { key in
+                guard self.gate.isHeld(key) else { return true }
+                // It waits for the key; remember where, to look again once the key is free.
+                self.gate.passedOver(key: key, in: queue)
+                return false
+            }
+            guard let candidate else { continue }
+            if let current = best?.job, (current.priority, -current.id) >= (candidate.priority, -candidate.id) { continue }
+            best = (candidate, queue)
         }
         guard let best else { return nil }
         let (value, reservation) = self.tokens.next()
@@ -267,13 +317,18 @@ extension Authority {
         let token = FencingToken(rawValue: value)
         guard
             let job = try context.tx.markClaimed(
-                id: best.id, token: token, leaseMilliseconds: request.leaseMilliseconds,
+                id: best.job.id, token: token, leaseMilliseconds: request.leaseMilliseconds,
                 worker: request.worker, peer: connection.peer, now: context.wallNow
             )
         else {
             return nil
         }
         let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.monotonicNow)
+        self.gate.started(jobID: job.id, queue: best.queue, key: best.job.concurrencyKey)
+        try self.record(
+            JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
+            job: job.id, &context
+        )
         self.logger.debug(
             "job claimed",
             metadata: ["job.id": "\(job.id)", "job.queue": "\(job.queue)", "lease.token": "\(token)", "peer.pid": "\(connection.peer?.pid ?? 0)"]
@@ -316,6 +371,7 @@ extension Authority {
         _ = try context.tx.saveCheckpoint(
             id: request.lease.jobID, token: request.lease.token, state: request.state, progress: request.progress
         )
+        try self.record(JobEvent(.checkpointed, at: context.wallNow, state: .running, token: request.lease.token), job: request.lease.jobID, &context)
         // A checkpoint is proof of life: it renews the lease like a heartbeat.
         let lease = self.leases.renew(jobID: request.lease.jobID, token: request.lease.token, now: context.monotonicNow)!
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
@@ -329,14 +385,14 @@ extension Authority {
             // The same worker again, after losing our first reply: answer as before.
             return Reply.success(id: id)
         }
-        try self.requireLiveLease(reference, &context)
+        try self.requireLiveLease(reference, ending: "completed", &context)
         // The completion and its follow-up jobs commit together, or none of it does.
         let followUps = try self.atomically(&context) { context in
             _ = try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow)
             try self.releaseDependents(of: reference.jobID, &context)
             return try request.followUps.map { try self.enqueueOne($0, &context) }
         }
-        self.leases.revoke(jobID: reference.jobID)
+        self.endLease(reference.jobID, &context)
         self.logger.debug("job completed", metadata: ["job.id": "\(reference.jobID)", "lease.token": "\(reference.token)"])
         return Reply.success(id: id) { reply in
             if !request.followUps.isEmpty { reply.enqueued(followUps) }
@@ -344,10 +400,14 @@ extension Authority {
     }
 
     private func fail(_ request: FailRequest, id: String?, _ context: inout BatchContext) throws -> String {
-        try self.requireLiveLease(request.lease, &context)
+        try self.requireLiveLease(request.lease, ending: "failed", &context)
         let decision = try self.endAttempt(
             request.lease, error: request.error, retry: request.retry,
             retryInMilliseconds: request.retryInMilliseconds, &context
+        )
+        try self.record(
+            JobEvent(.failed, at: context.wallNow, state: decision.state, token: request.lease.token, detail: request.error),
+            job: request.lease.jobID, &context
         )
         return Reply.success(id: id) { reply in
             reply.member("state", decision.state.rawValue)
@@ -356,13 +416,14 @@ extension Authority {
     }
 
     private func release(_ request: ReleaseRequest, id: String?, _ context: inout BatchContext) throws -> String {
-        try self.requireLiveLease(request.lease, &context)
+        try self.requireLiveLease(request.lease, ending: "released", &context)
         let runAt = context.wallNow + request.delayMilliseconds
         let queue = try context.tx.markReleased(
             id: request.lease.jobID, token: request.lease.token, runAt: runAt, now: context.wallNow
         )
-        self.leases.revoke(jobID: request.lease.jobID)
+        self.endLease(request.lease.jobID, &context)
         if let queue {
+            try self.record(JobEvent(.released, at: context.wallNow, state: .queued, token: request.lease.token), job: request.lease.jobID, &context)
             self.noteWaiting(queue: queue, runAt: runAt, &context)
         }
         return Reply.success(id: id)
@@ -384,8 +445,10 @@ extension Authority {
         let job = try self.requireJob(jobID, &context)
         let reason = reason ?? "cancelled"
         _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
+        let lease = self.endLease(jobID, &context)
+        try self.record(JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason), job: jobID, &context)
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
-        if let lease = self.leases.revoke(jobID: jobID) {
+        if let lease {
             self.logger.info("running job cancelled", metadata: ["job.id": "\(jobID)", "lease.token": "\(lease.token)"])
         }
         return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
@@ -396,7 +459,8 @@ extension Authority {
     private func pause(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
         let job = try self.requireJob(jobID, &context)
         _ = try context.tx.markPaused(id: jobID, from: job.state)
-        self.leases.revoke(jobID: jobID)
+        let lease = self.endLease(jobID, &context)
+        try self.record(JobEvent(.paused, at: context.wallNow, state: .paused, token: lease?.token), job: jobID, &context)
         return Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) }
     }
 
@@ -406,6 +470,7 @@ extension Authority {
         guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
+        try self.record(JobEvent(.resumed, at: context.wallNow, state: .queued), job: jobID, &context)
         self.noteWaiting(queue: resumed.queue, runAt: resumed.runAt, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -419,6 +484,7 @@ extension Authority {
         guard let queue = try context.tx.markRetried(id: jobID, from: job.state, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
+        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, &context)
         self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -427,28 +493,45 @@ extension Authority {
 
     /// Checks that `reference` holds a live lease; expires it on the spot if its time is up.
     ///
-    /// - Throws: `lease_lost` for a stale token or an expired lease, `not_found` for an unknown job.
-    private func requireLiveLease(_ reference: LeaseReference, _ context: inout BatchContext) throws {
+    /// A worker whose job was cancelled or paused under it is told so: its heartbeat or
+    /// checkpoint is refused with `cancelled` or `paused`, and an attempt to end the job
+    /// (`ending` names how) with `invalid_transition`, since a cancelled or paused job cannot
+    /// be completed, failed or released. Every other token that does not hold the lease gets
+    /// `lease_lost`. Each refusal carries the job's current state.
+    ///
+    /// - Throws: those refusals, or `not_found` for an unknown job.
+    private func requireLiveLease(_ reference: LeaseReference, ending: String? = nil, _ context: inout BatchContext) throws {
         switch self.leases.check(jobID: reference.jobID, token: reference.token, now: context.monotonicNow) {
         case .live:
             return
         case .expired(let lease):
             // Its deadline passed before the sweep got to it: it is expired now, not later.
-            self.leases.revoke(jobID: lease.jobID)
-            try self.expire(lease, &context)
-            throw BatonError(.leaseLost, "the lease on job \(reference.jobID) expired")
+            let decision = try self.expire(lease, &context)
+            throw BatonError(.leaseLost, "the lease on job \(reference.jobID) expired", state: decision.state)
         case .notHeld:
             let job = try self.requireJob(reference.jobID, &context)
-            if job.state == .cancelled, job.leaseToken == reference.token {
-                throw BatonError(.cancelled, "job \(reference.jobID) was cancelled: \(job.lastError ?? "cancelled"); stop working on it")
+            let revokedUnderIt = job.leaseToken == reference.token && (job.state == .cancelled || job.state == .paused)
+            switch (revokedUnderIt, ending) {
+            case (true, let verb?):
+                throw BatonError(
+                    .invalidTransition, "job \(reference.jobID) is \(job.state.rawValue): it cannot be \(verb)", state: job.state
+                )
+            case (true, nil) where job.state == .cancelled:
+                throw BatonError(
+                    .cancelled, "job \(reference.jobID) was cancelled: \(job.lastError ?? "cancelled"); stop working on it",
+                    state: job.state
+                )
+            case (true, nil):
+                throw BatonError(
+                    .paused, "job \(reference.jobID) was paused; stop working on it, it resumes from its checkpoint",
+                    state: job.state
+                )
+            case (false, _):
+                throw BatonError(
+                    .leaseLost, "token \(reference.token) does not hold job \(reference.jobID) (it is \(job.state.rawValue))",
+                    state: job.state
+                )
             }
-            if job.state == .paused, job.leaseToken == reference.token {
-                throw BatonError(.paused, "job \(reference.jobID) was paused; stop working on it, it resumes from its checkpoint")
-            }
-            throw BatonError(
-                .leaseLost,
-                "token \(reference.token) does not hold job \(reference.jobID) (it is \(job.state.rawValue))"
-            )
         }
     }
 
@@ -459,13 +542,16 @@ extension Authority {
         }
     }
 
-    private func expire(_ lease: LeaseGrant, _ context: inout BatchContext) throws {
+    @discardableResult
+    private func expire(_ lease: LeaseGrant, _ context: inout BatchContext) throws -> RetryDecision {
         let reference = LeaseReference(jobID: lease.jobID, token: lease.token)
         let decision = try self.endAttempt(reference, error: "lease expired", retry: true, retryInMilliseconds: nil, &context)
+        try self.record(JobEvent(.expired, at: context.wallNow, state: decision.state, token: lease.token), job: lease.jobID, &context)
         self.logger.info(
             "lease expired",
             metadata: ["job.id": "\(lease.jobID)", "lease.token": "\(lease.token)", "job.state": "\(decision.state.rawValue)"]
         )
+        return decision
     }
 
     /// Ends the running attempt unsuccessfully, by the job's retry rule.
@@ -485,7 +571,7 @@ extension Authority {
         _ = try context.tx.markUnsuccessful(
             id: reference.jobID, token: reference.token, decision: decision, error: error, now: context.wallNow
         )
-        self.leases.revoke(jobID: reference.jobID)
+        self.endLease(reference.jobID, &context)
         switch decision {
         case .retry(let runAt):
             self.noteWaiting(queue: job.queue, runAt: runAt, &context)
@@ -493,6 +579,23 @@ extension Authority {
             try self.cancelDependents(of: reference.jobID, because: "failed", &context)
         }
         return decision
+    }
+
+    /// Ends a job's lease, however its run ended, and frees its place under the queue's
+    /// limit and its concurrency key; waiting claims are offered what that lets start.
+    @discardableResult
+    func endLease(_ jobID: Int64, _ context: inout BatchContext) -> LeaseGrant? {
+        self.gate.finished(jobID: jobID, freeing: &context.readyQueues)
+        return self.leases.revoke(jobID: jobID)
+    }
+
+    /// Appends to a job's audit trail, in the same transaction as the change it records.
+    func record(_ event: JobEvent, job: Int64, _ context: inout BatchContext) throws {
+        let (number, reservation) = self.eventNumbers.next()
+        if let reservation {
+            try context.tx.saveReservation(.event, upTo: reservation)
+        }
+        try context.tx.recordEvent(event, job: job, sequence: number)
     }
 
     // MARK: Scheduling

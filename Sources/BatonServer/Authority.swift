@@ -30,6 +30,10 @@ final class Authority: @unchecked Sendable {
     var tokens = ReservedSequence(resumingAfter: 0)
     /// Job ids, increasing and never reused.
     var jobIDs = ReservedSequence(resumingAfter: 0)
+    /// The audit trail's event numbers, which order events across jobs.
+    var eventNumbers = ReservedSequence(resumingAfter: 0)
+    /// Per-queue limits on running jobs and the concurrency keys held by running jobs.
+    var gate = ConcurrencyGate()
     /// Queues nothing is claimed from, as the store records them.
     var pausedQueues: Set<String> = []
     /// The monotonic time of the next look for finished jobs to prune.
@@ -86,10 +90,15 @@ final class Authority: @unchecked Sendable {
                 let reservations = try tx.sequenceReservations()
                 self.tokens = ReservedSequence(resumingAfter: reservations.token)
                 self.jobIDs = ReservedSequence(resumingAfter: reservations.jobID)
+                self.eventNumbers = ReservedSequence(resumingAfter: reservations.event)
+                for (queue, limit) in try tx.queueLimits() {
+                    self.gate.setLimit(limit, of: queue)
+                }
                 let now = self.clock.monotonicMilliseconds()
                 let running = try tx.runningLeases()
                 for lease in running {
                     self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
+                    self.gate.started(jobID: lease.id, queue: lease.queue, key: lease.concurrencyKey)
                 }
                 self.nextScheduledRunAt = try tx.nextScheduledRunAt()
                 self.pausedQueues = try tx.pausedQueues()

@@ -62,6 +62,18 @@ struct DirectStatement {
         return value
     }
 
+    /// Reads rows with `read` until it accepts one (returns non-`nil`), and returns that.
+    ///
+    /// The rest of the rows are never computed: resetting the statement ends it, which is
+    /// what lets a walk of an index stop at the first row it wants.
+    func firstAccepted<T>(_ read: (DirectStatement) -> T?) throws -> T? {
+        defer { sqlite3_reset(self.handle) }
+        while try self.step() {
+            if let value = read(self) { return value }
+        }
+        return nil
+    }
+
     /// Runs the statement and reads every row with `read`.
     func allRows<T>(_ read: (DirectStatement) -> T) throws -> [T] {
         defer { sqlite3_reset(self.handle) }

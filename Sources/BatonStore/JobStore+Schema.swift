@@ -86,6 +86,45 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v5: concurrency limits") { db in
+            try db.execute(
+                sql: """
+                    -- At most one running job per concurrency key, across the store.
+                    ALTER TABLE jobs ADD COLUMN concurrency_key TEXT;
+                    -- The claim walks this index; the key rides along so that a job whose key
+                    -- is held can be passed over without reading its row.
+                    DROP INDEX jobs_ready;
+                    CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id, concurrency_key) WHERE ready = 1;
+                    -- The most jobs of a queue that may run at once; NULL for no limit.
+                    ALTER TABLE queues ADD COLUMN max_running INTEGER;
+                    """
+            )
+        }
+        migrator.registerMigration("v6: audit trail") { db in
+            try db.execute(
+                sql: """
+                    -- Every state change of every job, keyed by job so that one job's history is
+                    -- one range of one b-tree, and new events land at its right-hand edge. The
+                    -- enqueue and the completion are not repeated here: the job's row records
+                    -- them (created_at; finished_at, result and lease_token).
+                    CREATE TABLE job_events (
+                        job_id INTEGER NOT NULL,
+                        -- From a sequence reserved like the job ids: orders events across jobs.
+                        seq INTEGER NOT NULL,
+                        at INTEGER NOT NULL,
+                        event TEXT NOT NULL,
+                        -- The state the job moved to.
+                        state TEXT NOT NULL,
+                        token INTEGER,
+                        peer_pid INTEGER,
+                        -- The worker's name for a claim; the error or reason otherwise.
+                        detail TEXT,
+                        PRIMARY KEY (job_id, seq)
+                    ) WITHOUT ROWID;
+                    INSERT INTO counters (name, value) VALUES ('event', 0);
+                    """
+            )
+        }
         return migrator
     }
 
@@ -94,6 +133,6 @@ extension JobStore {
         id, queue, state, payload, priority, run_at, attempts, max_attempts,
         backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
         checkpoint, progress, result, last_error, lease_token, worker, peer_pid, peer_uid,
-        created_at, started_at, finished_at
+        created_at, started_at, finished_at, concurrency_key
         """
 }

@@ -22,10 +22,11 @@ public struct StoreTransaction {
         public var backoff: BackoffPolicy
         public var leaseMilliseconds: Int64
         public var uniqueKey: String?
+        public var concurrencyKey: String?
 
         public init(
             queue: String, payload: String, priority: Int64, runAt: Int64, maxAttempts: Int,
-            backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?
+            backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?, concurrencyKey: String? = nil
         ) {
             self.queue = queue
             self.payload = payload
@@ -35,6 +36,7 @@ public struct StoreTransaction {
             self.backoff = backoff
             self.leaseMilliseconds = leaseMilliseconds
             self.uniqueKey = uniqueKey
+            self.concurrencyKey = concurrencyKey
         }
     }
 
@@ -46,8 +48,8 @@ public struct StoreTransaction {
             self.db,
             sql: """
                 INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
-                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at)
-                VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key)
+                VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         )
         statement.bind(1, id)
@@ -63,6 +65,7 @@ public struct StoreTransaction {
         statement.bind(11, job.leaseMilliseconds)
         statement.bind(12, job.uniqueKey)
         statement.bind(13, now)
+        statement.bind(14, job.concurrencyKey)
         _ = try statement.execute()
     }
 
@@ -81,16 +84,27 @@ public struct StoreTransaction {
 
     // MARK: Claim
 
-    /// The best ready job of one queue: highest priority, then lowest id.
+    /// A ready job, as the claim index shows it.
+    public struct ReadyJob: Sendable {
+        public var id: Int64
+        public var priority: Int64
+        public var concurrencyKey: String?
+    }
+
+    /// The best ready job of one queue that `admits` lets start: highest priority, then
+    /// lowest id.
     ///
-    /// One probe of the `jobs_ready` index, O(log n) however many jobs wait.
-    public func bestReadyJob(queue: String) throws -> (id: Int64, priority: Int64)? {
-        let statement = try DirectStatement(
-            self.db,
-            sql: Self.bestReadyJobSQL
-        )
+    /// A walk of the `jobs_ready` index from its best entry: O(log n) however many jobs
+    /// wait, plus one step for each better job passed over because its concurrency key is
+    /// held (`admits` is asked only about jobs that have a key).
+    public func bestReadyJob(queue: String, admits: (_ key: String) -> Bool) throws -> ReadyJob? {
+        let statement = try DirectStatement(self.db, sql: Self.bestReadyJobSQL)
         statement.bind(1, queue)
-        return try statement.firstRow { ($0.int64(0), $0.int64(1)) }
+        return try statement.firstAccepted { row in
+            let key = row.optionalString(2)
+            if let key, !admits(key) { return nil }
+            return ReadyJob(id: row.int64(0), priority: row.int64(1), concurrencyKey: key)
+        }
     }
 
     /// Moves a ready job to `running` under a new lease, and returns what its worker needs.
@@ -306,6 +320,23 @@ public struct StoreTransaction {
         try Set(String.fetchAll(self.db, sql: "SELECT name FROM queues WHERE paused = 1"))
     }
 
+    /// Every queue's limit on running jobs.
+    public func queueLimits() throws -> [String: Int] {
+        var limits: [String: Int] = [:]
+        for row in try Row.fetchAll(self.db, sql: "SELECT name, max_running FROM queues WHERE max_running IS NOT NULL") {
+            limits[row[0]] = row[1]
+        }
+        return limits
+    }
+
+    /// Sets or removes (`nil`) a queue's limit on running jobs, durably.
+    public func setQueueLimit(_ queue: String, _ limit: Int?) throws {
+        try self.db.execute(
+            sql: "INSERT INTO queues (name, max_running) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running",
+            arguments: [queue, limit]
+        )
+    }
+
     /// Pauses or resumes a queue, durably.
     public func setQueuePaused(_ queue: String, _ paused: Bool) throws {
         try self.db.execute(
@@ -401,6 +432,39 @@ public struct StoreTransaction {
         return try Row.fetchAll(statement, arguments: [dependency]).compactMap { row in JobState(rawValue: row[1]).map { (row[0], $0) } }
     }
 
+    // MARK: Audit trail
+
+    /// Records a state change of a job.
+    public func recordEvent(_ event: JobEvent, job: Int64, sequence: Int64) throws {
+        let statement = try DirectStatement(
+            self.db,
+            sql: "INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        statement.bind(1, job)
+        statement.bind(2, sequence)
+        statement.bind(3, event.at)
+        statement.bind(4, event.kind.rawValue)
+        statement.bind(5, event.state.rawValue)
+        statement.bind(6, event.token?.rawValue)
+        statement.bind(7, event.peerPID.map { Int64($0) })
+        statement.bind(8, event.detail)
+        _ = try statement.execute()
+    }
+
+    /// A job's recorded events, oldest first.
+    public func events(of job: Int64) throws -> [JobEvent] {
+        let statement = try self.db.cachedStatement(
+            sql: "SELECT at, event, state, token, peer_pid, detail FROM job_events WHERE job_id = ? ORDER BY seq"
+        )
+        return try Row.fetchAll(statement, arguments: [job]).compactMap { row in
+            guard let kind = JobEvent.Kind(rawValue: row[1]), let state = JobState(rawValue: row[2]) else { return nil }
+            return JobEvent(
+                kind, at: row[0], state: state, token: (row[3] as Int64?).map(FencingToken.init(rawValue:)),
+                peerPID: row[4], detail: row[5]
+            )
+        }
+    }
+
     // MARK: Retention
 
     /// Deletes up to `limit` finished jobs that finished before their cut-off, oldest first.
@@ -408,11 +472,18 @@ public struct StoreTransaction {
     /// - Returns: how many were deleted.
     public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) throws -> Int {
         // The predicate repeats the partial index's, so the oldest are found from the index.
-        try self.db.execute(
-            sql: "DELETE FROM jobs WHERE id IN (\(Self.prunableJobsSQL))",
-            arguments: [completedBefore, failedBefore, limit]
-        )
-        let deleted = self.db.changesCount
+        let ids = try Int64.fetchAll(self.db, sql: Self.prunableJobsSQL, arguments: [completedBefore, failedBefore, limit])
+        // A job goes with its events and with the records of what waited on it; each is one
+        // primary-key range. (Its own dependency records go when its dependencies do.)
+        let deleteJob = try self.db.cachedStatement(sql: "DELETE FROM jobs WHERE id = ?")
+        let deleteEvents = try self.db.cachedStatement(sql: "DELETE FROM job_events WHERE job_id = ?")
+        let deleteDependents = try self.db.cachedStatement(sql: "DELETE FROM job_dependencies WHERE depends_on = ?")
+        for id in ids {
+            try deleteJob.execute(arguments: [id])
+            try deleteEvents.execute(arguments: [id])
+            try deleteDependents.execute(arguments: [id])
+        }
+        let deleted = ids.count
         if deleted > 0 {
             try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [deleted])
         }
@@ -457,10 +528,23 @@ public struct StoreTransaction {
         try Int.fetchOne(self.db, sql: "SELECT count(*) FROM jobs WHERE ready = 1") ?? 0
     }
 
-    /// Every running job's lease, for rebuilding the lease table after a restart.
-    public func runningLeases() throws -> [(id: Int64, token: FencingToken, leaseMilliseconds: Int64)] {
-        try Row.fetchAll(self.db, sql: "SELECT id, lease_token, lease_ms FROM jobs WHERE state = 'running'").map {
-            (id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2])
+    /// A running job's lease, as a restart rebuilds the lease table and concurrency gate from it.
+    public struct RunningLease: Sendable {
+        public var id: Int64
+        public var token: FencingToken
+        public var leaseMilliseconds: Int64
+        public var queue: String
+        public var concurrencyKey: String?
+    }
+
+    /// Every running job's lease.
+    public func runningLeases() throws -> [RunningLease] {
+        try Row.fetchAll(
+            self.db, sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key FROM jobs WHERE state = 'running'"
+        ).map {
+            RunningLease(
+                id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2], queue: $0[3], concurrencyKey: $0[4]
+            )
         }
     }
 
@@ -491,15 +575,16 @@ public struct StoreTransaction {
 
     /// The durable high-water marks of the job id and token sequences, raised to any
     /// value already in use so that a store written before them still resumes past it.
-    public func sequenceReservations() throws -> (jobID: Int64, token: Int64) {
+    public func sequenceReservations() throws -> (jobID: Int64, token: Int64, event: Int64) {
         let row = try Row.fetchOne(
             self.db,
             sql: """
                 SELECT max((SELECT value FROM counters WHERE name = 'job_id'), coalesce((SELECT max(id) FROM jobs), 0)),
-                       max((SELECT value FROM counters WHERE name = 'token'), coalesce((SELECT max(lease_token) FROM jobs), 0))
+                       max((SELECT value FROM counters WHERE name = 'token'), coalesce((SELECT max(lease_token) FROM jobs), 0)),
+                       (SELECT value FROM counters WHERE name = 'event')
                 """
         )
-        return (row?[0] ?? 0, row?[1] ?? 0)
+        return (row?[0] ?? 0, row?[1] ?? 0, row?[2] ?? 0)
     }
 
     /// Records a new high-water mark for a sequence (`job_id` or `token`); it only grows.
@@ -514,13 +599,15 @@ public struct StoreTransaction {
     public enum Sequence: String, Sendable {
         case jobID = "job_id"
         case token
+        case event
     }
 }
 
 extension StoreTransaction {
-    /// The claim: one probe of the `jobs_ready` index.
+    /// The claim: a walk of the `jobs_ready` index from its best entry, which needs no
+    /// sort and no row reads (the index covers every column).
     public static let bestReadyJobSQL =
-        "SELECT id, priority FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id LIMIT 1"
+        "SELECT id, priority, concurrency_key FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id"
 
     /// Makes due jobs ready, walking `jobs_scheduled` (its predicate is repeated so that
     /// SQLite can use the partial index).
@@ -564,6 +651,7 @@ extension JobStore {
             backoff: BackoffPolicy(initialMilliseconds: row[8], factor: row[9], maximumMilliseconds: row[10]),
             leaseMilliseconds: row[11],
             uniqueKey: row[12],
+            concurrencyKey: row[24],
             checkpoint: row[13],
             progress: row[14],
             result: row[15],

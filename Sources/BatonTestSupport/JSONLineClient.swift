@@ -112,6 +112,8 @@ public struct ReplyObject: CustomStringConvertible {
     /// The error code of a failed reply.
     public var errorCode: String? { (self.fields["error"] as? [String: Any])?["code"] as? String }
     public var errorMessage: String? { (self.fields["error"] as? [String: Any])?["message"] as? String }
+    /// The job's state, as a refusal about one job reports it.
+    public var errorState: String? { (self.fields["error"] as? [String: Any])?["state"] as? String }
 
     public func int(_ key: String) -> Int? { self.fields[key] as? Int }
     public func string(_ key: String) -> String? { self.fields[key] as? String }

@@ -53,13 +53,13 @@ struct JobStoreTests {
             try tx.insert(self.newJob(priority: 1), id: low, now: 100)
             try tx.insert(self.newJob(priority: 9), id: high, now: 100)
             try tx.insert(self.newJob(priority: 99, runAt: 500), id: 3, now: 100)
-            #expect(try tx.bestReadyJob(queue: "q")?.id == high)
+            #expect(try tx.bestReadyJob(queue: "q", admits: { _ in true })?.id == high)
             _ = try tx.markClaimed(id: high, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, now: 100)
-            #expect(try tx.bestReadyJob(queue: "q")?.id == low)
+            #expect(try tx.bestReadyJob(queue: "q", admits: { _ in true })?.id == low)
             #expect(try tx.nextScheduledRunAt() == 500)
             #expect(try tx.promoteDueJobs(now: 499).isEmpty)
             #expect(try tx.promoteDueJobs(now: 500) == ["q"])
-            #expect(try tx.bestReadyJob(queue: "q")?.priority == 99)
+            #expect(try tx.bestReadyJob(queue: "q", admits: { _ in true })?.priority == 99)
         }
     }
 
@@ -152,7 +152,7 @@ struct WriteAheadLogTests {
         for round in 1...4_000 {
             try store.write { tx in
                 try tx.insert(job, id: Int64(round), now: 0)
-                if let ready = try tx.bestReadyJob(queue: "q") {
+                if let ready = try tx.bestReadyJob(queue: "q", admits: { _ in true }) {
                     _ = try tx.markClaimed(id: ready.id, token: FencingToken(rawValue: Int64(round)), leaseMilliseconds: nil, worker: nil, peer: nil, now: 0)
                     _ = try tx.markCompleted(id: ready.id, token: FencingToken(rawValue: Int64(round)), result: nil, now: 0)
                 }

@@ -19,7 +19,7 @@ struct CancelTests {
         #expect(job["finished_at"] as? Int != nil)
     }
 
-    @Test("a running job cancelled: its worker's next heartbeat, checkpoint or complete is refused with cancelled")
+    @Test("a running job cancelled: its worker's heartbeat and checkpoint are refused with cancelled, its complete as an invalid transition")
     func cancelRunning() throws {
         let server = try TestServer()
         let worker = try server.connect()
@@ -27,9 +27,15 @@ struct CancelTests {
         let id = try worker.enqueue(queue: "c", payload: 1)
         let claimed = try #require(try worker.claim(queues: ["c"]))
         #expect(try operator_.request(["op": "cancel", "job": id]).ok)
-        for (op, extra) in [("heartbeat", [String: Any]()), ("checkpoint", ["state": 1]), ("complete", [:])] {
+        for (op, extra) in [("heartbeat", [String: Any]()), ("checkpoint", ["state": 1])] {
             let refused = try worker.fenced(op, claimed, extra)
             #expect(refused.errorCode == "cancelled", "\(op): \(refused)")
+            #expect(refused.errorState == "cancelled")
+        }
+        for (op, extra) in [("complete", [String: Any]()), ("fail", ["error": "x"]), ("release", [:])] {
+            let refused = try worker.fenced(op, claimed, extra)
+            #expect(refused.errorCode == "invalid_transition", "\(op): \(refused)")
+            #expect(refused.errorState == "cancelled", "\(op): \(refused)")
         }
         #expect(try worker.get(id)["state"] as? String == "cancelled")
         #expect(try worker.get(id)["lease"] is NSNull)

@@ -1,0 +1,44 @@
+/// One entry of a job's audit trail: a state change, when it happened, and its particulars.
+///
+/// Heartbeats are not events: they change no state, and recording them would cost a write
+/// per heartbeat for nothing anyone asks about afterwards.
+public struct JobEvent: Hashable, Sendable {
+    public enum Kind: String, Hashable, Sendable, CaseIterable {
+        case enqueued
+        case claimed
+        case checkpointed
+        case completed
+        /// The worker reported a failure; `state` says whether the job will be retried.
+        case failed
+        /// The lease ran out; `state` says whether the job will be retried.
+        case expired
+        case released
+        case cancelled
+        case paused
+        case resumed
+        case retried
+    }
+
+    public var kind: Kind
+    /// Wall-clock milliseconds.
+    public var at: Int64
+    /// The state the job moved to.
+    public var state: JobState
+    /// The lease the change was made under: the new one for a claim.
+    public var token: FencingToken?
+    /// The process that claimed the job.
+    public var peerPID: Int32?
+    /// The worker's name for a claim; the error or the reason otherwise.
+    public var detail: String?
+
+    public init(
+        _ kind: Kind, at: Int64, state: JobState, token: FencingToken? = nil, peerPID: Int32? = nil, detail: String? = nil
+    ) {
+        self.kind = kind
+        self.at = at
+        self.state = state
+        self.token = token
+        self.peerPID = peerPID
+        self.detail = detail
+    }
+}
