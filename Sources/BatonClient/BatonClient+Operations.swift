@@ -123,6 +123,29 @@ extension BatonClient {
         _ = try await self.request("resume_queue", repeatable: true) { $0.member("queue", queue) }
     }
 
+    /// Caps how many jobs of `queue` run at once (`nil` removes the cap); claims take
+    /// nothing from the queue while it is at its limit. The setting survives restarts.
+    public func setQueueLimit(_ queue: String, maxRunning: Int?) async throws {
+        _ = try await self.request("set_queue", repeatable: true) { request in
+            request.member("queue", queue)
+            if let maxRunning { request.member("max_running", maxRunning) } else { request.member("max_running", rawJSON: nil) }
+        }
+    }
+
+    /// The job's audit trail, oldest first.
+    public func events(of id: Int64) async throws -> [JobEventInfo] {
+        let reply = try await self.request("events", repeatable: true) { $0.member("job", id) }
+        guard case .array(let items)? = reply["events"] else {
+            throw BatonConnectionError(.protocolViolation, "an events reply without events")
+        }
+        return try items.map { item in
+            guard case .object(let fields) = item else {
+                throw BatonConnectionError(.protocolViolation, "an event that is not an object")
+            }
+            return try JobEventInfo(fields)
+        }
+    }
+
     /// A page of jobs, newest first (or oldest first), optionally of one queue and state.
     ///
     /// - Parameter after: the `next` cursor of the previous page.
@@ -181,12 +204,20 @@ public struct EnqueueOptions: Sendable {
     public var leaseDuration: Duration?
     /// While an unfinished job of the queue has this key, enqueueing returns it instead.
     public var uniqueKey: String?
+    /// While a job holding this key runs, in any queue, this one waits.
+    public var concurrencyKey: String?
+    /// Jobs that must complete before this one may run; if one fails or is cancelled,
+    /// this one is cancelled.
+    public var after: [Int64]
 
     /// Options; each left `nil` takes the server's default.
     public init(
         priority: Int32? = nil, delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int? = nil,
-        backoff: BackoffPolicy? = nil, leaseDuration: Duration? = nil, uniqueKey: String? = nil
+        backoff: BackoffPolicy? = nil, leaseDuration: Duration? = nil, uniqueKey: String? = nil,
+        concurrencyKey: String? = nil, after: [Int64] = []
     ) {
+        self.concurrencyKey = concurrencyKey
+        self.after = after
         self.priority = priority
         self.delay = delay
         self.runAt = runAt
@@ -212,6 +243,13 @@ public struct EnqueueOptions: Sendable {
         }
         if let leaseDuration { request.member("lease_ms", leaseDuration.milliseconds) }
         if let uniqueKey { request.member("unique_key", uniqueKey) }
+        if let concurrencyKey { request.member("concurrency_key", concurrencyKey) }
+        if !self.after.isEmpty {
+            request.key("after")
+            request.beginArray()
+            for id in self.after { request.integer(id) }
+            request.endArray()
+        }
     }
 }
 
@@ -305,5 +343,34 @@ public struct JobInfo: Sendable {
     /// The result, decoded; `nil` when there is none.
     public func result<T: Decodable>(as type: T.Type) throws -> T? {
         try self.result?.decode(type)
+    }
+}
+
+/// One entry of a job's audit trail.
+public struct JobEventInfo: Hashable, Sendable {
+    /// What happened: `enqueued`, `claimed`, `checkpointed`, `completed`, `failed`,
+    /// `expired`, `released`, `cancelled`, `paused`, `resumed` or `retried`.
+    public var event: String
+    /// Wall-clock milliseconds.
+    public var at: Int64
+    /// The state the job moved to.
+    public var state: JobState
+    /// The lease the change was made under, or the one a claim granted.
+    public var token: Int64?
+    /// The process that claimed the job.
+    public var peerPID: Int64?
+    /// The worker's name (claims), the error (failures) or the reason (cancellations).
+    public var detail: String?
+
+    init(_ fields: [String: JSONValue]) throws {
+        self.event = try fields.string("event")
+        self.at = try fields.int64("at")
+        guard let state = JobState(rawValue: try fields.string("state")) else {
+            throw BatonConnectionError(.protocolViolation, "an event with an unknown state")
+        }
+        self.state = state
+        self.token = fields.optionalInt64("token")
+        self.peerPID = fields.optionalInt64("peer_pid")
+        self.detail = fields.optionalString("worker") ?? fields.optionalString("error") ?? fields.optionalString("reason")
     }
 }

@@ -210,8 +210,10 @@ public final class BatonClient: Sendable {
         }
         let message: String
         if case .string(let text)? = error["message"] { message = text } else { message = wire }
+        var state: JobState?
+        if case .string(let name)? = error["state"] { state = JobState(rawValue: name) }
         // A code this version does not know is treated as `internal`, as the protocol asks.
-        throw BatonError(BatonError.Code(wireValue: wire) ?? .internal, message)
+        throw BatonError(BatonError.Code(wireValue: wire) ?? .internal, message, state: state)
     }
 
     // MARK: The connection

@@ -28,6 +28,12 @@ struct Enqueue: AsyncParsableCommand {
     @Option(help: "Return the unfinished job with this key instead of adding another.")
     var uniqueKey: String?
 
+    @Option(help: "Never run while another job with this key runs.")
+    var concurrencyKey: String?
+
+    @Option(name: .customLong("after"), help: "A job that must complete first (repeatable).")
+    var after: [Int64] = []
+
     func run() async throws {
         let payload = try parseJSON(self.payload == "-" ? readStandardInput() : self.payload, what: "the payload")
         let options = EnqueueOptions(
@@ -35,7 +41,9 @@ struct Enqueue: AsyncParsableCommand {
             delay: self.delayMs.map { Duration.milliseconds($0) },
             maxAttempts: self.maxAttempts,
             leaseDuration: self.leaseMs.map { Duration.milliseconds($0) },
-            uniqueKey: self.uniqueKey
+            uniqueKey: self.uniqueKey,
+            concurrencyKey: self.concurrencyKey,
+            after: self.after
         )
         let result = try await self.connection.withClient { client in
             try await client.enqueue(queue: self.queue, payload: payload, options: options)

@@ -87,3 +87,30 @@ struct ResumeQueue: AsyncParsableCommand {
         try await self.connection.withClient { client in try await client.resumeQueue(self.queue) }
     }
 }
+
+struct SetQueue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set-queue", abstract: "Limit how many jobs of a queue run at once."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The queue.")
+    var queue: String
+
+    @Option(help: "The most jobs that may run at once.")
+    var maxRunning: Int?
+
+    @Flag(help: "Remove the queue's limit.")
+    var noLimit = false
+
+    func validate() throws {
+        guard (self.maxRunning == nil) == self.noLimit else {
+            throw ValidationError("Give either --max-running N or --no-limit.")
+        }
+    }
+
+    func run() async throws {
+        try await self.connection.withClient { client in try await client.setQueueLimit(self.queue, maxRunning: self.maxRunning) }
+    }
+}

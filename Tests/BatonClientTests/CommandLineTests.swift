@@ -85,6 +85,29 @@ struct CommandLineTests {
         #expect(try baton(["claim", "docs"] + socket).status == 0)
     }
 
+    @Test("set-queue limits a queue, enqueue takes a concurrency key, events shows the trail")
+    func limitsAndEvents() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        #expect(try baton(["set-queue", "llm", "--max-running", "1"] + socket).status == 0)
+        #expect(try baton(["set-queue", "llm"] + socket).status == 64, "a limit or --no-limit is required")
+        let first = try baton(["enqueue", "llm", "1", "--concurrency-key", "doc-1"] + socket)
+        let id = try #require(Int(first.output.trimmingCharacters(in: .whitespacesAndNewlines)))
+        _ = try baton(["enqueue", "llm", "2"] + socket)
+        _ = try baton(["enqueue", "follow-up", "3", "--after", "\(id)"] + socket)
+        #expect(try baton(["claim", "llm", "--worker", "cron"] + socket).status == 0)
+        #expect(try baton(["claim", "llm"] + socket).status == 2, "the limit holds the second job back")
+        #expect(try baton(["claim", "follow-up"] + socket).status == 2, "the follow-up waits for the first job")
+        #expect(try baton(["set-queue", "llm", "--no-limit"] + socket).status == 0)
+        #expect(try baton(["claim", "llm"] + socket).status == 0)
+        let events = try baton(["events", "\(id)"] + socket)
+        #expect(events.status == 0, "\(events.errors)")
+        let lines = events.output.split(separator: "\n")
+        #expect(lines.count == 2)
+        #expect(lines.first?.contains("enqueued") == true)
+        #expect(lines.last?.contains("claimed") == true && lines.last?.contains("cron") == true, "\(events.output)")
+    }
+
     @Test("stats prints a table; BATON_SOCKET names the socket")
     func statsTable() throws {
         let server = try TestServer()
