@@ -31,6 +31,8 @@ final class RequestHandler: ChannelDuplexHandler {
     /// Set when the server is stopping or the client has finished sending: close as soon
     /// as nothing is left to answer.
     private var closeWhenAnswered = false
+    /// Set once a line over the limit was refused: nothing more is read from this client.
+    private var hangingUp = false
     private var context: ChannelHandlerContext?
 
     init(authority: Authority, decoder: RequestDecoder, connection: ConnectionIdentity, maximumInFlight: Int, logger: Logger) {
@@ -56,7 +58,13 @@ final class RequestHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !self.hangingUp else { return }
         let line = self.unwrapInboundIn(data)
+        // The framer's buffer limit only trips on a line still incomplete after a read; a
+        // longer line that arrives whole in one read is caught here.
+        guard line.readableBytes <= self.decoder.limits.maximumLineBytes else {
+            return self.refuseOversizedLine(context: context)
+        }
         let decoded = line.withUnsafeReadableBytes { raw in
             Result { () throws(RequestDecoder.Rejection) in
                 try self.decoder.decode(raw.bindMemory(to: UInt8.self))
@@ -110,12 +118,7 @@ final class RequestHandler: ChannelDuplexHandler {
         self.submitDecoded()
         switch error {
         case is ByteToMessageDecoderError.PayloadTooLargeError:
-            // The rest of the line cannot be skipped reliably: answer, then hang up.
-            let message = "line longer than \(self.decoder.limits.maximumLineBytes) bytes; the connection is closed"
-            let reply = Reply.failure(id: nil, BatonError(.badRequest, message))
-            context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: reply))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
-            }
+            self.refuseOversizedLine(context: context)
         case is NIOExtrasErrors.LeftOverBytesError:
             // The client stopped sending in the middle of a line: that line has no answer,
             // but replies already written still go out.
@@ -127,8 +130,25 @@ final class RequestHandler: ChannelDuplexHandler {
         }
     }
 
+    /// The rest of an oversized line cannot be skipped reliably: answer, then hang up.
+    /// Requests read before it are still answered before the connection closes.
+    private func refuseOversizedLine(context: ChannelHandlerContext) {
+        guard !self.hangingUp else { return }
+        self.hangingUp = true
+        self.submitDecoded()
+        let message = "line longer than \(self.decoder.limits.maximumLineBytes) bytes; the connection is closed"
+        self.write(Reply.failure(id: nil, BatonError(.badRequest, message)), to: context)
+        self.closeWhenAnswered = true
+        if self.inFlight == 0 {
+            context.flush()
+            context.close(promise: nil)
+        }
+    }
+
     func read(context: ChannelHandlerContext) {
-        if self.inFlight >= self.maximumInFlight {
+        if self.hangingUp {
+            return
+        } else if self.inFlight >= self.maximumInFlight {
             self.readPending = true
         } else {
             context.read()
