@@ -119,7 +119,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        .testTarget(name: "BatondTests", dependencies: ["BatonTestSupport", "batond"]),
+        .testTarget(name: "BatondTests", dependencies: ["BatonProtocol", "BatonTestSupport", "batond"]),
         .testTarget(
             name: "BatonClientTests",
             dependencies: [
