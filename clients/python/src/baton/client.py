@@ -1,0 +1,235 @@
+"""The client: every op of the Baton protocol (protocol/PROTOCOL.md) as a method."""
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List, Optional
+
+from .connection import Connection
+from .errors import BatonError, ConnectionLost
+
+DEFAULT_SOCKET = os.path.join("baton-data", "baton.sock")
+
+
+class _Null:
+    """An explicit JSON null among ``Client.request``'s fields, which otherwise leave out None."""
+
+    def __repr__(self) -> str:
+        return "NULL"
+
+
+NULL: Any = _Null()
+
+# Ops that may be sent again when the connection drops before their reply: applying them
+# twice changes nothing (a repeated `complete` with the same token is answered `ok` again).
+REPEATABLE = frozenset(
+    {"hello", "get", "list", "stats", "events", "heartbeat", "checkpoint", "complete", "pause_queue", "resume_queue", "set_queue"}
+)
+
+
+@dataclass
+class Enqueued:
+    job: int
+    duplicate: bool
+
+
+@dataclass
+class Lease:
+    """A claimed job and the lease it is held under; pass it back to heartbeat and finish it."""
+
+    id: int
+    queue: str
+    payload: Any
+    attempt: int
+    max_attempts: int
+    token: int
+    lease_ms: int
+    lease_expires_at: int
+    checkpoint: Any
+    progress: Any
+
+    @classmethod
+    def from_reply(cls, job: Dict[str, Any]) -> "Lease":
+        return cls(**{name: job.get(name) for name in cls.__dataclass_fields__})
+
+
+class Client:
+    """A connection to batond, shared safely between threads.
+
+    ``socket_path`` defaults to ``$BATON_SOCKET``, else ``baton-data/baton.sock``. When
+    batond restarts, the next request reconnects (trying for up to ``reconnect_timeout``
+    seconds); a request whose reply was lost is sent again only if repeating it is
+    harmless, otherwise it raises ``ConnectionLost``.
+    """
+
+    def __init__(
+        self, socket_path: Optional[str] = None, *, timeout: float = 30.0, reconnect_timeout: float = 30.0
+    ) -> None:
+        self.socket_path = socket_path or os.environ.get("BATON_SOCKET") or DEFAULT_SOCKET
+        self.timeout = timeout
+        self.reconnect_timeout = reconnect_timeout
+        self._connection: Optional[Connection] = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+
+    # The transport
+
+    def request(self, op: str, **fields: Any) -> Dict[str, Any]:
+        """Sends one request and returns its successful reply; raises ``BatonError`` when
+        batond refuses it. Fields given as ``None`` are left out; ``NULL`` sends a JSON null."""
+        message = {"op": op}
+        for name, value in fields.items():
+            if value is not None:
+                message[name] = None if value is NULL else value
+        wait = (message.get("wait_ms") or 0) / 1000
+        deadline = time.monotonic() + self.reconnect_timeout
+        while True:
+            connection = self._connect(deadline)
+            try:
+                reply = connection.request(message, self.timeout + wait)
+                break
+            except ConnectionLost:
+                if op not in REPEATABLE or time.monotonic() > deadline or self._closed:
+                    raise
+        if not reply["ok"]:
+            error = reply.get("error") or {}
+            raise BatonError(str(error.get("code", "internal")), str(error.get("message", "")), error.get("state"))
+        return reply
+
+    def _connect(self, deadline: float) -> Connection:
+        with self._lock:
+            if self._closed:
+                raise ConnectionLost("the client is closed")
+            if self._connection is not None and self._connection.is_open:
+                return self._connection
+            delay = 0.05
+            while True:
+                try:
+                    self._connection = Connection(self.socket_path)
+                    return self._connection
+                except ConnectionLost:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+
+    # Producing
+
+    def hello(self, client: Optional[str] = None) -> Dict[str, Any]:
+        return self.request("hello", client=client)
+
+    def enqueue(
+        self,
+        queue: str,
+        payload: Any = None,
+        *,
+        priority: Optional[int] = None,
+        delay_ms: Optional[int] = None,
+        run_at: Optional[int] = None,
+        max_attempts: Optional[int] = None,
+        backoff: Optional[Dict[str, Any]] = None,
+        lease_ms: Optional[int] = None,
+        unique_key: Optional[str] = None,
+        concurrency_key: Optional[str] = None,
+        after: Optional[Iterable[int]] = None,
+    ) -> Enqueued:
+        reply = self.request(
+            "enqueue", queue=queue, payload=NULL if payload is None else payload, priority=priority, delay_ms=delay_ms, run_at=run_at,
+            max_attempts=max_attempts, backoff=backoff, lease_ms=lease_ms, unique_key=unique_key,
+            concurrency_key=concurrency_key, after=list(after) if after else None,
+        )
+        return Enqueued(reply["job"], reply["duplicate"])
+
+    def enqueue_batch(self, jobs: List[Dict[str, Any]]) -> List[Enqueued]:
+        """Enqueues jobs (each a dict of ``enqueue``'s arguments, with ``queue`` and
+        ``payload``) in one commit, all or nothing."""
+        reply = self.request("enqueue_batch", jobs=jobs)
+        return [Enqueued(item["job"], item["duplicate"]) for item in reply["jobs"]]
+
+    # Working
+
+    def claim(
+        self, queues: Iterable[str], *, worker: Optional[str] = None, lease_ms: Optional[int] = None, wait_ms: int = 0
+    ) -> Optional[Lease]:
+        """Leases the best ready job of ``queues``, waiting up to ``wait_ms`` for one."""
+        reply = self.request("claim", queues=list(queues), worker=worker, lease_ms=lease_ms, wait_ms=wait_ms or None)
+        return Lease.from_reply(reply["job"]) if reply["job"] is not None else None
+
+    def heartbeat(self, lease: Lease, *, lease_ms: Optional[int] = None, progress: Optional[Dict[str, Any]] = None) -> int:
+        """Renews the lease; returns its new expiry (wall-clock ms)."""
+        return self.request("heartbeat", job=lease.id, token=lease.token, lease_ms=lease_ms, progress=progress)["lease_expires_at"]
+
+    def checkpoint(self, lease: Lease, state: Any, *, progress: Optional[Dict[str, Any]] = None) -> int:
+        """Stores ``state`` durably; the next attempt after a failure resumes from it."""
+        return self.request("checkpoint", job=lease.id, token=lease.token, state=state, progress=progress)["lease_expires_at"]
+
+    def complete(self, lease: Lease, result: Any = None, *, enqueue: Optional[List[Dict[str, Any]]] = None) -> List[Enqueued]:
+        """Finishes the job; ``enqueue`` follow-ups commit with it, all or nothing."""
+        reply = self.request("complete", job=lease.id, token=lease.token, result=result, enqueue=enqueue)
+        return [Enqueued(item["job"], item["duplicate"]) for item in reply.get("jobs", [])]
+
+    def fail(self, lease: Lease, error: str, *, retry: bool = True, retry_in_ms: Optional[int] = None) -> str:
+        """Ends the attempt unsuccessfully; returns the job's state (retrying or failed)."""
+        return self.request(
+            "fail", job=lease.id, token=lease.token, error=error, retry=None if retry else False, retry_in_ms=retry_in_ms
+        )["state"]
+
+    def release(self, lease: Lease, *, delay_ms: Optional[int] = None) -> None:
+        """Gives the job back without spending its attempt."""
+        self.request("release", job=lease.id, token=lease.token, delay_ms=delay_ms)
+
+    # Watching and controlling
+
+    def get(self, job: int) -> Dict[str, Any]:
+        return self.request("get", job=job)["job"]
+
+    def list(
+        self, *, queue: Optional[str] = None, state: Optional[str] = None, limit: Optional[int] = None,
+        after: Optional[int] = None, oldest_first: bool = False,
+    ) -> Dict[str, Any]:
+        """A page of jobs: ``{"jobs": [...], "next": cursor or None}``."""
+        reply = self.request(
+            "list", queue=queue, state=state, limit=limit, after=after, order="oldest" if oldest_first else None
+        )
+        return {"jobs": reply["jobs"], "next": reply["next"]}
+
+    def stats(self) -> Dict[str, Any]:
+        reply = self.request("stats")
+        return {key: value for key, value in reply.items() if key not in ("id", "ok")}
+
+    def events(self, job: int) -> List[Dict[str, Any]]:
+        return self.request("events", job=job)["events"]
+
+    def cancel(self, job: int, reason: Optional[str] = None) -> None:
+        self.request("cancel", job=job, reason=reason)
+
+    def pause(self, job: int) -> None:
+        self.request("pause", job=job)
+
+    def resume(self, job: int) -> None:
+        self.request("resume", job=job)
+
+    def retry(self, job: int) -> None:
+        self.request("retry", job=job)
+
+    def pause_queue(self, queue: str) -> None:
+        self.request("pause_queue", queue=queue)
+
+    def resume_queue(self, queue: str) -> None:
+        self.request("resume_queue", queue=queue)
+
+    def set_queue(self, queue: str, max_running: Optional[int]) -> None:
+        """Caps the queue's running jobs; ``None`` removes the cap."""
+        self.request("set_queue", queue=queue, max_running=NULL if max_running is None else max_running)

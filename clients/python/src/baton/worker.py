@@ -1,0 +1,223 @@
+"""A worker: claims jobs, runs a handler on each, heartbeats while it runs, and finishes
+the job by what the handler did."""
+import logging
+import signal
+import threading
+import time
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from .client import Client, Lease
+from .errors import LEASE_ENDING_CODES, BatonError, ConnectionLost
+
+log = logging.getLogger("baton.worker")
+
+
+class Stopped(Exception):
+    """Raised in a handler (by ``JobContext.raise_if_stopping``) when it must stop: its
+    lease was lost, the job was cancelled or paused, or the worker is shutting down."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"stop working on this job: {reason}")
+        self.reason = reason
+
+
+class PermanentFailure(Exception):
+    """Raise it from a handler to fail the job for good, without retries."""
+
+
+class JobContext:
+    """What a handler gets: the job, its last checkpoint, and ways to report on it."""
+
+    def __init__(self, client: Client, lease: Lease) -> None:
+        self.lease = lease
+        self.payload = lease.payload
+        self.checkpoint = lease.checkpoint
+        self.attempt = lease.attempt
+        #: Set when the handler should stop; ``stop_reason`` says why.
+        self.stopping = threading.Event()
+        self.stop_reason: Optional[str] = None
+        self._client = client
+        self._progress: Optional[Dict[str, Any]] = None
+        self._lock = threading.Lock()
+
+    def save_checkpoint(self, state: Any, percent: Optional[float] = None, message: Optional[str] = None) -> None:
+        """Stores ``state`` durably: a retry of this job starts from it."""
+        self.raise_if_stopping()
+        progress = _progress(percent, message)
+        try:
+            self._client.checkpoint(self.lease, state, progress=progress)
+        except BatonError as error:
+            if error.code in LEASE_ENDING_CODES:
+                self.stop(error.code)
+                raise Stopped(error.code) from error
+            raise
+        self.checkpoint = state
+
+    def report_progress(self, percent: float, message: Optional[str] = None) -> None:
+        """Progress to send with the next heartbeat (shown by ``get`` and ``list``)."""
+        with self._lock:
+            self._progress = _progress(percent, message)
+
+    def raise_if_stopping(self) -> None:
+        if self.stopping.is_set():
+            raise Stopped(self.stop_reason or "stopping")
+
+    def stop(self, reason: str) -> None:
+        with self._lock:
+            if self.stop_reason is None:
+                self.stop_reason = reason
+        self.stopping.set()
+
+    def _take_progress(self) -> Optional[Dict[str, Any]]:
+        with self._lock:
+            progress, self._progress = self._progress, None
+            return progress
+
+
+def _progress(percent: Optional[float], message: Optional[str]) -> Optional[Dict[str, Any]]:
+    if percent is None:
+        return None
+    return {"percent": percent, **({"message": message} if message is not None else {})}
+
+
+Handler = Callable[[JobContext], Any]
+
+
+class Worker:
+    """Runs ``handler`` on jobs of ``queues``, up to ``concurrency`` at a time.
+
+    The handler's return value completes the job; an exception fails the attempt (it is
+    retried by the job's rules), ``PermanentFailure`` fails it for good. While it runs,
+    the worker heartbeats at a third of the lease. When the lease is lost, or the job is
+    cancelled or paused, ``context.stopping`` is set and its result is not reported.
+
+    ``run()`` blocks until ``stop()`` or SIGTERM/SIGINT: then no more jobs are claimed,
+    running handlers are asked to stop and given ``shutdown_grace`` seconds, and any job
+    still unfinished is released (its attempt is not spent).
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        queues: Iterable[str],
+        handler: Handler,
+        *,
+        concurrency: int = 1,
+        name: Optional[str] = None,
+        lease_ms: Optional[int] = None,
+        shutdown_grace: float = 10.0,
+        poll_ms: int = 1000,
+    ) -> None:
+        self.client = client
+        self.queues = list(queues)
+        self.handler = handler
+        self.concurrency = concurrency
+        self.name = name
+        self.lease_ms = lease_ms
+        self.shutdown_grace = shutdown_grace
+        self.poll_ms = poll_ms
+        self._stopping = threading.Event()
+        self._active: Dict[int, JobContext] = {}
+        self._renewed: Dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self, install_signal_handlers: bool = True) -> None:
+        if install_signal_handlers:
+            self._install_signal_handlers()
+        slots = [threading.Thread(target=self._slot, name=f"baton-slot-{n}", daemon=True) for n in range(self.concurrency)]
+        beats = threading.Thread(target=self._heartbeats, name="baton-heartbeats", daemon=True)
+        for thread in slots + [beats]:
+            thread.start()
+        self._stopping.wait()
+        with self._lock:
+            running = list(self._active.values())
+        for context in running:
+            context.stop("shutdown")
+        deadline = time.monotonic() + self.shutdown_grace
+        for thread in slots:
+            thread.join(max(deadline - time.monotonic(), 0))
+        with self._lock:
+            abandoned = list(self._active.values())
+            self._active.clear()
+        for context in abandoned:
+            # The handler did not stop in time: give the job back for another worker.
+            self._finish(lambda lease=context.lease: self.client.release(lease))
+        beats.join(1)
+
+    def _install_signal_handlers(self) -> None:
+        try:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: self.stop())
+        except ValueError:
+            pass  # not the main thread: the caller stops the worker itself
+
+    def _slot(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                lease = self.client.claim(self.queues, worker=self.name, lease_ms=self.lease_ms, wait_ms=self.poll_ms)
+            except (ConnectionLost, TimeoutError) as error:
+                log.warning("claim failed, retrying: %s", error)
+                self._stopping.wait(0.5)
+                continue
+            if lease is None:
+                continue
+            if self._stopping.is_set():
+                self._finish(lambda: self.client.release(lease))
+                return
+            self._work(JobContext(self.client, lease))
+
+    def _work(self, context: JobContext) -> None:
+        lease = context.lease
+        with self._lock:
+            self._active[lease.id] = context
+            self._renewed[lease.id] = time.monotonic()
+        try:
+            result = self.handler(context)
+            outcome: Callable[[], Any] = lambda: self.client.complete(lease, result)
+        except Stopped as stopped:
+            outcome = (lambda: self.client.release(lease)) if stopped.reason == "shutdown" else (lambda: None)
+        except PermanentFailure as error:
+            reason = str(error) or type(error).__name__
+            outcome = lambda: self.client.fail(lease, reason, retry=False)
+        except Exception as error:  # a handler's failure fails the attempt, never the worker
+            reason = str(error) or type(error).__name__
+            log.info("job %s failed: %s", lease.id, reason)
+            outcome = lambda: self.client.fail(lease, reason)
+        with self._lock:
+            owned = self._active.pop(lease.id, None) is context
+            self._renewed.pop(lease.id, None)
+        if owned and context.stop_reason in (None, "shutdown"):
+            self._finish(outcome)
+
+    def _finish(self, outcome: Callable[[], Any]) -> None:
+        try:
+            outcome()
+        except BatonError as error:
+            log.warning("batond refused the outcome: %s", error)
+        except (ConnectionLost, TimeoutError) as error:
+            log.warning("could not report the outcome: %s", error)
+
+    def _heartbeats(self) -> None:
+        while not (self._stopping.is_set() and not self._active):
+            now = time.monotonic()
+            with self._lock:
+                due: List[JobContext] = [
+                    context for job, context in self._active.items()
+                    if now - self._renewed.get(job, now) >= context.lease.lease_ms / 3000
+                ]
+            for context in due:
+                try:
+                    self.client.heartbeat(context.lease, progress=context._take_progress())
+                    with self._lock:
+                        if context.lease.id in self._renewed:
+                            self._renewed[context.lease.id] = time.monotonic()
+                except BatonError as error:
+                    if error.code in LEASE_ENDING_CODES:
+                        log.info("job %s: %s; its handler is told to stop", context.lease.id, error)
+                        context.stop(error.code)
+                except (ConnectionLost, TimeoutError) as error:
+                    log.warning("heartbeat for job %s failed, retrying: %s", context.lease.id, error)
+            time.sleep(0.05)

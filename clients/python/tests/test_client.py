@@ -1,0 +1,128 @@
+import os
+import socket
+import tempfile
+import threading
+import time
+
+import pytest
+
+from baton import BatonError, Client, ConnectionLost, ProtocolError
+
+
+def test_a_job_from_enqueue_to_completion(client):
+    enqueued = client.enqueue("docs", {"file": "a.pdf"}, priority=3, unique_key="a.pdf")
+    assert not enqueued.duplicate
+    assert client.enqueue("docs", {"file": "a.pdf"}, unique_key="a.pdf").job == enqueued.job
+    lease = client.claim(["docs"], worker="py-test")
+    assert lease is not None and lease.id == enqueued.job and lease.payload == {"file": "a.pdf"}
+    assert client.heartbeat(lease, progress={"percent": 10}) > time.time() * 1000
+    client.checkpoint(lease, {"stage": "parsed"})
+    follow_ups = client.complete(lease, {"pages": 3}, enqueue=[{"queue": "embed", "payload": enqueued.job}])
+    job = client.get(enqueued.job)
+    assert job["state"] == "completed" and job["result"] == {"pages": 3} and job["checkpoint"] == {"stage": "parsed"}
+    assert client.get(follow_ups[0].job)["queue"] == "embed"
+    assert [event["event"] for event in client.events(enqueued.job)] == ["enqueued", "claimed", "checkpointed", "completed"]
+
+
+def test_refusals_carry_the_code_and_the_jobs_state(client):
+    job = client.enqueue("q", None, lease_ms=100, backoff={"initial_ms": 0, "max_ms": 0}).job
+    stale = client.claim(["q"])
+    time.sleep(0.3)
+    fresh = client.claim(["q"], wait_ms=2000)
+    assert fresh is not None and fresh.token > stale.token
+    with pytest.raises(BatonError) as refused:
+        client.complete(stale)
+    assert refused.value.code == "lease_lost" and refused.value.state == "running"
+    with pytest.raises(BatonError) as missing:
+        client.get(999_999)
+    assert missing.value.code == "not_found"
+    assert client.get(job)["payload"] is None
+
+
+def test_job_and_queue_control(client):
+    first = client.enqueue("ctl", 1, max_attempts=1).job
+    second = client.enqueue("ctl", 2).job
+    batch = client.enqueue_batch([{"queue": "other", "payload": 3}, {"queue": "other", "payload": 4}])
+    assert len(batch) == 2
+    client.pause(second)
+    client.set_queue("ctl", 1)
+    lease = client.claim(["ctl"])
+    assert lease.id == first
+    assert client.claim(["ctl"]) is None
+    assert client.fail(lease, "bad input") == "failed"
+    client.retry(first)
+    client.cancel(first, reason="not needed")
+    client.resume(second)
+    client.pause_queue("ctl")
+    assert client.claim(["ctl"]) is None
+    client.resume_queue("ctl")
+    client.set_queue("ctl", None)
+    again = client.claim(["ctl"])
+    assert again.id == second
+    client.release(again)
+    stats = client.stats()
+    assert stats["queues"]["ctl"]["queued"] == 1 and stats["queues"]["ctl"]["cancelled"] == 1
+    page = client.list(queue="other", limit=1, oldest_first=True)
+    assert [job["payload"] for job in page["jobs"]] == [3] and page["next"] is not None
+    assert client.hello("pytest")["protocol"] == 1
+
+
+def test_a_waiting_claim_does_not_hold_up_other_threads(client):
+    result = {}
+    waiting = threading.Thread(target=lambda: result.setdefault("lease", client.claim(["later"], wait_ms=10_000)))
+    waiting.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    job = client.enqueue("later", "now").job
+    assert time.monotonic() - started < 5, "the enqueue went out while the claim waited"
+    waiting.join(10)
+    assert result["lease"].id == job
+
+
+def test_the_client_reconnects_when_batond_restarts(batond, client):
+    job = client.enqueue("restart", 1).job
+    batond.stop()
+    batond.start()
+    assert client.get(job)["state"] == "queued"
+    assert client.claim(["restart"]).id == job
+
+
+def test_with_batond_down_a_request_fails_once_the_reconnect_time_is_up(batond, client):
+    client.stats()
+    batond.stop()
+    with pytest.raises(ConnectionLost):
+        Client(batond.socket_path, reconnect_timeout=0.2).enqueue("q", 1)
+
+
+def fake_server(behaviour):
+    directory = tempfile.mkdtemp(prefix="baton-fake-")
+    path = os.path.join(directory, "fake.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        behaviour(connection)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return path
+
+
+def test_a_reply_that_is_not_json_is_a_clear_error_not_a_hang():
+    path = fake_server(lambda connection: connection.sendall(b"<html>surprise</html>\n"))
+    with pytest.raises(ProtocolError, match="not JSON"):
+        Client(path, timeout=5).stats()
+
+
+def test_a_reply_to_no_request_is_a_clear_error():
+    path = fake_server(lambda connection: connection.sendall(b'{"id":424242,"ok":true}\n'))
+    with pytest.raises(ProtocolError, match="no request"):
+        Client(path, timeout=5).stats()
+
+
+def test_a_server_that_never_answers_times_out():
+    path = fake_server(lambda connection: time.sleep(5))
+    with pytest.raises(TimeoutError):
+        Client(path, timeout=0.5).stats()

@@ -1,0 +1,160 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+from baton import Client, PermanentFailure, Worker
+
+
+def eventually(condition, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def run_in_background(worker):
+    thread = threading.Thread(target=worker.run, kwargs={"install_signal_handlers": False}, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_results_complete_exceptions_retry_from_the_checkpoint_and_permanent_failures_fail(client):
+    ok = client.enqueue("work", {"n": 2}).job
+    flaky = client.enqueue("work", {"flaky": True}, backoff={"initial_ms": 0, "max_ms": 0}).job
+    hopeless = client.enqueue("work", {"hopeless": True}).job
+    seen_checkpoints = []
+
+    def handler(job):
+        if job.payload.get("flaky"):
+            seen_checkpoints.append(job.checkpoint)
+            if job.attempt == 1:
+                job.save_checkpoint({"stage": "extracted"}, percent=50)
+                raise RuntimeError("embedding API timed out")
+            return "second time lucky"
+        if job.payload.get("hopeless"):
+            raise PermanentFailure("unreadable file")
+        return job.payload["n"] * 21
+
+    worker = Worker(client, ["work"], handler, concurrency=2, poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: all(client.get(job)["state"] in ("completed", "failed") for job in (ok, flaky, hopeless)))
+    worker.stop()
+    thread.join(10)
+    assert client.get(ok)["result"] == 42
+    assert client.get(flaky)["result"] == "second time lucky"
+    assert seen_checkpoints == [None, {"stage": "extracted"}], "the retry resumed from the checkpoint"
+    failed = client.get(hopeless)
+    assert failed["state"] == "failed" and failed["last_error"] == "unreadable file" and failed["attempts"] == 1
+
+
+def test_a_cancelled_job_tells_its_handler_to_stop_and_its_result_is_not_reported(client):
+    job = client.enqueue("long", None, lease_ms=600).job
+    stopped = threading.Event()
+
+    def handler(context):
+        context.stopping.wait(20)
+        stopped.set()
+        return "too late"
+
+    worker = Worker(client, ["long"], handler, poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: client.get(job)["state"] == "running")
+    client.cancel(job, reason="wrong file")
+    assert stopped.wait(10), "the handler was told within a heartbeat"
+    worker.stop()
+    thread.join(10)
+    cancelled = client.get(job)
+    assert cancelled["state"] == "cancelled" and cancelled["result"] is None
+
+
+def test_heartbeats_keep_a_long_job_alive_past_its_lease(client):
+    job = client.enqueue("slow", None, lease_ms=300).job
+
+    def handler(context):
+        time.sleep(1.2)
+        context.report_progress(100, "done")
+        return "finished"
+
+    worker = Worker(client, ["slow"], handler, poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: client.get(job)["state"] == "completed")
+    worker.stop()
+    thread.join(10)
+    assert client.get(job)["attempts"] == 1, "the lease never expired"
+
+
+def test_the_worker_carries_on_when_batond_restarts(batond, client):
+    first = client.enqueue("steady", 1).job
+    done = []
+
+    def handler(context):
+        done.append(context.payload)
+        return context.payload
+
+    worker = Worker(client, ["steady"], handler, poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: client.get(first)["state"] == "completed")
+    batond.stop()
+    batond.start()
+    second = client.enqueue("steady", 2).job
+    assert eventually(lambda: client.get(second)["state"] == "completed")
+    worker.stop()
+    thread.join(10)
+    assert done == [1, 2]
+
+
+WORKER_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, sys.argv[2])
+    from baton import Client, Worker
+
+    def handler(job):
+        print("started", flush=True)
+        job.stopping.wait(60)
+        job.raise_if_stopping()
+
+    Worker(Client(sys.argv[1]), ["shutdown"], handler, poll_ms=200).run()
+    """
+)
+
+
+def test_sigterm_stops_the_worker_and_releases_its_job_without_spending_the_attempt(batond, client):
+    job = client.enqueue("shutdown", None).job
+    source = os.path.join(os.path.dirname(__file__), "..", "src")
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKER_SCRIPT, batond.socket_path, source], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "started"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+    released = client.get(job)
+    assert released["state"] == "queued" and released["attempts"] == 0
+
+
+def test_the_readme_worker_runs_as_written(batond, client):
+    import re
+
+    readme = (os.path.dirname(__file__) + "/../README.md")
+    code = re.search(r"## A worker\n\n```python\n(.*?)```", open(readme).read(), re.S).group(1)
+    assert len(code.splitlines()) < 30
+    source = os.path.join(os.path.dirname(__file__), "..", "src")
+    environment = {**os.environ, "BATON_SOCKET": batond.socket_path, "PYTHONPATH": source}
+    process = subprocess.Popen([sys.executable, "-c", code], env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        assert eventually(lambda: client.stats()["queues"].get("embed", {}).get("completed") == 1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, process.stderr.read()
+    finally:
+        process.kill()
+    job = client.list(queue="embed")["jobs"][0]
+    assert job["result"] == {"vectors": 12} and job["checkpoint"] == {"stage": "chunked"}
