@@ -5,13 +5,18 @@ transport (how to open a connection, send a line, read a reply), this module sup
 steps, the placeholders and the matching.
 """
 import json
+import os
 import pathlib
 import re
+import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol
 
-VECTORS = pathlib.Path(__file__).resolve().parent / "vectors"
+HERE = pathlib.Path(__file__).resolve().parent
+VECTORS = HERE / "vectors"
+BATOND = os.environ.get("BATOND", str(HERE.parent / ".build" / "debug" / "batond"))
 REPLY_TIMEOUT = 10.0
 
 _STEP = re.compile(r"^(?:([a-z]+))?([<>]) (.*)$")
@@ -96,6 +101,38 @@ def match(expected: Any, actual: Any, captured: Dict[str, Any], where: str) -> N
             match(want, got, captured, f"{where}[{index}]")
         return
     assert expected == actual and type(expected) is type(actual), f"{where}: {actual!r}, expected {expected!r}"
+
+
+class Batond:
+    """A real batond on a private socket and store, for tests; it may be restarted.
+
+    ``$BATOND`` names the binary (default: the repository's debug build).
+    """
+
+    def __init__(self, flags: Optional[List[str]] = None) -> None:
+        self.directory = tempfile.mkdtemp(prefix="baton-test-")
+        self.socket_path = os.path.join(self.directory, "b.sock")
+        self.flags = flags or []
+        self.process: Optional[subprocess.Popen] = None
+        self.start()
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [BATOND, "--socket", self.socket_path, "--store", os.path.join(self.directory, "store.sqlite"), *self.flags],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 20
+        while not os.path.exists(self.socket_path):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                raise RuntimeError("batond did not start: " + self.process.stderr.read().decode())
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            assert self.process.wait(timeout=20) == 0, "batond did not stop cleanly"
 
 
 class Connection(Protocol):

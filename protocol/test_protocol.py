@@ -5,13 +5,9 @@ This keeps PROTOCOL.md, the schemas, the vectors and the server saying the same 
 Run with pytest; BATOND names the binary (default: the debug build).
 """
 import json
-import os
 import pathlib
 import socket
-import subprocess
 import sys
-import tempfile
-import time
 
 import jsonschema
 import pytest
@@ -20,25 +16,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import conformance  # noqa: E402
 
-BATOND = os.environ.get("BATOND", str(HERE.parent / ".build" / "debug" / "batond"))
 SCHEMAS = {path.name: json.loads(path.read_text()) for path in (HERE / "schema").glob("*.json")}
-
-
-def start_batond(flags):
-    directory = tempfile.mkdtemp(prefix="baton-protocol-")
-    socket_path = os.path.join(directory, "b.sock")
-    process = subprocess.Popen(
-        [BATOND, "--socket", socket_path, "--store", os.path.join(directory, "store.sqlite"), *flags],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 20
-    while not os.path.exists(socket_path):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("batond did not start: " + process.stderr.read().decode())
-        time.sleep(0.02)
-    return process, socket_path
 
 
 class SocketConnection:
@@ -104,9 +82,8 @@ class _Anything(dict):
 
 @pytest.mark.parametrize("vector", conformance.all_vectors(), ids=lambda vector: vector.name)
 def test_vector(vector):
-    process, socket_path = start_batond(vector.flags)
+    server = conformance.Batond(vector.flags)
     try:
-        conformance.replay(vector, lambda: SocketConnection(socket_path), check=check_schemas)
+        conformance.replay(vector, lambda: SocketConnection(server.socket_path), check=check_schemas)
     finally:
-        process.terminate()
-        assert process.wait(timeout=20) == 0, "batond did not stop cleanly"
+        server.stop()

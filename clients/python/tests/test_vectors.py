@@ -1,7 +1,7 @@
 """Replays the protocol's conformance vectors through this client's own line channel."""
 import conformance
 import pytest
-from conftest import Batond
+from conformance import Batond
 
 from baton import LineChannel
 

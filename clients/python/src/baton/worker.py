@@ -177,20 +177,25 @@ class Worker:
         try:
             result = self.handler(context)
             outcome: Callable[[], Any] = lambda: self.client.complete(lease, result)
-        except Stopped as stopped:
-            outcome = (lambda: self.client.release(lease)) if stopped.reason == "shutdown" else (lambda: None)
-        except PermanentFailure as error:
-            reason = str(error) or type(error).__name__
-            outcome = lambda: self.client.fail(lease, reason, retry=False)
-        except Exception as error:  # a handler's failure fails the attempt, never the worker
-            reason = str(error) or type(error).__name__
-            log.info("job %s failed: %s", lease.id, reason)
-            outcome = lambda: self.client.fail(lease, reason)
+        except Exception as error:
+            outcome = self._after_failure(context, error)
         with self._lock:
             owned = self._active.pop(lease.id, None) is context
             self._renewed.pop(lease.id, None)
         if owned and context.stop_reason in (None, "shutdown"):
             self._finish(outcome)
+
+    def _after_failure(self, context: JobContext, error: Exception) -> Callable[[], Any]:
+        lease = context.lease
+        stop = context.stop_reason or (error.reason if isinstance(error, Stopped) else None)
+        if stop is not None:
+            # Told to stop, it stopped: give the job back at shutdown; otherwise it is not ours.
+            return (lambda: self.client.release(lease)) if stop == "shutdown" else (lambda: None)
+        reason = str(error) or type(error).__name__
+        if isinstance(error, PermanentFailure):
+            return lambda: self.client.fail(lease, reason, retry=False)
+        log.info("job %s failed: %s", lease.id, reason)
+        return lambda: self.client.fail(lease, reason)
 
     def _finish(self, outcome: Callable[[], Any]) -> None:
         try:

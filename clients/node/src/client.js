@@ -1,0 +1,193 @@
+import path from 'node:path';
+import { Connection } from './connection.js';
+import { BatonError, ConnectionLost } from './errors.js';
+
+export const DEFAULT_SOCKET = path.join('baton-data', 'baton.sock');
+
+// Ops that may be sent again when the connection drops before their reply: applying them
+// twice changes nothing (a repeated `complete` with the same token is answered `ok` again).
+const REPEATABLE = new Set([
+  'hello', 'get', 'list', 'stats', 'events', 'heartbeat', 'checkpoint', 'complete', 'pause_queue', 'resume_queue', 'set_queue',
+]);
+
+/** `delayMs` → `delay_ms`: options are written in JavaScript's style and sent in the protocol's. */
+function wire(options = {}) {
+  const fields = {};
+  for (const [name, value] of Object.entries(options)) {
+    if (value === undefined) continue;
+    const key = name.replace(/[A-Z]/g, (letter) => '_' + letter.toLowerCase());
+    fields[key] = key === 'backoff' && value !== null ? wire(value) : value;
+  }
+  return fields;
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * A connection to batond. `socketPath` defaults to `$BATON_SOCKET`, else
+ * `baton-data/baton.sock`. When batond restarts, the next request reconnects (trying for up
+ * to `reconnectTimeoutMs`); a request whose reply was lost is sent again only if repeating
+ * it is harmless, otherwise it rejects with ConnectionLost.
+ */
+export class Client {
+  constructor({ socketPath, timeoutMs = 30000, reconnectTimeoutMs = 30000 } = {}) {
+    this.socketPath = socketPath ?? process.env.BATON_SOCKET ?? DEFAULT_SOCKET;
+    this.timeoutMs = timeoutMs;
+    this.reconnectTimeoutMs = reconnectTimeoutMs;
+    this.connection = null;
+    this.connecting = null;
+    this.closed = false;
+  }
+
+  close() {
+    this.closed = true;
+    this.connection?.close();
+  }
+
+  /** Sends one request; resolves with its successful reply, rejects with BatonError when
+   * batond refuses it. Fields that are `undefined` are left out. */
+  async request(op, fields = {}) {
+    const message = { op };
+    for (const [name, value] of Object.entries(fields)) if (value !== undefined) message[name] = value;
+    const deadline = Date.now() + this.reconnectTimeoutMs;
+    let reply;
+    for (;;) {
+      const connection = await this.#connect(deadline);
+      try {
+        reply = await connection.request(message, this.timeoutMs + (message.wait_ms ?? 0));
+        break;
+      } catch (error) {
+        if (!(error instanceof ConnectionLost) || !REPEATABLE.has(op) || Date.now() > deadline || this.closed) throw error;
+      }
+    }
+    if (!reply.ok) {
+      const error = reply.error ?? {};
+      throw new BatonError(String(error.code ?? 'internal'), String(error.message ?? ''), error.state ?? null);
+    }
+    return reply;
+  }
+
+  async #connect(deadline) {
+    if (this.closed) throw new ConnectionLost('the client is closed');
+    if (this.connection?.isOpen) return this.connection;
+    this.connecting ??= (async () => {
+      let delay = 50;
+      for (;;) {
+        try {
+          return (this.connection = await Connection.connect(this.socketPath));
+        } catch (error) {
+          if (Date.now() + delay > deadline || this.closed) throw error;
+          await sleep(delay);
+          delay = Math.min(delay * 2, 1000);
+        }
+      }
+    })().finally(() => { this.connecting = null; });
+    return this.connecting;
+  }
+
+  // Producing
+
+  hello(client) {
+    return this.request('hello', { client });
+  }
+
+  /** Options: priority, delayMs, runAt, maxAttempts, backoff {initialMs, factor, maxMs},
+   * leaseMs, uniqueKey, concurrencyKey, after (job ids). Resolves with {job, duplicate}. */
+  async enqueue(queue, payload = null, options = {}) {
+    const { job, duplicate } = await this.request('enqueue', { queue, payload, ...wire(options) });
+    return { job, duplicate };
+  }
+
+  /** Enqueues jobs (each {queue, payload, ...options}) in one commit, all or nothing. */
+  async enqueueBatch(jobs) {
+    const reply = await this.request('enqueue_batch', { jobs: jobs.map((job) => wire(job)) });
+    return reply.jobs;
+  }
+
+  // Working
+
+  /** Leases the best ready job of `queues`, waiting up to `waitMs`; resolves with the job
+   * (its `id` and `token` are the lease) or null. */
+  async claim(queues, { worker, leaseMs, waitMs } = {}) {
+    const reply = await this.request('claim', { queues, worker, lease_ms: leaseMs, wait_ms: waitMs || undefined });
+    return reply.job;
+  }
+
+  async heartbeat(lease, { leaseMs, progress } = {}) {
+    return (await this.request('heartbeat', { job: lease.id, token: lease.token, lease_ms: leaseMs, progress })).lease_expires_at;
+  }
+
+  async checkpoint(lease, state, { progress } = {}) {
+    return (await this.request('checkpoint', { job: lease.id, token: lease.token, state, progress })).lease_expires_at;
+  }
+
+  /** Finishes the job; `enqueue` follow-ups commit with it, all or nothing. */
+  async complete(lease, result, { enqueue } = {}) {
+    const reply = await this.request('complete', {
+      job: lease.id, token: lease.token, result, enqueue: enqueue?.map((job) => wire(job)),
+    });
+    return reply.jobs ?? [];
+  }
+
+  /** Ends the attempt unsuccessfully; resolves with the job's state (retrying or failed). */
+  async fail(lease, error, { retry, retryInMs } = {}) {
+    const reply = await this.request('fail', {
+      job: lease.id, token: lease.token, error, retry: retry === false ? false : undefined, retry_in_ms: retryInMs,
+    });
+    return reply.state;
+  }
+
+  async release(lease, { delayMs } = {}) {
+    await this.request('release', { job: lease.id, token: lease.token, delay_ms: delayMs });
+  }
+
+  // Watching and controlling
+
+  async get(job) {
+    return (await this.request('get', { job })).job;
+  }
+
+  /** A page of jobs: {jobs, next}. Options: queue, state, limit, after, oldestFirst. */
+  async list({ queue, state, limit, after, oldestFirst } = {}) {
+    const { jobs, next } = await this.request('list', { queue, state, limit, after, order: oldestFirst ? 'oldest' : undefined });
+    return { jobs, next };
+  }
+
+  async stats() {
+    const { id, ok, ...stats } = await this.request('stats');
+    return stats;
+  }
+
+  async events(job) {
+    return (await this.request('events', { job })).events;
+  }
+
+  async cancel(job, reason) {
+    await this.request('cancel', { job, reason });
+  }
+
+  async pause(job) {
+    await this.request('pause', { job });
+  }
+
+  async resume(job) {
+    await this.request('resume', { job });
+  }
+
+  async retry(job) {
+    await this.request('retry', { job });
+  }
+
+  async pauseQueue(queue) {
+    await this.request('pause_queue', { queue });
+  }
+
+  async resumeQueue(queue) {
+    await this.request('resume_queue', { queue });
+  }
+
+  /** Caps the queue's running jobs; null removes the cap. */
+  async setQueue(queue, maxRunning) {
+    await this.request('set_queue', { queue, max_running: maxRunning ?? null });
+  }
+}

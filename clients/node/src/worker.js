@@ -1,0 +1,195 @@
+import { BatonError, ConnectionLost, LEASE_ENDING_CODES, RequestTimeout } from './errors.js';
+
+/** Throw it from a handler to fail the job for good, without retries. */
+export class PermanentFailure extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'PermanentFailure';
+  }
+}
+
+/** Thrown by `job.throwIfStopping()` when the handler must stop: its lease was lost, the
+ * job was cancelled or paused, or the worker is shutting down. */
+export class Stopped extends Error {
+  constructor(reason) {
+    super(`stop working on this job: ${reason}`);
+    this.name = 'Stopped';
+    this.reason = reason;
+  }
+}
+
+/** What a handler gets: the job, its last checkpoint, and ways to report on it. */
+export class JobContext {
+  #client;
+  #controller = new AbortController();
+  #progress;
+
+  constructor(client, lease) {
+    this.#client = client;
+    this.lease = lease;
+    this.id = lease.id;
+    this.queue = lease.queue;
+    this.payload = lease.payload;
+    this.checkpoint = lease.checkpoint;
+    this.attempt = lease.attempt;
+    /** Aborted when the handler should stop; `signal.reason` (and `stopReason`) say why. */
+    this.signal = this.#controller.signal;
+  }
+
+  get stopReason() {
+    return this.signal.aborted ? this.signal.reason : null;
+  }
+
+  /** Stores `state` durably: a retry of this job starts from it. */
+  async saveCheckpoint(state, { percent, message } = {}) {
+    this.throwIfStopping();
+    try {
+      await this.#client.checkpoint(this.lease, state, { progress: progress(percent, message) });
+    } catch (error) {
+      if (error instanceof BatonError && LEASE_ENDING_CODES.has(error.code)) {
+        this.stop(error.code);
+        throw new Stopped(error.code);
+      }
+      throw error;
+    }
+    this.checkpoint = state;
+  }
+
+  /** Progress to send with the next heartbeat (shown by `get` and `list`). */
+  reportProgress(percent, message) {
+    this.#progress = progress(percent, message);
+  }
+
+  throwIfStopping() {
+    if (this.signal.aborted) throw new Stopped(this.signal.reason);
+  }
+
+  stop(reason) {
+    if (!this.signal.aborted) this.#controller.abort(reason);
+  }
+
+  takeProgress() {
+    const taken = this.#progress;
+    this.#progress = undefined;
+    return taken;
+  }
+}
+
+function progress(percent, message) {
+  if (percent === undefined) return undefined;
+  return message === undefined ? { percent } : { percent, message };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Runs `handler` on jobs of `queues`, up to `concurrency` at a time.
+ *
+ * The handler's resolved value completes the job; a rejection fails the attempt (retried
+ * by the job's rules), PermanentFailure fails it for good. While it runs the worker
+ * heartbeats at a third of the lease. When the lease is lost, or the job is cancelled or
+ * paused, `job.signal` aborts and the handler's result is not reported.
+ *
+ * `run()` resolves after `stop()` or SIGTERM/SIGINT: no more jobs are claimed, running
+ * handlers are aborted with reason "shutdown" and given `shutdownGraceMs`, and jobs still
+ * unfinished are released (their attempts are not spent).
+ */
+export class Worker {
+  constructor(client, queues, handler, { concurrency = 1, name, leaseMs, shutdownGraceMs = 10000, pollMs = 1000, handleSignals = true } = {}) {
+    Object.assign(this, { client, queues, handler, concurrency, name, leaseMs, shutdownGraceMs, pollMs, handleSignals });
+    this.active = new Map();
+    this.stopping = false;
+    this.stopped = new Promise((resolve) => { this.resolveStopped = resolve; });
+  }
+
+  stop() {
+    this.stopping = true;
+    this.resolveStopped();
+  }
+
+  async run() {
+    const onSignal = () => this.stop();
+    if (this.handleSignals) {
+      process.on('SIGTERM', onSignal);
+      process.on('SIGINT', onSignal);
+    }
+    try {
+      const slots = Array.from({ length: this.concurrency }, () => this.#slot());
+      await this.stopped;
+      for (const context of this.active.values()) context.stop('shutdown');
+      const grace = sleep(this.shutdownGraceMs).then(() => 'timeout');
+      await Promise.race([Promise.all(slots), grace]);
+      for (const context of this.active.values()) {
+        // The handler did not stop in time: give the job back for another worker.
+        this.active.delete(context.id);
+        await this.#report(() => this.client.release(context.lease));
+      }
+    } finally {
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+    }
+  }
+
+  async #slot() {
+    while (!this.stopping) {
+      let lease;
+      try {
+        lease = await this.client.claim(this.queues, { worker: this.name, leaseMs: this.leaseMs, waitMs: this.pollMs });
+      } catch (error) {
+        if (!(error instanceof ConnectionLost || error instanceof RequestTimeout)) throw error;
+        await sleep(500);
+        continue;
+      }
+      if (!lease) continue;
+      if (this.stopping) {
+        await this.#report(() => this.client.release(lease));
+        return;
+      }
+      await this.#work(new JobContext(this.client, lease));
+    }
+  }
+
+  async #work(context) {
+    this.active.set(context.id, context);
+    const beats = setInterval(() => this.#heartbeat(context), Math.max(context.lease.lease_ms / 3, 10));
+    let outcome;
+    try {
+      const result = await this.handler(context);
+      outcome = () => this.client.complete(context.lease, result);
+    } catch (error) {
+      if (error instanceof Stopped || context.stopReason !== null) {
+        // Told to stop, it stopped: give the job back at shutdown; otherwise it is not ours.
+        outcome = context.stopReason === 'shutdown' ? () => this.client.release(context.lease) : null;
+      } else {
+        const reason = error?.message || String(error);
+        const retry = !(error instanceof PermanentFailure);
+        outcome = () => this.client.fail(context.lease, reason, { retry });
+      }
+    } finally {
+      clearInterval(beats);
+    }
+    const owned = this.active.get(context.id) === context;
+    this.active.delete(context.id);
+    if (owned && outcome && (context.stopReason === null || context.stopReason === 'shutdown')) await this.#report(outcome);
+  }
+
+  async #heartbeat(context) {
+    if (context.beating) return;
+    context.beating = true;
+    try {
+      await this.client.heartbeat(context.lease, { progress: context.takeProgress() });
+    } catch (error) {
+      if (error instanceof BatonError && LEASE_ENDING_CODES.has(error.code)) context.stop(error.code);
+    } finally {
+      context.beating = false;
+    }
+  }
+
+  async #report(outcome) {
+    try {
+      await outcome();
+    } catch (error) {
+      if (!(error instanceof BatonError || error instanceof ConnectionLost || error instanceof RequestTimeout)) throw error;
+    }
+  }
+}

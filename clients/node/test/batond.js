@@ -1,0 +1,53 @@
+// Starts the real batond for a test. BATOND names the binary (default: the debug build).
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const BATOND = process.env.BATOND ?? path.join(ROOT, '.build', 'debug', 'batond');
+
+export class Batond {
+  constructor(flags = []) {
+    this.directory = mkdtempSync(path.join(tmpdir(), 'baton-node-'));
+    this.socketPath = path.join(this.directory, 'b.sock');
+    this.flags = flags;
+  }
+
+  static async start(flags = []) {
+    const server = new Batond(flags);
+    await server.start();
+    return server;
+  }
+
+  async start() {
+    let errors = '';
+    this.process = spawn(BATOND, ['--socket', this.socketPath, '--store', path.join(this.directory, 'store.sqlite'), ...this.flags], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    this.process.stderr.on('data', (chunk) => { errors += chunk; });
+    const deadline = Date.now() + 20000;
+    while (!existsSync(this.socketPath)) {
+      if (this.process.exitCode !== null || Date.now() > deadline) throw new Error(`batond did not start: ${errors}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+
+  async stop() {
+    if (!this.process || this.process.exitCode !== null) return;
+    const exited = new Promise((resolve) => this.process.once('exit', (code) => resolve(code)));
+    this.process.kill('SIGTERM');
+    const code = await exited;
+    if (code !== 0) throw new Error(`batond exited with ${code}`);
+  }
+}
+
+export async function eventually(condition, ms = 15000) {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await condition()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  return false;
+}

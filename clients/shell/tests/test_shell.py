@@ -1,0 +1,190 @@
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import threading
+import time
+
+import conformance
+import pytest
+from conformance import Batond
+
+HERE = pathlib.Path(__file__).resolve().parent
+BATON_RUN = str(HERE.parent / "baton-run")
+README = (HERE.parent / "README.md").read_text()
+
+
+def send(batond, request):
+    """One request through socat, as the README's one-liners send it."""
+    output = subprocess.run(
+        ["socat", "-", f"UNIX-CONNECT:{batond.socket_path}"], input=json.dumps(request) + "\n",
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout
+    return json.loads(output)
+
+
+def run(batond, *arguments, timeout=60):
+    return subprocess.run(
+        [BATON_RUN, "-s", batond.socket_path, *arguments], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def eventually(condition, seconds=15.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_readme_one_liners_work_as_written(batond):
+    block = re.search(r"## One-liners\n.*?```sh\n(.*?)```", README, re.S).group(1)
+    environment = {**os.environ, "BATON_SOCKET": batond.socket_path}
+    output = subprocess.run(["sh", "-c", block], capture_output=True, text=True, env=environment, timeout=60)
+    replies = [json.loads(line) for line in output.stdout.splitlines()]
+    assert len(replies) == block.count("socat") and all(reply["ok"] for reply in replies), output.stdout + output.stderr
+    assert replies[0]["job"] == 1
+    assert [event["event"] for event in replies[4]["events"]] == ["enqueued"]
+    pipelined = re.search(r"one per line.*?```sh\n(.*?)```", README, re.S).group(1)
+    send(batond, {"op": "resume_queue", "queue": "reports"})
+    send(batond, {"op": "enqueue", "queue": "reports", "payload": 2})
+    lines = subprocess.run(["sh", "-c", "B=$BATON_SOCKET\n" + pipelined], capture_output=True, text=True, env=environment, timeout=60)
+    assert [json.loads(line)["id"] for line in lines.stdout.splitlines()] == [1, 2]
+    assert json.loads(lines.stdout.splitlines()[1])["job"]["payload"] == 2
+
+
+def test_baton_run_completes_with_the_commands_output(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": {"n": 21}})["job"]
+    done = run(batond, "cron", "sh", "-c", 'echo "{\\"doubled\\": $(jq .n) , \\"job\\": $BATON_JOB_ID}" | jq -c "{doubled: (.doubled * 2), job}"')
+    assert done.returncode == 0, done.stderr
+    finished = send(batond, {"op": "get", "job": job})["job"]
+    assert finished["state"] == "completed" and finished["result"] == {"doubled": 42, "job": job}
+    send(batond, {"op": "enqueue", "queue": "cron", "payload": "ignored"})
+    text = run(batond, "cron", "echo", "plain words")
+    assert text.returncode == 0 and text.stdout == "plain words\n"
+    assert send(batond, {"op": "list", "limit": 1})["jobs"][0]["result"] == "plain words", "output that is not JSON is a string"
+
+
+def test_a_failing_command_fails_the_attempt_with_its_status(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": None, "max_attempts": 1})["job"]
+    failed = run(batond, "cron", "sh", "-c", "exit 3")
+    assert failed.returncode == 3
+    record = send(batond, {"op": "get", "job": job})["job"]
+    assert record["state"] == "failed" and record["last_error"] == "command exited with status 3"
+
+
+def test_no_job_exits_2_and_an_unreachable_batond_3(batond):
+    assert run(batond, "-w", "200", "empty", "true").returncode == 2
+    nowhere = subprocess.run([BATON_RUN, "-s", "/nonexistent/b.sock", "q", "true"], capture_output=True, text=True)
+    assert nowhere.returncode == 3 and "not answering" in nowhere.stderr
+    assert subprocess.run([BATON_RUN, "only-a-queue"], capture_output=True).returncode == 64
+
+
+def test_heartbeats_keep_a_long_command_alive_past_its_lease(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 600})["job"]
+    slow = run(batond, "cron", "sh", "-c", "sleep 2; echo done")
+    assert slow.returncode == 0, slow.stderr
+    record = send(batond, {"op": "get", "job": job})["job"]
+    assert record["state"] == "completed" and record["attempts"] == 1
+
+
+def test_a_cancelled_job_stops_the_command_and_reports_nothing(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 900})["job"]
+    process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "cron", "sleep", "30"], stderr=subprocess.PIPE, text=True)
+    assert eventually(lambda: send(batond, {"op": "get", "job": job})["job"]["state"] == "running")
+    send(batond, {"op": "cancel", "job": job, "reason": "not needed"})
+    assert process.wait(timeout=15) == 1
+    assert "cancelled" in process.stderr.read()
+    assert send(batond, {"op": "get", "job": job})["job"]["state"] == "cancelled"
+
+
+def test_sigterm_stops_the_command_and_releases_the_job(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1})["job"]
+    process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "cron", "sleep", "30"])
+    assert eventually(lambda: send(batond, {"op": "get", "job": job})["job"]["state"] == "running")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 143
+    record = send(batond, {"op": "get", "job": job})["job"]
+    assert record["state"] == "queued" and record["attempts"] == 0
+
+
+def test_a_command_outlives_a_batond_restart_and_still_completes(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 1500})["job"]
+    process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "cron", "sh", "-c", "sleep 3; echo '{\"ok\": true}'"])
+    assert eventually(lambda: send(batond, {"op": "get", "job": job})["job"]["state"] == "running")
+    batond.stop()
+    batond.start()
+    assert process.wait(timeout=30) == 0
+    record = send(batond, {"op": "get", "job": job})["job"]
+    assert record["state"] == "completed" and record["result"] == {"ok": True} and record["attempts"] == 1
+
+
+def test_a_reply_that_is_not_json_is_a_clear_error_not_a_hang(tmp_path):
+    import socket as sockets
+
+    path = str(tmp_path / "fake.sock")
+    listener = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def serve():
+        connection, _ = listener.accept()
+        connection.recv(65536)
+        connection.sendall(b"<html>surprise</html>\n")
+        connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    confused = subprocess.run([BATON_RUN, "-s", path, "q", "true"], capture_output=True, text=True, timeout=30)
+    assert confused.returncode == 1 and "not a reply" in confused.stderr
+
+
+class SocatConnection:
+    """A connection made by socat, the shell's way onto the socket.
+
+    Our end never closes first, so `-t 1` only bounds how long socat lingers after batond
+    hangs up, which is when the vectors expect end of file.
+    """
+
+    def __init__(self, path):
+        self.process = subprocess.Popen(
+            ["socat", "-t", "1", "-", f"UNIX-CONNECT:{path}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        self.lines = []
+        self.arrived = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            with self.arrived:
+                self.lines.append(line)
+                self.arrived.notify_all()
+        with self.arrived:
+            self.lines.append(None)
+            self.arrived.notify_all()
+
+    def send_line(self, line):
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+
+    def read_reply(self, timeout):
+        with self.arrived:
+            if not self.arrived.wait_for(lambda: self.lines, timeout):
+                raise TimeoutError("no reply through socat")
+            line = self.lines[0] if self.lines[0] is None else self.lines.pop(0)
+        return None if line is None else json.loads(line)
+
+    def close(self):
+        self.process.kill()
+        self.process.wait()
+
+
+@pytest.mark.parametrize("vector", conformance.all_vectors(), ids=lambda vector: vector.name)
+def test_vector_through_socat(vector):
+    server = Batond(vector.flags)
+    try:
+        conformance.replay(vector, lambda: SocatConnection(server.socket_path))
+    finally:
+        server.stop()
