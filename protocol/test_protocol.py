@@ -75,6 +75,18 @@ def test_vectors_cover_every_op():
     assert documented <= sent_ops, f"ops no vector sends: {sorted(documented - sent_ops)}"
 
 
+def test_vectors_cover_every_error_code_a_client_can_provoke():
+    # `shutting_down` and `internal` need a server that is stopping or whose store failed,
+    # which a vector cannot arrange.
+    codes = set(SCHEMAS["error.json"]["properties"]["error"]["properties"]["code"]["description"].split(";")[0].split(", "))
+    expected = set()
+    for vector in conformance.all_vectors():
+        for step in vector.steps:
+            if step.kind == "expect" and step.expected.get("ok") is False:
+                expected.add(step.expected["error"]["code"])
+    assert codes - {"shutting_down", "internal"} <= expected, f"codes no vector expects: {sorted(codes - expected)}"
+
+
 class _Anything(dict):
     def __missing__(self, key):
         return 1

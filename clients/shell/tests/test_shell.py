@@ -56,6 +56,22 @@ def test_the_readme_one_liners_work_as_written(batond):
     assert json.loads(lines.stdout.splitlines()[1])["job"]["payload"] == 2
 
 
+def test_the_readme_worker_runs_as_written(batond, tmp_path):
+    script = re.search(r"## A cron worker.*?```sh\n(.*?)```", README, re.S).group(1)
+    assert len(script.splitlines()) < 30
+    command = tmp_path / "build-report"
+    command.write_text(script)
+    command.chmod(0o755)
+    (tmp_path / "orders.log").write_text("2026-11-27 order 1\n2026-11-26 order 2\n2026-11-27 order 3\n")
+    job = send(batond, {"op": "enqueue", "queue": "reports", "payload": {"day": "2026-11-27"}})["job"]
+    done = subprocess.run(
+        [BATON_RUN, "-s", batond.socket_path, "reports", str(command)],
+        env={**os.environ, "ORDERS": str(tmp_path / "orders.log")}, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert send(batond, {"op": "get", "job": job})["job"]["result"] == {"day": "2026-11-27", "orders": 2}
+
+
 def test_baton_run_completes_with_the_commands_output(batond):
     job = send(batond, {"op": "enqueue", "queue": "cron", "payload": {"n": 21}})["job"]
     done = run(batond, "cron", "sh", "-c", 'echo "{\\"doubled\\": $(jq .n) , \\"job\\": $BATON_JOB_ID}" | jq -c "{doubled: (.doubled * 2), job}"')
