@@ -136,7 +136,9 @@ export class Worker {
       try {
         lease = await this.client.claim(this.queues, { worker: this.name, leaseMs: this.leaseMs, waitMs: this.pollMs });
       } catch (error) {
-        if (!(error instanceof ConnectionLost || error instanceof RequestTimeout)) throw error;
+        // batond restarting (unreachable, or `shutting_down` on its way out), or a refusal
+        // an operator must fix: keep the slot alive and try again.
+        if (!(error instanceof ConnectionLost || error instanceof RequestTimeout || error instanceof BatonError)) throw error;
         await sleep(500);
         continue;
       }

@@ -158,7 +158,9 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 lease = self.client.claim(self.queues, worker=self.name, lease_ms=self.lease_ms, wait_ms=self.poll_ms)
-            except (ConnectionLost, TimeoutError) as error:
+            except (ConnectionLost, TimeoutError, BatonError) as error:
+                # batond restarting (unreachable, or `shutting_down` on its way out), or a
+                # refusal an operator must fix: keep the slot alive and try again.
                 log.warning("claim failed, retrying: %s", error)
                 self._stopping.wait(0.5)
                 continue
