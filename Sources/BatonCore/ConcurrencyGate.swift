@@ -56,6 +56,11 @@ public struct ConcurrencyGate: Sendable {
 
     // MARK: Keys
 
+    /// The queue of a running job.
+    public func queue(of jobID: Int64) -> String? {
+        self.holders[jobID]?.queue
+    }
+
     /// Whether a running job holds `key`.
     public func isHeld(_ key: String) -> Bool {
         self.heldKeys[key] != nil

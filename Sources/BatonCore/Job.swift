@@ -77,11 +77,14 @@ public struct ClaimedJob: Hashable, Sendable {
     /// The last checkpoint's JSON text, to resume from.
     public var checkpoint: String?
     public var progress: String?
+    /// When the job became due: its enqueue, or the end of its delay or backoff.
+    public var dueAt: Int64
 
     public init(
         id: Int64, queue: String, payload: String, attempt: Int, maxAttempts: Int,
-        leaseMilliseconds: Int64, checkpoint: String?, progress: String?
+        leaseMilliseconds: Int64, checkpoint: String?, progress: String?, dueAt: Int64 = 0
     ) {
+        self.dueAt = dueAt
         self.id = id
         self.queue = queue
         self.payload = payload

@@ -69,6 +69,14 @@ extension JSONWriter {
         self.endObject()
     }
 
+    /// A metric's labels as an object.
+    public mutating func labels(_ labels: [(String, String)]) {
+        self.key("labels")
+        self.beginObject()
+        for (name, value) in labels { self.member(name, value) }
+        self.endObject()
+    }
+
     /// One entry of a job's audit trail, as `events` returns it.
     public mutating func jobEvent(_ event: JobEvent) {
         self.beginObject()

@@ -21,6 +21,10 @@ public enum Request: Sendable {
     /// `max_running: nil` removes the queue's limit.
     case setQueue(queue: String, maxRunning: Int?)
     case events(jobID: Int64)
+    /// `json: false` for Prometheus's text format.
+    case metrics(json: Bool)
+    case health
+    case workers
     case list(ListRequest)
     case stats
 
@@ -45,6 +49,9 @@ public enum Request: Sendable {
         case .resumeQueue: "resume_queue"
         case .setQueue: "set_queue"
         case .events: "events"
+        case .metrics: "metrics"
+        case .health: "health"
+        case .workers: "workers"
         case .list: "list"
         case .stats: "stats"
         }

@@ -142,6 +142,16 @@ public struct RequestDecoder: Sendable {
             return .setQueue(queue: queue, maxRunning: Int(limit))
         case "events":
             return .events(jobID: try fields.jobID())
+        case "metrics":
+            let format = try fields.string("format") ?? "prometheus"
+            guard format == "prometheus" || format == "json" else {
+                throw BatonError.invalidArgument("format", "must be \"prometheus\" or \"json\"")
+            }
+            return .metrics(json: format == "json")
+        case "health":
+            return .health
+        case "workers":
+            return .workers
         case "list":
             let state = try fields.string("state").map { name in
                 guard let state = JobState(rawValue: name) else {

@@ -14,6 +14,9 @@ extension Authority {
         do {
             switch submission.request {
             case .hello(let client):
+                if client != nil {
+                    self.workers.seen(submission.connection, name: client, now: context.wallNow)
+                }
                 return Outcome(line: self.hello(id: id, client: client))
             case .enqueue(let request):
                 return Outcome(line: try self.enqueue(request, id: id, &context))
@@ -32,9 +35,13 @@ extension Authority {
                 }
                 return Outcome(line: Reply.success(id: id) { $0.member("job", rawJSON: nil) })
             case .heartbeat(let request):
-                return Outcome(line: try self.heartbeat(request, id: id, &context))
+                let line = try self.heartbeat(request, id: id, &context)
+                self.workers.renewed(request.lease.jobID, on: submission.connection, now: context.wallNow)
+                return Outcome(line: line)
             case .checkpoint(let request):
-                return Outcome(line: try self.checkpoint(request, id: id, &context))
+                let line = try self.checkpoint(request, id: id, &context)
+                self.workers.renewed(request.lease.jobID, on: submission.connection, now: context.wallNow)
+                return Outcome(line: line)
             case .complete(let request):
                 return Outcome(line: try self.complete(request, id: id, &context))
             case .fail(let request):
@@ -70,6 +77,14 @@ extension Authority {
                 return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("max_running", optional: limit.map { Int64($0) }) })
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, &context))
+            case .metrics(let json):
+                try self.refreshJobGauges(context.tx)
+                return Outcome(line: self.metricsReply(id: id, json: json))
+            case .health:
+                let report = try self.health(context.tx, wallNow: context.wallNow, monotonicNow: context.monotonicNow)
+                return Outcome(line: Reply.success(id: id) { $0.health(report) })
+            case .workers:
+                return Outcome(line: self.workersReply(id: id))
             case .list(let request):
                 return Outcome(line: try self.list(request, id: id, &context))
             case .enqueueBatch(let requests):
@@ -239,9 +254,13 @@ extension Authority {
         if let dead = request.after.first(where: { dependencies[$0] == .failed || dependencies[$0] == .cancelled }) {
             let reason = "dependency \(dead) \(dependencies[dead] == .failed ? "failed" : "was cancelled")"
             _ = try context.tx.markCancelled(id: jobID, from: .queued, reason: reason, now: context.wallNow)
-            try self.record(JobEvent(.cancelled, at: context.wallNow, state: .cancelled, detail: reason), job: jobID, &context)
+            try self.record(JobEvent(.cancelled, at: context.wallNow, state: .cancelled, detail: reason), job: jobID, queue: request.queue, &context)
+            self.queueMetrics(request.queue).enqueued.increment()
+            self.queueMetrics(request.queue).cancelled.increment()
             return (jobID, false)
         }
+        self.queueMetrics(request.queue).enqueued.increment()
+        self.logChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, &context)
         let unfinished = Array(Set(request.after.filter { dependencies[$0] != .completed }))
         if unfinished.isEmpty {
             self.noteWaiting(queue: request.queue, runAt: runAt, &context)
@@ -268,8 +287,9 @@ extension Authority {
                 let lease = self.endLease(dependent.id, &context)
                 try self.record(
                     JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason),
-                    job: dependent.id, &context
+                    job: dependent.id, queue: dependent.queue, &context
                 )
+                self.queueMetrics(dependent.queue).cancelled.increment()
                 ended.append((dependent.id, "was cancelled"))
             }
         }
@@ -325,13 +345,14 @@ extension Authority {
         }
         let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.monotonicNow)
         self.gate.started(jobID: job.id, queue: best.queue, key: best.job.concurrencyKey)
+        self.workers.seen(connection, name: request.worker, now: context.wallNow)
+        self.workers.holds(job.id, on: connection, since: context.wallNow)
+        let metrics = self.queueMetrics(job.queue)
+        metrics.claimed.increment()
+        metrics.wait.recordMilliseconds(max(context.wallNow - job.dueAt, 0))
         try self.record(
             JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
-            job: job.id, &context
-        )
-        self.logger.debug(
-            "job claimed",
-            metadata: ["job.id": "\(job.id)", "job.queue": "\(job.queue)", "lease.token": "\(token)", "peer.pid": "\(connection.peer?.pid ?? 0)"]
+            job: job.id, queue: job.queue, &context
         )
         let line = Reply.success(id: id) { reply in
             reply.key("job")
@@ -371,7 +392,10 @@ extension Authority {
         _ = try context.tx.saveCheckpoint(
             id: request.lease.jobID, token: request.lease.token, state: request.state, progress: request.progress
         )
-        try self.record(JobEvent(.checkpointed, at: context.wallNow, state: .running, token: request.lease.token), job: request.lease.jobID, &context)
+        try self.record(
+            JobEvent(.checkpointed, at: context.wallNow, state: .running, token: request.lease.token),
+            job: request.lease.jobID, queue: self.gate.queue(of: request.lease.jobID), &context
+        )
         // A checkpoint is proof of life: it renews the lease like a heartbeat.
         let lease = self.leases.renew(jobID: request.lease.jobID, token: request.lease.token, now: context.monotonicNow)!
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
@@ -388,12 +412,21 @@ extension Authority {
         try self.requireLiveLease(reference, ending: "completed", &context)
         // The completion and its follow-up jobs commit together, or none of it does.
         let followUps = try self.atomically(&context) { context in
-            _ = try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow)
+            if let completed = try context.tx.markCompleted(
+                id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow
+            ) {
+                let metrics = self.queueMetrics(completed.queue)
+                metrics.completed.increment()
+                self.logChange(
+                    JobEvent(.completed, at: context.wallNow, state: .completed, token: reference.token),
+                    job: reference.jobID, queue: completed.queue, &context
+                )
+                metrics.run.recordMilliseconds(max(context.wallNow - completed.startedAt, 0))
+            }
             try self.releaseDependents(of: reference.jobID, &context)
             return try request.followUps.map { try self.enqueueOne($0, &context) }
         }
         self.endLease(reference.jobID, &context)
-        self.logger.debug("job completed", metadata: ["job.id": "\(reference.jobID)", "lease.token": "\(reference.token)"])
         return Reply.success(id: id) { reply in
             if !request.followUps.isEmpty { reply.enqueued(followUps) }
         }
@@ -404,10 +437,6 @@ extension Authority {
         let decision = try self.endAttempt(
             request.lease, error: request.error, retry: request.retry,
             retryInMilliseconds: request.retryInMilliseconds, &context
-        )
-        try self.record(
-            JobEvent(.failed, at: context.wallNow, state: decision.state, token: request.lease.token, detail: request.error),
-            job: request.lease.jobID, &context
         )
         return Reply.success(id: id) { reply in
             reply.member("state", decision.state.rawValue)
@@ -423,7 +452,10 @@ extension Authority {
         )
         self.endLease(request.lease.jobID, &context)
         if let queue {
-            try self.record(JobEvent(.released, at: context.wallNow, state: .queued, token: request.lease.token), job: request.lease.jobID, &context)
+            try self.record(
+                JobEvent(.released, at: context.wallNow, state: .queued, token: request.lease.token), job: request.lease.jobID, queue: queue,
+                &context
+            )
             self.noteWaiting(queue: queue, runAt: runAt, &context)
         }
         return Reply.success(id: id)
@@ -446,11 +478,12 @@ extension Authority {
         let reason = reason ?? "cancelled"
         _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
         let lease = self.endLease(jobID, &context)
-        try self.record(JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason), job: jobID, &context)
+        try self.record(
+            JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason), job: jobID, queue: job.queue,
+            &context
+        )
+        self.queueMetrics(job.queue).cancelled.increment()
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
-        if let lease {
-            self.logger.info("running job cancelled", metadata: ["job.id": "\(jobID)", "lease.token": "\(lease.token)"])
-        }
         return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
     }
 
@@ -460,7 +493,7 @@ extension Authority {
         let job = try self.requireJob(jobID, &context)
         _ = try context.tx.markPaused(id: jobID, from: job.state)
         let lease = self.endLease(jobID, &context)
-        try self.record(JobEvent(.paused, at: context.wallNow, state: .paused, token: lease?.token), job: jobID, &context)
+        try self.record(JobEvent(.paused, at: context.wallNow, state: .paused, token: lease?.token), job: jobID, queue: job.queue, &context)
         return Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) }
     }
 
@@ -470,7 +503,7 @@ extension Authority {
         guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
-        try self.record(JobEvent(.resumed, at: context.wallNow, state: .queued), job: jobID, &context)
+        try self.record(JobEvent(.resumed, at: context.wallNow, state: .queued), job: jobID, queue: resumed.queue, &context)
         self.noteWaiting(queue: resumed.queue, runAt: resumed.runAt, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -484,7 +517,7 @@ extension Authority {
         guard let queue = try context.tx.markRetried(id: jobID, from: job.state, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
-        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, &context)
+        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, queue: queue, &context)
         self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -507,6 +540,7 @@ extension Authority {
         case .expired(let lease):
             // Its deadline passed before the sweep got to it: it is expired now, not later.
             let decision = try self.expire(lease, &context)
+            self.metrics.staleTokenRefusals.increment()
             throw BatonError(.leaseLost, "the lease on job \(reference.jobID) expired", state: decision.state)
         case .notHeld:
             let job = try self.requireJob(reference.jobID, &context)
@@ -527,6 +561,7 @@ extension Authority {
                     state: job.state
                 )
             case (false, _):
+                self.metrics.staleTokenRefusals.increment()
                 throw BatonError(
                     .leaseLost, "token \(reference.token) does not hold job \(reference.jobID) (it is \(job.state.rawValue))",
                     state: job.state
@@ -545,18 +580,16 @@ extension Authority {
     @discardableResult
     private func expire(_ lease: LeaseGrant, _ context: inout BatchContext) throws -> RetryDecision {
         let reference = LeaseReference(jobID: lease.jobID, token: lease.token)
-        let decision = try self.endAttempt(reference, error: "lease expired", retry: true, retryInMilliseconds: nil, &context)
-        try self.record(JobEvent(.expired, at: context.wallNow, state: decision.state, token: lease.token), job: lease.jobID, &context)
-        self.logger.info(
-            "lease expired",
-            metadata: ["job.id": "\(lease.jobID)", "lease.token": "\(lease.token)", "job.state": "\(decision.state.rawValue)"]
+        let decision = try self.endAttempt(
+            reference, error: "lease expired", retry: true, retryInMilliseconds: nil, expired: true, &context
         )
         return decision
     }
 
     /// Ends the running attempt unsuccessfully, by the job's retry rule.
     private func endAttempt(
-        _ reference: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64?, _ context: inout BatchContext
+        _ reference: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64?, expired: Bool = false,
+        _ context: inout BatchContext
     ) throws -> RetryDecision {
         let job = try self.requireJob(reference.jobID, &context)
         let decision = RetryDecision.afterUnsuccessfulAttempt(
@@ -572,10 +605,22 @@ extension Authority {
             id: reference.jobID, token: reference.token, decision: decision, error: error, now: context.wallNow
         )
         self.endLease(reference.jobID, &context)
+        try self.record(
+            JobEvent(
+                expired ? .expired : .failed, at: context.wallNow, state: decision.state, token: reference.token,
+                detail: expired ? nil : error
+            ),
+            job: reference.jobID, queue: job.queue, &context
+        )
+        let metrics = self.queueMetrics(job.queue)
+        metrics.run.recordMilliseconds(max(context.wallNow - (job.startedAt ?? context.wallNow), 0))
+        if expired { metrics.expired.increment() }
         switch decision {
         case .retry(let runAt):
+            metrics.retried.increment()
             self.noteWaiting(queue: job.queue, runAt: runAt, &context)
         case .fail:
+            metrics.failed.increment()
             try self.cancelDependents(of: reference.jobID, because: "failed", &context)
         }
         return decision
@@ -586,16 +631,106 @@ extension Authority {
     @discardableResult
     func endLease(_ jobID: Int64, _ context: inout BatchContext) -> LeaseGrant? {
         self.gate.finished(jobID: jobID, freeing: &context.readyQueues)
+        self.workers.ended(jobID)
         return self.leases.revoke(jobID: jobID)
     }
 
-    /// Appends to a job's audit trail, in the same transaction as the change it records.
-    func record(_ event: JobEvent, job: Int64, _ context: inout BatchContext) throws {
+    /// A queue's metric handles, made on first use and kept: making one looks it up in the
+    /// registry under a lock, which the hot path should not pay for every request.
+    func queueMetrics(_ queue: String) -> QueueMetrics {
+        if let metrics = self.queueMetrics[queue] { return metrics }
+        let metrics = self.metrics.queue(queue)
+        self.queueMetrics[queue] = metrics
+        return metrics
+    }
+
+    /// Sets the per-queue, per-state job gauges from the store, just before they are read.
+    func refreshJobGauges(_ tx: StoreTransaction) throws {
+        let statistics = try tx.queueStatistics()
+        for queue in self.gaugedQueues.union(statistics.keys) {
+            for state in JobState.allCases {
+                self.metrics.jobs(queue: queue, state: state.rawValue).set(statistics[queue]?.counts[state] ?? 0)
+            }
+        }
+        self.gaugedQueues.formUnion(statistics.keys)
+    }
+
+    /// The metrics op's reply: Prometheus's text, or the same numbers as JSON.
+    func metricsReply(id: String?, json: Bool) -> String {
+        let text = self.metrics.exposition()
+        return Reply.success(id: id) { reply in
+            reply.member("format", json ? "json" : "prometheus")
+            guard json else { return reply.member("text", text) }
+            let exposition = MetricsExposition(text: text)
+            reply.key("samples")
+            reply.beginArray()
+            for sample in exposition.samples {
+                reply.beginObject()
+                reply.member("name", sample.name)
+                reply.labels(sample.labels)
+                reply.key("value")
+                reply.double(sample.value)
+                reply.endObject()
+            }
+            reply.endArray()
+            reply.key("histograms")
+            reply.beginArray()
+            for histogram in exposition.histograms {
+                reply.beginObject()
+                reply.member("name", histogram.name)
+                reply.labels(histogram.labels)
+                reply.member("count", Int64(histogram.count))
+                reply.key("sum")
+                reply.double(histogram.sum)
+                for (name, value) in [("p50", histogram.p50), ("p95", histogram.p95), ("p99", histogram.p99)] {
+                    reply.key(name)
+                    if let value { reply.double(value) } else { reply.null() }
+                }
+                reply.endObject()
+            }
+            reply.endArray()
+        }
+    }
+
+    /// The workers op's reply: who is connected, and what they hold.
+    func workersReply(id: String?) -> String {
+        Reply.success(id: id) { reply in
+            reply.key("workers")
+            reply.beginArray()
+            for worker in self.workers.all {
+                reply.beginObject()
+                reply.member("connection", Int64(worker.connection.number))
+                reply.member("worker", optional: worker.name)
+                reply.member("pid", optional: worker.connection.peer.map { Int64($0.pid) })
+                reply.member("uid", optional: worker.connection.peer.map { Int64($0.uid) })
+                reply.member("since", worker.since)
+                reply.member("last_heartbeat_at", optional: worker.lastHeartbeatAt)
+                reply.key("jobs")
+                reply.beginArray()
+                for job in worker.jobs.sorted() { reply.integer(job) }
+                reply.endArray()
+                reply.endObject()
+            }
+            reply.endArray()
+        }
+    }
+
+    /// Appends to a job's audit trail, in the same transaction as the change it records,
+    /// and to the batch's change log.
+    func record(_ event: JobEvent, job: Int64, queue: String?, _ context: inout BatchContext) throws {
         let (number, reservation) = self.eventNumbers.next()
         if let reservation {
             try context.tx.saveReservation(.event, upTo: reservation)
         }
         try context.tx.recordEvent(event, job: job, sequence: number)
+        self.logChange(event, job: job, queue: queue, &context)
+    }
+
+    /// Notes a state change for the log, which is written once the batch has committed
+    /// (see ``ChangeLog``); the enqueue and the completion come here without an event row.
+    func logChange(_ event: JobEvent, job: Int64, queue: String?, _ context: inout BatchContext) {
+        guard self.changeLog.isEnabled else { return }
+        context.changes.append(ChangeLog.Change(event: event, job: job, queue: queue))
     }
 
     // MARK: Scheduling

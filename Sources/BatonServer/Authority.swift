@@ -22,6 +22,9 @@ final class Authority: @unchecked Sendable {
     let retention: RetentionPolicy
     let limits: ProtocolLimits
     let logger: Logger
+    let metrics: ServerMetrics
+    let healthThresholds: HealthThresholds
+    let changeLog: ChangeLog
     private let onFatalError: @Sendable (any Error) -> Void
 
     var leases = LeaseTable()
@@ -34,6 +37,14 @@ final class Authority: @unchecked Sendable {
     var eventNumbers = ReservedSequence(resumingAfter: 0)
     /// Per-queue limits on running jobs and the concurrency keys held by running jobs.
     var gate = ConcurrencyGate()
+    /// Connected workers and the jobs they hold.
+    var workers = WorkerRegistry()
+    /// Each queue's metric handles, made on first use.
+    var queueMetrics: [String: QueueMetrics] = [:]
+    /// The queues whose job-count gauges have been set, so that emptied ones read 0.
+    var gaugedQueues: Set<String> = []
+    /// Wall-clock milliseconds of the last successful commit.
+    var lastCommitAt: Int64?
     /// Queues nothing is claimed from, as the store records them.
     var pausedQueues: Set<String> = []
     /// The monotonic time of the next look for finished jobs to prune.
@@ -66,8 +77,12 @@ final class Authority: @unchecked Sendable {
     init(
         loop: any EventLoop, store: JobStore, clock: any AuthorityClock, defaults: JobDefaults,
         retention: RetentionPolicy = RetentionPolicy(), limits: ProtocolLimits, logger: Logger,
+        metrics: ServerMetrics = ServerMetrics(), healthThresholds: HealthThresholds = HealthThresholds(),
         onFatalError: @escaping @Sendable (any Error) -> Void
     ) {
+        self.metrics = metrics
+        self.healthThresholds = healthThresholds
+        self.changeLog = ChangeLog(logger: logger)
         self.loop = loop
         self.store = store
         self.clock = clock
@@ -99,6 +114,7 @@ final class Authority: @unchecked Sendable {
                 for lease in running {
                     self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
                     self.gate.started(jobID: lease.id, queue: lease.queue, key: lease.concurrencyKey)
+                    self.workers.recovered(lease.id, since: lease.startedAt)
                 }
                 self.nextScheduledRunAt = try tx.nextScheduledRunAt()
                 self.pausedQueues = try tx.pausedQueues()
@@ -121,15 +137,63 @@ final class Authority: @unchecked Sendable {
         }
     }
 
-    /// Runs on the authority's own thread and checks its health; see ``BatonServer/probe()``.
-    func probe() -> EventLoopFuture<String?> {
+    /// Runs on the authority's own thread and judges its health; see ``HealthReport``.
+    func health() -> EventLoopFuture<HealthReport> {
         self.loop.submit {
-            if case .failed = self.phase { return nil }
-            let now = self.clock.monotonicMilliseconds()
-            // A lease deadline more than a second gone means the expiry sweep is not running.
-            if let deadline = self.leases.nextDeadline, deadline + 1_000 < now { return nil }
-            let ready = (try? self.store.write { try $0.readyCount() }) ?? -1
-            return "\(ready) ready, \(self.leases.count) running, \(self.parked.count) claims waiting"
+            if case .failed = self.phase {
+                var report = HealthReport()
+                report.flag(.failing, "the store failed to commit")
+                return report
+            }
+            return try self.store.write { tx in
+                try self.health(tx, wallNow: self.clock.wallMilliseconds(), monotonicNow: self.clock.monotonicMilliseconds())
+            }
+        }
+    }
+
+    /// The health checks, inside a transaction on the authority's thread.
+    func health(_ tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64) throws -> HealthReport {
+        var report = HealthReport()
+        let thresholds = self.healthThresholds
+        report.running = self.leases.count
+        report.parkedClaims = self.parked.count
+        report.lastCommitAgeMilliseconds = self.lastCommitAt.map { max(wallNow - $0, 0) }
+        if case .failed(let reason) = self.phase {
+            report.flag(.failing, reason)
+        }
+        if let deadline = self.leases.nextDeadline, deadline < monotonicNow {
+            report.expirySweepLagMilliseconds = monotonicNow - deadline
+            // The sweep runs with each batch and on a timer; a second late means it has stopped.
+            if report.expirySweepLagMilliseconds > 1_000 {
+                report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")
+            }
+        }
+        let ready = try tx.readyJobs()
+        report.ready = ready.count
+        if let oldest = ready.oldestRunAt {
+            let age = max(wallNow - oldest, 0)
+            report.oldestReadyAgeMilliseconds = age
+            if age > thresholds.maximumReadyAgeMilliseconds {
+                report.flag(.degraded, "a ready job has waited \(age / 1_000) s for a worker")
+            }
+        }
+        report.longRunningJobs = self.workers.running(startedBefore: wallNow - thresholds.maximumRunningMilliseconds).map(\.job)
+        if !report.longRunningJobs.isEmpty {
+            report.flag(.degraded, "\(report.longRunningJobs.count) job(s) running longer than \(thresholds.maximumRunningMilliseconds / 1_000) s")
+        }
+        report.freeBytes = HealthReport.freeBytes(at: self.store.path)
+        if let free = report.freeBytes, free < thresholds.minimumFreeBytes {
+            report.flag(.degraded, "\(free >> 20) MiB free beside the store")
+        }
+        return report
+    }
+
+    /// The metrics in Prometheus's text format, with the job-count gauges just read from
+    /// the store; for the HTTP endpoint.
+    func scrape() -> EventLoopFuture<String> {
+        self.loop.submit {
+            try self.store.write { try self.refreshJobGauges($0) }
+            return self.metrics.exposition()
         }
     }
 
@@ -172,9 +236,10 @@ final class Authority: @unchecked Sendable {
         }
     }
 
-    /// Forgets a closed connection's parked claims.
+    /// Forgets a closed connection's parked claims, and the connection as a worker.
     func connectionClosed(_ connection: ConnectionIdentity) {
         self.loop.execute {
+            self.workers.disconnected(connection)
             for waiter in self.parked.removeAll(of: connection) {
                 waiter.reply.succeed(Outcome(line: ""))
             }
@@ -201,6 +266,8 @@ final class Authority: @unchecked Sendable {
     private func apply(_ batch: [Submission]) {
         var replies: [(ReplySink, Outcome)] = []
         replies.reserveCapacity(batch.count)
+        var applied = ContinuousClock.now
+        var changes: [ChangeLog.Change] = []
         do {
             try self.store.write { tx in
                 var context = BatchContext(
@@ -220,10 +287,23 @@ final class Authority: @unchecked Sendable {
                 for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
                     replies.append((waiter.reply, Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })))
                 }
+                applied = ContinuousClock.now
+                changes = context.changes
             }
         } catch {
             return self.fail(batch: batch, replies: replies, error: error)
         }
+        // What is left after the requests were applied is the commit itself: mostly its fsync.
+        let commit = ContinuousClock.now - applied
+        self.metrics.commitTime.recordNanoseconds(commit.components.seconds * 1_000_000_000 + commit.components.attoseconds / 1_000_000_000)
+        if !batch.isEmpty {
+            // A batch a timer started (expiries, schedules) is a commit, not a batch of requests.
+            self.metrics.batchSize.record(batch.count)
+        }
+        self.metrics.parkedClaims.set(self.parked.count)
+        self.metrics.leases.set(self.leases.count)
+        self.lastCommitAt = self.clock.wallMilliseconds()
+        self.changeLog.write(changes)
         for (sink, outcome) in replies {
             sink.succeed(outcome)
         }
@@ -283,6 +363,8 @@ struct BatchContext {
     let monotonicNow: Int64
     /// Queues that gained ready jobs in this batch, for the parked claims.
     var readyQueues: Set<String> = []
+    /// State changes to log once the batch has committed.
+    var changes: [ChangeLog.Change] = []
 
     init(tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64) {
         self.tx = tx

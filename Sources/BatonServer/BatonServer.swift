@@ -26,6 +26,8 @@ public final class BatonServer: Service {
     /// Open client connections, for the status line.
     private let openConnections = NIOLockedValueBox(0)
     private let events: ServerEvents
+    /// The server's metrics, which ``metricsExposition()`` and the `metrics` op read.
+    public let metrics = ServerMetrics()
 
     /// What the server tells its supervisor (systemd, in `batond`) as it starts and stops.
     public struct ServerEvents: Sendable {
@@ -69,16 +71,19 @@ public final class BatonServer: Service {
     }
     #endif
 
-    /// Proves the authority is healthy: it answers on its own thread, its lease-expiry
-    /// sweep is on time, and its store has not failed.
-    ///
-    /// - Returns: a one-line status (jobs ready, running, parked claims) when healthy; `nil`
-    ///   when not, or before the server is ready. A stuck authority never answers, so a
-    ///   caller must bound the wait (the watchdog does).
-    public func probe() async -> String? {
+    /// The server's health, judged on the authority's own thread (see ``HealthReport``);
+    /// `nil` before the server is ready. A stuck authority never answers, so a caller must
+    /// bound the wait (the watchdog does).
+    public func health() async -> HealthReport? {
         guard let authority = self.running.withLockedValue({ $0 }) else { return nil }
-        guard let status = try? await authority.probe().get() else { return nil }
-        return status + ", \(self.openConnections.withLockedValue { $0 }) connections"
+        return try? await authority.health().get()
+    }
+
+    /// What the watchdog asks: a status line while the server is `ok` or `degraded`, `nil`
+    /// when it is `failing` or does not answer.
+    public func probe() async -> String? {
+        guard let report = await self.health(), report.verdict != .failing else { return nil }
+        return report.summary + ", \(self.openConnections.withLockedValue { $0 }) connections"
     }
 
     public func run() async throws {
@@ -116,6 +121,7 @@ public final class BatonServer: Service {
         let authority = Authority(
             loop: authorityGroup.next(), store: store, clock: self.clock, defaults: configuration.jobDefaults,
             retention: configuration.retention, limits: configuration.limits, logger: self.logger,
+            metrics: self.metrics, healthThresholds: configuration.health,
             onFatalError: { [fatalError] error in
                 fatalError.withLockedValue { $0 = error }
                 shutdownOnFatalError.withLockedValue { $0 }?.initiateShutdown(promise: nil)
@@ -132,9 +138,22 @@ public final class BatonServer: Service {
             try? await authority.closeStore().get()
             throw error
         }
+        var endpoint: MetricsEndpoint?
+        if let listen = configuration.metricsListen {
+            do {
+                endpoint = try await MetricsEndpoint.start(
+                    host: listen.host, port: listen.port, group: connectionGroup, scrape: { authority.scrape() }
+                )
+            } catch {
+                try? await channel.close()
+                try? await authority.closeStore().get()
+                throw BatonServerError("cannot serve metrics on \(listen.host):\(listen.port): \(error)")
+            }
+            self.logger.info("metrics served over HTTP", metadata: ["address": "\(endpoint?.localAddress.map { "\($0)" } ?? "")"])
+        }
         self.running.withLockedValue { $0 = authority }
         defer { self.running.withLockedValue { $0 = nil } }
-        self.events.ready((try? await authority.probe().get()) ?? "ready")
+        self.events.ready((try? await authority.health().get())?.summary ?? "ready")
         self.logger.info(
             "batond ready",
             metadata: [
@@ -154,6 +173,7 @@ public final class BatonServer: Service {
             }
         }
         // The listener is closed; let in-flight requests be answered and connections close.
+        await endpoint?.close()
         try await authority.drain().get()
         let closed = connectionGroup.next().makePromise(of: Void.self)
         quiesce.initiateShutdown(promise: closed)
@@ -181,6 +201,7 @@ public final class BatonServer: Service {
         let logger = self.logger
         let connectionNumbers = ManagedAtomicCounter()
         let openConnections = self.openConnections
+        let metrics = self.metrics
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelInitializer { channel in
@@ -193,7 +214,11 @@ public final class BatonServer: Service {
                 channel.peerIdentity().flatMapThrowing { peer in
                     let connection = ConnectionIdentity(number: connectionNumbers.next(), peer: peer)
                     openConnections.withLockedValue { $0 += 1 }
-                    channel.closeFuture.whenComplete { _ in openConnections.withLockedValue { $0 -= 1 } }
+                    metrics.connections.increment()
+                    channel.closeFuture.whenComplete { _ in
+                        openConnections.withLockedValue { $0 -= 1 }
+                        metrics.connections.decrement()
+                    }
                     try channel.pipeline.syncOperations.addHandlers(
                         BackPressureHandler(),
                         // One byte of slack for the newline itself.

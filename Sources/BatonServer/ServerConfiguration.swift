@@ -23,6 +23,10 @@ public struct ServerConfiguration: Sendable {
     /// A listening unix socket to serve instead of binding `socketPath`, such as the one
     /// systemd passes under socket activation.
     public var inheritedSocket: Int32?
+    /// When the server reports itself `degraded`.
+    public var health: HealthThresholds
+    /// Where to serve metrics over HTTP for Prometheus (`host`, `port`), if anywhere.
+    public var metricsListen: (host: String, port: Int)?
 
     public init(
         socketPath: String = "baton-data/baton.sock",
@@ -33,8 +37,12 @@ public struct ServerConfiguration: Sendable {
         retention: RetentionPolicy = RetentionPolicy(),
         connectionThreads: Int = 1,
         maximumInFlightPerConnection: Int = 1_024,
-        inheritedSocket: Int32? = nil
+        inheritedSocket: Int32? = nil,
+        health: HealthThresholds = HealthThresholds(),
+        metricsListen: (host: String, port: Int)? = nil
     ) {
+        self.health = health
+        self.metricsListen = metricsListen
         self.socketPath = socketPath
         self.storePath = storePath
         self.durability = durability

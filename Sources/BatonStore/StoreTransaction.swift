@@ -121,7 +121,7 @@ public struct StoreTransaction {
                 UPDATE jobs SET state = 'running', ready = 0, attempts = attempts + 1, lease_token = ?,
                     lease_ms = coalesce(?, lease_ms), worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?
                 WHERE id = ? AND ready = 1
-                RETURNING id, queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress
+                RETURNING id, queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at
                 """
         )
         statement.bind(1, token.rawValue)
@@ -140,7 +140,8 @@ public struct StoreTransaction {
                 maxAttempts: Int(row.int64(4)),
                 leaseMilliseconds: row.int64(5),
                 checkpoint: row.optionalString(6),
-                progress: row.optionalString(7)
+                progress: row.optionalString(7),
+                dueAt: row.int64(8)
             )
         }
     }
@@ -171,20 +172,24 @@ public struct StoreTransaction {
     }
 
     /// Moves the running job holding `token` to `completed`.
-    public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> Bool {
+    ///
+    /// - Returns: the job's queue and when its attempt started, or `nil` when it was not
+    ///   running under that token.
+    public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> (queue: String, startedAt: Int64)? {
         try JobState.running.checkMove(to: .completed)
         let statement = try DirectStatement(
             self.db,
             sql: """
                 UPDATE jobs SET state = 'completed', result = ?, finished_at = ?
                 WHERE id = ? AND state = 'running' AND lease_token = ?
+                RETURNING queue, started_at
                 """
         )
         statement.bind(1, result)
         statement.bind(2, now)
         statement.bind(3, id)
         statement.bind(4, token.rawValue)
-        return try statement.execute() == 1
+        return try statement.firstRow { ($0.string(0), $0.optionalInt64(1) ?? now) }
     }
 
     /// Ends the running job's attempt unsuccessfully: to `retrying` at `decision`'s time, or `failed`.
@@ -421,15 +426,17 @@ public struct StoreTransaction {
     }
 
     /// The unfinished jobs that wait on `dependency`.
-    public func unfinishedDependents(of dependency: Int64) throws -> [(id: Int64, state: JobState)] {
+    public func unfinishedDependents(of dependency: Int64) throws -> [(id: Int64, state: JobState, queue: String)] {
         // Driven from the dependency table's primary key, then one job lookup per dependent.
         let statement = try self.db.cachedStatement(
             sql: """
-                SELECT j.id, j.state FROM job_dependencies d CROSS JOIN jobs j ON j.id = d.job_id
+                SELECT j.id, j.state, j.queue FROM job_dependencies d CROSS JOIN jobs j ON j.id = d.job_id
                 WHERE d.depends_on = ? AND j.state NOT IN ('completed', 'failed', 'cancelled')
                 """
         )
-        return try Row.fetchAll(statement, arguments: [dependency]).compactMap { row in JobState(rawValue: row[1]).map { (row[0], $0) } }
+        return try Row.fetchAll(statement, arguments: [dependency]).compactMap { row in
+            JobState(rawValue: row[1]).map { (row[0], $0, row[2]) }
+        }
     }
 
     // MARK: Audit trail
@@ -523,9 +530,12 @@ public struct StoreTransaction {
         return try Row.fetchOne(statement, arguments: [id]).map(JobStore.job(from:))
     }
 
-    /// How many jobs are ready to be claimed, across all queues.
-    public func readyCount() throws -> Int {
-        try Int.fetchOne(self.db, sql: "SELECT count(*) FROM jobs WHERE ready = 1") ?? 0
+    /// How many jobs are ready to be claimed across all queues, and when the longest-waiting
+    /// of them became due. One pass over the ready jobs (the claim index does not order
+    /// them by time), so it is for health checks, not for every request.
+    public func readyJobs() throws -> (count: Int, oldestRunAt: Int64?) {
+        let row = try Row.fetchOne(self.db, sql: "SELECT count(*), min(run_at) FROM jobs WHERE ready = 1")
+        return (row?[0] ?? 0, row?[1])
     }
 
     /// A running job's lease, as a restart rebuilds the lease table and concurrency gate from it.
@@ -535,15 +545,17 @@ public struct StoreTransaction {
         public var leaseMilliseconds: Int64
         public var queue: String
         public var concurrencyKey: String?
+        public var startedAt: Int64
     }
 
     /// Every running job's lease.
     public func runningLeases() throws -> [RunningLease] {
         try Row.fetchAll(
-            self.db, sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key FROM jobs WHERE state = 'running'"
+            self.db, sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key, coalesce(started_at, 0) FROM jobs WHERE state = 'running'"
         ).map {
             RunningLease(
-                id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2], queue: $0[3], concurrencyKey: $0[4]
+                id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2], queue: $0[3], concurrencyKey: $0[4],
+                startedAt: $0[5]
             )
         }
     }

@@ -58,6 +58,24 @@ struct Batond: AsyncParsableCommand {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(name: .long, help: "text (default) or json: one JSON object per line, for log shippers. Under journald, journald's own fields.")
+    var logFormat: LogFormat = .text
+
+    @Option(
+        name: .long,
+        help: "Serve Prometheus metrics over HTTP at [HOST:]PORT (GET /metrics). Off by default; HOST defaults to 127.0.0.1."
+    )
+    var metricsListen: String?
+
+    @Option(name: .long, help: "Health turns degraded when a ready job has waited longer than this, in milliseconds.")
+    var healthMaxReadyAgeMs: Int64 = HealthThresholds().maximumReadyAgeMilliseconds
+
+    @Option(name: .long, help: "Health turns degraded when a job has run longer than this, in milliseconds.")
+    var healthMaxRunningMs: Int64 = HealthThresholds().maximumRunningMilliseconds
+
+    @Option(name: .long, help: "Health turns degraded when less than this many MiB are free beside the store.")
+    var healthMinFreeMb: Int64 = HealthThresholds().minimumFreeBytes >> 20
+
     func validate() throws {
         guard self.maxLineBytes >= 1_024 else { throw ValidationError("--max-line-bytes must be at least 1024") }
         guard self.defaultLeaseMs > 0 else { throw ValidationError("--default-lease-ms must be positive") }
@@ -67,13 +85,40 @@ struct Batond: AsyncParsableCommand {
             throw ValidationError("retention periods cannot be negative")
         }
         guard self.pruneIntervalMs > 0 else { throw ValidationError("--prune-interval-ms must be positive") }
+        guard self.healthMaxReadyAgeMs > 0, self.healthMaxRunningMs > 0, self.healthMinFreeMb >= 0 else {
+            throw ValidationError("health thresholds must be positive")
+        }
+        _ = try self.metricsAddress
+    }
+
+    /// `--metrics-listen`, split: a bare port listens on loopback only.
+    var metricsAddress: (host: String, port: Int)? {
+        get throws {
+            guard let text = self.metricsListen else { return nil }
+            let host: String
+            let portText: Substring
+            if let colon = text.lastIndex(of: ":") {
+                // `[::1]:9464` names an IPv6 host.
+                host = String(text[..<colon].drop { $0 == "[" }.reversed().drop { $0 == "]" }.reversed())
+                portText = text[text.index(after: colon)...]
+            } else {
+                host = "127.0.0.1"
+                portText = Substring(text)
+            }
+            guard let port = Int(portText), (0...65_535).contains(port), !host.isEmpty else {
+                throw ValidationError("--metrics-listen must be PORT or HOST:PORT, such as 127.0.0.1:9464")
+            }
+            return (host, port)
+        }
     }
 
     func run() async throws {
         let level = self.logLevel
+        let format = self.logFormat
         let toJournal = JournalLogHandler.standardErrorIsJournal
         LoggingSystem.bootstrap { label in
             if toJournal { return JournalLogHandler(logLevel: level) }
+            if format == .json { return JSONLineLogHandler(label: label, logLevel: level) }
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
             return handler
@@ -104,7 +149,12 @@ struct Batond: AsyncParsableCommand {
                     intervalMilliseconds: self.pruneIntervalMs
                 ),
                 connectionThreads: self.threads,
-                inheritedSocket: inherited
+                inheritedSocket: inherited,
+                health: HealthThresholds(
+                    maximumReadyAgeMilliseconds: self.healthMaxReadyAgeMs, maximumRunningMilliseconds: self.healthMaxRunningMs,
+                    minimumFreeBytes: self.healthMinFreeMb << 20
+                ),
+                metricsListen: try self.metricsAddress
             ),
             logger: logger,
             events: BatonServer.ServerEvents(
@@ -179,3 +229,9 @@ enum DurabilityOption: String, ExpressibleByArgument, CaseIterable {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// `--log-format`.
+enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case json
+}

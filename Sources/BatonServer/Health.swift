@@ -1,0 +1,97 @@
+import BatonProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// When the server stops calling itself healthy.
+public struct HealthThresholds: Sendable {
+    /// A ready job waiting longer than this makes the server `degraded`: workers are
+    /// missing, stuck or too few.
+    public var maximumReadyAgeMilliseconds: Int64
+    /// A job running longer than this makes the server `degraded`.
+    public var maximumRunningMilliseconds: Int64
+    /// Less free space than this beside the store makes it `degraded`.
+    public var minimumFreeBytes: Int64
+
+    public init(
+        maximumReadyAgeMilliseconds: Int64 = 300_000, maximumRunningMilliseconds: Int64 = 3_600_000,
+        minimumFreeBytes: Int64 = 100 << 20
+    ) {
+        self.maximumReadyAgeMilliseconds = maximumReadyAgeMilliseconds
+        self.maximumRunningMilliseconds = maximumRunningMilliseconds
+        self.minimumFreeBytes = minimumFreeBytes
+    }
+}
+
+/// The server's own verdict on its health, and the figures behind it.
+///
+/// One verdict serves every watcher: the `health` op, the systemd watchdog (pinged unless
+/// `failing`) and the `STATUS=` line. `failing` is kept for what a restart can mend (a
+/// failed commit, a lease-expiry sweep that has stopped); `degraded` for what wants an
+/// operator (work waiting too long, jobs running too long, a filling disk).
+public struct HealthReport: Sendable {
+    public enum Verdict: String, Sendable, Comparable {
+        case ok
+        case degraded
+        case failing
+
+        public static func < (lhs: Verdict, rhs: Verdict) -> Bool {
+            [Verdict.ok, .degraded, .failing].firstIndex(of: lhs)! < [Verdict.ok, .degraded, .failing].firstIndex(of: rhs)!
+        }
+    }
+
+    public var verdict: Verdict = .ok
+    public var reasons: [String] = []
+    /// How long ago the store last committed; `nil` before the first commit.
+    public var lastCommitAgeMilliseconds: Int64?
+    /// How far the earliest lease deadline is overdue (0 when the sweep is on time).
+    public var expirySweepLagMilliseconds: Int64 = 0
+    public var oldestReadyAgeMilliseconds: Int64?
+    /// Jobs running longer than the threshold, longest first.
+    public var longRunningJobs: [Int64] = []
+    public var freeBytes: Int64?
+    public var ready = 0
+    public var running = 0
+    public var parkedClaims = 0
+
+    mutating func flag(_ verdict: Verdict, _ reason: String) {
+        self.verdict = max(self.verdict, verdict)
+        self.reasons.append(reason)
+    }
+
+    /// A one-line summary for `STATUS=` and logs.
+    public var summary: String {
+        let figures = "\(self.ready) ready, \(self.running) running, \(self.parkedClaims) claims waiting"
+        return self.reasons.isEmpty ? "\(self.verdict.rawValue): \(figures)" : "\(self.verdict.rawValue): \(self.reasons.joined(separator: "; ")); \(figures)"
+    }
+
+    /// Free space on the file system holding `path`, for whoever runs this process.
+    static func freeBytes(at path: String) -> Int64? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return Int64(info.f_bavail) * Int64(info.f_frsize)
+    }
+}
+
+extension JSONWriter {
+    /// The `health` op's result.
+    mutating func health(_ report: HealthReport) {
+        self.member("health", report.verdict.rawValue)
+        self.key("reasons")
+        self.beginArray()
+        for reason in report.reasons { self.string(reason) }
+        self.endArray()
+        self.member("last_commit_age_ms", optional: report.lastCommitAgeMilliseconds)
+        self.member("expiry_sweep_lag_ms", report.expirySweepLagMilliseconds)
+        self.member("oldest_ready_age_ms", optional: report.oldestReadyAgeMilliseconds)
+        self.key("long_running_jobs")
+        self.beginArray()
+        for job in report.longRunningJobs { self.integer(job) }
+        self.endArray()
+        self.member("free_bytes", optional: report.freeBytes)
+        self.member("ready", report.ready)
+        self.member("running", report.running)
+        self.member("parked_claims", report.parkedClaims)
+    }
+}
