@@ -117,17 +117,28 @@ class Batond:
         self.start()
 
     def start(self) -> None:
-        self.process = subprocess.Popen(
-            [BATOND, "--socket", self.socket_path, "--store", os.path.join(self.directory, "store.sqlite"), *self.flags],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        # Its log goes to a file: a pipe nobody reads would fill up and stall its writer.
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [BATOND, "--socket", self.socket_path, "--store", os.path.join(self.directory, "store.sqlite"), *self.flags],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         deadline = time.monotonic() + 20
         while not os.path.exists(self.socket_path):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
-                raise RuntimeError("batond did not start: " + self.process.stderr.read().decode())
+                raise RuntimeError("batond did not start: " + self.log())
             time.sleep(0.02)
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.directory, "batond.log")
+
+    def log(self) -> str:
+        """What batond has logged so far."""
+        with open(self.log_path, "rb") as log:
+            return log.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
