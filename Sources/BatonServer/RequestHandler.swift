@@ -158,9 +158,11 @@ final class RequestHandler: ChannelDuplexHandler {
     private func deliver(_ outcome: Outcome) {
         self.inFlight -= 1
         guard let context = self.context, context.channel.isActive else {
-            // Nobody to tell: a lease granted to a vanished client goes straight back.
+            // Nobody to tell: a lease granted to a vanished client goes straight back, and
+            // the claim that won it may have listed the connection as a worker again.
             if let granted = outcome.granted {
                 self.releaseUndelivered(granted)
+                self.authority.connectionClosed(self.connection)
             }
             return
         }
