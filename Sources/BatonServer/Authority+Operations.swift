@@ -254,13 +254,11 @@ extension Authority {
         if let dead = request.after.first(where: { dependencies[$0] == .failed || dependencies[$0] == .cancelled }) {
             let reason = "dependency \(dead) \(dependencies[dead] == .failed ? "failed" : "was cancelled")"
             _ = try context.tx.markCancelled(id: jobID, from: .queued, reason: reason, now: context.wallNow)
+            self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, &context)
             try self.record(JobEvent(.cancelled, at: context.wallNow, state: .cancelled, detail: reason), job: jobID, queue: request.queue, &context)
-            self.queueMetrics(request.queue).enqueued.increment()
-            self.queueMetrics(request.queue).cancelled.increment()
             return (jobID, false)
         }
-        self.queueMetrics(request.queue).enqueued.increment()
-        self.logChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, &context)
+        self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, &context)
         let unfinished = Array(Set(request.after.filter { dependencies[$0] != .completed }))
         if unfinished.isEmpty {
             self.noteWaiting(queue: request.queue, runAt: runAt, &context)
@@ -289,7 +287,6 @@ extension Authority {
                     JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason),
                     job: dependent.id, queue: dependent.queue, &context
                 )
-                self.queueMetrics(dependent.queue).cancelled.increment()
                 ended.append((dependent.id, "was cancelled"))
             }
         }
@@ -347,12 +344,9 @@ extension Authority {
         self.gate.started(jobID: job.id, queue: best.queue, key: best.job.concurrencyKey)
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         self.workers.holds(job.id, on: connection, since: context.wallNow)
-        let metrics = self.queueMetrics(job.queue)
-        metrics.claimed.increment()
-        metrics.wait.recordMilliseconds(max(context.wallNow - job.dueAt, 0))
         try self.record(
             JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
-            job: job.id, queue: job.queue, &context
+            job: job.id, queue: job.queue, milliseconds: max(context.wallNow - job.dueAt, 0), &context
         )
         let line = Reply.success(id: id) { reply in
             reply.key("job")
@@ -415,13 +409,11 @@ extension Authority {
             if let completed = try context.tx.markCompleted(
                 id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow
             ) {
-                let metrics = self.queueMetrics(completed.queue)
-                metrics.completed.increment()
-                self.logChange(
+                self.noteChange(
                     JobEvent(.completed, at: context.wallNow, state: .completed, token: reference.token),
-                    job: reference.jobID, queue: completed.queue, &context
+                    job: reference.jobID, queue: completed.queue, milliseconds: max(context.wallNow - completed.startedAt, 0),
+                    &context
                 )
-                metrics.run.recordMilliseconds(max(context.wallNow - completed.startedAt, 0))
             }
             try self.releaseDependents(of: reference.jobID, &context)
             return try request.followUps.map { try self.enqueueOne($0, &context) }
@@ -482,7 +474,6 @@ extension Authority {
             JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason), job: jobID, queue: job.queue,
             &context
         )
-        self.queueMetrics(job.queue).cancelled.increment()
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
         return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
     }
@@ -610,17 +601,13 @@ extension Authority {
                 expired ? .expired : .failed, at: context.wallNow, state: decision.state, token: reference.token,
                 detail: expired ? nil : error
             ),
-            job: reference.jobID, queue: job.queue, &context
+            job: reference.jobID, queue: job.queue, milliseconds: max(context.wallNow - (job.startedAt ?? context.wallNow), 0),
+            &context
         )
-        let metrics = self.queueMetrics(job.queue)
-        metrics.run.recordMilliseconds(max(context.wallNow - (job.startedAt ?? context.wallNow), 0))
-        if expired { metrics.expired.increment() }
         switch decision {
         case .retry(let runAt):
-            metrics.retried.increment()
             self.noteWaiting(queue: job.queue, runAt: runAt, &context)
         case .fail:
-            metrics.failed.increment()
             try self.cancelDependents(of: reference.jobID, because: "failed", &context)
         }
         return decision
@@ -716,21 +703,52 @@ extension Authority {
     }
 
     /// Appends to a job's audit trail, in the same transaction as the change it records,
-    /// and to the batch's change log.
-    func record(_ event: JobEvent, job: Int64, queue: String?, _ context: inout BatchContext) throws {
+    /// and notes the change for the metrics and the log.
+    func record(
+        _ event: JobEvent, job: Int64, queue: String?, milliseconds: Int64? = nil, _ context: inout BatchContext
+    ) throws {
         let (number, reservation) = self.eventNumbers.next()
         if let reservation {
             try context.tx.saveReservation(.event, upTo: reservation)
         }
         try context.tx.recordEvent(event, job: job, sequence: number)
-        self.logChange(event, job: job, queue: queue, &context)
+        self.noteChange(event, job: job, queue: queue, milliseconds: milliseconds, &context)
     }
 
-    /// Notes a state change for the log, which is written once the batch has committed
-    /// (see ``ChangeLog``); the enqueue and the completion come here without an event row.
-    func logChange(_ event: JobEvent, job: Int64, queue: String?, _ context: inout BatchContext) {
-        guard self.changeLog.isEnabled else { return }
-        context.changes.append(ChangeLog.Change(event: event, job: job, queue: queue))
+    /// Notes a state change in the batch; the enqueue and the completion come here without
+    /// an event row. The notes are counted and logged only once the batch has committed,
+    /// and a savepoint that rolls back takes its notes with it (``atomically(_:_:)``
+    /// restores the context), so the metrics and the log count only what happened.
+    func noteChange(
+        _ event: JobEvent, job: Int64, queue: String?, milliseconds: Int64? = nil, _ context: inout BatchContext
+    ) {
+        context.changes.append(ChangeLog.Change(event: event, job: job, queue: queue, milliseconds: milliseconds))
+    }
+
+    /// Counts a committed batch's changes in the metrics.
+    func count(_ changes: [ChangeLog.Change]) {
+        for change in changes {
+            guard let queue = change.queue else { continue }
+            let metrics = self.queueMetrics(queue)
+            switch change.event.kind {
+            case .enqueued:
+                metrics.enqueued.increment()
+            case .claimed:
+                metrics.claimed.increment()
+                if let wait = change.milliseconds { metrics.wait.recordMilliseconds(wait) }
+            case .completed:
+                metrics.completed.increment()
+                if let run = change.milliseconds { metrics.run.recordMilliseconds(run) }
+            case .failed, .expired:
+                if change.event.kind == .expired { metrics.expired.increment() }
+                if change.event.state == .failed { metrics.failed.increment() } else { metrics.retried.increment() }
+                if let run = change.milliseconds { metrics.run.recordMilliseconds(run) }
+            case .cancelled:
+                metrics.cancelled.increment()
+            case .checkpointed, .released, .paused, .resumed, .retried:
+                break
+            }
+        }
     }
 
     // MARK: Scheduling

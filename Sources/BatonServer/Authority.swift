@@ -303,6 +303,7 @@ final class Authority: @unchecked Sendable {
         self.metrics.parkedClaims.set(self.parked.count)
         self.metrics.leases.set(self.leases.count)
         self.lastCommitAt = self.clock.wallMilliseconds()
+        self.count(changes)
         self.changeLog.write(changes)
         for (sink, outcome) in replies {
             sink.succeed(outcome)

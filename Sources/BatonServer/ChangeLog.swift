@@ -13,11 +13,13 @@ final class ChangeLog: Sendable {
         var event: JobEvent
         var job: Int64
         var queue: String?
+        /// The wait before a claim, or the run before an attempt ended, for the metrics.
+        var milliseconds: Int64?
     }
 
     private let logger: Logger
     private let queue = DispatchQueue(label: "batond.changes")
-    /// Whether the logger's level lets `info` through; when not, nothing is collected.
+    /// Whether the logger's level lets `info` through; when not, nothing is written.
     let isEnabled: Bool
 
     init(logger: Logger) {
@@ -26,7 +28,7 @@ final class ChangeLog: Sendable {
     }
 
     func write(_ changes: [Change]) {
-        guard !changes.isEmpty else { return }
+        guard self.isEnabled, !changes.isEmpty else { return }
         self.queue.async { [logger] in
             for change in changes {
                 var metadata: Logger.Metadata = [

@@ -4,7 +4,7 @@ import Testing
 
 @Suite("Metrics, health, workers and logs")
 struct ObservabilityTests {
-    @Test("counters and histograms move as jobs flow: enqueue 10, complete 7, fail 3")
+    @Test("counters and histograms move as jobs flow (enqueue 10, complete 7, fail 3); refused writes count nothing")
     func countersFollowTheJobs() throws {
         let server = try TestServer()
         let client = try server.connect()
@@ -21,6 +21,15 @@ struct ObservabilityTests {
         }
         let stale = try client.request(["op": "heartbeat", "job": 1, "token": 424_242])
         #expect(stale.errorCode == "lease_lost")
+        // A batch refused as a whole enqueues nothing, and counts nothing.
+        let refused = try client.request(["op": "enqueue_batch", "jobs": [["queue": "flow", "payload": 1], ["queue": "flow"]]])
+        #expect(refused.errorCode == "invalid_argument")
+        let follow = try client.enqueue(queue: "flow", payload: "last")
+        let lease = try #require(try client.claim(queues: ["flow"]))
+        #expect(lease.id == follow)
+        let unknownDependency = try client.fenced("complete", lease, ["enqueue": [["queue": "flow", "payload": 1, "after": [999_999]]]])
+        #expect(unknownDependency.errorCode == "invalid_argument", "a refused follow-up undoes the completion")
+        #expect(try client.fenced("fail", lease, ["error": "gave up", "retry": false]).ok)
 
         let metrics = try client.request(["op": "metrics", "format": "json"])
         #expect(metrics.string("format") == "json")
@@ -29,21 +38,21 @@ struct ObservabilityTests {
             samples.first { $0["name"] as? String == name && ($0["labels"] as? [String: String]) == labels }
                 .flatMap { ($0["value"] as? NSNumber)?.doubleValue }
         }
-        #expect(value("baton_jobs_enqueued_total") == 10)
-        #expect(value("baton_jobs_claimed_total") == 10)
+        #expect(value("baton_jobs_enqueued_total") == 11)
+        #expect(value("baton_jobs_claimed_total") == 11)
         #expect(value("baton_jobs_completed_total") == 7)
-        #expect(value("baton_jobs_failed_total") == 3)
+        #expect(value("baton_jobs_failed_total") == 4)
         #expect(value("baton_jobs_retried_total") == 0)
         #expect(value("baton_stale_token_refusals_total", [:]) == 1)
         #expect(value("baton_jobs", ["queue": "flow", "state": "completed"]) == 7)
-        #expect(value("baton_jobs", ["queue": "flow", "state": "failed"]) == 3)
+        #expect(value("baton_jobs", ["queue": "flow", "state": "failed"]) == 4)
         #expect(value("baton_connections", [:]) == 1)
         let histograms = try #require(metrics.fields["histograms"] as? [[String: Any]])
         func histogram(_ name: String) -> [String: Any]? {
             histograms.first { $0["name"] as? String == name && ($0["labels"] as? [String: String])?["queue"] == "flow" }
         }
-        #expect(histogram("baton_job_wait_seconds")?["count"] as? Int == 10)
-        #expect(histogram("baton_job_run_seconds")?["count"] as? Int == 10)
+        #expect(histogram("baton_job_wait_seconds")?["count"] as? Int == 11)
+        #expect(histogram("baton_job_run_seconds")?["count"] as? Int == 11)
         #expect(histogram("baton_job_wait_seconds")?["p95"] is NSNumber, "quantiles are estimated from the buckets")
         let batches = try #require(histograms.first { $0["name"] as? String == "baton_commit_batch_size" })
         #expect((batches["count"] as? Int ?? 0) >= 1)
