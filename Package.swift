@@ -48,6 +48,8 @@ let package = Package(
         ),
         // libsystemd, for readiness, the watchdog and socket activation.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // glibc's mallopt, for batond's allocator tuning.
+        .systemLibrary(name: "CMalloc"),
         .target(
             name: "BatonSystemd",
             dependencies: ["CSystemd", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
@@ -84,7 +86,7 @@ let package = Package(
         .executableTarget(
             name: "batond",
             dependencies: [
-                "BatonServer", "BatonSystemd",
+                "BatonServer", "BatonSystemd", "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
