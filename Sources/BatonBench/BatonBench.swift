@@ -50,6 +50,9 @@ struct BatonBench: ParsableCommand {
     )
     var window: Int = 1
 
+    @Flag(help: "Workers claim their next job with each complete (`complete {claim}`): one request per job.")
+    var completeAndClaim = false
+
     func run() throws {
         if self.jobs > 0 {
             try self.throughput()
@@ -69,7 +72,10 @@ struct BatonBench: ParsableCommand {
             agents[index % agents.count].append(agent)
         }
         for index in 0..<self.workers {
-            let agent = Worker(connection: try LineConnection(path: self.socket), queue: self.queue, pipelined: self.window > 1, progress: shared)
+            let agent = Worker(
+                connection: try LineConnection(path: self.socket), queue: self.queue, pipelined: self.window > 1,
+                combined: self.completeAndClaim, progress: shared
+            )
             agents[(self.producers + index) % agents.count].append(agent)
         }
         let started = monotonicNanoseconds()
@@ -87,7 +93,10 @@ struct BatonBench: ParsableCommand {
         let seconds = Double(monotonicNanoseconds() - started) / 1e9
         try failures.check()
         let latencies = agents.joined().compactMap { $0 as? Worker }.flatMap(\.latencies).sorted()
-        print("throughput: \(total) jobs, \(self.producers) producers, \(self.workers) workers, window \(self.window)")
+        print(
+            "throughput: \(total) jobs, \(self.producers) producers, \(self.workers) workers, window \(self.window)"
+                + (self.completeAndClaim ? ", complete-and-claim" : "")
+        )
         print(String(format: "  %.0f cycles/s (enqueue → claim → complete, %.2f s)", Double(total) / seconds, seconds))
         print("  enqueue-to-claim latency: \(percentiles(latencies))")
     }
@@ -167,16 +176,21 @@ private final class Producer: Agent {
 private final class Worker: Agent {
     let connection: LineConnection
     private let claim: String
+    private let queue: String
     private let pipelined: Bool
+    /// Each complete also claims the next job.
+    private let combined: Bool
     private let progress: SharedProgress
     private(set) var latencies: [Int64] = []
     private var awaitingComplete = false
     private(set) var isDone = false
 
-    init(connection: LineConnection, queue: String, pipelined: Bool, progress: SharedProgress) {
+    init(connection: LineConnection, queue: String, pipelined: Bool, combined: Bool, progress: SharedProgress) {
         self.connection = connection
         self.claim = #"{"op":"claim","queues":["\#(queue)"],"wait_ms":200}"# + "\n"
+        self.queue = queue
         self.pipelined = pipelined
+        self.combined = combined
         self.progress = progress
     }
 
@@ -188,8 +202,13 @@ private final class Worker: Agent {
             guard line.contains(#""ok":true"#) else { throw BenchError("complete failed: \(line)") }
             self.awaitingComplete = false
             self.progress.completed()
-            if !self.pipelined { try self.claimOrStop() }
-            return
+            if self.combined {
+                // The reply carries the next job, or `null` when none was ready.
+                guard line.contains(#""job":{"#) else { return try self.claimOrStop() }
+            } else {
+                if !self.pipelined { try self.claimOrStop() }
+                return
+            }
         }
         guard let id = field("id", in: line, after: #""job":{"#), let token = field("token", in: line),
             let sent = field("t", in: line)
@@ -198,6 +217,10 @@ private final class Worker: Agent {
         }
         self.latencies.append(now - sent)
         self.awaitingComplete = true
+        if self.combined {
+            try self.connection.send(#"{"op":"complete","job":\#(id),"token":\#(token),"claim":{"queues":["\#(self.queue)"]}}"# + "\n")
+            return
+        }
         let complete = #"{"op":"complete","job":\#(id),"token":\#(token)}"# + "\n"
         // Pipelined, the next claim rides with this complete: one round trip per job.
         try self.connection.send(self.pipelined ? complete + self.claim : complete)

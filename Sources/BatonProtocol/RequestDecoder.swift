@@ -87,11 +87,27 @@ public struct RequestDecoder: Sendable {
                 )
             )
         case "complete":
+            var next: ClaimRequest?
+            if let value = fields.value("claim") {
+                guard case .object(let object) = value else {
+                    throw BatonError.invalidArgument("claim", "must be an object with `claim`'s arguments")
+                }
+                var nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+                do {
+                    next = try self.claim(&nested)
+                } catch let error as BatonError {
+                    throw BatonError(error.code, "claim: \(error.message)")
+                }
+                guard next?.waitMilliseconds == 0 else {
+                    throw BatonError.invalidArgument("claim.wait_ms", "is not allowed: the claim made with a completion does not wait")
+                }
+            }
             return .complete(
                 CompleteRequest(
                     lease: try fields.leaseReference(),
                     result: fields.json("result"),
-                    followUps: try self.enqueueList("enqueue", in: fields, required: false)
+                    followUps: try self.enqueueList("enqueue", in: fields, required: false),
+                    next: next
                 )
             )
         case "fail":

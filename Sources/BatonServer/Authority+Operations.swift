@@ -43,7 +43,7 @@ extension Authority {
                 self.workers.renewed(request.lease.jobID, on: submission.connection, now: context.wallNow)
                 return Outcome(line: line)
             case .complete(let request):
-                return Outcome(line: try self.complete(request, id: id, &context))
+                return try self.complete(request, id: id, connection: submission.connection, &context)
             case .fail(let request):
                 return Outcome(line: try self.fail(request, id: id, &context))
             case .release(let request):
@@ -314,6 +314,26 @@ extension Authority {
     func claim(
         _ request: ClaimRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
     ) throws -> Outcome? {
+        guard let leased = try self.lease(request, connection: connection, &context) else { return nil }
+        let line = Reply.success(id: id) { reply in
+            reply.key("job")
+            reply.claimedJob(leased.job, token: leased.token, leaseExpiresAt: leased.expiresAt)
+        }
+        return Outcome(line: line, granted: LeaseReference(jobID: leased.job.id, token: leased.token))
+    }
+
+    /// A job leased by a claim, with what its reply shows.
+    struct Leased {
+        var job: ClaimedJob
+        var token: FencingToken
+        var expiresAt: Int64
+    }
+
+    /// Leases the best ready job across the claim's queues, or returns `nil` when none is
+    /// ready (or none may start, by the queues' limits and the concurrency keys).
+    func lease(
+        _ request: ClaimRequest, connection: ConnectionIdentity, _ context: inout BatchContext
+    ) throws -> Leased? {
         var best: (job: StoreTransaction.ReadyJob, queue: String)?
         for queue in request.queues where !self.pausedQueues.contains(queue) && !self.gate.isFull(queue) {
             let candidate = try context.tx.bestReadyJob(queue: queue) { key in
@@ -348,11 +368,7 @@ extension Authority {
             JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
             job: job.id, queue: job.queue, milliseconds: max(context.wallNow - job.dueAt, 0), &context
         )
-        let line = Reply.success(id: id) { reply in
-            reply.key("job")
-            reply.claimedJob(job, token: token, leaseExpiresAt: context.wallTime(ofMonotonic: lease.deadline))
-        }
-        return Outcome(line: line, granted: LeaseReference(jobID: job.id, token: token))
+        return Leased(job: job, token: token, expiresAt: context.wallTime(ofMonotonic: lease.deadline))
     }
 
     /// Offers the jobs this batch made ready to the parked claims.
@@ -395,13 +411,17 @@ extension Authority {
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
     }
 
-    private func complete(_ request: CompleteRequest, id: String?, _ context: inout BatchContext) throws -> String {
+    /// Completes a job, with its follow-ups; with `claim`, then leases the worker's next job.
+    private func complete(
+        _ request: CompleteRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
+    ) throws -> Outcome {
         let reference = request.lease
         if case .notHeld = self.leases.check(jobID: reference.jobID, token: reference.token, now: context.monotonicNow),
             let job = try context.tx.job(id: reference.jobID), job.state == .completed, job.leaseToken == reference.token
         {
-            // The same worker again, after losing our first reply: answer as before.
-            return Reply.success(id: id)
+            // The same worker again, after losing our first reply: answer as before (and
+            // claim again: a job leased with the lost reply expires like any other).
+            return try self.completed(request, followUps: nil, id: id, connection: connection, &context)
         }
         try self.requireLiveLease(reference, ending: "completed", &context)
         // The completion and its follow-up jobs commit together, or none of it does.
@@ -419,9 +439,29 @@ extension Authority {
             return try request.followUps.map { try self.enqueueOne($0, &context) }
         }
         self.endLease(reference.jobID, &context)
-        return Reply.success(id: id) { reply in
-            if !request.followUps.isEmpty { reply.enqueued(followUps) }
+        return try self.completed(request, followUps: followUps, id: id, connection: connection, &context)
+    }
+
+    /// The reply to a completion: its follow-ups, and the next job when it claims one.
+    private func completed(
+        _ request: CompleteRequest, followUps: [(jobID: Int64, duplicate: Bool)]?, id: String?, connection: ConnectionIdentity,
+        _ context: inout BatchContext
+    ) throws -> Outcome {
+        var leased: Leased?
+        if let next = request.next {
+            leased = try self.lease(next, connection: connection, &context)
         }
+        let line = Reply.success(id: id) { reply in
+            if let followUps, !request.followUps.isEmpty { reply.enqueued(followUps) }
+            guard request.next != nil else { return }
+            reply.key("job")
+            if let leased {
+                reply.claimedJob(leased.job, token: leased.token, leaseExpiresAt: leased.expiresAt)
+            } else {
+                reply.null()
+            }
+        }
+        return Outcome(line: line, granted: leased.map { LeaseReference(jobID: $0.job.id, token: $0.token) })
     }
 
     private func fail(_ request: FailRequest, id: String?, _ context: inout BatchContext) throws -> String {
