@@ -146,6 +146,16 @@ class Batond:
             assert self.process.wait(timeout=20) == 0, "batond did not stop cleanly"
 
 
+def eventually(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
+    """Polls `condition` until it holds or `seconds` pass; whether it held."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 class Connection(Protocol):
     def send_line(self, line: str) -> None: ...
 

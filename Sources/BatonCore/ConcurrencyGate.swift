@@ -25,11 +25,6 @@ public struct ConcurrencyGate: Sendable {
 
     // MARK: Limits
 
-    /// The most jobs of `queue` that may run at once, or `nil` for no limit.
-    public func limit(of queue: String) -> Int? {
-        self.limits[queue]
-    }
-
     /// Every queue's limit.
     public var allLimits: [String: Int] { self.limits }
 

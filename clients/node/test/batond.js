@@ -4,6 +4,8 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { after, before } from 'node:test';
+import { Client } from '../src/index.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BATOND = process.env.BATOND ?? path.join(ROOT, '.build', 'debug', 'batond');
@@ -41,6 +43,20 @@ export class Batond {
     const code = await exited;
     if (code !== 0) throw new Error(`batond exited with ${code}`);
   }
+}
+
+/** A batond and a client on it for every test of a file; `fixture.server`, `fixture.client`. */
+export function useBatond() {
+  const fixture = {};
+  before(async () => {
+    fixture.server = await Batond.start();
+    fixture.client = new Client({ socketPath: fixture.server.socketPath, timeoutMs: 10000, reconnectTimeoutMs: 10000 });
+  });
+  after(async () => {
+    fixture.client.close();
+    await fixture.server.stop();
+  });
+  return fixture;
 }
 
 export async function eventually(condition, ms = 15000) {

@@ -3,89 +3,80 @@ import { createServer } from 'node:net';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { BatonError, Client, ConnectionLost, ProtocolError, RequestTimeout } from '../src/index.js';
-import { Batond } from './batond.js';
+import { useBatond } from './batond.js';
 
-let server;
-let client;
-before(async () => {
-  server = await Batond.start();
-  client = new Client({ socketPath: server.socketPath, timeoutMs: 10000, reconnectTimeoutMs: 10000 });
-});
-after(async () => {
-  client.close();
-  await server.stop();
-});
+const fixture = useBatond();
 
 test('a job from enqueue to completion', async () => {
-  const enqueued = await client.enqueue('docs', { file: 'a.pdf' }, { priority: 3, uniqueKey: 'a.pdf' });
+  const enqueued = await fixture.client.enqueue('docs', { file: 'a.pdf' }, { priority: 3, uniqueKey: 'a.pdf' });
   assert.equal(enqueued.duplicate, false);
-  assert.equal((await client.enqueue('docs', { file: 'a.pdf' }, { uniqueKey: 'a.pdf' })).job, enqueued.job);
-  const lease = await client.claim(['docs'], { worker: 'node-test' });
+  assert.equal((await fixture.client.enqueue('docs', { file: 'a.pdf' }, { uniqueKey: 'a.pdf' })).job, enqueued.job);
+  const lease = await fixture.client.claim(['docs'], { worker: 'node-test' });
   assert.deepEqual(lease.payload, { file: 'a.pdf' });
-  assert.ok((await client.heartbeat(lease, { progress: { percent: 10 } })) > Date.now());
-  await client.checkpoint(lease, { stage: 'parsed' });
-  const [followUp] = await client.complete(lease, { pages: 3 }, { enqueue: [{ queue: 'embed', payload: enqueued.job }] });
-  const job = await client.get(enqueued.job);
+  assert.ok((await fixture.client.heartbeat(lease, { progress: { percent: 10 } })) > Date.now());
+  await fixture.client.checkpoint(lease, { stage: 'parsed' });
+  const [followUp] = await fixture.client.complete(lease, { pages: 3 }, { enqueue: [{ queue: 'embed', payload: enqueued.job }] });
+  const job = await fixture.client.get(enqueued.job);
   assert.equal(job.state, 'completed');
   assert.deepEqual(job.result, { pages: 3 });
-  assert.equal((await client.get(followUp.job)).queue, 'embed');
-  assert.deepEqual((await client.events(enqueued.job)).map((event) => event.event), ['enqueued', 'claimed', 'checkpointed', 'completed']);
+  assert.equal((await fixture.client.get(followUp.job)).queue, 'embed');
+  assert.deepEqual((await fixture.client.events(enqueued.job)).map((event) => event.event), ['enqueued', 'claimed', 'checkpointed', 'completed']);
 });
 
 test('refusals carry the code and the job state', async () => {
-  await client.enqueue('expiring', null, { leaseMs: 100, backoff: { initialMs: 0, maxMs: 0 } });
-  const stale = await client.claim(['expiring']);
+  await fixture.client.enqueue('expiring', null, { leaseMs: 100, backoff: { initialMs: 0, maxMs: 0 } });
+  const stale = await fixture.client.claim(['expiring']);
   await new Promise((resolve) => setTimeout(resolve, 300));
-  const fresh = await client.claim(['expiring'], { waitMs: 2000 });
+  const fresh = await fixture.client.claim(['expiring'], { waitMs: 2000 });
   assert.ok(fresh.token > stale.token);
-  await assert.rejects(client.complete(stale), (error) => error instanceof BatonError && error.code === 'lease_lost' && error.state === 'running');
-  await assert.rejects(client.get(999999), (error) => error instanceof BatonError && error.code === 'not_found');
+  await assert.rejects(fixture.client.complete(stale), (error) => error instanceof BatonError && error.code === 'lease_lost' && error.state === 'running');
+  await assert.rejects(fixture.client.get(999999), (error) => error instanceof BatonError && error.code === 'not_found');
 });
 
 test('job and queue control', async () => {
-  const first = (await client.enqueue('ctl', 1, { maxAttempts: 1 })).job;
-  const second = (await client.enqueue('ctl', 2)).job;
-  assert.equal((await client.enqueueBatch([{ queue: 'other', payload: 3 }, { queue: 'other', payload: 4 }])).length, 2);
-  await client.pause(second);
-  await client.setQueue('ctl', 1);
-  const lease = await client.claim(['ctl']);
+  const first = (await fixture.client.enqueue('ctl', 1, { maxAttempts: 1 })).job;
+  const second = (await fixture.client.enqueue('ctl', 2)).job;
+  assert.equal((await fixture.client.enqueueBatch([{ queue: 'other', payload: 3 }, { queue: 'other', payload: 4 }])).length, 2);
+  await fixture.client.pause(second);
+  await fixture.client.setQueue('ctl', 1);
+  const lease = await fixture.client.claim(['ctl']);
   assert.equal(lease.id, first);
-  assert.equal(await client.claim(['ctl']), null);
-  assert.equal(await client.fail(lease, 'bad input'), 'failed');
-  await client.retry(first);
-  await client.cancel(first, 'not needed');
-  await client.resume(second);
-  await client.pauseQueue('ctl');
-  assert.equal(await client.claim(['ctl']), null);
-  await client.resumeQueue('ctl');
-  await client.setQueue('ctl', null);
-  const again = await client.claim(['ctl']);
+  assert.equal(await fixture.client.claim(['ctl']), null);
+  assert.equal(await fixture.client.fail(lease, 'bad input'), 'failed');
+  await fixture.client.retry(first);
+  await fixture.client.cancel(first, 'not needed');
+  await fixture.client.resume(second);
+  await fixture.client.pauseQueue('ctl');
+  assert.equal(await fixture.client.claim(['ctl']), null);
+  await fixture.client.resumeQueue('ctl');
+  await fixture.client.setQueue('ctl', null);
+  const again = await fixture.client.claim(['ctl']);
   assert.equal(again.id, second);
-  await client.release(again);
-  const stats = await client.stats();
+  await fixture.client.release(again);
+  const stats = await fixture.client.stats();
   assert.equal(stats.queues.ctl.queued, 1);
   assert.equal(stats.queues.ctl.cancelled, 1);
-  const page = await client.list({ queue: 'other', limit: 1, oldestFirst: true });
+  const page = await fixture.client.list({ queue: 'other', limit: 1, oldestFirst: true });
   assert.deepEqual(page.jobs.map((job) => job.payload), [3]);
   assert.notEqual(page.next, null);
-  assert.equal((await client.hello('node')).protocol, 1);
+  assert.equal((await fixture.client.hello('node')).protocol, 1);
 });
 
 test('a waiting claim does not hold up other requests', async () => {
-  const waiting = client.claim(['later'], { waitMs: 10000 });
+  const waiting = fixture.client.claim(['later'], { waitMs: 10000 });
   await new Promise((resolve) => setTimeout(resolve, 200));
-  const { job } = await client.enqueue('later', 'now');
+  const { job } = await fixture.client.enqueue('later', 'now');
   assert.equal((await waiting).id, job);
 });
 
 test('the client reconnects when batond restarts', async () => {
-  const { job } = await client.enqueue('restart', 1);
-  await server.stop();
-  await server.start();
-  assert.equal((await client.get(job)).state, 'queued');
-  assert.equal((await client.claim(['restart'])).id, job);
+  const { job } = await fixture.client.enqueue('restart', 1);
+  await fixture.server.stop();
+  await fixture.server.start();
+  assert.equal((await fixture.client.get(job)).state, 'queued');
+  assert.equal((await fixture.client.claim(['restart'])).id, job);
 });
 
 function fakeServer(behaviour) {

@@ -3,30 +3,21 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { Client, PermanentFailure, Worker } from '../src/index.js';
-import { Batond, eventually } from './batond.js';
+import { eventually, useBatond } from './batond.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
-let server;
-let client;
-before(async () => {
-  server = await Batond.start();
-  client = new Client({ socketPath: server.socketPath, timeoutMs: 10000, reconnectTimeoutMs: 10000 });
-});
-after(async () => {
-  client.close();
-  await server.stop();
-});
+const fixture = useBatond();
 
-const state = async (job) => (await client.get(job)).state;
+const state = async (job) => (await fixture.client.get(job)).state;
 
 test('results complete, rejections retry from the checkpoint, permanent failures fail', async () => {
-  const ok = (await client.enqueue('work', { n: 2 })).job;
-  const flaky = (await client.enqueue('work', { flaky: true }, { backoff: { initialMs: 0, maxMs: 0 } })).job;
-  const hopeless = (await client.enqueue('work', { hopeless: true })).job;
+  const ok = (await fixture.client.enqueue('work', { n: 2 })).job;
+  const flaky = (await fixture.client.enqueue('work', { flaky: true }, { backoff: { initialMs: 0, maxMs: 0 } })).job;
+  const hopeless = (await fixture.client.enqueue('work', { hopeless: true })).job;
   const seen = [];
-  const worker = new Worker(client, ['work'], async (job) => {
+  const worker = new Worker(fixture.client, ['work'], async (job) => {
     if (job.payload.flaky) {
       seen.push(job.checkpoint);
       if (job.attempt === 1) {
@@ -45,34 +36,34 @@ test('results complete, rejections retry from the checkpoint, permanent failures
   }));
   worker.stop();
   await running;
-  assert.equal((await client.get(ok)).result, 42);
-  assert.equal((await client.get(flaky)).result, 'second time lucky');
+  assert.equal((await fixture.client.get(ok)).result, 42);
+  assert.equal((await fixture.client.get(flaky)).result, 'second time lucky');
   assert.deepEqual(seen, [null, { stage: 'extracted' }]);
-  const failed = await client.get(hopeless);
+  const failed = await fixture.client.get(hopeless);
   assert.equal(failed.state, 'failed');
   assert.equal(failed.last_error, 'unreadable file');
 });
 
 test('a cancelled job aborts its handler and its result is not reported', async () => {
-  const { job } = await client.enqueue('long', null, { leaseMs: 600 });
+  const { job } = await fixture.client.enqueue('long', null, { leaseMs: 600 });
   let aborted = false;
-  const worker = new Worker(client, ['long'], (context) => new Promise((resolve) => {
+  const worker = new Worker(fixture.client, ['long'], (context) => new Promise((resolve) => {
     context.signal.addEventListener('abort', () => { aborted = context.stopReason === 'cancelled'; resolve('too late'); });
   }), { pollMs: 200, handleSignals: false });
   const running = worker.run();
   assert.ok(await eventually(async () => (await state(job)) === 'running'));
-  await client.cancel(job, 'wrong file');
+  await fixture.client.cancel(job, 'wrong file');
   assert.ok(await eventually(() => aborted), 'the handler was told within a heartbeat');
   worker.stop();
   await running;
-  const cancelled = await client.get(job);
+  const cancelled = await fixture.client.get(job);
   assert.equal(cancelled.state, 'cancelled');
   assert.equal(cancelled.result, null);
 });
 
 test('heartbeats keep a long job alive past its lease', async () => {
-  const { job } = await client.enqueue('slow', null, { leaseMs: 300 });
-  const worker = new Worker(client, ['slow'], async () => {
+  const { job } = await fixture.client.enqueue('slow', null, { leaseMs: 300 });
+  const worker = new Worker(fixture.client, ['slow'], async () => {
     await new Promise((resolve) => setTimeout(resolve, 1200));
     return 'finished';
   }, { pollMs: 200, handleSignals: false });
@@ -80,11 +71,11 @@ test('heartbeats keep a long job alive past its lease', async () => {
   assert.ok(await eventually(async () => (await state(job)) === 'completed'));
   worker.stop();
   await running;
-  assert.equal((await client.get(job)).attempts, 1);
+  assert.equal((await fixture.client.get(job)).attempts, 1);
 });
 
 test('SIGTERM stops a worker process and releases its job without spending the attempt', async () => {
-  const { job } = await client.enqueue('shutdown', null);
+  const { job } = await fixture.client.enqueue('shutdown', null);
   const script = `
     import { Client, Worker } from ${JSON.stringify(path.join(HERE, '..', 'src', 'index.js'))};
     await new Worker(new Client({ socketPath: process.argv[1] }), ['shutdown'], (job) => new Promise((_, reject) => {
@@ -92,12 +83,12 @@ test('SIGTERM stops a worker process and releases its job without spending the a
       job.signal.addEventListener('abort', () => reject(new Error('stopped')));
     }), { pollMs: 200 }).run();
     process.exit(0);`;
-  const child = spawn(process.execPath, ['--input-type=module', '-e', script, server.socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, fixture.server.socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve) => child.stdout.once('data', resolve));
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
-  const released = await client.get(job);
+  const released = await fixture.client.get(job);
   assert.equal(released.state, 'queued');
   assert.equal(released.attempts, 0);
 });
@@ -106,28 +97,28 @@ test('the README worker runs as written', async () => {
   const readme = readFileSync(path.join(HERE, '..', 'README.md'), 'utf8');
   const code = /## A worker\n\n```js\n([\s\S]*?)```/.exec(readme)[1];
   assert.ok(code.split('\n').length < 30);
-  const source = code.replace("from 'baton-client'", `from ${JSON.stringify(path.join(HERE, '..', 'src', 'index.js'))}`);
+  const source = code.replace("from 'baton-fixture.client'", `from ${JSON.stringify(path.join(HERE, '..', 'src', 'index.js'))}`);
   const child = spawn(process.execPath, ['--input-type=module', '-e', source], {
-    env: { ...process.env, BATON_SOCKET: server.socketPath }, stdio: ['ignore', 'inherit', 'inherit'],
+    env: { ...process.env, BATON_SOCKET: fixture.server.socketPath }, stdio: ['ignore', 'inherit', 'inherit'],
   });
-  assert.ok(await eventually(async () => (await client.stats()).queues.embed?.completed === 1));
+  assert.ok(await eventually(async () => (await fixture.client.stats()).queues.embed?.completed === 1));
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
-  const [job] = (await client.list({ queue: 'embed' })).jobs;
+  const [job] = (await fixture.client.list({ queue: 'embed' })).jobs;
   assert.deepEqual(job.result, { vectors: 12 });
   assert.deepEqual(job.checkpoint, { stage: 'chunked' });
 });
 
 test('the worker carries on when batond restarts', async () => {
-  const first = (await client.enqueue('steady', 1)).job;
+  const first = (await fixture.client.enqueue('steady', 1)).job;
   const done = [];
-  const worker = new Worker(client, ['steady'], async (job) => { done.push(job.payload); return job.payload; }, { pollMs: 200, handleSignals: false });
+  const worker = new Worker(fixture.client, ['steady'], async (job) => { done.push(job.payload); return job.payload; }, { pollMs: 200, handleSignals: false });
   const running = worker.run();
   assert.ok(await eventually(async () => (await state(first)) === 'completed'));
-  await server.stop();
-  await server.start();
-  const second = (await client.enqueue('steady', 2)).job;
+  await fixture.server.stop();
+  await fixture.server.start();
+  const second = (await fixture.client.enqueue('steady', 2)).job;
   assert.ok(await eventually(async () => (await state(second)) === 'completed'));
   worker.stop();
   await running;

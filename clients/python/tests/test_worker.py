@@ -6,16 +6,9 @@ import textwrap
 import threading
 import time
 
+from conformance import eventually
+
 from baton import Client, PermanentFailure, Worker
-
-
-def eventually(condition, seconds=15.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def run_in_background(worker):

@@ -9,7 +9,7 @@ import time
 
 import conformance
 import pytest
-from conformance import Batond
+from conformance import Batond, eventually
 
 HERE = pathlib.Path(__file__).resolve().parent
 BATON_RUN = str(HERE.parent / "baton-run")
@@ -29,15 +29,6 @@ def run(batond, *arguments, timeout=60):
     return subprocess.run(
         [BATON_RUN, "-s", batond.socket_path, *arguments], capture_output=True, text=True, timeout=timeout
     )
-
-
-def eventually(condition, seconds=15.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_the_readme_one_liners_work_as_written(batond):
