@@ -116,7 +116,7 @@ let package = Package(
         ),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
-        .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore"]),
+        .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore", .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(
             name: "BatonSystemdTests",
             dependencies: [

@@ -424,8 +424,7 @@ extension Authority {
             return try self.completed(request, followUps: nil, id: id, connection: connection, &context)
         }
         try self.requireLiveLease(reference, ending: "completed", &context)
-        // The completion and its follow-up jobs commit together, or none of it does.
-        let followUps = try self.atomically(&context) { context in
+        let finish = { (context: inout BatchContext) throws -> [(jobID: Int64, duplicate: Bool)] in
             if let completed = try context.tx.markCompleted(
                 id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow
             ) {
@@ -438,6 +437,10 @@ extension Authority {
             try self.releaseDependents(of: reference.jobID, &context)
             return try request.followUps.map { try self.enqueueOne($0, &context) }
         }
+        // The completion and its follow-up jobs commit together, or none of it does. A
+        // completion alone needs no savepoint: its writes fail only when the store fails,
+        // and that rolls back the whole batch.
+        let followUps = request.followUps.isEmpty ? try finish(&context) : try self.atomically(&context, finish)
         self.endLease(reference.jobID, &context)
         return try self.completed(request, followUps: followUps, id: id, connection: connection, &context)
     }

@@ -125,6 +125,25 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v7: finished is finished_at") { db in
+            try db.execute(
+                sql: """
+                    -- A job is finished exactly when finished_at is set: every move to completed,
+                    -- failed or cancelled sets it, and a retry clears it. The partial indexes
+                    -- test that instead of `state IN (three states)`, which SQLite evaluates with
+                    -- a temporary b-tree built afresh for every insert and update of a job.
+                    UPDATE jobs SET finished_at = coalesce(started_at, created_at)
+                        WHERE finished_at IS NULL AND state IN ('completed', 'failed', 'cancelled');
+                    UPDATE jobs SET finished_at = NULL
+                        WHERE finished_at IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled');
+                    DROP INDEX jobs_unique_active;
+                    CREATE UNIQUE INDEX jobs_unique_active ON jobs (queue, unique_key)
+                        WHERE unique_key IS NOT NULL AND finished_at IS NULL;
+                    DROP INDEX jobs_finished;
+                    CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+                    """
+            )
+        }
         return migrator
     }
 

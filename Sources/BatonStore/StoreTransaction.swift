@@ -44,14 +44,7 @@ public struct StoreTransaction {
     ///
     /// - Parameter now: wall-clock milliseconds; the job is ready at once if `runAt <= now`.
     public func insert(_ job: NewJob, id: Int64, now: Int64) throws {
-        let statement = try DirectStatement(
-            self.db,
-            sql: """
-                INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
-                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key)
-                VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """
-        )
+        let statement = try DirectStatement(self.db, sql: Self.insertJobSQL)
         statement.bind(1, id)
         statement.bind(2, job.queue)
         statement.bind(3, job.runAt <= now)
@@ -76,7 +69,7 @@ public struct StoreTransaction {
             sql: """
                 SELECT id FROM jobs
                 WHERE queue = ? AND unique_key = ?
-                  AND unique_key IS NOT NULL AND state NOT IN ('completed', 'failed', 'cancelled')
+                  AND unique_key IS NOT NULL AND finished_at IS NULL
                 """
         )
         return try Int64.fetchOne(statement, arguments: [queue, uniqueKey])
@@ -109,41 +102,45 @@ public struct StoreTransaction {
 
     /// Moves a ready job to `running` under a new lease, and returns what its worker needs.
     ///
+    /// A read of the row and then its update, rather than one `UPDATE … RETURNING`:
+    /// SQLite gathers returned rows in a temporary b-tree it opens and closes for every
+    /// statement, which cost more than the claim's own write.
+    ///
     /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
     public func markClaimed(
         id: Int64, token: FencingToken, leaseMilliseconds: Int64?,
         worker: String?, peer: PeerIdentity?, now: Int64
     ) throws -> ClaimedJob? {
         try JobState.queued.checkMove(to: .running)
-        let statement = try DirectStatement(
-            self.db,
-            sql: """
-                UPDATE jobs SET state = 'running', ready = 0, attempts = attempts + 1, lease_token = ?,
-                    lease_ms = coalesce(?, lease_ms), worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?
-                WHERE id = ? AND ready = 1
-                RETURNING id, queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at
-                """
-        )
-        statement.bind(1, token.rawValue)
-        statement.bind(2, leaseMilliseconds)
-        statement.bind(3, worker)
-        statement.bind(4, peer.map { Int64($0.pid) })
-        statement.bind(5, peer.map { Int64($0.uid) })
-        statement.bind(6, now)
-        statement.bind(7, id)
-        return try statement.firstRow { row in
-            ClaimedJob(
-                id: row.int64(0),
-                queue: row.string(1),
-                payload: row.string(2),
-                attempt: Int(row.int64(3)),
-                maxAttempts: Int(row.int64(4)),
-                leaseMilliseconds: row.int64(5),
-                checkpoint: row.optionalString(6),
-                progress: row.optionalString(7),
-                dueAt: row.int64(8)
-            )
-        }
+        let read = try DirectStatement(self.db, sql: Self.claimReadSQL)
+        read.bind(1, id)
+        guard
+            var job = try read.firstRow({ row in
+                ClaimedJob(
+                    id: id,
+                    queue: row.string(0),
+                    payload: row.string(1),
+                    attempt: Int(row.int64(2)) + 1,
+                    maxAttempts: Int(row.int64(3)),
+                    leaseMilliseconds: row.int64(4),
+                    checkpoint: row.optionalString(5),
+                    progress: row.optionalString(6),
+                    dueAt: row.int64(7)
+                )
+            })
+        else { return nil }
+        job.leaseMilliseconds = leaseMilliseconds ?? job.leaseMilliseconds
+        let update = try DirectStatement(self.db, sql: Self.claimUpdateSQL)
+        update.bind(1, Int64(job.attempt))
+        update.bind(2, token.rawValue)
+        update.bind(3, job.leaseMilliseconds)
+        update.bind(4, worker)
+        update.bind(5, peer.map { Int64($0.pid) })
+        update.bind(6, peer.map { Int64($0.uid) })
+        update.bind(7, now)
+        update.bind(8, id)
+        _ = try update.execute()
+        return job
     }
 
     // MARK: Fenced writes
@@ -177,19 +174,17 @@ public struct StoreTransaction {
     ///   running under that token.
     public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> (queue: String, startedAt: Int64)? {
         try JobState.running.checkMove(to: .completed)
-        let statement = try DirectStatement(
-            self.db,
-            sql: """
-                UPDATE jobs SET state = 'completed', result = ?, finished_at = ?
-                WHERE id = ? AND state = 'running' AND lease_token = ?
-                RETURNING queue, started_at
-                """
-        )
-        statement.bind(1, result)
-        statement.bind(2, now)
-        statement.bind(3, id)
-        statement.bind(4, token.rawValue)
-        return try statement.firstRow { ($0.string(0), $0.optionalInt64(1) ?? now) }
+        // Read, then write, for the reason given at ``markClaimed(id:token:leaseMilliseconds:worker:peer:now:)``.
+        let read = try DirectStatement(self.db, sql: Self.completeReadSQL)
+        read.bind(1, id)
+        read.bind(2, token.rawValue)
+        guard let running = try read.firstRow({ ($0.string(0), $0.optionalInt64(1) ?? now) }) else { return nil }
+        let update = try DirectStatement(self.db, sql: Self.completeUpdateSQL)
+        update.bind(1, result)
+        update.bind(2, now)
+        update.bind(3, id)
+        _ = try update.execute()
+        return running
     }
 
     /// Ends the running job's attempt unsuccessfully: to `retrying` at `decision`'s time, or `failed`.
@@ -431,7 +426,7 @@ public struct StoreTransaction {
         let statement = try self.db.cachedStatement(
             sql: """
                 SELECT j.id, j.state, j.queue FROM job_dependencies d CROSS JOIN jobs j ON j.id = d.job_id
-                WHERE d.depends_on = ? AND j.state NOT IN ('completed', 'failed', 'cancelled')
+                WHERE d.depends_on = ? AND j.finished_at IS NULL
                 """
         )
         return try Row.fetchAll(statement, arguments: [dependency]).compactMap { row in
@@ -443,10 +438,7 @@ public struct StoreTransaction {
 
     /// Records a state change of a job.
     public func recordEvent(_ event: JobEvent, job: Int64, sequence: Int64) throws {
-        let statement = try DirectStatement(
-            self.db,
-            sql: "INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-        )
+        let statement = try DirectStatement(self.db, sql: Self.recordEventSQL)
         statement.bind(1, job)
         statement.bind(2, sequence)
         statement.bind(3, event.at)
@@ -575,6 +567,15 @@ public struct StoreTransaction {
         return statistics
     }
 
+    /// How many temporary b-trees a statement opens each time it runs (SQLite's
+    /// `OpenEphemeral` steps), for checking that the statements every job passes through
+    /// open none: `RETURNING` and `IN` lists of three or more values each cost one.
+    public func temporaryTables(in sql: String) throws -> Int {
+        try Row.fetchAll(self.db, sql: "EXPLAIN " + sql, arguments: StatementArguments(
+            Array(repeating: DatabaseValue.null, count: sql.filter { $0 == "?" }.count)
+        )).filter { $0["opcode"] as String? == "OpenEphemeral" }.count
+    }
+
     /// SQLite's plan for a statement, one step per line, for checking that a query uses
     /// the index it was written for.
     public func queryPlan(of sql: String) throws -> String {
@@ -616,6 +617,36 @@ public struct StoreTransaction {
 }
 
 extension StoreTransaction {
+    // MARK: The statements every job passes through
+
+    public static let insertJobSQL = """
+        INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
+            backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key)
+        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
+    public static let claimReadSQL = """
+        SELECT queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at
+        FROM jobs WHERE id = ? AND ready = 1
+        """
+
+    public static let claimUpdateSQL = """
+        UPDATE jobs SET state = 'running', ready = 0, attempts = ?, lease_token = ?,
+            lease_ms = ?, worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?
+        WHERE id = ?
+        """
+
+    public static let completeReadSQL =
+        "SELECT queue, started_at FROM jobs WHERE id = ? AND state = 'running' AND lease_token = ?"
+
+    public static let completeUpdateSQL =
+        "UPDATE jobs SET state = 'completed', result = ?, finished_at = ? WHERE id = ?"
+
+    public static let recordEventSQL =
+        "INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+
+    // MARK: Walks of the partial indexes
+
     /// The claim: a walk of the `jobs_ready` index from its best entry, which needs no
     /// sort and no row reads (the index covers every column).
     public static let bestReadyJobSQL =
@@ -631,7 +662,7 @@ extension StoreTransaction {
     /// The oldest finished jobs past their retention, from `jobs_finished`.
     public static let prunableJobsSQL = """
         SELECT id FROM jobs
-        WHERE state IN ('completed', 'failed', 'cancelled')
+        WHERE finished_at IS NOT NULL
           AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END
         ORDER BY finished_at LIMIT ?
         """

@@ -136,6 +136,21 @@ struct ClaimPlanTests {
         // Pruning walks the finished jobs oldest first, without sorting them.
         #expect(plans[2].contains("jobs_finished") && !plans[2].contains("TEMP B-TREE"), "\(plans[2])")
     }
+
+    @Test("the statements every job passes through build no temporary b-tree")
+    func perJobStatementsOpenNoTemporaryTables() throws {
+        let store = try JobStore(path: try temporaryStorePath())
+        let statements = [
+            StoreTransaction.insertJobSQL, StoreTransaction.bestReadyJobSQL, StoreTransaction.claimReadSQL,
+            StoreTransaction.claimUpdateSQL, StoreTransaction.completeReadSQL, StoreTransaction.completeUpdateSQL,
+            StoreTransaction.recordEventSQL,
+        ]
+        let counts = try store.write { tx in try statements.map { try tx.temporaryTables(in: $0) } }
+        // The indexes' own predicates count too: SQLite evaluates them on every insert and
+        // update, and an `IN` list of three states there once cost each job four b-trees.
+        #expect(counts == Array(repeating: 0, count: statements.count), "\(zip(counts, statements).filter { $0.0 > 0 })")
+        #expect(try store.write { tx in try tx.temporaryTables(in: "UPDATE jobs SET state = 'x' WHERE id = ? RETURNING id") } > 0)
+    }
 }
 
 @Suite("The write-ahead log")
