@@ -1,20 +1,22 @@
 import BatonCore
 
-/// Writes reply lines: `{"id":…,"ok":true,…}` or `{"id":…,"ok":false,"error":{…}}`, each ending in `\n`.
+/// Writes reply lines, as UTF-8 ready for the socket: `{"id":…,"ok":true,…}` or
+/// `{"id":…,"ok":false,"error":{…}}`, each ending in `\n`.
 public enum Reply {
     /// A successful reply whose results `body` writes as members of the reply object.
-    public static func success(id: String?, _ body: (inout JSONWriter) -> Void = { _ in }) -> String {
+    public static func success(id: String?, _ body: (inout JSONWriter) -> Void = { _ in }) -> [UInt8] {
         var writer = JSONWriter()
         writer.beginObject()
         writer.member("id", rawJSON: id)
         writer.member("ok", true)
         body(&writer)
         writer.endObject()
-        return writer.text + "\n"
+        writer.newline()
+        return writer.bytes
     }
 
     /// An error reply.
-    public static func failure(id: String?, _ error: BatonError) -> String {
+    public static func failure(id: String?, _ error: BatonError) -> [UInt8] {
         var writer = JSONWriter()
         writer.beginObject()
         writer.member("id", rawJSON: id)
@@ -26,7 +28,8 @@ public enum Reply {
         if let state = error.state { writer.member("state", state.rawValue) }
         writer.endObject()
         writer.endObject()
-        return writer.text + "\n"
+        writer.newline()
+        return writer.bytes
     }
 }
 

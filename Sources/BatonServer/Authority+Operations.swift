@@ -104,7 +104,7 @@ extension Authority {
 
     // MARK: Reads
 
-    private func hello(id: String?, client: String?) -> String {
+    private func hello(id: String?, client: String?) -> [UInt8] {
         Reply.success(id: id) { reply in
             reply.member("server", "batond")
             reply.member("version", batondVersion)
@@ -131,13 +131,13 @@ extension Authority {
         }
     }
 
-    private func get(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+    private func get(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         let lease = self.leases[jobID].map { LeaseView(expiresAt: context.wallTime(ofMonotonic: $0.deadline)) }
         return Reply.success(id: id) { $0.key("job"); $0.jobDetail(job, lease: lease) }
     }
 
-    private func list(_ request: ListRequest, id: String?, _ context: inout BatchContext) throws -> String {
+    private func list(_ request: ListRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let jobs = try context.tx.listJobs(
             queue: request.queue, state: request.state, after: request.after, limit: request.limit,
             oldestFirst: request.oldestFirst
@@ -157,7 +157,7 @@ extension Authority {
 
     /// The job's audit trail, oldest first. The enqueue and the completion come from the
     /// job's row, which records them; every other change from the events table.
-    private func events(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+    private func events(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         var events = [JobEvent(.enqueued, at: job.createdAt, state: .queued)]
         events += try context.tx.events(of: jobID)
@@ -173,7 +173,7 @@ extension Authority {
         }
     }
 
-    private func stats(id: String?, _ context: inout BatchContext) throws -> String {
+    private func stats(id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let queues = try context.tx.queueStatistics()
         let pruned = try context.tx.prunedCount()
         return Reply.success(id: id) { reply in
@@ -211,7 +211,7 @@ extension Authority {
 
     // MARK: Enqueue and claim
 
-    private func enqueue(_ request: EnqueueRequest, id: String?, _ context: inout BatchContext) throws -> String {
+    private func enqueue(_ request: EnqueueRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let result = try self.enqueueOne(request, &context)
         return Reply.success(id: id) { $0.member("job", result.jobID); $0.member("duplicate", result.duplicate) }
     }
@@ -385,7 +385,7 @@ extension Authority {
 
     // MARK: Fenced ops
 
-    private func heartbeat(_ request: HeartbeatRequest, id: String?, _ context: inout BatchContext) throws -> String {
+    private func heartbeat(_ request: HeartbeatRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         try self.requireLiveLease(request.lease, &context)
         if let progress = request.progress {
             _ = try context.tx.saveProgress(id: request.lease.jobID, token: request.lease.token, progress: progress)
@@ -397,7 +397,7 @@ extension Authority {
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
     }
 
-    private func checkpoint(_ request: CheckpointRequest, id: String?, _ context: inout BatchContext) throws -> String {
+    private func checkpoint(_ request: CheckpointRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         try self.requireLiveLease(request.lease, &context)
         _ = try context.tx.saveCheckpoint(
             id: request.lease.jobID, token: request.lease.token, state: request.state, progress: request.progress
@@ -467,7 +467,7 @@ extension Authority {
         return Outcome(line: line, granted: leased.map { LeaseReference(jobID: $0.job.id, token: $0.token) })
     }
 
-    private func fail(_ request: FailRequest, id: String?, _ context: inout BatchContext) throws -> String {
+    private func fail(_ request: FailRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         try self.requireLiveLease(request.lease, ending: "failed", &context)
         let decision = try self.endAttempt(
             request.lease, error: request.error, retry: request.retry,
@@ -479,7 +479,7 @@ extension Authority {
         }
     }
 
-    private func release(_ request: ReleaseRequest, id: String?, _ context: inout BatchContext) throws -> String {
+    private func release(_ request: ReleaseRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         try self.requireLiveLease(request.lease, ending: "released", &context)
         let runAt = context.wallNow + request.delayMilliseconds
         let queue = try context.tx.markReleased(
@@ -508,7 +508,7 @@ extension Authority {
 
     /// Cancels an unfinished job. A running job's lease is revoked at once; its worker
     /// learns at its next heartbeat, which is refused with `cancelled`.
-    private func cancel(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> String {
+    private func cancel(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         let reason = reason ?? "cancelled"
         _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
@@ -523,7 +523,7 @@ extension Authority {
 
     /// Holds a job back: nothing claims it until `resume`. A running job's lease is revoked
     /// and its attempt given back; its worker's next call is refused with `paused`.
-    private func pause(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+    private func pause(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         _ = try context.tx.markPaused(id: jobID, from: job.state)
         let lease = self.endLease(jobID, &context)
@@ -532,7 +532,7 @@ extension Authority {
     }
 
     /// Lets a paused job be claimed again; it resumes from its checkpoint.
-    private func resume(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+    private func resume(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
@@ -543,7 +543,7 @@ extension Authority {
     }
 
     /// Runs a failed or cancelled job again from its checkpoint, with its attempts reset.
-    private func retry(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> String {
+    private func retry(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         guard job.state == .failed || job.state == .cancelled else {
             throw InvalidTransition(from: job.state, to: .queued)
@@ -686,7 +686,7 @@ extension Authority {
     }
 
     /// The metrics op's reply: Prometheus's text, or the same numbers as JSON.
-    func metricsReply(id: String?, json: Bool) -> String {
+    func metricsReply(id: String?, json: Bool) -> [UInt8] {
         let text = self.metrics.exposition()
         return Reply.success(id: id) { reply in
             reply.member("format", json ? "json" : "prometheus")
@@ -723,7 +723,7 @@ extension Authority {
     }
 
     /// The workers op's reply: who is connected, and what they hold.
-    func workersReply(id: String?) -> String {
+    func workersReply(id: String?) -> [UInt8] {
         Reply.success(id: id) { reply in
             reply.key("workers")
             reply.beginArray()

@@ -241,7 +241,7 @@ final class Authority: @unchecked Sendable {
         self.loop.execute {
             self.workers.disconnected(connection)
             for waiter in self.parked.removeAll(of: connection) {
-                waiter.reply.succeed(Outcome(line: ""))
+                waiter.reply.succeed(Outcome(line: []))
             }
         }
     }

@@ -17,8 +17,8 @@ public struct ConnectionIdentity: Hashable, Sendable {
 
 /// What the authority hands back for one request.
 struct Outcome: Sendable {
-    /// The reply line, newline included.
-    var line: String
+    /// The reply line as UTF-8, newline included; empty for a claim whose connection closed.
+    var line: [UInt8]
     /// Set when the reply grants a lease: if it cannot be delivered, the job is released.
     var granted: LeaseReference?
 }

@@ -183,9 +183,8 @@ final class RequestHandler: ChannelDuplexHandler {
     /// Writes a reply. The last reply the connection is waiting for is flushed at once;
     /// while more are due, the flush waits until the replies that reached this event loop
     /// together are written: one system call for a batch, not one per reply.
-    private func write(_ line: String, to context: ChannelHandlerContext) {
-        var buffer = context.channel.allocator.buffer(capacity: line.utf8.count)
-        buffer.writeString(line)
+    private func write(_ line: [UInt8], to context: ChannelHandlerContext) {
+        let buffer = context.channel.allocator.buffer(bytes: line)
         context.write(self.wrapOutboundOut(buffer), promise: nil)
         if self.inFlight == 0 {
             context.flush()
