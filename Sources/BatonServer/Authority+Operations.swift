@@ -352,10 +352,11 @@ extension Authority {
             try context.tx.saveReservation(.token, upTo: reservation)
         }
         let token = FencingToken(rawValue: value)
+        let event = try self.nextEventNumber(&context)
         guard
             let job = try context.tx.markClaimed(
                 id: best.job.id, token: token, leaseMilliseconds: request.leaseMilliseconds,
-                worker: request.worker, peer: connection.peer, now: context.wallNow
+                worker: request.worker, peer: connection.peer, claimEvent: event, now: context.wallNow
             )
         else {
             return nil
@@ -364,7 +365,8 @@ extension Authority {
         self.gate.started(jobID: job.id, queue: best.queue, key: best.job.concurrencyKey)
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         self.workers.holds(job.id, on: connection, since: context.wallNow)
-        try self.record(
+        // The row records the claim under `event`; see StoreTransaction.markClaimed.
+        self.noteChange(
             JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
             job: job.id, queue: job.queue, milliseconds: max(context.wallNow - job.dueAt, 0), &context
         )
@@ -750,12 +752,17 @@ extension Authority {
     func record(
         _ event: JobEvent, job: Int64, queue: String?, milliseconds: Int64? = nil, _ context: inout BatchContext
     ) throws {
+        try context.tx.recordEvent(event, job: job, sequence: try self.nextEventNumber(&context))
+        self.noteChange(event, job: job, queue: queue, milliseconds: milliseconds, &context)
+    }
+
+    /// The next audit event number, its reservation made durable first when it needs one.
+    func nextEventNumber(_ context: inout BatchContext) throws -> Int64 {
         let (number, reservation) = self.eventNumbers.next()
         if let reservation {
             try context.tx.saveReservation(.event, upTo: reservation)
         }
-        try context.tx.recordEvent(event, job: job, sequence: number)
-        self.noteChange(event, job: job, queue: queue, milliseconds: milliseconds, &context)
+        return number
     }
 
     /// Notes a state change in the batch; the enqueue and the completion come here without

@@ -106,7 +106,8 @@ extension JobStore {
                     -- Every state change of every job, keyed by job so that one job's history is
                     -- one range of one b-tree, and new events land at its right-hand edge. The
                     -- enqueue and the completion are not repeated here: the job's row records
-                    -- them (created_at; finished_at, result and lease_token).
+                    -- them (created_at; finished_at, result and lease_token). From v8 the
+                    -- last attempt's claim waits in the row too (claim_event).
                     CREATE TABLE job_events (
                         job_id INTEGER NOT NULL,
                         -- From a sequence reserved like the job ids: orders events across jobs.
@@ -141,6 +142,18 @@ extension JobStore {
                         WHERE unique_key IS NOT NULL AND finished_at IS NULL;
                     DROP INDEX jobs_finished;
                     CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+                    """
+            )
+        }
+        migrator.registerMigration("v8: claim events kept in the job's row") { db in
+            try db.execute(
+                sql: """
+                    -- The event number of the running (or last) attempt's claim. The claim is
+                    -- recorded by the row itself (started_at, lease_token, worker, peer_pid)
+                    -- and copied into job_events only when the attempt ends other than by
+                    -- completing. NULL for claims made before this column: their events
+                    -- were written at once.
+                    ALTER TABLE jobs ADD COLUMN claim_event INTEGER;
                     """
             )
         }

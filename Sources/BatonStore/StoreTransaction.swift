@@ -102,6 +102,12 @@ public struct StoreTransaction {
 
     /// Moves a ready job to `running` under a new lease, and returns what its worker needs.
     ///
+    /// The claim's audit event is not written here: the row itself records the claim
+    /// (`started_at`, `lease_token`, `worker`, `peer_pid`) under the event number
+    /// `claimEvent`, and ``events(of:)`` reads it from there. The event row is written only
+    /// if the attempt ends other than by completing, before the next claim overwrites those
+    /// columns; so a job that completes at its first attempt costs no event row at all.
+    ///
     /// A read of the row and then its update, rather than one `UPDATE … RETURNING`:
     /// SQLite gathers returned rows in a temporary b-tree it opens and closes for every
     /// statement, which cost more than the claim's own write.
@@ -109,7 +115,7 @@ public struct StoreTransaction {
     /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
     public func markClaimed(
         id: Int64, token: FencingToken, leaseMilliseconds: Int64?,
-        worker: String?, peer: PeerIdentity?, now: Int64
+        worker: String?, peer: PeerIdentity?, claimEvent: Int64, now: Int64
     ) throws -> ClaimedJob? {
         try JobState.queued.checkMove(to: .running)
         let read = try DirectStatement(self.db, sql: Self.claimReadSQL)
@@ -138,7 +144,8 @@ public struct StoreTransaction {
         update.bind(5, peer.map { Int64($0.pid) })
         update.bind(6, peer.map { Int64($0.uid) })
         update.bind(7, now)
-        update.bind(8, id)
+        update.bind(8, claimEvent)
+        update.bind(9, id)
         _ = try update.execute()
         return job
     }
@@ -174,7 +181,7 @@ public struct StoreTransaction {
     ///   running under that token.
     public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> (queue: String, startedAt: Int64)? {
         try JobState.running.checkMove(to: .completed)
-        // Read, then write, for the reason given at ``markClaimed(id:token:leaseMilliseconds:worker:peer:now:)``.
+        // Read, then write, for the reason given at ``markClaimed(id:token:leaseMilliseconds:worker:peer:claimEvent:now:)``.
         let read = try DirectStatement(self.db, sql: Self.completeReadSQL)
         read.bind(1, id)
         read.bind(2, token.rawValue)
@@ -192,6 +199,7 @@ public struct StoreTransaction {
         id: Int64, token: FencingToken, decision: RetryDecision, error: String, now: Int64
     ) throws -> Bool {
         try JobState.running.checkMove(to: decision.state)
+        try self.keepClaimEvent(of: id, token: token)
         switch decision {
         case .retry(let runAt):
             let statement = try self.db.cachedStatement(
@@ -218,6 +226,7 @@ public struct StoreTransaction {
     /// - Returns: the job's queue, or `nil` when the job was not running under that token.
     public func markReleased(id: Int64, token: FencingToken, runAt: Int64, now: Int64) throws -> String? {
         try JobState.running.checkMove(to: .queued)
+        try self.keepClaimEvent(of: id, token: token)
         let statement = try self.db.cachedStatement(
             sql: """
                 UPDATE jobs SET state = 'queued', ready = ?, run_at = ?, attempts = max(attempts - 1, 0)
@@ -233,6 +242,7 @@ public struct StoreTransaction {
     /// - Returns: whether the job was still in `state`.
     public func markCancelled(id: Int64, from state: JobState, reason: String, now: Int64) throws -> Bool {
         try state.checkMove(to: .cancelled)
+        if state == .running { try self.keepClaimEvent(of: id, token: nil) }
         let statement = try DirectStatement(
             self.db,
             sql: """
@@ -251,6 +261,7 @@ public struct StoreTransaction {
     /// `release`: pausing is an operator's decision, not a failure.
     public func markPaused(id: Int64, from state: JobState) throws -> Bool {
         try state.checkMove(to: .paused)
+        if state == .running { try self.keepClaimEvent(of: id, token: nil) }
         let statement = try DirectStatement(
             self.db,
             sql: """
@@ -436,6 +447,25 @@ public struct StoreTransaction {
 
     // MARK: Audit trail
 
+    /// Moves the running attempt's claim from the job's row into the audit trail, as the
+    /// attempt ends other than by completing: the next claim will overwrite the row.
+    ///
+    /// - Parameter token: the lease the ending write is fenced by, or `nil` for an
+    ///   operator's cancel or pause; the event is kept exactly when that write applies.
+    func keepClaimEvent(of id: Int64, token: FencingToken?) throws {
+        let statement = try DirectStatement(
+            self.db,
+            sql: """
+                INSERT OR IGNORE INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail)
+                SELECT id, claim_event, started_at, 'claimed', 'running', lease_token, peer_pid, worker FROM jobs
+                WHERE id = ?1 AND state = 'running' AND claim_event IS NOT NULL AND (?2 IS NULL OR lease_token = ?2)
+                """
+        )
+        statement.bind(1, id)
+        statement.bind(2, token?.rawValue)
+        _ = try statement.execute()
+    }
+
     /// Records a state change of a job.
     public func recordEvent(_ event: JobEvent, job: Int64, sequence: Int64) throws {
         let statement = try DirectStatement(self.db, sql: Self.recordEventSQL)
@@ -451,15 +481,25 @@ public struct StoreTransaction {
     }
 
     /// A job's recorded events, oldest first.
+    ///
+    /// The claim of the job's current or last attempt comes from the job's row when it has
+    /// no event row of its own (see ``markClaimed(id:token:leaseMilliseconds:worker:peer:claimEvent:now:)``).
     public func events(of job: Int64) throws -> [JobEvent] {
         let statement = try self.db.cachedStatement(
-            sql: "SELECT at, event, state, token, peer_pid, detail FROM job_events WHERE job_id = ? ORDER BY seq"
+            sql: """
+                SELECT seq, at, event, state, token, peer_pid, detail FROM job_events WHERE job_id = ?1
+                UNION ALL
+                SELECT claim_event, started_at, 'claimed', 'running', lease_token, peer_pid, worker FROM jobs
+                WHERE id = ?1 AND claim_event IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM job_events WHERE job_id = ?1 AND seq = jobs.claim_event)
+                ORDER BY 1
+                """
         )
         return try Row.fetchAll(statement, arguments: [job]).compactMap { row in
-            guard let kind = JobEvent.Kind(rawValue: row[1]), let state = JobState(rawValue: row[2]) else { return nil }
+            guard let kind = JobEvent.Kind(rawValue: row[2]), let state = JobState(rawValue: row[3]) else { return nil }
             return JobEvent(
-                kind, at: row[0], state: state, token: (row[3] as Int64?).map(FencingToken.init(rawValue:)),
-                peerPID: row[4], detail: row[5]
+                kind, at: row[1], state: state, token: (row[4] as Int64?).map(FencingToken.init(rawValue:)),
+                peerPID: row[5], detail: row[6]
             )
         }
     }
@@ -632,7 +672,7 @@ extension StoreTransaction {
 
     public static let claimUpdateSQL = """
         UPDATE jobs SET state = 'running', ready = 0, attempts = ?, lease_token = ?,
-            lease_ms = ?, worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?
+            lease_ms = ?, worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?, claim_event = ?
         WHERE id = ?
         """
 

@@ -54,7 +54,7 @@ struct JobStoreTests {
             try tx.insert(self.newJob(priority: 9), id: high, now: 100)
             try tx.insert(self.newJob(priority: 99, runAt: 500), id: 3, now: 100)
             #expect(try tx.bestReadyJob(queue: "q", admits: { _ in true })?.id == high)
-            _ = try tx.markClaimed(id: high, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, now: 100)
+            _ = try tx.markClaimed(id: high, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, claimEvent: 1, now: 100)
             #expect(try tx.bestReadyJob(queue: "q", admits: { _ in true })?.id == low)
             #expect(try tx.nextScheduledRunAt() == 500)
             #expect(try tx.promoteDueJobs(now: 499).isEmpty)
@@ -70,11 +70,11 @@ struct JobStoreTests {
             let id: Int64 = 1
             try tx.insert(self.newJob(), id: id, now: 0)
             let token = FencingToken(rawValue: 5)
-            let claimed = try #require(try tx.markClaimed(id: id, token: token, leaseMilliseconds: 2_000, worker: "w", peer: nil, now: 0))
+            let claimed = try #require(try tx.markClaimed(id: id, token: token, leaseMilliseconds: 2_000, worker: "w", peer: nil, claimEvent: 1, now: 0))
             #expect(claimed.attempt == 1)
             #expect(claimed.leaseMilliseconds == 2_000)
             #expect(try tx.job(id: id)?.state == .running)
-            #expect(try tx.markClaimed(id: id, token: token.next(), leaseMilliseconds: nil, worker: nil, peer: nil, now: 0) == nil, "a running job is not claimable")
+            #expect(try tx.markClaimed(id: id, token: token.next(), leaseMilliseconds: nil, worker: nil, peer: nil, claimEvent: 2, now: 0) == nil, "a running job is not claimable")
             #expect(try tx.markCompleted(id: id, token: FencingToken(rawValue: 4), result: nil, now: 1) == nil)
             #expect(try tx.markCompleted(id: id, token: token, result: "1", now: 1) != nil)
             #expect(try tx.markCompleted(id: id, token: token, result: "2", now: 2) == nil, "already completed")
@@ -109,7 +109,7 @@ struct JobStoreTests {
             try tx.insert(self.newJob(uniqueKey: "k"), id: id, now: 0)
             #expect(try tx.unfinishedJob(queue: "q", uniqueKey: "k") == id)
             #expect(try tx.unfinishedJob(queue: "other", uniqueKey: "k") == nil)
-            _ = try tx.markClaimed(id: id, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, now: 0)
+            _ = try tx.markClaimed(id: id, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, claimEvent: 1, now: 0)
             _ = try tx.markUnsuccessful(id: id, token: FencingToken(rawValue: 1), decision: .fail, error: "x", now: 0)
             #expect(try tx.unfinishedJob(queue: "q", uniqueKey: "k") == nil)
             try tx.insert(self.newJob(uniqueKey: "k"), id: 2, now: 0)
@@ -168,7 +168,7 @@ struct WriteAheadLogTests {
             try store.write { tx in
                 try tx.insert(job, id: Int64(round), now: 0)
                 if let ready = try tx.bestReadyJob(queue: "q", admits: { _ in true }) {
-                    _ = try tx.markClaimed(id: ready.id, token: FencingToken(rawValue: Int64(round)), leaseMilliseconds: nil, worker: nil, peer: nil, now: 0)
+                    _ = try tx.markClaimed(id: ready.id, token: FencingToken(rawValue: Int64(round)), leaseMilliseconds: nil, worker: nil, peer: nil, claimEvent: Int64(round), now: 0)
                     _ = try tx.markCompleted(id: ready.id, token: FencingToken(rawValue: Int64(round)), result: nil, now: 0)
                 }
             }
