@@ -427,13 +427,13 @@ extension Authority {
         }
         try self.requireLiveLease(reference, ending: "completed", &context)
         let finish = { (context: inout BatchContext) throws -> [(jobID: Int64, duplicate: Bool)] in
-            if let completed = try context.tx.markCompleted(
-                id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow
-            ) {
+            if try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow) {
+                // The live lease was checked above: the gate and the registry know its job.
+                let startedAt = self.workers.startedAt(of: reference.jobID) ?? context.wallNow
                 self.noteChange(
                     JobEvent(.completed, at: context.wallNow, state: .completed, token: reference.token),
-                    job: reference.jobID, queue: completed.queue, milliseconds: max(context.wallNow - completed.startedAt, 0),
-                    &context
+                    job: reference.jobID, queue: self.gate.queue(of: reference.jobID),
+                    milliseconds: max(context.wallNow - startedAt, 0), &context
                 )
             }
             try self.releaseDependents(of: reference.jobID, &context)

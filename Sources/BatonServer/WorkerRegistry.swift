@@ -54,6 +54,11 @@ struct WorkerRegistry {
         self.workers[connection.number]?.lastHeartbeatAt = now
     }
 
+    /// When a running job's attempt started (wall-clock milliseconds).
+    func startedAt(of job: Int64) -> Int64? {
+        self.running[job]?.since
+    }
+
     /// A job stopped running, however it ended.
     mutating func ended(_ job: Int64) {
         guard let holder = self.running.removeValue(forKey: job), let connection = holder.connection else { return }

@@ -46,12 +46,19 @@ public final class JobStore {
     /// thrown and the caller cannot know what is durable: it must stop serving.
     public func write<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
         try self.database.writeWithoutTransaction { db in
-            var value: T?
-            try db.inTransaction(.immediate) {
-                value = try body(StoreTransaction(db: db))
-                return .commit
+            // GRDB's `inTransaction` would compile BEGIN and COMMIT afresh for every batch;
+            // these are prepared once.
+            try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
+            do {
+                let value = try body(StoreTransaction(db: db))
+                try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
+                return value
+            } catch {
+                // A failed COMMIT may leave the transaction open, or SQLite may already
+                // have rolled it back; either way nothing of it is kept.
+                if db.isInsideTransaction { try? db.rollback() }
+                throw error
             }
-            return value!
         }
     }
 

@@ -177,21 +177,15 @@ public struct StoreTransaction {
 
     /// Moves the running job holding `token` to `completed`.
     ///
-    /// - Returns: the job's queue and when its attempt started, or `nil` when it was not
-    ///   running under that token.
-    public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> (queue: String, startedAt: Int64)? {
+    /// - Returns: whether the job was running under that token.
+    public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> Bool {
         try JobState.running.checkMove(to: .completed)
-        // Read, then write, for the reason given at ``markClaimed(id:token:leaseMilliseconds:worker:peer:claimEvent:now:)``.
-        let read = try DirectStatement(self.db, sql: Self.completeReadSQL)
-        read.bind(1, id)
-        read.bind(2, token.rawValue)
-        guard let running = try read.firstRow({ ($0.string(0), $0.optionalInt64(1) ?? now) }) else { return nil }
-        let update = try DirectStatement(self.db, sql: Self.completeUpdateSQL)
-        update.bind(1, result)
-        update.bind(2, now)
-        update.bind(3, id)
-        _ = try update.execute()
-        return running
+        let statement = try DirectStatement(self.db, sql: Self.completeSQL)
+        statement.bind(1, result)
+        statement.bind(2, now)
+        statement.bind(3, id)
+        statement.bind(4, token.rawValue)
+        return try statement.execute() == 1
     }
 
     /// Ends the running job's attempt unsuccessfully: to `retrying` at `decision`'s time, or `failed`.
@@ -676,11 +670,10 @@ extension StoreTransaction {
         WHERE id = ?
         """
 
-    public static let completeReadSQL =
-        "SELECT queue, started_at FROM jobs WHERE id = ? AND state = 'running' AND lease_token = ?"
-
-    public static let completeUpdateSQL =
-        "UPDATE jobs SET state = 'completed', result = ?, finished_at = ? WHERE id = ?"
+    public static let completeSQL = """
+        UPDATE jobs SET state = 'completed', result = ?, finished_at = ?
+        WHERE id = ? AND state = 'running' AND lease_token = ?
+        """
 
     public static let recordEventSQL =
         "INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"

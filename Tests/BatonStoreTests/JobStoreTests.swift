@@ -75,9 +75,9 @@ struct JobStoreTests {
             #expect(claimed.leaseMilliseconds == 2_000)
             #expect(try tx.job(id: id)?.state == .running)
             #expect(try tx.markClaimed(id: id, token: token.next(), leaseMilliseconds: nil, worker: nil, peer: nil, claimEvent: 2, now: 0) == nil, "a running job is not claimable")
-            #expect(try tx.markCompleted(id: id, token: FencingToken(rawValue: 4), result: nil, now: 1) == nil)
-            #expect(try tx.markCompleted(id: id, token: token, result: "1", now: 1) != nil)
-            #expect(try tx.markCompleted(id: id, token: token, result: "2", now: 2) == nil, "already completed")
+            #expect(try !tx.markCompleted(id: id, token: FencingToken(rawValue: 4), result: nil, now: 1))
+            #expect(try tx.markCompleted(id: id, token: token, result: "1", now: 1))
+            #expect(try !tx.markCompleted(id: id, token: token, result: "2", now: 2), "already completed")
             #expect(try tx.job(id: id)?.result == "1")
         }
     }
@@ -142,7 +142,7 @@ struct ClaimPlanTests {
         let store = try JobStore(path: try temporaryStorePath())
         let statements = [
             StoreTransaction.insertJobSQL, StoreTransaction.bestReadyJobSQL, StoreTransaction.claimReadSQL,
-            StoreTransaction.claimUpdateSQL, StoreTransaction.completeReadSQL, StoreTransaction.completeUpdateSQL,
+            StoreTransaction.claimUpdateSQL, StoreTransaction.completeSQL,
             StoreTransaction.recordEventSQL,
         ]
         let counts = try store.write { tx in try statements.map { try tx.temporaryTables(in: $0) } }

@@ -28,7 +28,7 @@ struct MigrationTests {
         let (holder, finished, unfinished, temporaryTables) = try store.write { tx in
             (
                 try tx.unfinishedJob(queue: "q", uniqueKey: "k"), try tx.job(id: 1)?.finishedAt, try tx.job(id: 2)?.finishedAt,
-                try tx.temporaryTables(in: StoreTransaction.completeUpdateSQL)
+                try tx.temporaryTables(in: StoreTransaction.completeSQL)
             )
         }
         #expect(holder == 2)
