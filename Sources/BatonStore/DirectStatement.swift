@@ -13,8 +13,17 @@ struct DirectStatement {
     private let connection: OpaquePointer
 
     init(_ db: Database, sql: String) throws {
-        self.statement = try db.cachedStatement(sql: sql)
-        self.handle = self.statement.sqliteStatement
+        try self.init(db, statement: db.cachedStatement(sql: sql))
+    }
+
+    /// One of the statements every job passes through, prepared once.
+    init(_ tx: StoreTransaction, _ name: PreparedStatements.Name) throws {
+        try self.init(tx.db, statement: tx.prepared.statement(name, on: tx.db))
+    }
+
+    private init(_ db: Database, statement: Statement) {
+        self.statement = statement
+        self.handle = statement.sqliteStatement
         self.connection = db.sqliteConnection!
         sqlite3_reset(self.handle)
         sqlite3_clear_bindings(self.handle)

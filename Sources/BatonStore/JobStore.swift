@@ -8,6 +8,7 @@ import GRDB
 /// covers every request in the batch (group commit).
 public final class JobStore {
     private let database: DatabaseQueue
+    private let prepared = PreparedStatements()
     private let lock: StoreLock
     public let path: String
     public let durability: Durability
@@ -50,7 +51,7 @@ public final class JobStore {
             // these are prepared once.
             try db.cachedStatement(sql: "BEGIN IMMEDIATE TRANSACTION").execute()
             do {
-                let value = try body(StoreTransaction(db: db))
+                let value = try body(StoreTransaction(db: db, prepared: self.prepared))
                 try db.cachedStatement(sql: "COMMIT TRANSACTION").execute()
                 return value
             } catch {
@@ -74,6 +75,7 @@ public final class JobStore {
 
     /// Closes the database, checkpointing the WAL, and releases the lock.
     public func close() throws {
+        self.database.writeWithoutTransaction { _ in self.prepared.finalizeAll() }
         try self.database.close()
     }
 }

@@ -9,6 +9,7 @@ import GRDB
 /// each is compiled once per connection.
 public struct StoreTransaction {
     let db: Database
+    let prepared: PreparedStatements
 
     // MARK: Enqueue
 
@@ -44,7 +45,7 @@ public struct StoreTransaction {
     ///
     /// - Parameter now: wall-clock milliseconds; the job is ready at once if `runAt <= now`.
     public func insert(_ job: NewJob, id: Int64, now: Int64) throws {
-        let statement = try DirectStatement(self.db, sql: Self.insertJobSQL)
+        let statement = try DirectStatement(self, .insertJob)
         statement.bind(1, id)
         statement.bind(2, job.queue)
         statement.bind(3, job.runAt <= now)
@@ -91,7 +92,7 @@ public struct StoreTransaction {
     /// wait, plus one step for each better job passed over because its concurrency key is
     /// held (`admits` is asked only about jobs that have a key).
     public func bestReadyJob(queue: String, admits: (_ key: String) -> Bool) throws -> ReadyJob? {
-        let statement = try DirectStatement(self.db, sql: Self.bestReadyJobSQL)
+        let statement = try DirectStatement(self, .bestReadyJob)
         statement.bind(1, queue)
         return try statement.firstAccepted { row in
             let key = row.optionalString(2)
@@ -118,7 +119,7 @@ public struct StoreTransaction {
         worker: String?, peer: PeerIdentity?, claimEvent: Int64, now: Int64
     ) throws -> ClaimedJob? {
         try JobState.queued.checkMove(to: .running)
-        let read = try DirectStatement(self.db, sql: Self.claimReadSQL)
+        let read = try DirectStatement(self, .claimRead)
         read.bind(1, id)
         guard
             var job = try read.firstRow({ row in
@@ -136,7 +137,7 @@ public struct StoreTransaction {
             })
         else { return nil }
         job.leaseMilliseconds = leaseMilliseconds ?? job.leaseMilliseconds
-        let update = try DirectStatement(self.db, sql: Self.claimUpdateSQL)
+        let update = try DirectStatement(self, .claimUpdate)
         update.bind(1, Int64(job.attempt))
         update.bind(2, token.rawValue)
         update.bind(3, job.leaseMilliseconds)
@@ -180,7 +181,7 @@ public struct StoreTransaction {
     /// - Returns: whether the job was running under that token.
     public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> Bool {
         try JobState.running.checkMove(to: .completed)
-        let statement = try DirectStatement(self.db, sql: Self.completeSQL)
+        let statement = try DirectStatement(self, .complete)
         statement.bind(1, result)
         statement.bind(2, now)
         statement.bind(3, id)
@@ -404,7 +405,7 @@ public struct StoreTransaction {
     ///   ones whose time has come are already marked ready.
     public func dependencyCompleted(_ dependency: Int64, now: Int64) throws -> [(id: Int64, queue: String, runAt: Int64)] {
         // Most jobs have no dependents: one probe of the primary key settles it.
-        let dependents = try DirectStatement(self.db, sql: "SELECT job_id FROM job_dependencies WHERE depends_on = ?")
+        let dependents = try DirectStatement(self, .dependents)
         dependents.bind(1, dependency)
         let ids = try dependents.allRows { $0.int64(0) }
         guard !ids.isEmpty else { return [] }
