@@ -53,20 +53,30 @@ extension BatonClient {
         queues: [String], wait: Duration = .zero, leaseDuration: Duration? = nil, worker: String? = nil
     ) async throws -> Lease? {
         let reply = try await self.request("claim", repeatable: false, abandoned: Self.releaseAbandonedClaim) { request in
-            request.key("queues")
-            request.beginArray()
-            for queue in queues { request.string(queue) }
-            request.endArray()
+            Self.writeClaim(queues: queues, leaseDuration: leaseDuration, worker: worker, into: &request)
             if wait > .zero { request.member("wait_ms", wait.milliseconds) }
-            if let leaseDuration { request.member("lease_ms", leaseDuration.milliseconds) }
-            if let worker { request.member("worker", worker) }
         }
+        return try self.lease(in: reply)
+    }
+
+    /// A claim's arguments, for `claim` itself and for the `claim` a completion carries.
+    static func writeClaim(queues: [String], leaseDuration: Duration?, worker: String?, into request: inout JSONWriter) {
+        request.key("queues")
+        request.beginArray()
+        for queue in queues { request.string(queue) }
+        request.endArray()
+        if let leaseDuration { request.member("lease_ms", leaseDuration.milliseconds) }
+        if let worker { request.member("worker", worker) }
+    }
+
+    /// The lease a reply's `job` grants, if it grants one.
+    func lease(in reply: [String: JSONValue]) throws -> Lease? {
         guard case .object(let job)? = reply["job"] else { return nil }
         return try Lease(job, client: self)
     }
 
     /// Gives back a job whose claim was answered after its caller stopped waiting.
-    private static let releaseAbandonedClaim = AbandonedReplyHandler { reply, channel in
+    static let releaseAbandonedClaim = AbandonedReplyHandler { reply, channel in
         guard case .object(let job)? = reply["job"], let id = job.optionalInt64("id"), let token = job.optionalInt64("token") else {
             return
         }

@@ -105,6 +105,37 @@ public struct Lease: Sendable {
         }
     }
 
+    /// Finishes the job successfully and, in the same request, leases the next job from
+    /// `queues`: one round trip per job instead of two, for a worker that goes straight on.
+    ///
+    /// - Returns: the next job's lease, or `nil` when none was ready (then ``BatonClient/claim(queues:wait:leaseDuration:worker:)``
+    ///   with a wait).
+    public func complete(claimingNextFrom queues: [String], leaseDuration: Duration? = nil, worker: String? = nil) async throws -> Lease? {
+        try await self.complete(resultText: nil, claimingNextFrom: queues, leaseDuration: leaseDuration, worker: worker)
+    }
+
+    /// Finishes the job successfully with a result, and leases the next job from `queues`
+    /// in the same request; see ``complete(claimingNextFrom:leaseDuration:worker:)``.
+    public func complete<Result: Encodable>(
+        result: Result, claimingNextFrom queues: [String], leaseDuration: Duration? = nil, worker: String? = nil
+    ) async throws -> Lease? {
+        try await self.complete(resultText: try jsonText(result), claimingNextFrom: queues, leaseDuration: leaseDuration, worker: worker)
+    }
+
+    private func complete(resultText: String?, claimingNextFrom queues: [String], leaseDuration: Duration?, worker: String?) async throws -> Lease? {
+        // Repeatable like any completion: a repeat after a lost reply claims again, and the
+        // job the lost reply leased expires like any other.
+        let reply = try await self.client.request("complete", repeatable: true, abandoned: BatonClient.releaseAbandonedClaim) { request in
+            self.writeReference(&request)
+            if let resultText { request.member("result", rawJSON: resultText) }
+            request.key("claim")
+            request.beginObject()
+            BatonClient.writeClaim(queues: queues, leaseDuration: leaseDuration, worker: worker, into: &request)
+            request.endObject()
+        }
+        return try self.client.lease(in: reply)
+    }
+
     /// Ends this attempt unsuccessfully.
     ///
     /// - Parameters:

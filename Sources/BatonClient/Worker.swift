@@ -11,7 +11,8 @@ import ServiceLifecycle
 ///   moment a heartbeat says the lease is gone (expired, or the job cancelled or paused): the
 ///   handler sees ordinary task cancellation, and its late result is not reported.
 /// - It completes the job when the handler returns and fails it when the handler throws,
-///   with the error's description as the job's `last_error`.
+///   with the error's description as the job's `last_error`. A completion also leases the
+///   slot's next job (`complete` with `claim`): a busy worker makes one request per job.
 /// - As a swift-service-lifecycle `Service`, on graceful shutdown it stops claiming, lets
 ///   running handlers finish within ``Configuration/shutdownGracePeriod``, then cancels
 ///   and releases what is left: no attempt is spent and no job waits for a lease to expire.
@@ -100,7 +101,17 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
                         continue
                     }
                     group.addTask {
-                        await self.process(lease)
+                        // Each completion brings the slot's next job when one is ready; the
+                        // slot goes back to waiting claims only when none was.
+                        var next: Lease? = lease
+                        while let lease = next {
+                            next = await self.process(lease, claimingNext: !slots.isClosed)
+                            if let unwanted = next, slots.isClosed {
+                                // Shutdown began while the completion was on its way.
+                                try? await unwanted.release()
+                                next = nil
+                            }
+                        }
                         slots.release()
                     }
                 }
@@ -138,7 +149,9 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
     }
 
     /// Runs the handler under the lease, then reports how it ended.
-    private func process(_ lease: Lease) async {
+    ///
+    /// - Returns: the next job, leased with the completion when `claimingNext` is set.
+    private func process(_ lease: Lease, claimingNext: Bool) async -> Lease? {
         let ending = await withTaskGroup(of: Ending?.self) { group -> Ending in
             group.addTask {
                 do {
@@ -167,9 +180,14 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
             if Task.isCancelled, case .threw = ending {
                 // The worker itself was cancelled, not the job's fault: hand it back.
                 try await lease.release()
-                return
+                return nil
             }
             switch ending {
+            case .returned where claimingNext && !Task.isCancelled:
+                return try await lease.complete(
+                    claimingNextFrom: self.configuration.queues, leaseDuration: self.configuration.leaseDuration,
+                    worker: self.configuration.name
+                )
             case .returned:
                 try await lease.complete()
             case .threw(let error):
@@ -184,6 +202,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
         } catch {
             self.logger.warning("could not report the job's end", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         }
+        return nil
     }
 
     /// Heartbeats until cancelled; returns when the lease is found lost.
@@ -279,6 +298,11 @@ private final class Slots: Sendable {
             return state.waiters.removeFirst()
         }
         waiter?.resume(returning: true)
+    }
+
+    /// Whether a graceful shutdown has closed the slots.
+    var isClosed: Bool {
+        self.state.withLockedValue { $0.closed }
     }
 
     func close() {

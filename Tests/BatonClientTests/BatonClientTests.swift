@@ -61,6 +61,29 @@ struct BatonClientTests {
         }
     }
 
+    @Test("completing can lease the next job in the same request, and says when none is ready")
+    func completeAndClaim() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let first = try await client.enqueue(queue: "docs", payload: 1).jobID
+            let second = try await client.enqueue(queue: "docs", payload: 2).jobID
+            let lease = try #require(try await client.claim(queues: ["docs"]))
+            #expect(lease.jobID == first)
+            let next = try #require(try await lease.complete(result: ["pages": 3], claimingNextFrom: ["docs"], worker: "w"))
+            #expect(next.jobID == second)
+            #expect(try next.payload(as: Int.self) == 2)
+            let done = try await client.job(first)
+            #expect(done.state == .completed)
+            #expect(try done.result(as: [String: Int].self) == ["pages": 3])
+            let running = try await client.job(second)
+            #expect(running.state == .running)
+            #expect(running.worker == "w")
+            #expect(running.startedAt == done.finishedAt, "leased in the completion's own commit")
+            #expect(try await next.complete(claimingNextFrom: ["docs"]) == nil)
+            #expect(try await client.job(second).state == .completed)
+        }
+    }
+
     @Test("a long-polling claim does not hold up other requests on the same connection")
     func multiplexing() async throws {
         let server = try TestServer()

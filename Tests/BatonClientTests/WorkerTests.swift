@@ -68,6 +68,33 @@ struct WorkerTests {
         }
     }
 
+    @Test("a busy worker leases each next job with the completion of the last: one request per job")
+    func completionsClaimTheNextJob() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            var ids: [Int64] = []
+            for index in 0..<5 {
+                ids.append(try await client.enqueue(queue: "chain", payload: index).jobID)
+            }
+            let concurrency = Concurrency()
+            let worker = Worker(client: client, configuration: .init(queues: ["chain"], claimWait: .seconds(1))) { job in
+                concurrency.enter()
+                concurrency.leave(job.jobID)
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { concurrency.done.count == 5 })
+            }
+            #expect(concurrency.done == ids)
+            var jobs: [JobInfo] = []
+            for id in ids { jobs.append(try await client.job(id)) }
+            // A job leased by the completion before it starts in the very commit that
+            // finished its predecessor; a separate claim would come one commit later.
+            for (previous, next) in zip(jobs, jobs.dropFirst()) {
+                #expect(next.startedAt == previous.finishedAt, "job \(next.id)")
+            }
+        }
+    }
+
     @Test("a handler that throws is retried, and resumes from its checkpoint")
     func throwsThenResumes() async throws {
         let server = try TestServer()
