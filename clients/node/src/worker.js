@@ -131,33 +131,48 @@ export class Worker {
   }
 
   async #slot() {
+    let lease = null;
     while (!this.stopping) {
-      let lease;
-      try {
-        lease = await this.client.claim(this.queues, { worker: this.name, leaseMs: this.leaseMs, waitMs: this.pollMs });
-      } catch (error) {
-        // batond restarting (unreachable, or `shutting_down` on its way out), or a refusal
-        // an operator must fix: keep the slot alive and try again.
-        if (!(error instanceof ConnectionLost || error instanceof RequestTimeout || error instanceof BatonError)) throw error;
-        await sleep(500);
-        continue;
+      if (!lease) {
+        try {
+          lease = await this.client.claim(this.queues, { worker: this.name, leaseMs: this.leaseMs, waitMs: this.pollMs });
+        } catch (error) {
+          // batond restarting (unreachable, or `shutting_down` on its way out), or a refusal
+          // an operator must fix: keep the slot alive and try again.
+          if (!(error instanceof ConnectionLost || error instanceof RequestTimeout || error instanceof BatonError)) throw error;
+          await sleep(500);
+          continue;
+        }
+        if (!lease) continue;
       }
-      if (!lease) continue;
       if (this.stopping) {
-        await this.#report(() => this.client.release(lease));
+        const unwanted = lease;
+        await this.#report(() => this.client.release(unwanted));
         return;
       }
-      await this.#work(new JobContext(this.client, lease));
+      // A completion leases the slot's next job in the same request, when one is ready.
+      lease = await this.#work(new JobContext(this.client, lease));
     }
   }
 
+  /** Completes the job, and leases the slot's next one with it unless stopping. */
+  async #complete(lease, result) {
+    if (this.stopping) {
+      await this.client.complete(lease, result);
+      return null;
+    }
+    return this.client.completeAndClaim(lease, this.queues, result, { worker: this.name, leaseMs: this.leaseMs });
+  }
+
+  /** Runs the handler on one job and reports how it ended; resolves with the next job
+   * when the completion leased one. */
   async #work(context) {
     this.active.set(context.id, context);
     const beats = setInterval(() => this.#heartbeat(context), Math.max(context.lease.lease_ms / 3, 10));
     let outcome;
     try {
       const result = await this.handler(context);
-      outcome = () => this.client.complete(context.lease, result);
+      outcome = () => this.#complete(context.lease, result);
     } catch (error) {
       if (error instanceof Stopped || context.stopReason !== null) {
         // Told to stop, it stopped: give the job back at shutdown; otherwise it is not ours.
@@ -172,7 +187,10 @@ export class Worker {
     }
     const owned = this.active.get(context.id) === context;
     this.active.delete(context.id);
-    if (owned && outcome && (context.stopReason === null || context.stopReason === 'shutdown')) await this.#report(outcome);
+    if (owned && outcome && (context.stopReason === null || context.stopReason === 'shutdown')) {
+      return (await this.#report(outcome)) ?? null;
+    }
+    return null;
   }
 
   async #heartbeat(context) {
@@ -189,9 +207,10 @@ export class Worker {
 
   async #report(outcome) {
     try {
-      await outcome();
+      return await outcome();
     } catch (error) {
       if (!(error instanceof BatonError || error instanceof ConnectionLost || error instanceof RequestTimeout)) throw error;
+      return undefined;
     }
   }
 }

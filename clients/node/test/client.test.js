@@ -25,6 +25,26 @@ test('a job from enqueue to completion', async () => {
   assert.deepEqual((await fixture.client.events(enqueued.job)).map((event) => event.event), ['enqueued', 'claimed', 'checkpointed', 'completed']);
 });
 
+test('completing can lease the next job in the same request', async () => {
+  const { client } = fixture;
+  const first = (await client.enqueue('chain', 1)).job;
+  const second = (await client.enqueue('chain', 2)).job;
+  const lease = await client.claim(['chain']);
+  assert.equal(lease.id, first);
+  const following = await client.completeAndClaim(lease, ['chain'], { pages: 3 }, { worker: 'node' });
+  assert.equal(following.id, second);
+  assert.equal(following.payload, 2);
+  const done = await client.get(first);
+  const running = await client.get(second);
+  assert.equal(done.state, 'completed');
+  assert.deepEqual(done.result, { pages: 3 });
+  assert.equal(running.state, 'running');
+  assert.equal(running.lease.worker, 'node');
+  assert.equal(running.started_at, done.finished_at, "leased in the completion's own commit");
+  assert.equal(await client.completeAndClaim(following, ['chain']), null);
+  assert.equal((await client.get(second)).state, 'completed');
+});
+
 test('refusals carry the code and the job state', async () => {
   await fixture.client.enqueue('expiring', null, { leaseMs: 100, backoff: { initialMs: 0, maxMs: 0 } });
   const stale = await fixture.client.claim(['expiring']);

@@ -44,6 +44,19 @@ test('results complete, rejections retry from the checkpoint, permanent failures
   assert.equal(failed.last_error, 'unreadable file');
 });
 
+test('a busy worker leases each next job with the completion of the last', async () => {
+  const jobs = [];
+  for (let n = 0; n < 5; n++) jobs.push((await fixture.client.enqueue('chain', n)).job);
+  const worker = new Worker(fixture.client, ['chain'], async (job) => job.payload, { pollMs: 200, handleSignals: false });
+  const running = worker.run();
+  assert.ok(await eventually(async () => (await Promise.all(jobs.map(state))).every((s) => s === 'completed')));
+  worker.stop();
+  await running;
+  const done = await Promise.all(jobs.map((job) => fixture.client.get(job)));
+  // Leased by the completion before it, each job started in that completion's own commit.
+  assert.deepEqual(done.slice(1).map((job) => job.started_at), done.slice(0, -1).map((job) => job.finished_at));
+});
+
 test('a cancelled job aborts its handler and its result is not reported', async () => {
   const { job } = await fixture.client.enqueue('long', null, { leaseMs: 600 });
   let aborted = false;

@@ -24,6 +24,21 @@ def test_a_job_from_enqueue_to_completion(client):
     assert [event["event"] for event in client.events(enqueued.job)] == ["enqueued", "claimed", "checkpointed", "completed"]
 
 
+def test_completing_can_lease_the_next_job_in_the_same_request(client):
+    first = client.enqueue("chain", 1).job
+    second = client.enqueue("chain", 2).job
+    lease = client.claim(["chain"])
+    assert lease is not None and lease.id == first
+    following = client.complete_and_claim(lease, ["chain"], {"pages": 3}, worker="py")
+    assert following is not None and following.id == second and following.payload == 2
+    done, running = client.get(first), client.get(second)
+    assert done["state"] == "completed" and done["result"] == {"pages": 3}
+    assert running["state"] == "running" and running["lease"]["worker"] == "py"
+    assert running["started_at"] == done["finished_at"], "leased in the completion's own commit"
+    assert client.complete_and_claim(following, ["chain"]) is None
+    assert client.get(second)["state"] == "completed"
+
+
 def test_refusals_carry_the_code_and_the_jobs_state(client):
     job = client.enqueue("q", None, lease_ms=100, backoff={"initial_ms": 0, "max_ms": 0}).job
     stale = client.claim(["q"])

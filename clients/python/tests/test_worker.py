@@ -46,6 +46,18 @@ def test_results_complete_exceptions_retry_from_the_checkpoint_and_permanent_fai
     assert failed["state"] == "failed" and failed["last_error"] == "unreadable file" and failed["attempts"] == 1
 
 
+def test_a_busy_worker_leases_each_next_job_with_the_completion_of_the_last(client):
+    jobs = [client.enqueue("chain", n).job for n in range(5)]
+    worker = Worker(client, ["chain"], lambda job: job.payload, poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: all(client.get(job)["state"] == "completed" for job in jobs))
+    worker.stop()
+    thread.join(10)
+    done = [client.get(job) for job in jobs]
+    # Leased by the completion before it, each job started in that completion's own commit.
+    assert [job["started_at"] for job in done[1:]] == [job["finished_at"] for job in done[:-1]]
+
+
 def test_a_cancelled_job_tells_its_handler_to_stop_and_its_result_is_not_reported(client):
     job = client.enqueue("long", None, lease_ms=600).job
     stopped = threading.Event()

@@ -155,37 +155,49 @@ class Worker:
             pass  # not the main thread: the caller stops the worker itself
 
     def _slot(self) -> None:
+        lease: Optional[Lease] = None
         while not self._stopping.is_set():
-            try:
-                lease = self.client.claim(self.queues, worker=self.name, lease_ms=self.lease_ms, wait_ms=self.poll_ms)
-            except (ConnectionLost, TimeoutError, BatonError) as error:
-                # batond restarting (unreachable, or `shutting_down` on its way out), or a
-                # refusal an operator must fix: keep the slot alive and try again.
-                log.warning("claim failed, retrying: %s", error)
-                self._stopping.wait(0.5)
-                continue
             if lease is None:
-                continue
+                try:
+                    lease = self.client.claim(self.queues, worker=self.name, lease_ms=self.lease_ms, wait_ms=self.poll_ms)
+                except (ConnectionLost, TimeoutError, BatonError) as error:
+                    # batond restarting (unreachable, or `shutting_down` on its way out), or a
+                    # refusal an operator must fix: keep the slot alive and try again.
+                    log.warning("claim failed, retrying: %s", error)
+                    self._stopping.wait(0.5)
+                    continue
+                if lease is None:
+                    continue
             if self._stopping.is_set():
-                self._finish(lambda: self.client.release(lease))
+                self._finish(lambda leased=lease: self.client.release(leased))
                 return
-            self._work(JobContext(self.client, lease))
+            # A completion leases the slot's next job in the same request, when one is ready.
+            lease = self._work(JobContext(self.client, lease))
 
-    def _work(self, context: JobContext) -> None:
+    def _work(self, context: JobContext) -> Optional[Lease]:
         lease = context.lease
         with self._lock:
             self._active[lease.id] = context
             self._renewed[lease.id] = time.monotonic()
         try:
             result = self.handler(context)
-            outcome: Callable[[], Any] = lambda: self.client.complete(lease, result)
+            outcome: Callable[[], Any] = lambda: self._complete(lease, result)
         except Exception as error:
             outcome = self._after_failure(context, error)
         with self._lock:
             owned = self._active.pop(lease.id, None) is context
             self._renewed.pop(lease.id, None)
         if owned and context.stop_reason in (None, "shutdown"):
-            self._finish(outcome)
+            next_lease = self._finish(outcome)
+            return next_lease if isinstance(next_lease, Lease) else None
+        return None
+
+    def _complete(self, lease: Lease, result: Any) -> Optional[Lease]:
+        """Completes the job, and leases the slot's next one with it unless stopping."""
+        if self._stopping.is_set():
+            self.client.complete(lease, result)
+            return None
+        return self.client.complete_and_claim(lease, self.queues, result, worker=self.name, lease_ms=self.lease_ms)
 
     def _after_failure(self, context: JobContext, error: Exception) -> Callable[[], Any]:
         lease = context.lease
@@ -199,13 +211,14 @@ class Worker:
         log.info("job %s failed: %s", lease.id, reason)
         return lambda: self.client.fail(lease, reason)
 
-    def _finish(self, outcome: Callable[[], Any]) -> None:
+    def _finish(self, outcome: Callable[[], Any]) -> Any:
         try:
-            outcome()
+            return outcome()
         except BatonError as error:
             log.warning("batond refused the outcome: %s", error)
         except (ConnectionLost, TimeoutError) as error:
             log.warning("could not report the outcome: %s", error)
+        return None
 
     def _heartbeats(self) -> None:
         while not (self._stopping.is_set() and not self._active):
