@@ -155,8 +155,9 @@ extension Authority {
         }
     }
 
-    /// The job's audit trail, oldest first. The enqueue and the completion come from the
-    /// job's row, which records them; every other change from the events table.
+    /// The job's audit trail, oldest first. The enqueue, the completion and the claim of
+    /// the current (or last) attempt come from the job's row, which records them; every
+    /// other change from the events table.
     private func events(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         var events = [JobEvent(.enqueued, at: job.createdAt, state: .queued)]

@@ -60,14 +60,14 @@ final class Authority: @unchecked Sendable {
     /// the requests that arrived while it was being applied: they join its commit instead
     /// of waiting a whole commit, most of it an fsync, for the next one.
     private let inbox = NIOLockedValueBox(Inbox())
-    private var pending: [Submission] = []
-    private var flushScheduled = false
-
     private struct Inbox {
         var submissions: [Submission] = []
         /// Whether the authority's thread has been asked to collect them.
         var collecting = false
     }
+    /// Requests collected for the next batch.
+    private var pending: [Submission] = []
+    private var flushScheduled = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: Int64 = .max
     private(set) var phase = Phase.serving
@@ -323,14 +323,15 @@ final class Authority: @unchecked Sendable {
                     }
                 }
                 if case .serving = self.phase {
-                    // What arrived while the batch was applied joins its commit.
+                    // What arrived while the batch was applied joins its commit (and, should
+                    // the commit fail, is answered with the rest of the batch).
                     let late = self.takeInbox()
+                    batch += late
                     for submission in late {
                         if let outcome = try self.perform(submission, &context) {
                             replies.append((submission.reply, outcome))
                         }
                     }
-                    batch += late
                 }
                 try self.serveParkedClaims(&context, into: &replies)
                 for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
