@@ -78,7 +78,7 @@ extension Authority {
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, &context))
             case .metrics(let json):
-                try self.refreshJobGauges(context.tx)
+                self.refreshJobGauges(self.census(including: context))
                 return Outcome(line: self.metricsReply(id: id, json: json))
             case .health:
                 let report = try self.health(context.tx, wallNow: context.wallNow, monotonicNow: context.monotonicNow)
@@ -175,18 +175,19 @@ extension Authority {
     }
 
     private func stats(id: String?, _ context: inout BatchContext) throws -> [UInt8] {
-        let queues = try context.tx.queueStatistics()
+        let counts = self.census(including: context).counts
+        let oldestReady = try context.tx.oldestReadyRunAt()
         let pruned = try context.tx.prunedCount()
         return Reply.success(id: id) { reply in
             reply.key("queues")
             reply.beginObject()
-            for (name, statistics) in queues.sorted(by: { $0.key < $1.key }) {
+            for name in Set(counts.keys).union(oldestReady.keys).sorted() {
                 reply.key(name)
                 reply.beginObject()
                 for state in JobState.allCases {
-                    reply.member(state.rawValue, statistics.counts[state] ?? 0)
+                    reply.member(state.rawValue, counts[name]?[state] ?? 0)
                 }
-                reply.member("oldest_ready_age_ms", optional: statistics.oldestReadyRunAt.map { max(context.wallNow - $0, 0) })
+                reply.member("oldest_ready_age_ms", optional: oldestReady[name].map { max(context.wallNow - $0, 0) })
                 reply.endObject()
             }
             reply.endObject()
@@ -255,11 +256,14 @@ extension Authority {
         if let dead = request.after.first(where: { dependencies[$0] == .failed || dependencies[$0] == .cancelled }) {
             let reason = "dependency \(dead) \(dependencies[dead] == .failed ? "failed" : "was cancelled")"
             _ = try context.tx.markCancelled(id: jobID, from: .queued, reason: reason, now: context.wallNow)
-            self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, &context)
-            try self.record(JobEvent(.cancelled, at: context.wallNow, state: .cancelled, detail: reason), job: jobID, queue: request.queue, &context)
+            self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, from: nil, &context)
+            try self.record(
+                JobEvent(.cancelled, at: context.wallNow, state: .cancelled, detail: reason), job: jobID, queue: request.queue, from: .queued,
+                &context
+            )
             return (jobID, false)
         }
-        self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, &context)
+        self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, from: nil, &context)
         let unfinished = Array(Set(request.after.filter { dependencies[$0] != .completed }))
         if unfinished.isEmpty {
             self.noteWaiting(queue: request.queue, runAt: runAt, &context)
@@ -286,7 +290,7 @@ extension Authority {
                 let lease = self.endLease(dependent.id, &context)
                 try self.record(
                     JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason),
-                    job: dependent.id, queue: dependent.queue, &context
+                    job: dependent.id, queue: dependent.queue, from: dependent.state, &context
                 )
                 ended.append((dependent.id, "was cancelled"))
             }
@@ -355,7 +359,7 @@ extension Authority {
         let token = FencingToken(rawValue: value)
         let event = try self.nextEventNumber(&context)
         guard
-            let job = try context.tx.markClaimed(
+            let (job, claimedFrom) = try context.tx.markClaimed(
                 id: best.job.id, token: token, leaseMilliseconds: request.leaseMilliseconds,
                 worker: request.worker, peer: connection.peer, claimEvent: event, now: context.wallNow
             )
@@ -369,7 +373,7 @@ extension Authority {
         // The row records the claim under `event`; see StoreTransaction.markClaimed.
         self.noteChange(
             JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
-            job: job.id, queue: job.queue, milliseconds: max(context.wallNow - job.dueAt, 0), &context
+            job: job.id, queue: job.queue, from: claimedFrom, milliseconds: max(context.wallNow - job.dueAt, 0), &context
         )
         return Leased(job: job, token: token, expiresAt: context.wallTime(ofMonotonic: lease.deadline))
     }
@@ -407,7 +411,7 @@ extension Authority {
         )
         try self.record(
             JobEvent(.checkpointed, at: context.wallNow, state: .running, token: request.lease.token),
-            job: request.lease.jobID, queue: self.gate.queue(of: request.lease.jobID), &context
+            job: request.lease.jobID, queue: self.gate.queue(of: request.lease.jobID), from: .running, &context
         )
         // A checkpoint is proof of life: it renews the lease like a heartbeat.
         let lease = self.leases.renew(jobID: request.lease.jobID, token: request.lease.token, now: context.monotonicNow)!
@@ -433,7 +437,7 @@ extension Authority {
                 let startedAt = self.workers.startedAt(of: reference.jobID) ?? context.wallNow
                 self.noteChange(
                     JobEvent(.completed, at: context.wallNow, state: .completed, token: reference.token),
-                    job: reference.jobID, queue: self.gate.queue(of: reference.jobID),
+                    job: reference.jobID, queue: self.gate.queue(of: reference.jobID), from: .running,
                     milliseconds: max(context.wallNow - startedAt, 0), &context
                 )
             }
@@ -492,7 +496,7 @@ extension Authority {
         if let queue {
             try self.record(
                 JobEvent(.released, at: context.wallNow, state: .queued, token: request.lease.token), job: request.lease.jobID, queue: queue,
-                &context
+                from: .running, &context
             )
             self.noteWaiting(queue: queue, runAt: runAt, &context)
         }
@@ -518,7 +522,7 @@ extension Authority {
         let lease = self.endLease(jobID, &context)
         try self.record(
             JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason), job: jobID, queue: job.queue,
-            &context
+            from: job.state, &context
         )
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
         return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
@@ -530,7 +534,9 @@ extension Authority {
         let job = try self.requireJob(jobID, &context)
         _ = try context.tx.markPaused(id: jobID, from: job.state)
         let lease = self.endLease(jobID, &context)
-        try self.record(JobEvent(.paused, at: context.wallNow, state: .paused, token: lease?.token), job: jobID, queue: job.queue, &context)
+        try self.record(
+            JobEvent(.paused, at: context.wallNow, state: .paused, token: lease?.token), job: jobID, queue: job.queue, from: job.state, &context
+        )
         return Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) }
     }
 
@@ -540,7 +546,7 @@ extension Authority {
         guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
-        try self.record(JobEvent(.resumed, at: context.wallNow, state: .queued), job: jobID, queue: resumed.queue, &context)
+        try self.record(JobEvent(.resumed, at: context.wallNow, state: .queued), job: jobID, queue: resumed.queue, from: .paused, &context)
         self.noteWaiting(queue: resumed.queue, runAt: resumed.runAt, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -554,7 +560,7 @@ extension Authority {
         guard let queue = try context.tx.markRetried(id: jobID, from: job.state, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
-        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, queue: queue, &context)
+        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, queue: queue, from: job.state, &context)
         self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
@@ -647,7 +653,7 @@ extension Authority {
                 expired ? .expired : .failed, at: context.wallNow, state: decision.state, token: reference.token,
                 detail: expired ? nil : error
             ),
-            job: reference.jobID, queue: job.queue, milliseconds: max(context.wallNow - (job.startedAt ?? context.wallNow), 0),
+            job: reference.jobID, queue: job.queue, from: .running, milliseconds: max(context.wallNow - (job.startedAt ?? context.wallNow), 0),
             &context
         )
         switch decision {
@@ -677,15 +683,33 @@ extension Authority {
         return metrics
     }
 
-    /// Sets the per-queue, per-state job gauges from the store, just before they are read.
-    func refreshJobGauges(_ tx: StoreTransaction) throws {
-        let statistics = try tx.queueStatistics()
-        for queue in self.gaugedQueues.union(statistics.keys) {
+    /// Sets the per-queue, per-state job gauges from `census`, just before they are read.
+    func refreshJobGauges(_ census: JobCensus) {
+        for queue in self.gaugedQueues.union(census.counts.keys) {
             for state in JobState.allCases {
-                self.metrics.jobs(queue: queue, state: state.rawValue).set(statistics[queue]?.counts[state] ?? 0)
+                self.metrics.jobs(queue: queue, state: state.rawValue).set(census.counts[queue]?[state] ?? 0)
             }
         }
-        self.gaugedQueues.formUnion(statistics.keys)
+        self.gaugedQueues.formUnion(census.counts.keys)
+    }
+
+    /// The census as a request in this batch sees the store: the last commit's, moved by
+    /// the batch's changes so far.
+    func census(including context: BatchContext) -> JobCensus {
+        var census = self.census
+        Self.move(&census, by: context.changes, pruned: context.pruned)
+        return census
+    }
+
+    /// Moves `census` by committed (or, for ``census(including:)``, applied) changes.
+    static func move(_ census: inout JobCensus, by changes: [ChangeLog.Change], pruned: [(queue: String, state: JobState)]) {
+        for change in changes {
+            guard let queue = change.queue else { continue }
+            census.move(queue: queue, from: change.from, to: change.event.state)
+        }
+        for job in pruned {
+            census.move(queue: job.queue, from: job.state, to: nil)
+        }
     }
 
     /// The metrics op's reply: Prometheus's text, or the same numbers as JSON.
@@ -751,10 +775,10 @@ extension Authority {
     /// Appends to a job's audit trail, in the same transaction as the change it records,
     /// and notes the change for the metrics and the log.
     func record(
-        _ event: JobEvent, job: Int64, queue: String?, milliseconds: Int64? = nil, _ context: inout BatchContext
+        _ event: JobEvent, job: Int64, queue: String?, from: JobState?, milliseconds: Int64? = nil, _ context: inout BatchContext
     ) throws {
         try context.tx.recordEvent(event, job: job, sequence: try self.nextEventNumber(&context))
-        self.noteChange(event, job: job, queue: queue, milliseconds: milliseconds, &context)
+        self.noteChange(event, job: job, queue: queue, from: from, milliseconds: milliseconds, &context)
     }
 
     /// The next audit event number, its reservation made durable first when it needs one.
@@ -771,9 +795,9 @@ extension Authority {
     /// and a savepoint that rolls back takes its notes with it (``atomically(_:_:)``
     /// restores the context), so the metrics and the log count only what happened.
     func noteChange(
-        _ event: JobEvent, job: Int64, queue: String?, milliseconds: Int64? = nil, _ context: inout BatchContext
+        _ event: JobEvent, job: Int64, queue: String?, from: JobState?, milliseconds: Int64? = nil, _ context: inout BatchContext
     ) {
-        context.changes.append(ChangeLog.Change(event: event, job: job, queue: queue, milliseconds: milliseconds))
+        context.changes.append(ChangeLog.Change(event: event, job: job, queue: queue, from: from, milliseconds: milliseconds))
     }
 
     /// Counts a committed batch's changes in the metrics.
@@ -820,11 +844,13 @@ extension Authority {
     /// never hold up claims for long.
     func pruneFinishedJobs(_ context: inout BatchContext) throws {
         guard context.monotonicNow >= self.nextPruneAt else { return }
-        let deleted = try context.tx.pruneFinishedJobs(
+        let pruned = try context.tx.pruneFinishedJobs(
             completedBefore: context.wallNow - self.retention.completedMilliseconds,
             failedBefore: context.wallNow - self.retention.failedMilliseconds,
             limit: self.retention.batchSize
         )
+        context.pruned += pruned
+        let deleted = pruned.count
         if deleted > 0 {
             self.logger.info("finished jobs pruned", metadata: ["jobs.pruned": "\(deleted)"])
         }

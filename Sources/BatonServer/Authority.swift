@@ -40,6 +40,8 @@ final class Authority: @unchecked Sendable {
     var gate = ConcurrencyGate()
     /// Connected workers and the jobs they hold.
     var workers = WorkerRegistry()
+    /// How many jobs each queue holds in each state, as of the last commit.
+    var census = JobCensus()
     /// Each queue's metric handles, made on first use.
     var queueMetrics: [String: QueueMetrics] = [:]
     /// The queues whose job-count gauges have been set, so that emptied ones read 0.
@@ -130,6 +132,8 @@ final class Authority: @unchecked Sendable {
                     self.workers.recovered(lease.id, since: lease.startedAt)
                 }
                 self.nextScheduledRunAt = try tx.nextScheduledRunAt()
+                // The one count of every job; from here on the census follows the commits.
+                self.census = JobCensus(counts: try tx.queueStatistics().mapValues(\.counts))
                 self.pausedQueues = try tx.pausedQueues()
                 return running.count
             }
@@ -205,7 +209,7 @@ final class Authority: @unchecked Sendable {
     /// the store; for the HTTP endpoint.
     func scrape() -> EventLoopFuture<String> {
         self.loop.submit {
-            try self.store.write { try self.refreshJobGauges($0) }
+            self.refreshJobGauges(self.census)
             return self.metrics.exposition()
         }
     }
@@ -307,6 +311,7 @@ final class Authority: @unchecked Sendable {
         replies.reserveCapacity(batch.count)
         var applied = ContinuousClock.now
         var changes: [ChangeLog.Change] = []
+        var pruned: [(queue: String, state: JobState)] = []
         do {
             try self.store.write { tx in
                 var context = BatchContext(
@@ -339,6 +344,7 @@ final class Authority: @unchecked Sendable {
                 }
                 applied = ContinuousClock.now
                 changes = context.changes
+                pruned = context.pruned
             }
         } catch {
             return self.fail(batch: batch, replies: replies, error: error)
@@ -354,6 +360,7 @@ final class Authority: @unchecked Sendable {
         self.metrics.leases.set(self.leases.count)
         self.lastCommitAt = self.clock.wallMilliseconds()
         self.count(changes)
+        Self.move(&self.census, by: changes, pruned: pruned)
         self.changeLog.write(changes)
         for (sink, outcome) in replies {
             sink.succeed(outcome)
@@ -416,6 +423,8 @@ struct BatchContext {
     var readyQueues: Set<String> = []
     /// State changes to log once the batch has committed.
     var changes: [ChangeLog.Change] = []
+    /// Finished jobs retention deleted in this batch, for the census.
+    var pruned: [(queue: String, state: JobState)] = []
 
     init(tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64) {
         self.tx = tx

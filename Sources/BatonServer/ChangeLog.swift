@@ -13,6 +13,8 @@ final class ChangeLog: Sendable {
         var event: JobEvent
         var job: Int64
         var queue: String?
+        /// The state the job left; `nil` for a job just enqueued.
+        var from: JobState?
         /// The wait before a claim, or the run before an attempt ended, for the metrics.
         var milliseconds: Int64?
     }

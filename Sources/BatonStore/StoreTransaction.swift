@@ -114,16 +114,18 @@ public struct StoreTransaction {
     /// statement, which cost more than the claim's own write.
     ///
     /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
+    /// - Returns: what the worker needs, and the state the job was claimed from (`queued`
+    ///   or `retrying`); `nil` when the job was not ready.
     public func markClaimed(
         id: Int64, token: FencingToken, leaseMilliseconds: Int64?,
         worker: String?, peer: PeerIdentity?, claimEvent: Int64, now: Int64
-    ) throws -> ClaimedJob? {
+    ) throws -> (job: ClaimedJob, from: JobState)? {
         try JobState.queued.checkMove(to: .running)
         let read = try DirectStatement(self, .claimRead)
         read.bind(1, id)
         guard
-            var job = try read.firstRow({ row in
-                ClaimedJob(
+            let (claimed, from) = try read.firstRow({ row in
+                (ClaimedJob(
                     id: id,
                     queue: row.string(0),
                     payload: row.string(1),
@@ -133,9 +135,10 @@ public struct StoreTransaction {
                     checkpoint: row.optionalString(5),
                     progress: row.optionalString(6),
                     dueAt: row.int64(7)
-                )
+                ), JobState(rawValue: row.string(8)) ?? .queued)
             })
         else { return nil }
+        var job = claimed
         job.leaseMilliseconds = leaseMilliseconds ?? job.leaseMilliseconds
         let update = try DirectStatement(self, .claimUpdate)
         update.bind(1, Int64(job.attempt))
@@ -148,7 +151,7 @@ public struct StoreTransaction {
         update.bind(8, claimEvent)
         update.bind(9, id)
         _ = try update.execute()
-        return job
+        return (job, from)
     }
 
     // MARK: Fenced writes
@@ -504,9 +507,11 @@ public struct StoreTransaction {
     /// Deletes up to `limit` finished jobs that finished before their cut-off, oldest first.
     ///
     /// - Returns: how many were deleted.
-    public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) throws -> Int {
+    /// - Returns: each deleted job's queue and state.
+    public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) throws -> [(queue: String, state: JobState)] {
         // The predicate repeats the partial index's, so the oldest are found from the index.
-        let ids = try Int64.fetchAll(self.db, sql: Self.prunableJobsSQL, arguments: [completedBefore, failedBefore, limit])
+        let rows = try Row.fetchAll(self.db, sql: Self.prunableJobsSQL, arguments: [completedBefore, failedBefore, limit])
+        let ids: [Int64] = rows.map { $0[0] }
         // A job goes with its events and with the records of what waited on it; each is one
         // primary-key range. (Its own dependency records go when its dependencies do.)
         let deleteJob = try self.db.cachedStatement(sql: "DELETE FROM jobs WHERE id = ?")
@@ -517,11 +522,10 @@ public struct StoreTransaction {
             try deleteEvents.execute(arguments: [id])
             try deleteDependents.execute(arguments: [id])
         }
-        let deleted = ids.count
-        if deleted > 0 {
-            try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [deleted])
+        if !ids.isEmpty {
+            try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [ids.count])
         }
-        return deleted
+        return rows.compactMap { row in JobState(rawValue: row[2]).map { (row[1], $0) } }
     }
 
     /// How many finished jobs retention has deleted, ever.
@@ -587,7 +591,18 @@ public struct StoreTransaction {
         }
     }
 
-    /// Per-queue job counts by state, and when each queue's longest-waiting ready job became due.
+    /// When each queue's longest-waiting ready job became due: one pass over the ready jobs.
+    public func oldestReadyRunAt() throws -> [String: Int64] {
+        var oldest: [String: Int64] = [:]
+        let rows = try Row.fetchCursor(self.db, sql: "SELECT queue, min(run_at) FROM jobs WHERE ready = 1 GROUP BY queue")
+        while let row = try rows.next() {
+            oldest[row[0]] = row[1]
+        }
+        return oldest
+    }
+
+    /// Per-queue job counts by state, and when each queue's longest-waiting ready job became
+    /// due. A pass over every job: the authority counts them once, at start (``JobCensus``).
     public func queueStatistics() throws -> [String: QueueStatistics] {
         var statistics: [String: QueueStatistics] = [:]
         let counts = try Row.fetchCursor(self.db, sql: "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")
@@ -595,9 +610,8 @@ public struct StoreTransaction {
             guard let state = JobState(rawValue: row[1]) else { continue }
             statistics[row[0], default: QueueStatistics()].counts[state] = row[2]
         }
-        let oldest = try Row.fetchCursor(self.db, sql: "SELECT queue, min(run_at) FROM jobs WHERE ready = 1 GROUP BY queue")
-        while let row = try oldest.next() {
-            statistics[row[0], default: QueueStatistics()].oldestReadyRunAt = row[1]
+        for (queue, runAt) in try self.oldestReadyRunAt() {
+            statistics[queue, default: QueueStatistics()].oldestReadyRunAt = runAt
         }
         return statistics
     }
@@ -661,7 +675,7 @@ extension StoreTransaction {
         """
 
     public static let claimReadSQL = """
-        SELECT queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at
+        SELECT queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at, state
         FROM jobs WHERE id = ? AND ready = 1
         """
 
@@ -695,7 +709,7 @@ extension StoreTransaction {
 
     /// The oldest finished jobs past their retention, from `jobs_finished`.
     public static let prunableJobsSQL = """
-        SELECT id FROM jobs
+        SELECT id, queue, state FROM jobs
         WHERE finished_at IS NOT NULL
           AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END
         ORDER BY finished_at LIMIT ?

@@ -70,7 +70,8 @@ struct JobStoreTests {
             let id: Int64 = 1
             try tx.insert(self.newJob(), id: id, now: 0)
             let token = FencingToken(rawValue: 5)
-            let claimed = try #require(try tx.markClaimed(id: id, token: token, leaseMilliseconds: 2_000, worker: "w", peer: nil, claimEvent: 1, now: 0))
+            let (claimed, from) = try #require(try tx.markClaimed(id: id, token: token, leaseMilliseconds: 2_000, worker: "w", peer: nil, claimEvent: 1, now: 0))
+            #expect(from == .queued)
             #expect(claimed.attempt == 1)
             #expect(claimed.leaseMilliseconds == 2_000)
             #expect(try tx.job(id: id)?.state == .running)
