@@ -157,6 +157,17 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v9: the claim index carries run_at") { db in
+            try db.execute(
+                sql: """
+                    -- With run_at (and ready, which SQLite needs to see the index covers its own
+                    -- predicate) in the index, how long the oldest ready job has waited (stats,
+                    -- health) is read from the index alone instead of from every ready row.
+                    DROP INDEX jobs_ready;
+                    CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id, concurrency_key, run_at, ready) WHERE ready = 1;
+                    """
+            )
+        }
         return migrator
     }
 

@@ -565,7 +565,7 @@ public struct StoreTransaction {
     /// of them became due. One pass over the ready jobs (the claim index does not order
     /// them by time), so it is for health checks, not for every request.
     public func readyJobs() throws -> (count: Int, oldestRunAt: Int64?) {
-        let row = try Row.fetchOne(self.db, sql: "SELECT count(*), min(run_at) FROM jobs WHERE ready = 1")
+        let row = try Row.fetchOne(self.db, sql: Self.readyJobsSQL)
         return (row?[0] ?? 0, row?[1])
     }
 
@@ -594,7 +594,7 @@ public struct StoreTransaction {
     /// When each queue's longest-waiting ready job became due: one pass over the ready jobs.
     public func oldestReadyRunAt() throws -> [String: Int64] {
         var oldest: [String: Int64] = [:]
-        let rows = try Row.fetchCursor(self.db, sql: "SELECT queue, min(run_at) FROM jobs WHERE ready = 1 GROUP BY queue")
+        let rows = try Row.fetchCursor(self.db, sql: Self.oldestReadySQL)
         while let row = try rows.next() {
             oldest[row[0]] = row[1]
         }
@@ -699,6 +699,12 @@ extension StoreTransaction {
     /// sort and no row reads (the index covers every column).
     public static let bestReadyJobSQL =
         "SELECT id, priority, concurrency_key FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id"
+
+    /// How many jobs are ready and since when the oldest has waited, from `jobs_ready` alone.
+    public static let readyJobsSQL = "SELECT count(*), min(run_at) FROM jobs WHERE ready = 1"
+
+    /// Each queue's longest-waiting ready job, from `jobs_ready` alone.
+    public static let oldestReadySQL = "SELECT queue, min(run_at) FROM jobs WHERE ready = 1 GROUP BY queue"
 
     /// Makes due jobs ready, walking `jobs_scheduled` (its predicate is repeated so that
     /// SQLite can use the partial index).

@@ -128,14 +128,19 @@ struct ClaimPlanTests {
                 StoreTransaction.bestReadyJobSQL,
                 StoreTransaction.promoteDueJobsSQL,
                 StoreTransaction.prunableJobsSQL,
+                StoreTransaction.readyJobsSQL,
+                StoreTransaction.oldestReadySQL,
             ].map { try tx.queryPlan(of: $0) }
         }
         // An index search with the order taken from the index: no scan, no sort step.
-        #expect(plans[0].contains("SEARCH jobs USING INDEX jobs_ready"), "\(plans[0])")
+        #expect(plans[0].contains("SEARCH jobs USING COVERING INDEX jobs_ready"), "\(plans[0])")
         #expect(!plans[0].contains("TEMP B-TREE"), "\(plans[0])")
         #expect(plans[1].contains("USING INDEX jobs_scheduled"), "\(plans[1])")
         // Pruning walks the finished jobs oldest first, without sorting them.
         #expect(plans[2].contains("jobs_finished") && !plans[2].contains("TEMP B-TREE"), "\(plans[2])")
+        // The oldest ready job's wait is read from the claim index, not from every ready row.
+        #expect(plans[3].contains("COVERING INDEX jobs_ready"), "\(plans[3])")
+        #expect(plans[4].contains("COVERING INDEX jobs_ready"), "\(plans[4])")
     }
 
     @Test("the statements every job passes through build no temporary b-tree")
