@@ -145,13 +145,14 @@ export class Worker {
         }
         if (!lease) continue;
       }
-      if (this.stopping) {
-        const unwanted = lease;
-        await this.#report(() => this.client.release(unwanted));
-        return;
-      }
+      if (this.stopping) break;
       // A completion leases the slot's next job in the same request, when one is ready.
       lease = await this.#work(new JobContext(this.client, lease));
+    }
+    if (lease) {
+      // Leased as the worker began to stop: give it back for another worker.
+      const unwanted = lease;
+      await this.#report(() => this.client.release(unwanted));
     }
   }
 

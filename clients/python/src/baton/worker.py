@@ -169,10 +169,12 @@ class Worker:
                 if lease is None:
                     continue
             if self._stopping.is_set():
-                self._finish(lambda leased=lease: self.client.release(leased))
-                return
+                break
             # A completion leases the slot's next job in the same request, when one is ready.
             lease = self._work(JobContext(self.client, lease))
+        if lease is not None:
+            # Leased as the worker began to stop: give it back for another worker.
+            self._finish(lambda leased=lease: self.client.release(leased))
 
     def _work(self, context: JobContext) -> Optional[Lease]:
         lease = context.lease
