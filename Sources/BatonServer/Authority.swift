@@ -133,7 +133,7 @@ final class Authority: @unchecked Sendable {
                 }
                 self.nextScheduledRunAt = try tx.nextScheduledRunAt()
                 // The one count of every job; from here on the census follows the commits.
-                self.census = JobCensus(counts: try tx.queueStatistics().mapValues(\.counts))
+                self.census = JobCensus(counts: try tx.jobCounts())
                 self.pausedQueues = try tx.pausedQueues()
                 return running.count
             }

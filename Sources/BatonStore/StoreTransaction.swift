@@ -601,19 +601,16 @@ public struct StoreTransaction {
         return oldest
     }
 
-    /// Per-queue job counts by state, and when each queue's longest-waiting ready job became
-    /// due. A pass over every job: the authority counts them once, at start (``JobCensus``).
-    public func queueStatistics() throws -> [String: QueueStatistics] {
-        var statistics: [String: QueueStatistics] = [:]
-        let counts = try Row.fetchCursor(self.db, sql: "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")
-        while let row = try counts.next() {
+    /// Per-queue job counts by state: a pass over every job, which the authority makes once,
+    /// at start, and then keeps the counts itself (``JobCensus``).
+    public func jobCounts() throws -> [String: [JobState: Int]] {
+        var counts: [String: [JobState: Int]] = [:]
+        let rows = try Row.fetchCursor(self.db, sql: "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")
+        while let row = try rows.next() {
             guard let state = JobState(rawValue: row[1]) else { continue }
-            statistics[row[0], default: QueueStatistics()].counts[state] = row[2]
+            counts[row[0], default: [:]][state] = row[2]
         }
-        for (queue, runAt) in try self.oldestReadyRunAt() {
-            statistics[queue, default: QueueStatistics()].oldestReadyRunAt = runAt
-        }
-        return statistics
+        return counts
     }
 
     /// How many temporary b-trees a statement opens each time it runs (SQLite's
@@ -720,15 +717,6 @@ extension StoreTransaction {
           AND finished_at < CASE state WHEN 'completed' THEN ? ELSE ? END
         ORDER BY finished_at LIMIT ?
         """
-}
-
-/// One queue's counts, for `stats`.
-public struct QueueStatistics: Hashable, Sendable {
-    public var counts: [JobState: Int] = [:]
-    /// The `run_at` of the ready job that has waited longest, if any is ready.
-    public var oldestReadyRunAt: Int64?
-
-    public init() {}
 }
 
 extension JobStore {
