@@ -37,11 +37,13 @@ let package = Package(
         ),
         // Wire messages, the JSON-line codec and error codes; shared by server and clients.
         .target(name: "BatonProtocol", dependencies: ["BatonCore"]),
+        // A SQLite VFS shim that writes each commit's WAL frames with one system call.
+        .target(name: "CSQLiteWAL", dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")]),
         // The SQLite job store: schema, migrations and the claim and expiry queries.
         .target(
             name: "BatonStore",
             dependencies: [
-                "BatonCore", "BatonProtocol",
+                "BatonCore", "BatonProtocol", "CSQLiteWAL",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "GRDBSQLite", package: "GRDB.swift"),
             ]

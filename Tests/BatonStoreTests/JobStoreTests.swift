@@ -161,6 +161,69 @@ struct ClaimPlanTests {
 
 @Suite("The write-ahead log")
 struct WriteAheadLogTests {
+    /// The frames in a WAL file that belong to its current generation (the salts match the
+    /// header's), and whether the last of them ends a transaction.
+    static func frames(inWAL path: String) throws -> (count: Int, lastCommits: Bool) {
+        let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        func word(_ offset: Int) -> UInt32 { bytes[offset..<offset + 4].reduce(0) { $0 << 8 | UInt32($1) } }
+        guard bytes.count >= 32 else { return (0, false) }
+        let pageSize = Int(word(8))
+        var count = 0
+        var lastCommits = false
+        var offset = 32
+        while offset + 24 + pageSize <= bytes.count, word(offset + 8) == word(16), word(offset + 12) == word(20) {
+            count += 1
+            lastCommits = word(offset + 4) != 0
+            offset += 24 + pageSize
+        }
+        return (count, lastCommits)
+    }
+
+    @Test("a commit's frames are in the WAL file when it returns, even with no fsync to wait for")
+    func committedFramesReachTheFile() throws {
+        let path = try temporaryStorePath()
+        // `normal` never syncs at commit; a crash of the process must still keep the commit,
+        // so the frames have to be in the kernel, not in a buffer of this process.
+        let store = try JobStore(path: path, durability: .normal)
+        let job = StoreTransaction.NewJob(
+            queue: "q", payload: "{}", priority: 0, runAt: 0, maxAttempts: 3,
+            backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: nil
+        )
+        var before = try Self.frames(inWAL: path + "-wal")
+        for id in 1...3 {
+            try store.write { tx in try tx.insert(job, id: Int64(id), now: 0) }
+            let after = try Self.frames(inWAL: path + "-wal")
+            #expect(after.count > before.count, "commit \(id) wrote no frame another reader can see")
+            #expect(after.lastCommits, "commit \(id)'s last frame is not in the file")
+            before = after
+        }
+        withExtendedLifetime(store) {}
+    }
+
+    @Test("a transaction larger than the write buffer commits whole")
+    func largeTransaction() throws {
+        let path = try temporaryStorePath()
+        let payload = "\"" + String(repeating: "p", count: 3_000) + "\""
+        do {
+            let store = try JobStore(path: path)
+            try store.write { tx in
+                for id in 1...400 {
+                    let job = StoreTransaction.NewJob(
+                        queue: "q", payload: payload, priority: 0, runAt: 0, maxAttempts: 3,
+                        backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: nil
+                    )
+                    try tx.insert(job, id: Int64(id), now: 0)
+                }
+            }
+            #expect(try Self.frames(inWAL: path + "-wal").lastCommits)
+            try store.close()
+        }
+        let reopened = try JobStore(path: path)
+        let jobs = try reopened.write { tx in try (1...400).compactMap { try tx.job(id: Int64($0)) } }
+        #expect(jobs.count == 400)
+        #expect(jobs.allSatisfy { $0.payload == payload })
+    }
+
     @Test("the WAL is checkpointed back to its start instead of growing with every commit")
     func walStaysBounded() throws {
         let path = try temporaryStorePath()
