@@ -12,7 +12,11 @@
 //     in the kernel when COMMIT returns and survives a crash of the process;
 //   - before every sync, read, truncate, size query, file control and close of the WAL;
 //   - before any write that is not an append to what is gathered.
-// A misread marker can only make a flush come early, never late: every sync flushes.
+// A marker seen where there is none only makes a flush come early. Should SQLite ever
+// write a frame other than as header then page, a `synchronous = NORMAL` commit would wait
+// in memory for the next write or sync: the store's test "a commit's frames are in the WAL
+// file when it returns" fails if that happens, and the crash test run with
+// `--durability normal` loses acknowledged jobs.
 
 #include "CSQLiteWAL.h"
 
