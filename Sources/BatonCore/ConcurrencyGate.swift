@@ -63,7 +63,9 @@ public struct ConcurrencyGate: Sendable {
 
     /// Records that a ready job of `queue` was passed over because its key is held.
     public mutating func passedOver(key: String, in queue: String) {
-        self.heldKeys[key]?.insert(queue)
+        // In place: `heldKeys[key]?.insert(…)` would copy the set on every call.
+        guard let index = self.heldKeys.index(forKey: key) else { return }
+        self.heldKeys.values[index].insert(queue)
     }
 
     // MARK: Running jobs

@@ -16,15 +16,18 @@ public struct JobCensus: Sendable, Equatable {
     /// was deleted).
     public mutating func move(queue: String, from: JobState?, to: JobState?) {
         guard from != to else { return }
-        var states = self.counts[queue, default: [:]]
+        // The queue's counts are changed where they are stored: a copy taken out and put back
+        // is copied again by its first write, an allocation for every job's every move.
+        if self.counts[queue] == nil { self.counts[queue] = [:] }
+        let index = self.counts.index(forKey: queue)!
         if let from {
-            states[from, default: 0] -= 1
-            if states[from] == 0 { states.removeValue(forKey: from) }
+            self.counts.values[index][from, default: 0] -= 1
+            if self.counts.values[index][from] == 0 { self.counts.values[index].removeValue(forKey: from) }
         }
         if let to {
-            states[to, default: 0] += 1
+            self.counts.values[index][to, default: 0] += 1
         }
         // A queue with no jobs left is not listed, as a count of rows would not list it.
-        self.counts[queue] = states.isEmpty ? nil : states
+        if self.counts.values[index].isEmpty { self.counts.remove(at: index) }
     }
 }

@@ -33,7 +33,7 @@ struct WorkerRegistry {
     /// A job started running under a lease granted or renewed on `connection`.
     mutating func holds(_ job: Int64, on connection: ConnectionIdentity, since: Int64) {
         self.running[job] = (connection.number, since)
-        self.workers[connection.number]?.jobs.insert(job)
+        self.update(connection.number) { $0.jobs.insert(job) }
     }
 
     /// A running job recovered after a restart: no connection holds it yet.
@@ -46,12 +46,14 @@ struct WorkerRegistry {
         self.seen(connection, name: nil, now: now)
         if let holder = self.running[job] {
             if let previous = holder.connection, previous != connection.number {
-                self.workers[previous]?.jobs.remove(job)
+                self.update(previous) { $0.jobs.remove(job) }
             }
             self.running[job] = (connection.number, holder.since)
         }
-        self.workers[connection.number]?.jobs.insert(job)
-        self.workers[connection.number]?.lastHeartbeatAt = now
+        self.update(connection.number) { worker in
+            worker.jobs.insert(job)
+            worker.lastHeartbeatAt = now
+        }
     }
 
     /// When a running job's attempt started (wall-clock milliseconds).
@@ -62,7 +64,15 @@ struct WorkerRegistry {
     /// A job stopped running, however it ended.
     mutating func ended(_ job: Int64) {
         guard let holder = self.running.removeValue(forKey: job), let connection = holder.connection else { return }
-        self.workers[connection]?.jobs.remove(job)
+        self.update(connection) { $0.jobs.remove(job) }
+    }
+
+    /// Changes a known worker in place. Optional chaining (`workers[key]?.jobs.insert(…)`)
+    /// copies the worker's set of jobs on every call: three allocations per claim and per
+    /// completion.
+    private mutating func update(_ connection: UInt64, _ change: (inout Worker) -> Void) {
+        guard let index = self.workers.index(forKey: connection) else { return }
+        change(&self.workers.values[index])
     }
 
     mutating func disconnected(_ connection: ConnectionIdentity) {
