@@ -57,7 +57,10 @@ public struct JSONParser {
             return nil
         }
         parser.index += 1
+        // Room for any request's arguments at once: grown one key at a time, the table was
+        // allocated three times for a four-key request.
         var fields: [String: TopLevelObject.Field] = [:]
+        fields.reserveCapacity(12)
         parser.skipWhitespace()
         if parser.peek() == UInt8(ascii: "}") {
             parser.index += 1
