@@ -78,6 +78,8 @@ struct BatonBench: ParsableCommand {
             )
             agents[(self.producers + index) % agents.count].append(agent)
         }
+        let observer = try LineConnection(path: self.socket)
+        let commitsBefore = try CommitTotals(from: observer)
         let started = monotonicNanoseconds()
         let group = DispatchGroup()
         let failures = Failures()
@@ -99,6 +101,16 @@ struct BatonBench: ParsableCommand {
         )
         print(String(format: "  %.0f cycles/s (enqueue → claim → complete, %.2f s)", Double(total) / seconds, seconds))
         print("  enqueue-to-claim latency: \(percentiles(latencies))")
+        let commits = try CommitTotals(from: observer) - commitsBefore
+        if commits.commits > 0, commits.batches > 0 {
+            print(
+                String(
+                    format: "  server: %d commits of %.1f requests, one every %.0f µs, %.0f µs of it writing and syncing",
+                    Int(commits.commits), commits.requests / commits.batches, seconds * 1e6 / commits.commits,
+                    commits.seconds * 1e6 / commits.commits
+                )
+            )
+        }
     }
 
     private func idleWorkerLatency() throws {
@@ -258,6 +270,40 @@ private final class Driver: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+/// The server's commit histograms, read with the `metrics` op: subtracting two readings
+/// gives what a run cost the server, which the client cannot see.
+private struct CommitTotals {
+    var commits = 0.0
+    var seconds = 0.0
+    var batches = 0.0
+    var requests = 0.0
+
+    init() {}
+
+    init(from connection: LineConnection) throws {
+        try connection.send(#"{"op":"metrics","format":"json"}"# + "\n")
+        let reply = try JSONSerialization.jsonObject(with: Data(connection.readLine().utf8)) as? [String: Any]
+        for histogram in reply?["histograms"] as? [[String: Any]] ?? [] {
+            let count = (histogram["count"] as? NSNumber)?.doubleValue ?? 0
+            let sum = (histogram["sum"] as? NSNumber)?.doubleValue ?? 0
+            switch histogram["name"] as? String {
+            case "baton_commit_seconds": (self.commits, self.seconds) = (count, sum)
+            case "baton_commit_batch_size": (self.batches, self.requests) = (count, sum)
+            default: break
+            }
+        }
+    }
+
+    static func - (after: CommitTotals, before: CommitTotals) -> CommitTotals {
+        var difference = CommitTotals()
+        difference.commits = after.commits - before.commits
+        difference.seconds = after.seconds - before.seconds
+        difference.batches = after.batches - before.batches
+        difference.requests = after.requests - before.requests
+        return difference
     }
 }
 
