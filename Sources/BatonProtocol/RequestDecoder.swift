@@ -92,7 +92,7 @@ public struct RequestDecoder: Sendable {
                 guard case .object(let object) = value else {
                     throw BatonError.invalidArgument("claim", "must be an object with `claim`'s arguments")
                 }
-                var nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+                var nested = Fields(nested: object, limits: self.limits)
                 do {
                     next = try self.claim(&nested)
                 } catch let error as BatonError {
@@ -213,7 +213,7 @@ public struct RequestDecoder: Sendable {
             guard case .object(let object) = item else {
                 throw BatonError.invalidArgument("\(name)[\(index)]", "must be an object with `enqueue`'s arguments")
             }
-            var nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+            var nested = Fields(nested: object, limits: self.limits)
             do {
                 return try self.enqueue(&nested)
             } catch let error as BatonError {
@@ -288,23 +288,44 @@ public struct RequestDecoder: Sendable {
 
 /// Typed access to a request's fields, with errors that name the field.
 struct Fields {
-    private let fields: [String: JSONParser.TopLevelObject.Field]
+    private let storage: Storage
     private let limits: ProtocolLimits
 
+    /// A request's own fields keep the text they were written with; the fields of a nested
+    /// object (a `claim` inside a `complete`, a job of a batch) are read from its parsed
+    /// value, and written out as text only when asked for.
+    private enum Storage {
+        case topLevel([String: JSONParser.TopLevelObject.Field])
+        case nested([String: JSONValue])
+    }
+
     init(_ fields: [String: JSONParser.TopLevelObject.Field], limits: ProtocolLimits) {
-        self.fields = fields
+        self.storage = .topLevel(fields)
         self.limits = limits
+    }
+
+    init(nested object: [String: JSONValue], limits: ProtocolLimits) {
+        self.storage = .nested(object)
+        self.limits = limits
+    }
+
+    /// The field's value as given, `null` included.
+    private func given(_ name: String) -> JSONValue? {
+        switch self.storage {
+        case .topLevel(let fields): fields[name]?.value
+        case .nested(let object): object[name]
+        }
     }
 
     /// The field's value; an explicit `null` counts as absent.
     func value(_ name: String) -> JSONValue? {
-        guard let value = self.fields[name]?.value, value != .null else { return nil }
+        guard let value = self.given(name), value != .null else { return nil }
         return value
     }
 
     /// Whether the field is present and an explicit `null`.
     func isNull(_ name: String) -> Bool {
-        self.fields[name]?.value == .null
+        self.given(name) == .null
     }
 
     func string(_ name: String) throws -> String? {
@@ -364,9 +385,13 @@ struct Fields {
         return double
     }
 
-    /// A field's JSON text as the client wrote it; an explicit `null` is kept as `null`.
+    /// A field's JSON text as the client wrote it (compact, for a nested object's field); an
+    /// explicit `null` is kept as `null`.
     func json(_ name: String) -> String? {
-        self.fields[name]?.text
+        switch self.storage {
+        case .topLevel(let fields): fields[name]?.text
+        case .nested(let object): object[name]?.jsonText
+        }
     }
 
     func requiredJSON(_ name: String) throws -> String {
@@ -401,7 +426,7 @@ struct Fields {
         guard case .object(let object) = value else {
             throw BatonError.invalidArgument("progress", "must be an object like {\"percent\": 40, \"message\": \"chunking\"}")
         }
-        let nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+        let nested = Fields(nested: object, limits: self.limits)
         guard let percent = try nested.double("percent", in: 0...100) else {
             throw BatonError.invalidArgument("progress.percent", "is required: a number from 0 to 100")
         }
@@ -421,7 +446,7 @@ struct Fields {
         guard case .object(let object) = value else {
             throw BatonError.invalidArgument("backoff", "must be an object {initial_ms, factor, max_ms}")
         }
-        let nested = Fields(object.mapValues { .init(value: $0, text: $0.jsonText) }, limits: self.limits)
+        let nested = Fields(nested: object, limits: self.limits)
         let standard = BackoffPolicy.standard
         let initial = try nested.integer("initial_ms", in: 0...86_400_000) ?? standard.initialMilliseconds
         let factor = try nested.double("factor", in: 1...100) ?? standard.factor
