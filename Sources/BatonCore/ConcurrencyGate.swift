@@ -63,9 +63,7 @@ public struct ConcurrencyGate: Sendable {
 
     /// Records that a ready job of `queue` was passed over because its key is held.
     public mutating func passedOver(key: String, in queue: String) {
-        // In place: `heldKeys[key]?.insert(…)` would copy the set on every call.
-        guard let index = self.heldKeys.index(forKey: key) else { return }
-        self.heldKeys.values[index].insert(queue)
+        self.heldKeys.modifyValue(forKey: key) { $0.insert(queue) }
     }
 
     // MARK: Running jobs

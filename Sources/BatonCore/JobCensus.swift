@@ -18,8 +18,13 @@ public struct JobCensus: Sendable, Equatable {
         guard from != to else { return }
         // The queue's counts are changed where they are stored: a copy taken out and put back
         // is copied again by its first write, an allocation for every job's every move.
-        if self.counts[queue] == nil { self.counts[queue] = [:] }
-        let index = self.counts.index(forKey: queue)!
+        let index: [String: [JobState: Int]].Index
+        if let existing = self.counts.index(forKey: queue) {
+            index = existing
+        } else {
+            self.counts[queue] = [:]
+            index = self.counts.index(forKey: queue)!
+        }
         if let from {
             self.counts.values[index][from, default: 0] -= 1
             if self.counts.values[index][from] == 0 { self.counts.values[index].removeValue(forKey: from) }
@@ -31,3 +36,4 @@ public struct JobCensus: Sendable, Equatable {
         if self.counts.values[index].isEmpty { self.counts.remove(at: index) }
     }
 }
+

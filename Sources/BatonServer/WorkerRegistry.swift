@@ -33,7 +33,7 @@ struct WorkerRegistry {
     /// A job started running under a lease granted or renewed on `connection`.
     mutating func holds(_ job: Int64, on connection: ConnectionIdentity, since: Int64) {
         self.running[job] = (connection.number, since)
-        self.update(connection.number) { $0.jobs.insert(job) }
+        self.workers.modifyValue(forKey: connection.number) { $0.jobs.insert(job) }
     }
 
     /// A running job recovered after a restart: no connection holds it yet.
@@ -46,11 +46,11 @@ struct WorkerRegistry {
         self.seen(connection, name: nil, now: now)
         if let holder = self.running[job] {
             if let previous = holder.connection, previous != connection.number {
-                self.update(previous) { $0.jobs.remove(job) }
+                self.workers.modifyValue(forKey: previous) { $0.jobs.remove(job) }
             }
             self.running[job] = (connection.number, holder.since)
         }
-        self.update(connection.number) { worker in
+        self.workers.modifyValue(forKey: connection.number) { worker in
             worker.jobs.insert(job)
             worker.lastHeartbeatAt = now
         }
@@ -64,15 +64,7 @@ struct WorkerRegistry {
     /// A job stopped running, however it ended.
     mutating func ended(_ job: Int64) {
         guard let holder = self.running.removeValue(forKey: job), let connection = holder.connection else { return }
-        self.update(connection) { $0.jobs.remove(job) }
-    }
-
-    /// Changes a known worker in place. Optional chaining (`workers[key]?.jobs.insert(…)`)
-    /// copies the worker's set of jobs on every call: three allocations per claim and per
-    /// completion.
-    private mutating func update(_ connection: UInt64, _ change: (inout Worker) -> Void) {
-        guard let index = self.workers.index(forKey: connection) else { return }
-        change(&self.workers.values[index])
+        self.workers.modifyValue(forKey: connection) { $0.jobs.remove(job) }
     }
 
     mutating func disconnected(_ connection: ConnectionIdentity) {
