@@ -273,7 +273,7 @@ public struct RequestDecoder: Sendable {
         queues.reserveCapacity(values.count)
         for value in values {
             guard case .string(let queue) = value, Fields.isValidName(queue, limit: self.limits.maximumNameBytes) else {
-                throw BatonError.invalidArgument("queues", "must hold queue names: non-empty strings of at most \(self.limits.maximumNameBytes) bytes")
+                throw BatonError.invalidArgument("queues", "must hold queue names, each \(Fields.nameRule(limit: self.limits.maximumNameBytes))")
             }
             if !queues.contains(queue) { queues.append(queue) }
         }
@@ -340,13 +340,21 @@ struct Fields {
     func name(_ name: String) throws -> String? {
         guard let string = try self.string(name) else { return nil }
         guard Self.isValidName(string, limit: self.limits.maximumNameBytes) else {
-            throw BatonError.invalidArgument(name, "must be 1 to \(self.limits.maximumNameBytes) bytes long")
+            throw BatonError.invalidArgument(name, "must be \(Self.nameRule(limit: self.limits.maximumNameBytes))")
         }
         return string
     }
 
+    static func nameRule(limit: Int) -> String {
+        "1 to \(limit) bytes long, with no control characters"
+    }
+
+    /// Names are identifiers, not payloads: they are compared, indexed, logged and shown in
+    /// terminals, so a name holding U+0000 (which SQLite's text functions cut at) or any
+    /// other control character (a forged log line, a terminal escape) is refused.
     static func isValidName(_ string: String, limit: Int) -> Bool {
-        !string.isEmpty && string.utf8.count <= limit
+        guard !string.isEmpty, string.utf8.count <= limit else { return false }
+        return !string.unicodeScalars.contains { $0.properties.generalCategory == .control }
     }
 
     func bool(_ name: String) throws -> Bool? {

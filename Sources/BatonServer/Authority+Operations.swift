@@ -232,7 +232,10 @@ extension Authority {
         switch request.schedule {
         case .none: runAt = context.wallNow
         case .delay(let milliseconds): runAt = context.wallNow + milliseconds
-        case .at(let epochMilliseconds): runAt = epochMilliseconds
+        // A time already past means "now": the job cannot have waited before it existed,
+        // and a wait counted from `run_at: 0` would read as 56 years in `health` and the
+        // wait histogram.
+        case .at(let epochMilliseconds): runAt = max(epochMilliseconds, context.wallNow)
         }
         let (jobID, reservation) = self.jobIDs.next()
         if let reservation {

@@ -115,15 +115,14 @@ struct Batond: AsyncParsableCommand {
 
     func run() async throws {
         Self.keepFreedMemory()
+        SignalService.ignoreUntilHandled()
         let level = self.logLevel
         let format = self.logFormat
         let toJournal = JournalLogHandler.standardErrorIsJournal
         LoggingSystem.bootstrap { label in
             if toJournal { return JournalLogHandler(logLevel: level) }
             if format == .json { return JSONLineLogHandler(label: label, logLevel: level) }
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            return TextLogHandler(label: label, logLevel: level)
         }
         let logger = Logger(label: "batond")
         let inherited: Int32?
@@ -166,7 +165,10 @@ struct Batond: AsyncParsableCommand {
                 stopping: { notifier.stopping() }
             )
         )
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: server),
+            .init(service: SignalService(logger: logger, reload: { logger.info("nothing to reload: no access policy") })),
+        ]
         if let interval = notifier.watchdogInterval {
             // Pings are earned by a probe of the authority; see WatchdogService.
             services.append(

@@ -19,11 +19,9 @@ struct JournalLogHandler: LogHandler {
     }
 
     func log(event: LogEvent) {
-        var line = "<\(Self.priority(event.level))>\(event.message)"
         let merged = self.metadata.merging(event.metadata ?? [:]) { $1 }
-        for (key, value) in merged.sorted(by: { $0.key < $1.key }) {
-            line += " \(key)=\(value)"
-        }
+        // One entry per line: a newline in a client's value must not start a forged entry.
+        var line = "<\(Self.priority(event.level))>" + LogText.line(message: event.message, metadata: merged)
         line += "\n"
         line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
     }

@@ -1,0 +1,87 @@
+import BatonTestSupport
+import Foundation
+import Testing
+
+@Suite("Hardening: what a hostile or careless client cannot do")
+struct HardeningTests {
+    @Test(
+        "names holding a control character are refused, not cut short",
+        arguments: [0x00, 0x0A, 0x1B, 0x7F, 0x85] as [UInt32]
+    )
+    func controlCharactersInNames(scalar: UInt32) throws {
+        let name = "q\(Character(Unicode.Scalar(scalar)!))x"
+        let server = try TestServer()
+        let client = try server.connect()
+        for (op, fields) in [
+            ("enqueue", ["queue": name, "payload": 1] as [String: Any]),
+            ("enqueue", ["queue": "q", "payload": 1, "unique_key": name]),
+            ("enqueue", ["queue": "q", "payload": 1, "concurrency_key": name]),
+            ("claim", ["queues": [name]]),
+            ("claim", ["queues": ["q"], "worker": name]),
+            ("pause_queue", ["queue": name]),
+            ("hello", ["client": name]),
+        ] {
+            let reply = try client.request(fields.merging(["op": op]) { $1 })
+            #expect(reply.errorCode == "invalid_argument", "\(op) \(fields) → \(reply)")
+            #expect(reply.errorMessage?.contains("control characters") == true)
+        }
+        // Nothing was stored under a shortened name.
+        let stats = try client.request(["op": "stats"])
+        #expect((stats.object("queues") ?? [:]).isEmpty, "\(stats)")
+        // Printable Unicode is still a name.
+        let id = try client.enqueue(queue: "émails-✉️", payload: 1)
+        #expect(try client.get(id)["queue"] as? String == "émails-✉️")
+    }
+
+    @Test("a newline or an ANSI escape in a client's text cannot forge a log line")
+    func logLinesCannotBeForged() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        let cancelled = try client.enqueue(queue: "q", payload: 1)
+        let forged = "oops\n2026-12-05T00:00:00+0000 critical batond: store corrupted \u{1B}[2J"
+        #expect(try client.request(["op": "cancel", "job": cancelled, "reason": forged]).ok)
+        _ = try client.enqueue(queue: "q", payload: 2, ["max_attempts": 1])
+        let job = try #require(try client.claim(queues: ["q"]))
+        #expect(try client.fenced("fail", job, ["error": "bad\r\ncritical batond: forged too"]).ok)
+        #expect(waitUntil { server.log.contains("job failed") }, "\(server.log)")
+        let lines = server.log.split(separator: "\n")
+        #expect(!lines.contains { $0.contains("critical") && !$0.contains("job cancelled") && !$0.contains("job failed") }, "\(server.log)")
+        #expect(!server.log.contains("\u{1B}"), "no terminal escape reaches the log")
+        let cancelLine = try #require(lines.first { $0.contains("job cancelled") })
+        #expect(cancelLine.contains(#"reason=oops\n2026-12-05"#), "\(cancelLine)")
+        #expect(cancelLine.contains(#"\u{1b}[2J"#), "\(cancelLine)")
+    }
+
+    @Test("a job enqueued for a time long past waits from its enqueue, not from 1970")
+    func runAtInThePast() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        let before = Int(Date().timeIntervalSince1970 * 1_000)
+        let id = try client.enqueue(queue: "old", payload: 1, ["run_at": 0])
+        let job = try client.get(id)
+        #expect((job["run_at"] as? Int ?? 0) >= before, "\(job)")
+        let health = try client.request(["op": "health"])
+        #expect(health.string("health") == "ok", "\(health)")
+        #expect((health.int("oldest_ready_age_ms") ?? 0) < 60_000, "\(health)")
+        _ = try #require(try client.claim(queues: ["old"]))
+        let metrics = try client.request(["op": "metrics", "format": "json"])
+        let histograms = try #require(metrics.fields["histograms"] as? [[String: Any]])
+        let wait = try #require(histograms.first { $0["name"] as? String == "baton_job_wait_seconds" })
+        #expect((wait["sum"] as? NSNumber)?.doubleValue ?? .infinity < 60, "\(wait)")
+    }
+
+    @Test("SIGHUP and SIGUSR1 do not stop batond: a parked claim still gets its answer")
+    func hangupIsNotFatal() throws {
+        let server = try TestServer()
+        let waiting = try server.connect()
+        try waiting.send(["op": "claim", "queues": ["q"], "wait_ms": 3_000, "id": "parked"])
+        try server.connect().waitForParkedClaims(1)
+        let pid = try #require(server.pid)
+        kill(pid, SIGHUP)
+        kill(pid, SIGUSR1)
+        #expect(waitUntil { server.log.contains("SIGHUP") }, "\(server.log)")
+        let reply = try waiting.readReply()
+        #expect(reply.string("id") == "parked" && reply.isNull("job"), "\(reply)")
+        #expect(try server.connect().request(["op": "stats"]).ok)
+    }
+}
