@@ -64,11 +64,16 @@ public struct LeaseTable: Sendable {
         return now < lease.deadline ? .live(lease) : .expired(lease)
     }
 
-    /// Extends a live lease to `now + duration`, or `now` plus its own period.
+    /// Extends a lease that was live when its renewal was heard to `now + duration`, or
+    /// `now` plus its own period.
     ///
-    /// - Returns: the renewed lease, or `nil` when the token does not hold a live lease.
-    public mutating func renew(jobID: Int64, token: FencingToken, duration: Int64? = nil, now: Int64) -> LeaseGrant? {
-        guard case .live(var lease) = self.check(jobID: jobID, token: token, now: now) else {
+    /// - Parameters:
+    ///   - heardAt: when the renewal arrived; the lease must have been live then. Defaults to `now`.
+    /// - Returns: the renewed lease, or `nil` when the token did not hold a live lease.
+    public mutating func renew(
+        jobID: Int64, token: FencingToken, duration: Int64? = nil, heardAt: Int64? = nil, now: Int64
+    ) -> LeaseGrant? {
+        guard case .live(var lease) = self.check(jobID: jobID, token: token, now: heardAt ?? now) else {
             return nil
         }
         lease.duration = duration ?? lease.duration

@@ -11,6 +11,7 @@ extension Authority {
     /// Applies one request; `nil` when the request was parked to wait for a job.
     func perform(_ submission: Submission, _ context: inout BatchContext) throws -> Outcome? {
         let id = submission.id
+        context.heardAt = min(self.leaseClock.leaseTime(ofMonotonic: submission.receivedAt), context.leaseNow)
         do {
             switch submission.request {
             case .hello(let client):
@@ -81,7 +82,7 @@ extension Authority {
                 self.refreshJobGauges(self.census(including: context))
                 return Outcome(line: self.metricsReply(id: id, json: json))
             case .health:
-                let report = try self.health(context.tx, wallNow: context.wallNow, monotonicNow: context.monotonicNow)
+                let report = try self.health(context.tx, wallNow: context.wallNow, leaseNow: context.leaseNow)
                 return Outcome(line: Reply.success(id: id) { $0.health(report) })
             case .workers:
                 return Outcome(line: self.workersReply(id: id))
@@ -133,7 +134,7 @@ extension Authority {
 
     private func get(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
-        let lease = self.leases[jobID].map { LeaseView(expiresAt: context.wallTime(ofMonotonic: $0.deadline)) }
+        let lease = self.leases[jobID].map { LeaseView(expiresAt: context.wallTime(ofLease: $0.deadline)) }
         return Reply.success(id: id) { $0.key("job"); $0.jobDetail(job, lease: lease) }
     }
 
@@ -146,7 +147,7 @@ extension Authority {
             reply.key("jobs")
             reply.beginArray()
             for job in jobs {
-                let lease = self.leases[job.id].map { LeaseView(expiresAt: context.wallTime(ofMonotonic: $0.deadline)) }
+                let lease = self.leases[job.id].map { LeaseView(expiresAt: context.wallTime(ofLease: $0.deadline)) }
                 reply.jobDetail(job, lease: lease)
             }
             reply.endArray()
@@ -369,7 +370,7 @@ extension Authority {
         else {
             return nil
         }
-        let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.monotonicNow)
+        let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow)
         self.gate.started(jobID: job.id, queue: best.queue, key: best.job.concurrencyKey)
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         self.workers.holds(job.id, on: connection, since: context.wallNow)
@@ -378,7 +379,7 @@ extension Authority {
             JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
             job: job.id, queue: job.queue, from: claimedFrom, milliseconds: max(context.wallNow - job.dueAt, 0), &context
         )
-        return Leased(job: job, token: token, expiresAt: context.wallTime(ofMonotonic: lease.deadline))
+        return Leased(job: job, token: token, expiresAt: context.wallTime(ofLease: lease.deadline))
     }
 
     /// Offers the jobs this batch made ready to the parked claims.
@@ -402,9 +403,9 @@ extension Authority {
         }
         let lease = self.leases.renew(
             jobID: request.lease.jobID, token: request.lease.token,
-            duration: request.leaseMilliseconds, now: context.monotonicNow
+            duration: request.leaseMilliseconds, heardAt: context.heardAt, now: context.leaseNow
         )!
-        return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
+        return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofLease: lease.deadline)) }
     }
 
     private func checkpoint(_ request: CheckpointRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
@@ -417,8 +418,10 @@ extension Authority {
             job: request.lease.jobID, queue: self.gate.queue(of: request.lease.jobID), from: .running, &context
         )
         // A checkpoint is proof of life: it renews the lease like a heartbeat.
-        let lease = self.leases.renew(jobID: request.lease.jobID, token: request.lease.token, now: context.monotonicNow)!
-        return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofMonotonic: lease.deadline)) }
+        let lease = self.leases.renew(
+            jobID: request.lease.jobID, token: request.lease.token, heardAt: context.heardAt, now: context.leaseNow
+        )!
+        return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofLease: lease.deadline)) }
     }
 
     /// Completes a job, with its follow-ups; with `claim`, then leases the worker's next job.
@@ -426,7 +429,7 @@ extension Authority {
         _ request: CompleteRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
     ) throws -> Outcome {
         let reference = request.lease
-        if case .notHeld = self.leases.check(jobID: reference.jobID, token: reference.token, now: context.monotonicNow),
+        if case .notHeld = self.leases.check(jobID: reference.jobID, token: reference.token, now: context.heardAt),
             let job = try context.tx.job(id: reference.jobID), job.state == .completed, job.leaseToken == reference.token
         {
             // The same worker again, after losing our first reply: answer as before (and
@@ -580,7 +583,9 @@ extension Authority {
     ///
     /// - Throws: those refusals, or `not_found` for an unknown job.
     private func requireLiveLease(_ reference: LeaseReference, ending: String? = nil, _ context: inout BatchContext) throws {
-        switch self.leases.check(jobID: reference.jobID, token: reference.token, now: context.monotonicNow) {
+        // Judged when the request arrived: a heartbeat sent in time is in time, however long
+        // it waited for the authority (see LeaseClock).
+        switch self.leases.check(jobID: reference.jobID, token: reference.token, now: context.heardAt) {
         case .live:
             return
         case .expired(let lease):
@@ -618,7 +623,7 @@ extension Authority {
 
     /// Expires every lease whose deadline has passed.
     func expireLeases(_ context: inout BatchContext) throws {
-        for lease in self.leases.removeExpired(now: context.monotonicNow) {
+        for lease in self.leases.removeExpired(now: context.leaseNow) {
             try self.expire(lease, &context)
         }
     }

@@ -52,6 +52,10 @@ final class Authority: @unchecked Sendable {
     var pausedQueues: Set<String> = []
     /// The monotonic time of the next look for finished jobs to prune.
     var nextPruneAt: Int64 = 0
+    /// The clock leases run on, which stands still while the authority is stalled.
+    var leaseClock = LeaseClock()
+    /// Observes the lease clock between batches.
+    private var pulse: RepeatedTask?
     /// The earliest `run_at` of a job waiting for its time, if known.
     var nextScheduledRunAt: Int64?
     var random = SystemRandomNumberGenerator()
@@ -87,6 +91,8 @@ final class Authority: @unchecked Sendable {
         var request: Request
         var connection: ConnectionIdentity
         var reply: ReplySink
+        /// When the connection read the request, on the authority clock's monotonic time.
+        var receivedAt: Int64
     }
 
     init(
@@ -124,7 +130,7 @@ final class Authority: @unchecked Sendable {
                 for (queue, limit) in try tx.queueLimits() {
                     self.gate.setLimit(limit, of: queue)
                 }
-                let now = self.clock.monotonicMilliseconds()
+                let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
                 let running = try tx.runningLeases()
                 for lease in running {
                     self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
@@ -137,7 +143,29 @@ final class Authority: @unchecked Sendable {
                 self.pausedQueues = try tx.pausedQueues()
                 return running.count
             }
-        }.always { _ in self.scheduleTimer() }
+        }.always { _ in
+            // Recovery is the authority's own work, not a stall.
+            self.leaseClock.rest(at: self.clock.monotonicMilliseconds())
+            self.scheduleTimer()
+            let interval = TimeAmount.milliseconds(self.leaseClock.pulseMilliseconds)
+            self.pulse = self.loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { _ in
+                self.observeLeaseClock()
+            }
+        }
+    }
+
+    /// Reads the monotonic clock as the lease clock's observation, and reports a stall.
+    @discardableResult
+    private func observeLeaseClock() -> Int64 {
+        let now = self.clock.monotonicMilliseconds()
+        let stall = self.leaseClock.observe(now)
+        if stall > 0 {
+            self.logger.warning(
+                "the authority was stalled; live leases are extended by the stall",
+                metadata: ["stall.ms": "\(stall)", "leases": "\(self.leases.count)"]
+            )
+        }
+        return now
     }
 
     /// Stops taking requests: answers parked claims with `job: null`, applies what is
@@ -145,6 +173,7 @@ final class Authority: @unchecked Sendable {
     func drain() -> EventLoopFuture<Void> {
         self.loop.flatSubmit {
             if case .serving = self.phase { self.phase = .draining }
+            self.pulse?.cancel()
             for waiter in self.parked.removeAll() {
                 waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
             }
@@ -163,13 +192,14 @@ final class Authority: @unchecked Sendable {
                 return report
             }
             return try self.store.write { tx in
-                try self.health(tx, wallNow: self.clock.wallMilliseconds(), monotonicNow: self.clock.monotonicMilliseconds())
+                let leaseNow = self.leaseClock.now(monotonic: self.observeLeaseClock())
+                return try self.health(tx, wallNow: self.clock.wallMilliseconds(), leaseNow: leaseNow)
             }
         }
     }
 
     /// The health checks, inside a transaction on the authority's thread.
-    func health(_ tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64) throws -> HealthReport {
+    func health(_ tx: StoreTransaction, wallNow: Int64, leaseNow: Int64) throws -> HealthReport {
         var report = HealthReport()
         let thresholds = self.healthThresholds
         report.running = self.leases.count
@@ -178,8 +208,8 @@ final class Authority: @unchecked Sendable {
         if case .failed(let reason) = self.phase {
             report.flag(.failing, reason)
         }
-        if let deadline = self.leases.nextDeadline, deadline < monotonicNow {
-            report.expirySweepLagMilliseconds = monotonicNow - deadline
+        if let deadline = self.leases.nextDeadline, deadline < leaseNow {
+            report.expirySweepLagMilliseconds = leaseNow - deadline
             // The sweep runs with each batch and on a timer; a second late means it has stopped.
             if report.expirySweepLagMilliseconds > 1_000 {
                 report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")
@@ -218,6 +248,7 @@ final class Authority: @unchecked Sendable {
     func closeStore() -> EventLoopFuture<Void> {
         self.loop.submit {
             self.timer?.cancel()
+            self.pulse?.cancel()
             try self.store.close()
         }
     }
@@ -312,14 +343,18 @@ final class Authority: @unchecked Sendable {
         var applied = ContinuousClock.now
         var changes: [ChangeLog.Change] = []
         var pruned: [(queue: String, state: JobState)] = []
+        let monotonicNow = self.observeLeaseClock()
+        // The time spent on this batch, fsync included, is the authority's own work, not a
+        // stall: requests that arrive meanwhile carry their arrival time.
+        defer { self.leaseClock.rest(at: self.clock.monotonicMilliseconds()) }
         do {
             try self.store.write { tx in
                 var context = BatchContext(
                     tx: tx,
                     wallNow: self.clock.wallMilliseconds(),
-                    monotonicNow: self.clock.monotonicMilliseconds()
+                    monotonicNow: monotonicNow,
+                    leaseNow: self.leaseClock.now(monotonic: monotonicNow)
                 )
-                try self.expireLeases(&context)
                 try self.promoteDueJobs(&context)
                 try self.pruneFinishedJobs(&context)
                 for submission in batch {
@@ -338,6 +373,10 @@ final class Authority: @unchecked Sendable {
                         }
                     }
                 }
+                // Leases expire only after every request already read has been heard: a
+                // heartbeat that waited for this batch renews its lease instead of losing it.
+                context.heardAt = context.leaseNow
+                try self.expireLeases(&context)
                 try self.serveParkedClaims(&context, into: &replies)
                 for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
                     replies.append((waiter.reply, Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })))
@@ -394,7 +433,7 @@ final class Authority: @unchecked Sendable {
         guard case .serving = self.phase else { return }
         let now = self.clock.monotonicMilliseconds()
         var deadline = Int64.max
-        if let lease = self.leases.nextDeadline { deadline = min(deadline, lease) }
+        if let lease = self.leases.nextDeadline { deadline = min(deadline, self.leaseClock.monotonicTime(ofLeaseTime: lease)) }
         if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
         if let runAt = self.nextScheduledRunAt {
             deadline = min(deadline, now + max(runAt - self.clock.wallMilliseconds(), 0))
@@ -418,7 +457,13 @@ final class Authority: @unchecked Sendable {
 struct BatchContext {
     let tx: StoreTransaction
     let wallNow: Int64
+    /// For parked claims, schedules and pruning.
     let monotonicNow: Int64
+    /// Lease time (see ``LeaseClock``): new deadlines are set from it, expiry is judged by it.
+    let leaseNow: Int64
+    /// The lease time at which the request being applied arrived; a fenced request is judged
+    /// live or not as of then.
+    var heardAt: Int64
     /// Queues that gained ready jobs in this batch, for the parked claims.
     var readyQueues: Set<String> = []
     /// State changes to log once the batch has committed.
@@ -426,14 +471,16 @@ struct BatchContext {
     /// Finished jobs retention deleted in this batch, for the census.
     var pruned: [(queue: String, state: JobState)] = []
 
-    init(tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64) {
+    init(tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64, leaseNow: Int64) {
         self.tx = tx
         self.wallNow = wallNow
         self.monotonicNow = monotonicNow
+        self.leaseNow = leaseNow
+        self.heardAt = leaseNow
     }
 
-    /// The wall-clock time of a monotonic deadline, for replies.
-    func wallTime(ofMonotonic deadline: Int64) -> Int64 {
-        self.wallNow + (deadline - self.monotonicNow)
+    /// The wall-clock time of a lease deadline, for replies.
+    func wallTime(ofLease deadline: Int64) -> Int64 {
+        self.wallNow + (deadline - self.leaseNow)
     }
 }

@@ -78,7 +78,10 @@ final class RequestHandler: ChannelDuplexHandler {
                 self.deliver(outcome)
             }
             self.decoded.append(
-                Authority.Submission(id: request.id, request: request.request, connection: self.connection, reply: promise)
+                Authority.Submission(
+                    id: request.id, request: request.request, connection: self.connection, reply: promise,
+                    receivedAt: self.authority.clock.monotonicMilliseconds()
+                )
             )
         case .failure(let rejection):
             self.write(Reply.failure(id: rejection.id, rejection.error), to: context)
@@ -206,7 +209,7 @@ final class RequestHandler: ChannelDuplexHandler {
         self.authority.submit([
             Authority.Submission(
                 id: nil, request: .release(ReleaseRequest(lease: lease, delayMilliseconds: 0)),
-                connection: self.connection, reply: promise
+                connection: self.connection, reply: promise, receivedAt: self.authority.clock.monotonicMilliseconds()
             )
         ])
     }

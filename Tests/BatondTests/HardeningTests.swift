@@ -84,4 +84,36 @@ struct HardeningTests {
         #expect(reply.string("id") == "parked" && reply.isNull("job"), "\(reply)")
         #expect(try server.connect().request(["op": "stats"]).ok)
     }
+
+    @Test("a worker heartbeating on time keeps its 3 s lease through a 5 s SIGSTOP of batond")
+    func stallIsNotChargedToWorkers() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        let id = try client.enqueue(queue: "q", payload: 1)
+        let job = try #require(try client.claim(queues: ["q"], ["lease_ms": 3_000]))
+        let pid = try #require(server.pid)
+        let resumed = DispatchSemaphore(value: 0)
+        DispatchQueue.global().asyncAfter(deadline: .now() + 1.5) {
+            kill(pid, SIGSTOP)
+            Thread.sleep(forTimeInterval: 5)
+            kill(pid, SIGCONT)
+            resumed.signal()
+        }
+        // A heartbeat every second, as a worker on a 3 s lease does; the ones sent while
+        // batond is stopped wait in its socket.
+        var replies: [String] = []
+        let start = Date()
+        while Date().timeIntervalSince(start) < 9 {
+            let reply = try client.fenced("heartbeat", job)
+            replies.append(reply.ok ? "ok" : reply.errorCode ?? "?")
+            Thread.sleep(forTimeInterval: 1)
+        }
+        resumed.wait()
+        #expect(!replies.contains { $0 != "ok" }, "\(replies)")
+        #expect(try client.get(id)["state"] as? String == "running")
+        let events = try client.request(["op": "events", "job": id])
+        #expect(!"\(events)".contains("expired"), "\(events)")
+        #expect(server.log.contains("the authority was stalled"), "\(server.log)")
+        #expect(try client.fenced("complete", job).ok)
+    }
 }
