@@ -40,7 +40,8 @@ public struct HealthInfo: Sendable {
     public var oldestReadyAgeMilliseconds: Int64?
     public var longRunningJobs: [Int64]
     public var freeBytes: Int64?
-    public var ready: Int
+    /// Jobs queued or retrying, due or not.
+    public var waiting: Int
     public var running: Int
 
     init(_ reply: [String: JSONValue]) throws {
@@ -57,7 +58,7 @@ public struct HealthInfo: Sendable {
             self.longRunningJobs = []
         }
         self.freeBytes = reply.optionalInt64("free_bytes")
-        self.ready = Int(reply.optionalInt64("ready") ?? 0)
+        self.waiting = Int(reply.optionalInt64("waiting") ?? 0)
         self.running = Int(reply.optionalInt64("running") ?? 0)
     }
 }

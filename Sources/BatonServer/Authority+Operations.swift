@@ -79,8 +79,9 @@ extension Authority {
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, &context))
             case .metrics(let json):
-                self.refreshJobGauges(self.census(including: context))
-                return Outcome(line: self.metricsReply(id: id, json: json))
+                let snapshot = self.metricsSnapshot(census: self.census(including: context))
+                // Written out by the connection, off this thread: it grows with the queues.
+                return Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:
                 let report = try self.health(context.tx, wallNow: context.wallNow, leaseNow: context.leaseNow)
                 return Outcome(line: Reply.success(id: id) { $0.health(report) })
@@ -177,12 +178,16 @@ extension Authority {
 
     private func stats(id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let counts = self.census(including: context).counts
-        let oldestReady = try context.tx.oldestReadyRunAt()
+        // One index probe per queue with jobs: O(queues), whatever the backlog.
+        var oldestReady: [String: Int64] = [:]
+        for queue in counts.keys {
+            oldestReady[queue] = try context.tx.oldestReadyRunAt(queue: queue)
+        }
         let pruned = try context.tx.prunedCount()
         return Reply.success(id: id) { reply in
             reply.key("queues")
             reply.beginObject()
-            for name in Set(counts.keys).union(oldestReady.keys).sorted() {
+            for name in counts.keys.sorted() {
                 reply.key(name)
                 reply.beginObject()
                 for state in JobState.allCases {
@@ -682,25 +687,6 @@ extension Authority {
         return self.leases.revoke(jobID: jobID)
     }
 
-    /// A queue's metric handles, made on first use and kept: making one looks it up in the
-    /// registry under a lock, which the hot path should not pay for every request.
-    func queueMetrics(_ queue: String) -> QueueMetrics {
-        if let metrics = self.queueMetrics[queue] { return metrics }
-        let metrics = self.metrics.queue(queue)
-        self.queueMetrics[queue] = metrics
-        return metrics
-    }
-
-    /// Sets the per-queue, per-state job gauges from `census`, just before they are read.
-    func refreshJobGauges(_ census: JobCensus) {
-        for queue in self.gaugedQueues.union(census.counts.keys) {
-            for state in JobState.allCases {
-                self.metrics.jobs(queue: queue, state: state.rawValue).set(census.counts[queue]?[state] ?? 0)
-            }
-        }
-        self.gaugedQueues.formUnion(census.counts.keys)
-    }
-
     /// The census as a request in this batch sees the store: the last commit's, moved by
     /// the batch's changes so far.
     func census(including context: BatchContext) -> JobCensus {
@@ -717,43 +703,6 @@ extension Authority {
         }
         for job in pruned {
             census.move(queue: job.queue, from: job.state, to: nil)
-        }
-    }
-
-    /// The metrics op's reply: Prometheus's text, or the same numbers as JSON.
-    func metricsReply(id: String?, json: Bool) -> [UInt8] {
-        let text = self.metrics.exposition()
-        return Reply.success(id: id) { reply in
-            reply.member("format", json ? "json" : "prometheus")
-            guard json else { return reply.member("text", text) }
-            let exposition = MetricsExposition(text: text)
-            reply.key("samples")
-            reply.beginArray()
-            for sample in exposition.samples {
-                reply.beginObject()
-                reply.member("name", sample.name)
-                reply.labels(sample.labels)
-                reply.key("value")
-                reply.double(sample.value)
-                reply.endObject()
-            }
-            reply.endArray()
-            reply.key("histograms")
-            reply.beginArray()
-            for histogram in exposition.histograms {
-                reply.beginObject()
-                reply.member("name", histogram.name)
-                reply.labels(histogram.labels)
-                reply.member("count", Int64(histogram.count))
-                reply.key("sum")
-                reply.double(histogram.sum)
-                for (name, value) in [("p50", histogram.p50), ("p95", histogram.p95), ("p99", histogram.p99)] {
-                    reply.key(name)
-                    if let value { reply.double(value) } else { reply.null() }
-                }
-                reply.endObject()
-            }
-            reply.endArray()
         }
     }
 
@@ -808,29 +757,12 @@ extension Authority {
         context.changes.append(ChangeLog.Change(event: event, job: job, queue: queue, from: from, milliseconds: milliseconds))
     }
 
-    /// Counts a committed batch's changes in the metrics.
+    /// Counts a committed batch's changes in the metrics: O(1) each.
     func count(_ changes: [ChangeLog.Change]) {
         for change in changes {
             guard let queue = change.queue else { continue }
-            let metrics = self.queueMetrics(queue)
-            switch change.event.kind {
-            case .enqueued:
-                metrics.enqueued.increment()
-            case .claimed:
-                metrics.claimed.increment()
-                if let wait = change.milliseconds { metrics.wait.recordMilliseconds(wait) }
-            case .completed:
-                metrics.completed.increment()
-                if let run = change.milliseconds { metrics.run.recordMilliseconds(run) }
-            case .failed, .expired:
-                if change.event.kind == .expired { metrics.expired.increment() }
-                if change.event.state == .failed { metrics.failed.increment() } else { metrics.retried.increment() }
-                if let run = change.milliseconds { metrics.run.recordMilliseconds(run) }
-            case .cancelled:
-                metrics.cancelled.increment()
-            case .checkpointed, .released, .paused, .resumed, .retried:
-                break
-            }
+            // Changed where it is stored: no copy of the queue's numbers per event.
+            self.queueMetrics[queue, default: QueueMetrics()].count(change)
         }
     }
 

@@ -42,10 +42,9 @@ final class Authority: @unchecked Sendable {
     var workers = WorkerRegistry()
     /// How many jobs each queue holds in each state, as of the last commit.
     var census = JobCensus()
-    /// Each queue's metric handles, made on first use.
+    /// Each queue's counters and histograms; a queue once seen stays, so that its counters
+    /// never vanish and its emptied job counts read 0.
     var queueMetrics: [String: QueueMetrics] = [:]
-    /// The queues whose job-count gauges have been set, so that emptied ones read 0.
-    var gaugedQueues: Set<String> = []
     /// Wall-clock milliseconds of the last successful commit.
     var lastCommitAt: Int64?
     /// Queues nothing is claimed from, as the store records them.
@@ -140,6 +139,7 @@ final class Authority: @unchecked Sendable {
                 self.nextScheduledRunAt = try tx.nextScheduledRunAt()
                 // The one count of every job; from here on the census follows the commits.
                 self.census = JobCensus(counts: try tx.jobCounts())
+                for queue in self.census.counts.keys { self.queueMetrics[queue] = QueueMetrics() }
                 self.pausedQueues = try tx.pausedQueues()
                 return running.count
             }
@@ -215,9 +215,15 @@ final class Authority: @unchecked Sendable {
                 report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")
             }
         }
-        let ready = try tx.readyJobs()
-        report.ready = ready.count
-        if let oldest = ready.oldestRunAt {
+        // From the census and one index probe per queue: O(queues), never O(jobs).
+        var oldestReadyRunAt: Int64?
+        for (queue, counts) in self.census.counts {
+            report.waiting += (counts[.queued] ?? 0) + (counts[.retrying] ?? 0)
+            if let runAt = try tx.oldestReadyRunAt(queue: queue) {
+                oldestReadyRunAt = min(oldestReadyRunAt ?? runAt, runAt)
+            }
+        }
+        if let oldest = oldestReadyRunAt {
             let age = max(wallNow - oldest, 0)
             report.oldestReadyAgeMilliseconds = age
             if age > thresholds.maximumReadyAgeMilliseconds {
@@ -235,13 +241,15 @@ final class Authority: @unchecked Sendable {
         return report
     }
 
-    /// The metrics in Prometheus's text format, with the job-count gauges just read from
-    /// the store; for the HTTP endpoint.
-    func scrape() -> EventLoopFuture<String> {
-        self.loop.submit {
-            self.refreshJobGauges(self.census)
-            return self.metrics.exposition()
-        }
+    /// The metrics as of the last commit, for the HTTP endpoint to write out.
+    func scrape() -> EventLoopFuture<MetricsSnapshot> {
+        self.loop.submit { self.metricsSnapshot(census: self.census) }
+    }
+
+    /// The metrics now, with `census` for the job counts: O(1) on this thread (the
+    /// dictionaries are copied on write), O(queues) for whoever writes it out.
+    func metricsSnapshot(census: JobCensus) -> MetricsSnapshot {
+        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts)
     }
 
     /// Closes the store once everything before it on the loop has run.

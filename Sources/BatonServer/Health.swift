@@ -51,7 +51,8 @@ public struct HealthReport: Sendable {
     /// Jobs running longer than the threshold, longest first.
     public var longRunningJobs: [Int64] = []
     public var freeBytes: Int64?
-    public var ready = 0
+    /// Jobs queued or retrying, due or not: the work not yet running.
+    public var waiting = 0
     public var running = 0
     public var parkedClaims = 0
 
@@ -62,7 +63,7 @@ public struct HealthReport: Sendable {
 
     /// A one-line summary for `STATUS=` and logs.
     public var summary: String {
-        let figures = "\(self.ready) ready, \(self.running) running, \(self.parkedClaims) claims waiting"
+        let figures = "\(self.waiting) waiting, \(self.running) running, \(self.parkedClaims) claims waiting"
         return self.reasons.isEmpty ? "\(self.verdict.rawValue): \(figures)" : "\(self.verdict.rawValue): \(self.reasons.joined(separator: "; ")); \(figures)"
     }
 
@@ -90,7 +91,7 @@ extension JSONWriter {
         for job in report.longRunningJobs { self.integer(job) }
         self.endArray()
         self.member("free_bytes", optional: report.freeBytes)
-        self.member("ready", report.ready)
+        self.member("waiting", report.waiting)
         self.member("running", report.running)
         self.member("parked_claims", report.parkedClaims)
     }

@@ -1,3 +1,4 @@
+import Dispatch
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -15,7 +16,7 @@ final class MetricsEndpoint {
     }
 
     static func start(
-        host: String, port: Int, group: any EventLoopGroup, scrape: @escaping @Sendable () -> EventLoopFuture<String>
+        host: String, port: Int, group: any EventLoopGroup, scrape: @escaping @Sendable () -> EventLoopFuture<MetricsSnapshot>
     ) async throws -> MetricsEndpoint {
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -40,10 +41,12 @@ private final class MetricsRequestHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let scrape: @Sendable () -> EventLoopFuture<String>
+    private let scrape: @Sendable () -> EventLoopFuture<MetricsSnapshot>
+    /// Where the text is written: it grows with the queues, and this loop serves clients.
+    private static let renderQueue = DispatchQueue(label: "batond.metrics")
     private var head: HTTPRequestHead?
 
-    init(scrape: @escaping @Sendable () -> EventLoopFuture<String>) {
+    init(scrape: @escaping @Sendable () -> EventLoopFuture<MetricsSnapshot>) {
         self.scrape = scrape
     }
 
@@ -60,7 +63,14 @@ private final class MetricsRequestHandler: ChannelInboundHandler {
             guard head.method == .GET || head.method == .HEAD, path == "/metrics" else {
                 return self.respond(context: context, head: head, status: .notFound, body: "not found: try GET /metrics\n")
             }
-            self.scrape().hop(to: context.eventLoop).assumeIsolated().whenComplete { result in
+            let rendered = context.eventLoop.makePromise(of: String.self)
+            self.scrape().whenComplete { result in
+                switch result {
+                case .success(let snapshot): Self.renderQueue.async { rendered.succeed(snapshot.prometheusText()) }
+                case .failure(let error): rendered.fail(error)
+                }
+            }
+            rendered.futureResult.assumeIsolated().whenComplete { result in
                 switch result {
                 case .success(let text):
                     self.respond(context: context, head: head, status: .ok, body: text)

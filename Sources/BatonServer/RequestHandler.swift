@@ -1,5 +1,7 @@
 import BatonCore
 import BatonProtocol
+import DequeModule
+import Dispatch
 import Logging
 import NIOCore
 import NIOExtras
@@ -34,6 +36,13 @@ final class RequestHandler: ChannelDuplexHandler {
     /// Set once a line over the limit was refused: nothing more is read from this client.
     private var hangingUp = false
     private var context: ChannelHandlerContext?
+    /// Set while a large reply is being written off the event loop; the outcomes that come
+    /// meanwhile wait here, so replies still leave in order.
+    private var rendering = false
+    private var held = Deque<Outcome>()
+    /// Where large replies (the metrics of thousands of queues) are written, so that neither
+    /// the authority nor this connection's event loop, which serves other clients, waits.
+    private static let renderQueue = DispatchQueue(label: "batond.replies")
 
     init(authority: Authority, decoder: RequestDecoder, connection: ConnectionIdentity, maximumInFlight: Int, logger: Logger) {
         self.authority = authority
@@ -159,6 +168,25 @@ final class RequestHandler: ChannelDuplexHandler {
     }
 
     private func deliver(_ outcome: Outcome) {
+        if self.rendering {
+            return self.held.append(outcome)
+        }
+        guard let render = outcome.render, let context = self.context else {
+            return self.deliverLine(outcome)
+        }
+        self.rendering = true
+        let rendered = context.eventLoop.makePromise(of: [UInt8].self)
+        Self.renderQueue.async { rendered.succeed(render()) }
+        rendered.futureResult.assumeIsolated().whenSuccess { line in
+            self.rendering = false
+            self.deliverLine(Outcome(line: line, granted: outcome.granted))
+            while !self.rendering, let next = self.held.popFirst() {
+                self.deliver(next)
+            }
+        }
+    }
+
+    private func deliverLine(_ outcome: Outcome) {
         self.inFlight -= 1
         guard let context = self.context, context.channel.isActive else {
             // Nobody to tell: a lease granted to a vanished client goes straight back, and

@@ -168,6 +168,17 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v10: ready jobs by the time they became due") { db in
+            try db.execute(
+                sql: """
+                    -- How long a queue's oldest ready job has waited (stats, health) is one
+                    -- probe of this index per queue, whatever the backlog; the claim index,
+                    -- ordered by priority, needed a pass over every ready job. `ready` is in it
+                    -- so that SQLite sees the index cover its own predicate.
+                    CREATE INDEX jobs_ready_since ON jobs (queue, run_at, ready) WHERE ready = 1;
+                    """
+            )
+        }
         return migrator
     }
 

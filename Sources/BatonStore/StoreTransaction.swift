@@ -561,14 +561,6 @@ public struct StoreTransaction {
         return try Row.fetchOne(statement, arguments: [id]).map(JobStore.job(from:))
     }
 
-    /// How many jobs are ready to be claimed across all queues, and when the longest-waiting
-    /// of them became due. One pass over the ready jobs (the claim index does not order
-    /// them by time), so it is for health checks, not for every request.
-    public func readyJobs() throws -> (count: Int, oldestRunAt: Int64?) {
-        let row = try Row.fetchOne(self.db, sql: Self.readyJobsSQL)
-        return (row?[0] ?? 0, row?[1])
-    }
-
     /// A running job's lease, as a restart rebuilds the lease table and concurrency gate from it.
     public struct RunningLease: Sendable {
         public var id: Int64
@@ -591,14 +583,10 @@ public struct StoreTransaction {
         }
     }
 
-    /// When each queue's longest-waiting ready job became due: one pass over the ready jobs.
-    public func oldestReadyRunAt() throws -> [String: Int64] {
-        var oldest: [String: Int64] = [:]
-        let rows = try Row.fetchCursor(self.db, sql: Self.oldestReadySQL)
-        while let row = try rows.next() {
-            oldest[row[0]] = row[1]
-        }
-        return oldest
+    /// When the queue's longest-waiting ready job became due: one probe of `jobs_ready_since`.
+    public func oldestReadyRunAt(queue: String) throws -> Int64? {
+        let statement = try self.db.cachedStatement(sql: Self.oldestReadySQL)
+        return try Int64.fetchOne(statement, arguments: [queue])
     }
 
     /// Per-queue job counts by state: a pass over every job, which the authority makes once,
@@ -697,11 +685,8 @@ extension StoreTransaction {
     public static let bestReadyJobSQL =
         "SELECT id, priority, concurrency_key FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id"
 
-    /// How many jobs are ready and since when the oldest has waited, from `jobs_ready` alone.
-    public static let readyJobsSQL = "SELECT count(*), min(run_at) FROM jobs WHERE ready = 1"
-
-    /// Each queue's longest-waiting ready job, from `jobs_ready` alone.
-    public static let oldestReadySQL = "SELECT queue, min(run_at) FROM jobs WHERE ready = 1 GROUP BY queue"
+    /// A queue's longest-waiting ready job: the first entry of `jobs_ready_since` for it.
+    public static let oldestReadySQL = "SELECT min(run_at) FROM jobs WHERE ready = 1 AND queue = ?"
 
     /// Makes due jobs ready, walking `jobs_scheduled` (its predicate is repeated so that
     /// SQLite can use the partial index).

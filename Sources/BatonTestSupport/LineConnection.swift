@@ -88,8 +88,11 @@ public final class LineConnection {
 
     /// Reads the next line, without its newline.
     public func readLine() throws -> String {
+        // Where the search for the newline resumes: a long line arrives in many reads, and
+        // searching it again from its start after each one is quadratic.
+        var searched = self.readOffset
         while true {
-            if let newline = self.buffer[self.readOffset...].firstIndex(of: 0x0A) {
+            if let newline = self.buffer[searched...].firstIndex(of: 0x0A) {
                 let line = String(decoding: self.buffer[self.readOffset..<newline], as: UTF8.self)
                 self.readOffset = newline + 1
                 if self.readOffset > 65_536 {
@@ -98,6 +101,7 @@ public final class LineConnection {
                 }
                 return line
             }
+            searched = self.buffer.count
             try self.fill()
         }
     }

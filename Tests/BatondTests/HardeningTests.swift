@@ -116,4 +116,64 @@ struct HardeningTests {
         #expect(server.log.contains("the authority was stalled"), "\(server.log)")
         #expect(try client.fenced("complete", job).ok)
     }
+
+    @Test("4,000 new queues and two scrapes while a worker heartbeats on a 3 s lease: every heartbeat is answered promptly")
+    func manyQueuesDoNotStallTheAuthority() throws {
+        let server = try TestServer()
+        let client = try server.connect(timeoutSeconds: 120)
+        _ = try client.enqueue(queue: "work", payload: 1)
+        let job = try #require(try client.claim(queues: ["work"], ["lease_ms": 3_000]))
+        let heartbeats = HeartbeatLoop(server: server, job: job)
+        let thread = Thread { heartbeats.run() }
+        thread.start()
+        for round in 0..<4 {
+            let jobs = (0..<1_000).map { ["queue": "tenant-\(round)-\($0)", "payload": $0] as [String: Any] }
+            #expect(try client.request(["op": "enqueue_batch", "jobs": jobs]).ok)
+        }
+        let text = try #require(try client.request(["op": "metrics"]).string("text"))
+        #expect(text.contains(#"baton_jobs_enqueued_total{queue="tenant-3-999"} 1"#))
+        #expect(text.contains(#"baton_jobs{queue="tenant-0-0",state="queued"} 1"#))
+        let json = try client.request(["op": "metrics", "format": "json"])
+        #expect((json.fields["samples"] as? [Any])?.count ?? 0 > 4_000 * 7)
+        heartbeats.stop()
+        #expect(waitUntil { heartbeats.finished })
+        let results = heartbeats.results
+        #expect(results.count >= 2, "\(results)")
+        #expect(results.allSatisfy { $0.ok }, "\(results)")
+        // The target (50 ms) is measured on a release build in BENCHMARKS.md; a debug build
+        // on a loaded CI machine is held to a bound that still catches a stalled authority.
+        let slowest = results.map(\.seconds).max() ?? 0
+        #expect(slowest < 1.0, "the slowest heartbeat took \(slowest) s")
+    }
+}
+
+/// Heartbeats a lease every second on its own connection, recording each reply and its time.
+private final class HeartbeatLoop: @unchecked Sendable {
+    // @unchecked: the fields are guarded by `lock`.
+    private let lock = NSLock()
+    private let server: TestServer
+    private let job: ClaimedJob
+    private var stopped = false
+    private var done = false
+    private var recorded: [(ok: Bool, seconds: Double)] = []
+
+    init(server: TestServer, job: ClaimedJob) {
+        self.server = server
+        self.job = job
+    }
+
+    var results: [(ok: Bool, seconds: Double)] { self.lock.withLock { self.recorded } }
+    var finished: Bool { self.lock.withLock { self.done } }
+    func stop() { self.lock.withLock { self.stopped = true } }
+
+    func run() {
+        defer { self.lock.withLock { self.done = true } }
+        guard let client = try? self.server.connect() else { return }
+        while !self.lock.withLock({ self.stopped }) {
+            let start = Date()
+            let ok = (try? client.fenced("heartbeat", self.job).ok) ?? false
+            self.lock.withLock { self.recorded.append((ok, Date().timeIntervalSince(start))) }
+            Thread.sleep(forTimeInterval: 1)
+        }
+    }
 }

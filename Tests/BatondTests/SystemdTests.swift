@@ -16,8 +16,8 @@ struct SystemdTests {
         #expect(ready.contains("STATUS="))
         let pings = messages.filter { $0.contains("WATCHDOG=1") }
         #expect(pings.count >= 3, "\(messages)")
-        // The status line follows the pings: the health verdict, a job ready, the test's connection open.
-        #expect(messages.contains { $0.contains("STATUS=ok: 1 ready") && $0.contains("connections") }, "\(messages)")
+        // The status line follows the pings: the health verdict, a job waiting, the test's connection open.
+        #expect(messages.contains { $0.contains("STATUS=ok: 1 waiting") && $0.contains("connections") }, "\(messages)")
         #expect(messages.firstIndex { $0.contains("READY=1") }! < messages.firstIndex { $0.contains("WATCHDOG=1") }!)
 
         #expect(server.stop() == 0)

@@ -28,7 +28,7 @@ def metrics_port(batond):
     """The port the kernel chose for `--metrics-listen 127.0.0.1:0`, from batond's log."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        found = re.search(r"127\.0\.0\.1:(\d+) .*metrics served over HTTP", batond.log())
+        found = re.search(r"metrics served over HTTP .*127\.0\.0\.1:(\d+)", batond.log())
         if found:
             return int(found.group(1))
         time.sleep(0.05)
