@@ -21,6 +21,8 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
             case paused = "paused"
             case tooLarge = "too_large"
             case shuttingDown = "shutting_down"
+            case storageFull = "storage_full"
+            case tooManyConnections = "too_many_connections"
             case `internal` = "internal"
         }
 
@@ -46,6 +48,11 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let tooLarge = Code(base: .tooLarge)
         /// The server is stopping and takes no new work.
         public static let shuttingDown = Code(base: .shuttingDown)
+        /// The store's disk is full: the write was rolled back, and nothing of it applied.
+        /// Retry later; reads and ops that free space still work.
+        public static let storageFull = Code(base: .storageFull)
+        /// The server is at its connection limit; the connection is closed. Retry later.
+        public static let tooManyConnections = Code(base: .tooManyConnections)
         /// The server failed; the request may or may not have been applied only if the message says so.
         public static let `internal` = Code(base: .internal)
 

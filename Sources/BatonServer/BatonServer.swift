@@ -202,6 +202,12 @@ public final class BatonServer: Service {
         let connectionNumbers = ManagedAtomicCounter()
         let openConnections = self.openConnections
         let metrics = self.metrics
+        let budget = InputBudget(limit: self.configuration.inputBudgetBytes)
+        let partialLineTimeout = self.configuration.partialLineTimeoutMilliseconds
+        let admission = ConnectionAdmission(
+            maximum: self.configuration.maximumConnections, reserved: self.configuration.reservedAdminConnections,
+            logger: logger
+        )
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1_024)
             .serverChannelInitializer { channel in
@@ -212,15 +218,26 @@ public final class BatonServer: Service {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { channel in
                 channel.peerIdentity().flatMapThrowing { peer in
-                    let connection = ConnectionIdentity(number: connectionNumbers.next(), peer: peer)
-                    openConnections.withLockedValue { $0 += 1 }
+                    let open = openConnections.withLockedValue { open in
+                        open += 1
+                        return open
+                    }
                     metrics.connections.increment()
                     channel.closeFuture.whenComplete { _ in
                         openConnections.withLockedValue { $0 -= 1 }
                         metrics.connections.decrement()
                     }
+                    if let refusal = admission.refusal(open: open, peer: peer) {
+                        // Told why, then closed: a client that cannot connect is never left hanging.
+                        channel.writeAndFlush(channel.allocator.buffer(bytes: refusal)).whenComplete { _ in
+                            channel.close(promise: nil)
+                        }
+                        return
+                    }
+                    let connection = ConnectionIdentity(number: connectionNumbers.next(), peer: peer)
                     try channel.pipeline.syncOperations.addHandlers(
                         BackPressureHandler(),
+                        InputGuard(budget: budget, timeoutMilliseconds: partialLineTimeout),
                         // One byte of slack for the newline itself.
                         ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: maximumLine + 2),
                         RequestHandler(

@@ -27,6 +27,16 @@ public struct ServerConfiguration: Sendable {
     public var health: HealthThresholds
     /// Where to serve metrics over HTTP for Prometheus (`host`, `port`), if anywhere.
     public var metricsListen: (host: String, port: Int)?
+    /// Open connections past which new ones are refused with `too_many_connections`.
+    public var maximumConnections: Int
+    /// Connections beyond ``maximumConnections`` kept for root and for batond's own user,
+    /// so that an operator can still look in (`baton top`, `baton health`) when every
+    /// other slot is taken.
+    public var reservedAdminConnections: Int
+    /// How long a request line may stay unfinished before its connection is closed.
+    public var partialLineTimeoutMilliseconds: Int64
+    /// Bytes of unfinished lines all connections together may hold.
+    public var inputBudgetBytes: Int
 
     public init(
         socketPath: String = "baton-data/baton.sock",
@@ -39,8 +49,16 @@ public struct ServerConfiguration: Sendable {
         maximumInFlightPerConnection: Int = 1_024,
         inheritedSocket: Int32? = nil,
         health: HealthThresholds = HealthThresholds(),
-        metricsListen: (host: String, port: Int)? = nil
+        metricsListen: (host: String, port: Int)? = nil,
+        maximumConnections: Int = 4_096,
+        reservedAdminConnections: Int = 16,
+        partialLineTimeoutMilliseconds: Int64 = 30_000,
+        inputBudgetBytes: Int = 256 << 20
     ) {
+        self.maximumConnections = maximumConnections
+        self.reservedAdminConnections = reservedAdminConnections
+        self.partialLineTimeoutMilliseconds = partialLineTimeoutMilliseconds
+        self.inputBudgetBytes = inputBudgetBytes
         self.health = health
         self.metricsListen = metricsListen
         self.socketPath = socketPath

@@ -77,7 +77,26 @@ struct Batond: AsyncParsableCommand {
     @Option(name: .long, help: "Health turns degraded when less than this many MiB are free beside the store.")
     var healthMinFreeMb: Int64 = HealthThresholds().minimumFreeBytes >> 20
 
+    @Option(name: .long, help: "Open connections past which new ones are refused with too_many_connections.")
+    var maxConnections: Int = ServerConfiguration().maximumConnections
+
+    @Option(name: .long, help: "Connections beyond --max-connections kept for root and batond's own user.")
+    var adminConnections: Int = ServerConfiguration().reservedAdminConnections
+
+    @Option(name: .long, help: "How long a request line may stay unfinished before its connection is closed, in milliseconds.")
+    var partialLineTimeoutMs: Int64 = ServerConfiguration().partialLineTimeoutMilliseconds
+
+    @Option(name: .long, help: "Bytes of unfinished request lines all connections together may hold.")
+    var inputBudgetBytes: Int = ServerConfiguration().inputBudgetBytes
+
     func validate() throws {
+        guard self.maxConnections > 0, self.adminConnections >= 0 else {
+            throw ValidationError("--max-connections must be positive and --admin-connections not negative")
+        }
+        guard self.partialLineTimeoutMs > 0 else { throw ValidationError("--partial-line-timeout-ms must be positive") }
+        guard self.inputBudgetBytes >= self.maxLineBytes else {
+            throw ValidationError("--input-budget-bytes must hold at least one line of --max-line-bytes")
+        }
         guard self.maxLineBytes >= 1_024 else { throw ValidationError("--max-line-bytes must be at least 1024") }
         guard self.defaultLeaseMs > 0 else { throw ValidationError("--default-lease-ms must be positive") }
         guard self.defaultMaxAttempts > 0 else { throw ValidationError("--default-max-attempts must be positive") }
@@ -137,6 +156,7 @@ struct Batond: AsyncParsableCommand {
         }
         try Self.createParentDirectory(of: self.store)
         let notifier = SystemdNotifier()
+        let connections = Self.fitConnections(self.maxConnections, reserved: self.adminConnections, logger: logger)
 
         let server = BatonServer(
             configuration: ServerConfiguration(
@@ -155,7 +175,11 @@ struct Batond: AsyncParsableCommand {
                     maximumReadyAgeMilliseconds: self.healthMaxReadyAgeMs, maximumRunningMilliseconds: self.healthMaxRunningMs,
                     minimumFreeBytes: self.healthMinFreeMb << 20
                 ),
-                metricsListen: try self.metricsAddress
+                metricsListen: try self.metricsAddress,
+                maximumConnections: connections,
+                reservedAdminConnections: self.adminConnections,
+                partialLineTimeoutMilliseconds: self.partialLineTimeoutMs,
+                inputBudgetBytes: self.inputBudgetBytes
             ),
             logger: logger,
             events: BatonServer.ServerEvents(
@@ -220,6 +244,27 @@ struct Batond: AsyncParsableCommand {
     private static func keepFreedMemory() {
         _ = mallopt(M_TRIM_THRESHOLD, 64 << 20)
         _ = mallopt(M_TOP_PAD, 16 << 20)
+    }
+
+    /// Raises the open-file limit to its hard maximum and fits the connection limit under
+    /// it, leaving room for the store, the listeners and the reserve: a connection the
+    /// kernel cannot accept would hang its client with nothing logged.
+    private static func fitConnections(_ wanted: Int, reserved: Int, logger: Logger) -> Int {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return wanted }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+            _ = getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        let available = Int(clamping: limit.rlim_cur) - 64 - reserved
+        guard wanted > available else { return wanted }
+        let fitted = max(available, 1)
+        logger.warning(
+            "--max-connections lowered to fit the open-file limit",
+            metadata: ["connections.max": "\(fitted)", "files.limit": "\(limit.rlim_cur)"]
+        )
+        return fitted
     }
 
     /// Creates the directory a default path lives in, so a first run needs no set-up.

@@ -145,6 +145,74 @@ struct HardeningTests {
         let slowest = results.map(\.seconds).max() ?? 0
         #expect(slowest < 1.0, "the slowest heartbeat took \(slowest) s")
     }
+
+    @Test("a line left unfinished past the timeout is answered and its connection closed; complete lines are never timed")
+    func partialLineTimeout() throws {
+        let server = try TestServer(arguments: ["--partial-line-timeout-ms", "300"])
+        let slow = try LineConnection(path: server.socketPath)
+        try slow.send(#"{"op":"stats"}"# + "\n")
+        _ = try slow.readLine()
+        try slow.send(#"{"op":"enqueue","queue":"q","#)
+        let reply = try ReplyObject(line: try slow.readLine())
+        #expect(reply.errorCode == "bad_request" && reply.errorMessage?.contains("unfinished") == true, "\(reply)")
+        #expect(try slow.waitForClose())
+        // A connection that only idles between complete lines stays open.
+        let idle = try server.connect()
+        Thread.sleep(forTimeInterval: 0.6)
+        #expect(try idle.request(["op": "stats"]).ok)
+    }
+
+    @Test("unfinished lines across connections are held to the input budget; the connection over it is closed")
+    func inputBudget() throws {
+        let server = try TestServer(arguments: ["--input-budget-bytes", "2500000", "--max-line-bytes", "1048576"])
+        let chunk = #"{"op":"enqueue","queue":"q","payload":""# + String(repeating: "x", count: 1_000_000)
+        let first = try LineConnection(path: server.socketPath)
+        let second = try LineConnection(path: server.socketPath)
+        try first.send(chunk)
+        try second.send(chunk)
+        // Wait until the server holds both: a stats call on a third connection proves the
+        // reads were taken in, in order on its one connection thread.
+        #expect(try server.connect().request(["op": "stats"]).ok)
+        let third = try LineConnection(path: server.socketPath)
+        // The server may hang up before it has read the whole chunk: the send can fail.
+        try? third.send(chunk)
+        let reply = try ReplyObject(line: try third.readLine())
+        #expect(reply.errorCode == "too_large" && reply.errorMessage?.contains("input buffers are full") == true, "\(reply)")
+        #expect(try third.waitForClose())
+        // The first two finish their lines and are served; the budget is free again.
+        try first.send("\"}\n")
+        #expect(try ReplyObject(line: try first.readLine()).ok)
+        try second.send("\"}\n")
+        #expect(try ReplyObject(line: try second.readLine()).ok)
+        let fourth = try LineConnection(path: server.socketPath)
+        try fourth.send(chunk + "\"}\n")
+        #expect(try ReplyObject(line: try fourth.readLine()).ok)
+    }
+
+    @Test("past the connection limit a client is refused with too_many_connections and a log line; root keeps a reserve")
+    func connectionLimit() throws {
+        let server = try TestServer(arguments: ["--max-connections", "2", "--admin-connections", "1"])
+        // The first client waits until it is the only connection (the start-up probe closed).
+        let first = try server.connect()
+        #expect(waitUntil {
+            let samples = (try? first.request(["op": "metrics", "format": "json"]).fields["samples"]) as? [[String: Any]]
+            let open = samples?.first { $0["name"] as? String == "baton_connections" }?["value"] as? Int
+            return open == 1
+        })
+        let second = try server.connect()
+        #expect(try second.request(["op": "stats"]).ok)
+        // This test runs as root (or as batond's own user): it gets the reserved slot.
+        var admin: JSONLineClient? = try server.connect()
+        #expect(try admin?.request(["op": "health"]).ok == true)
+        let refused = try LineConnection(path: server.socketPath)
+        let reply = try ReplyObject(line: try refused.readLine())
+        #expect(reply.errorCode == "too_many_connections", "\(reply)")
+        #expect(try refused.waitForClose())
+        #expect(waitUntil { server.log.contains("connection refused: at the connection limit") }, "\(server.log)")
+        // A slot freed is a slot served.
+        admin = nil
+        #expect(waitUntil { (try? server.connect().request(["op": "stats"]).ok) == true })
+    }
 }
 
 /// Heartbeats a lease every second on its own connection, recording each reply and its time.
