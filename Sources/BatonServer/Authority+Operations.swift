@@ -388,14 +388,14 @@ extension Authority {
     }
 
     /// Offers the jobs this batch made ready to the parked claims.
-    func serveParkedClaims(_ context: inout BatchContext, into replies: inout [(ReplySink, Outcome)]) throws {
+    func serveParkedClaims(_ context: inout BatchContext, into replies: inout [PendingReply]) throws {
         guard !self.parked.isEmpty, !context.readyQueues.isEmpty else { return }
         var readyQueues = context.readyQueues
         let served = try self.parked.serve(readyQueues: &readyQueues) { waiter in
             try self.claim(waiter.request, id: waiter.id, connection: waiter.connection, &context)
         }
         for (waiter, outcome) in served {
-            replies.append((waiter.reply, outcome))
+            replies.append(PendingReply(sink: waiter.reply, id: waiter.id, outcome: outcome))
         }
     }
 

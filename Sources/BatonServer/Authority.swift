@@ -47,6 +47,9 @@ final class Authority: @unchecked Sendable {
     var queueMetrics: [String: QueueMetrics] = [:]
     /// Wall-clock milliseconds of the last successful commit.
     var lastCommitAt: Int64?
+    /// Since when (wall-clock milliseconds) commits have failed for lack of disk space;
+    /// `nil` once one succeeds again.
+    var storageFullSince: Int64?
     /// Queues nothing is claimed from, as the store records them.
     var pausedQueues: Set<String> = []
     /// The monotonic time of the next look for finished jobs to prune.
@@ -122,26 +125,11 @@ final class Authority: @unchecked Sendable {
     func recover() -> EventLoopFuture<Int> {
         self.loop.submit {
             try self.store.write { tx in
-                let reservations = try tx.sequenceReservations()
-                self.tokens = ReservedSequence(resumingAfter: reservations.token)
-                self.jobIDs = ReservedSequence(resumingAfter: reservations.jobID)
-                self.eventNumbers = ReservedSequence(resumingAfter: reservations.event)
-                for (queue, limit) in try tx.queueLimits() {
-                    self.gate.setLimit(limit, of: queue)
-                }
-                let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
-                let running = try tx.runningLeases()
-                for lease in running {
-                    self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
-                    self.gate.started(jobID: lease.id, queue: lease.queue, key: lease.concurrencyKey)
-                    self.workers.recovered(lease.id, since: lease.startedAt)
-                }
-                self.nextScheduledRunAt = try tx.nextScheduledRunAt()
+                let running = try self.loadLeaseState(tx)
                 // The one count of every job; from here on the census follows the commits.
                 self.census = JobCensus(counts: try tx.jobCounts())
                 for queue in self.census.counts.keys { self.queueMetrics[queue] = QueueMetrics() }
-                self.pausedQueues = try tx.pausedQueues()
-                return running.count
+                return running
             }
         }.always { _ in
             // Recovery is the authority's own work, not a stall.
@@ -152,6 +140,38 @@ final class Authority: @unchecked Sendable {
                 self.observeLeaseClock()
             }
         }
+    }
+
+    /// Rebuilds, from the store, everything the authority keeps beside it that a batch
+    /// changes as it applies: the sequences, the leases, the gate, the worker registry, the
+    /// schedule and the paused queues. Used at start, and after a batch rolled back.
+    ///
+    /// Every lease live in the store is given a full lease period from now.
+    ///
+    /// - Returns: the number of running jobs.
+    private func loadLeaseState(_ tx: StoreTransaction) throws -> Int {
+        let reservations = try tx.sequenceReservations()
+        // Resuming after the durable reservations skips whatever the rolled-back batch
+        // handed out: none of it was acknowledged, and none of it is ever issued again.
+        self.tokens = ReservedSequence(resumingAfter: reservations.token)
+        self.jobIDs = ReservedSequence(resumingAfter: reservations.jobID)
+        self.eventNumbers = ReservedSequence(resumingAfter: reservations.event)
+        self.gate = ConcurrencyGate()
+        for (queue, limit) in try tx.queueLimits() {
+            self.gate.setLimit(limit, of: queue)
+        }
+        self.leases = LeaseTable()
+        self.workers = WorkerRegistry()
+        let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
+        let running = try tx.runningLeases()
+        for lease in running {
+            self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
+            self.gate.started(jobID: lease.id, queue: lease.queue, key: lease.concurrencyKey)
+            self.workers.recovered(lease.id, since: lease.startedAt)
+        }
+        self.nextScheduledRunAt = try tx.nextScheduledRunAt()
+        self.pausedQueues = try tx.pausedQueues()
+        return running.count
     }
 
     /// Reads the monotonic clock as the lease clock's observation, and reports a stall.
@@ -207,6 +227,10 @@ final class Authority: @unchecked Sendable {
         report.lastCommitAgeMilliseconds = self.lastCommitAt.map { max(wallNow - $0, 0) }
         if case .failed(let reason) = self.phase {
             report.flag(.failing, reason)
+        }
+        if let since = self.storageFullSince {
+            // Degraded, not failing: a restart cannot make room, and must not loop.
+            report.flag(.degraded, "the disk is full: writes refused with storage_full for \(max(wallNow - since, 0) / 1_000) s")
         }
         if let deadline = self.leases.nextDeadline, deadline < leaseNow {
             report.expirySweepLagMilliseconds = leaseNow - deadline
@@ -346,17 +370,19 @@ final class Authority: @unchecked Sendable {
 
     private func apply(_ batch: [Submission]) {
         var batch = batch
-        var replies: [(ReplySink, Outcome)] = []
+        var replies: [PendingReply] = []
         replies.reserveCapacity(batch.count)
         var applied = ContinuousClock.now
         var changes: [ChangeLog.Change] = []
         var pruned: [(queue: String, state: JobState)] = []
+        var wrote = false
         let monotonicNow = self.observeLeaseClock()
         // The time spent on this batch, fsync included, is the authority's own work, not a
         // stall: requests that arrive meanwhile carry their arrival time.
         defer { self.leaseClock.rest(at: self.clock.monotonicMilliseconds()) }
         do {
             try self.store.write { tx in
+                let changesBefore = tx.totalChanges
                 var context = BatchContext(
                     tx: tx,
                     wallNow: self.clock.wallMilliseconds(),
@@ -367,7 +393,7 @@ final class Authority: @unchecked Sendable {
                 try self.pruneFinishedJobs(&context)
                 for submission in batch {
                     if let outcome = try self.perform(submission, &context) {
-                        replies.append((submission.reply, outcome))
+                        replies.append(PendingReply(sink: submission.reply, id: submission.id, outcome: outcome))
                     }
                 }
                 if case .serving = self.phase {
@@ -377,7 +403,7 @@ final class Authority: @unchecked Sendable {
                     batch += late
                     for submission in late {
                         if let outcome = try self.perform(submission, &context) {
-                            replies.append((submission.reply, outcome))
+                            replies.append(PendingReply(sink: submission.reply, id: submission.id, outcome: outcome))
                         }
                     }
                 }
@@ -387,14 +413,26 @@ final class Authority: @unchecked Sendable {
                 try self.expireLeases(&context)
                 try self.serveParkedClaims(&context, into: &replies)
                 for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
-                    replies.append((waiter.reply, Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })))
+                    let outcome = Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })
+                    replies.append(PendingReply(sink: waiter.reply, id: waiter.id, outcome: outcome))
                 }
                 applied = ContinuousClock.now
+                wrote = tx.totalChanges != changesBefore
                 changes = context.changes
                 pruned = context.pruned
             }
+        } catch where JobStore.isStorageFull(error) {
+            return self.refuseForLackOfSpace(batch: batch, replies: replies, error: error)
         } catch {
             return self.fail(batch: batch, replies: replies, error: error)
+        }
+        // Only a commit that wrote proves there is room again; a read-only one writes nothing.
+        if let since = self.storageFullSince, wrote {
+            self.storageFullSince = nil
+            self.logger.notice(
+                "the store commits again: disk space is back",
+                metadata: ["storage_full.ms": "\(max(self.clock.wallMilliseconds() - since, 0))"]
+            )
         }
         // What is left after the requests were applied is the commit itself: mostly its fsync.
         let commit = ContinuousClock.now - applied
@@ -409,25 +447,63 @@ final class Authority: @unchecked Sendable {
         self.count(changes)
         Self.move(&self.census, by: changes, pruned: pruned)
         self.changeLog.write(changes)
-        for (sink, outcome) in replies {
-            sink.succeed(outcome)
+        for reply in replies {
+            reply.sink.succeed(reply.outcome)
+        }
+        self.scheduleTimer()
+    }
+
+    /// A reply the batch will send once it has committed.
+    struct PendingReply {
+        var sink: ReplySink
+        var id: String?
+        var outcome: Outcome
+    }
+
+    /// Answers every request of a failed batch, and of the claims it served, with `error`,
+    /// each with its own `id`; claims the batch parked are answered, not left parked.
+    private func answerAll(batch: [Submission], replies: [PendingReply], with error: BatonError) {
+        var answered = Set<ObjectIdentifier>()
+        func answer(_ sink: ReplySink, id: String?) {
+            guard answered.insert(ObjectIdentifier(sink.futureResult)).inserted else { return }
+            sink.succeed(Outcome(line: Reply.failure(id: id, error)))
+        }
+        for submission in batch {
+            answer(submission.reply, id: submission.id)
+        }
+        for reply in replies {
+            answer(reply.sink, id: reply.id)
+        }
+        _ = self.parked.remove { answered.contains(ObjectIdentifier($0.reply.futureResult)) }
+    }
+
+    /// A commit failed for lack of disk space. SQLite rolled the transaction back whole,
+    /// so the store is as before the batch: answer the batch with `storage_full`, rebuild
+    /// what the authority keeps beside the store, and go on serving. Reads still work, and
+    /// writes do again once space is freed.
+    private func refuseForLackOfSpace(batch: [Submission], replies: [PendingReply], error: any Error) {
+        if self.storageFullSince == nil {
+            self.storageFullSince = self.clock.wallMilliseconds()
+            self.logger.error("the disk is full: writes are refused with storage_full", metadata: ["error": "\(error)"])
+        }
+        self.answerAll(
+            batch: batch, replies: replies,
+            with: BatonError(.storageFull, "the disk holding the store is full; nothing of this request was applied: retry later")
+        )
+        do {
+            _ = try self.store.write { tx in try self.loadLeaseState(tx) }
+        } catch {
+            return self.fail(batch: [], replies: [], error: error)
         }
         self.scheduleTimer()
     }
 
     /// A commit failed: the store's state is unknown, so answer `internal` and stop serving.
-    private func fail(batch: [Submission], replies: [(ReplySink, Outcome)], error: any Error) {
+    private func fail(batch: [Submission], replies: [PendingReply], error: any Error) {
         let reason = "the store failed to commit: \(error)"
         self.logger.critical("store commit failed", metadata: ["error": "\(error)"])
         self.phase = .failed(reason)
-        var answered = Set<ObjectIdentifier>()
-        for (sink, _) in replies {
-            sink.succeed(Outcome(line: Reply.failure(id: nil, BatonError(.internal, reason))))
-            answered.insert(ObjectIdentifier(sink.futureResult))
-        }
-        for submission in batch where !answered.contains(ObjectIdentifier(submission.reply.futureResult)) {
-            submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, BatonError(.internal, reason))))
-        }
+        self.answerAll(batch: batch, replies: replies, with: BatonError(.internal, reason))
         for waiter in self.parked.removeAll() {
             waiter.reply.succeed(Outcome(line: Reply.failure(id: waiter.id, BatonError(.internal, reason))))
         }

@@ -77,7 +77,7 @@ struct ParkedClaims {
         return served
     }
 
-    private mutating func remove(where predicate: (Waiter) -> Bool) -> [Waiter] {
+    mutating func remove(where predicate: (Waiter) -> Bool) -> [Waiter] {
         var removed: [Waiter] = []
         var kept = Deque<Waiter>()
         for waiter in self.waiters {

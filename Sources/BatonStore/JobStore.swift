@@ -53,7 +53,8 @@ public final class JobStore {
     /// Runs `body` in one immediate transaction and commits it durably.
     ///
     /// If `body` throws, nothing it did is kept. If the commit itself fails, the error is
-    /// thrown and the caller cannot know what is durable: it must stop serving.
+    /// thrown and the caller cannot know what is durable: it must stop serving, unless the
+    /// failure was lack of space (``isStorageFull(_:)``), after which nothing was kept.
     public func write<T>(_ body: (StoreTransaction) throws -> T) throws -> T {
         try self.database.writeWithoutTransaction { db in
             // GRDB's `inTransaction` would compile BEGIN and COMMIT afresh for every batch;
@@ -70,6 +71,13 @@ public final class JobStore {
                 throw error
             }
         }
+    }
+
+    /// Whether a failed write failed for lack of disk space (SQLITE_FULL, which SQLite
+    /// reports for ENOSPC). Such a transaction is rolled back whole, its commit record never
+    /// written, so nothing of it is durable and the store is as it was before it.
+    public static func isStorageFull(_ error: any Error) -> Bool {
+        (error as? DatabaseError)?.resultCode == .SQLITE_FULL
     }
 
     /// The `PRAGMA synchronous` level in force: 2 is FULL, 1 is NORMAL.

@@ -9,6 +9,10 @@ import GRDB
 /// each is compiled once per connection.
 public struct StoreTransaction {
     let db: Database
+
+    /// Rows inserted, updated or deleted on this connection so far: two readings tell
+    /// whether a transaction wrote anything.
+    public var totalChanges: Int { self.db.totalChangesCount }
     let prepared: PreparedStatements
 
     // MARK: Enqueue
