@@ -117,6 +117,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The fuzz target for the line framing and request decoding (scripts/fuzz).
+        .executableTarget(name: "baton-fuzz", dependencies: ["BatonProtocol"], path: "Sources/BatonFuzz"),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
         .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore", .product(name: "GRDB", package: "GRDB.swift")]),
