@@ -137,11 +137,11 @@ struct Batond: AsyncParsableCommand {
         SignalService.ignoreUntilHandled()
         let level = self.logLevel
         let format = self.logFormat
-        let toJournal = JournalLogHandler.standardErrorIsJournal
+        let toJournal = TextLogHandler.standardErrorIsJournal
         LoggingSystem.bootstrap { label in
-            if toJournal { return JournalLogHandler(logLevel: level) }
+            if toJournal { return TextLogHandler(style: .journal, logLevel: level) }
             if format == .json { return JSONLineLogHandler(label: label, logLevel: level) }
-            return TextLogHandler(label: label, logLevel: level)
+            return TextLogHandler(style: .terminal(label: label), logLevel: level)
         }
         let logger = Logger(label: "batond")
         let inherited: Int32?

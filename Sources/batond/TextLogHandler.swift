@@ -4,13 +4,20 @@ import Logging
 import Glibc
 #endif
 
-/// Writes one line per event to standard error: time, level, label, message, then the
-/// metadata as `key=value`, with every control character escaped (see ``LogText``).
+/// Writes one line per event to standard error, with every control character in the
+/// message and the metadata escaped (see ``LogText``): swift-log's `StreamLogHandler`
+/// writes metadata raw, so a client-supplied value could forge a line.
 ///
-/// swift-log's `StreamLogHandler` writes metadata raw, so a client-supplied value could
-/// forge a line; this is `batond`'s `--log-format text`.
+/// For a terminal or a file (`--log-format text`) a line is time, level, label, message,
+/// then `key=value` metadata. For the journal it starts with the syslog priority (`<6>`)
+/// instead, which journald reads as the entry's priority and time.
 struct TextLogHandler: LogHandler {
-    let label: String
+    enum Style {
+        case terminal(label: String)
+        case journal
+    }
+
+    let style: Style
     var logLevel: Logger.Level
     var metadata: Logger.Metadata = [:]
 
@@ -21,7 +28,11 @@ struct TextLogHandler: LogHandler {
 
     func log(event: LogEvent) {
         let merged = self.metadata.merging(event.metadata ?? [:]) { $1 }
-        var line = "\(Self.timestamp()) \(event.level) \(self.label): "
+        var line: String
+        switch self.style {
+        case .terminal(let label): line = "\(Self.timestamp()) \(event.level) \(label): "
+        case .journal: line = "<\(Self.priority(event.level))>"
+        }
         line += LogText.line(message: event.message, metadata: merged)
         line += "\n"
         line.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
@@ -35,5 +46,27 @@ struct TextLogHandler: LogHandler {
         var buffer = [CChar](repeating: 0, count: 32)
         let length = strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &local)
         return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
+    /// The syslog priority of a log level.
+    static func priority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: 7
+        case .info: 6
+        case .notice: 5
+        case .warning: 4
+        case .error: 3
+        case .critical: 2
+        }
+    }
+
+    /// Whether standard error is the journal stream systemd connected it to (`JOURNAL_STREAM`).
+    static var standardErrorIsJournal: Bool {
+        guard let value = getenv("JOURNAL_STREAM").map({ String(cString: $0) }) else { return false }
+        let parts = value.split(separator: ":")
+        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return false }
+        var status = stat()
+        guard fstat(2, &status) == 0 else { return false }
+        return UInt64(status.st_dev) == device && UInt64(status.st_ino) == inode
     }
 }
