@@ -91,7 +91,19 @@ public final class BatonServer: Service {
         if configuration.inheritedSocket == nil {
             try Self.checkSocketPath(configuration.socketPath)
         }
-        let store = try JobStore(path: configuration.storePath, durability: configuration.durability)
+        // The store holds every payload and live token: whatever the umask, the files
+        // SQLite creates (the database, its WAL and shared memory) and the owner lock are
+        // readable by batond's user alone. No other thread runs yet, so the process-wide
+        // mask is set only around the opening.
+        let umaskBefore = umask(0o077)
+        let store: JobStore
+        do {
+            store = try JobStore(path: configuration.storePath, durability: configuration.durability)
+            umask(umaskBefore)
+        } catch {
+            umask(umaskBefore)
+            throw error
+        }
         let authorityGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let connectionGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.connectionThreads, 1))
         do {

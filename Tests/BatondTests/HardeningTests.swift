@@ -213,6 +213,18 @@ struct HardeningTests {
         admin = nil
         #expect(waitUntil { (try? server.connect().request(["op": "stats"]).ok) == true })
     }
+
+    @Test("store files are created readable by batond's user alone, whatever the umask")
+    func storeFilesArePrivate() throws {
+        let server = try TestServer()
+        _ = try server.connect().enqueue(queue: "q", payload: "secret")
+        for suffix in ["", "-wal", ".lock"] {
+            let path = server.storePath + suffix
+            guard FileManager.default.fileExists(atPath: path) else { continue }
+            let mode = try #require(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int)
+            #expect(mode & 0o077 == 0, "\(path) has mode \(String(mode, radix: 8))")
+        }
+    }
 }
 
 /// Heartbeats a lease every second on its own connection, recording each reply and its time.
