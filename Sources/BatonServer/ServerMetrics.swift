@@ -10,7 +10,6 @@ import Prometheus
 /// one process (as in tests) keep separate counts.
 public final class ServerMetrics: Sendable {
     public let registry: PrometheusCollectorRegistry
-    let factory: PrometheusMetricsFactory
 
     /// Tokens that did not hold the lease they claimed to: stale workers, split brains.
     let staleTokenRefusals: CoreMetrics.Counter
@@ -31,7 +30,6 @@ public final class ServerMetrics: Sendable {
         ]
         factory.valueHistogramBuckets["baton_commit_batch_size"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024]
         self.registry = registry
-        self.factory = factory
         self.staleTokenRefusals = Counter(label: "baton_stale_token_refusals_total", factory: factory)
         self.batchSize = Recorder(label: "baton_commit_batch_size", aggregate: true, factory: factory)
         self.commitTime = Timer(label: "baton_commit_seconds", factory: factory)
