@@ -11,6 +11,8 @@ public struct JSONParser {
         case syntax(String)
         /// Nested deeper than the limit.
         case tooDeep(limit: Int)
+        /// More values, outside verbatim members, than the limit.
+        case tooManyValues(limit: Int)
     }
 
     /// A top-level object's fields, each with its value and its exact source text.
@@ -26,11 +28,20 @@ public struct JSONParser {
 
     private let bytes: UnsafeBufferPointer<UInt8>
     private let maximumDepth: Int
+    private let verbatimKeys: Set<String>
+    private let maximumValues: Int
+    /// How many more values the parser may build.
+    private var valuesLeft: Int
     private var index = 0
 
-    private init(bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int) {
+    private init(
+        bytes: UnsafeBufferPointer<UInt8>, maximumDepth: Int, verbatimKeys: Set<String> = [], maximumValues: Int = .max
+    ) {
         self.bytes = bytes
         self.maximumDepth = maximumDepth
+        self.verbatimKeys = verbatimKeys
+        self.valuesLeft = maximumValues
+        self.maximumValues = maximumValues
     }
 
     /// Parses a whole line as one JSON value.
@@ -44,12 +55,22 @@ public struct JSONParser {
 
     /// Parses a line that must be a JSON object, keeping each field's source text.
     ///
+    /// - Parameter verbatimKeys: members, at any depth, whose values are checked but kept as
+    ///   ``JSONValue/verbatim(_:)`` text rather than built into values. A request's payload is
+    ///   stored as text, so building it would only cost memory: a megabyte of `[1,1,…]` is half
+    ///   a million values, twenty times the line. With them verbatim, the parser's working
+    ///   memory is the line's size again, plus what the request's own fields hold.
+    /// - Parameter maximumValues: how many values the parser may build outside verbatim
+    ///   members, which bounds what the request's own fields can hold.
     /// - Returns: `nil` when the line is valid JSON but not an object.
     public static func parseObject(
         _ bytes: UnsafeBufferPointer<UInt8>,
-        maximumDepth: Int
+        maximumDepth: Int,
+        verbatimKeys: Set<String> = [],
+        maximumValues: Int = .max
     ) throws(Failure) -> TopLevelObject? {
-        var parser = JSONParser(bytes: bytes, maximumDepth: maximumDepth)
+        var parser = JSONParser(
+            bytes: bytes, maximumDepth: maximumDepth, verbatimKeys: verbatimKeys, maximumValues: maximumValues)
         parser.skipWhitespace()
         guard parser.peek() == UInt8(ascii: "{") else {
             _ = try parser.parseValue(depth: 1)
@@ -57,6 +78,7 @@ public struct JSONParser {
             return nil
         }
         parser.index += 1
+        parser.valuesLeft -= 1  // the object itself
         // Room for any request's arguments at once: grown one key at a time, the table was
         // allocated three times for a four-key request.
         var fields: [String: TopLevelObject.Field] = [:]
@@ -70,9 +92,14 @@ public struct JSONParser {
                 let key = try parser.parseKey()
                 parser.skipWhitespace()
                 let start = parser.index
-                let value = try parser.parseValue(depth: 2)
-                let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<parser.index]), as: UTF8.self)
-                fields[key] = TopLevelObject.Field(value: value, text: text)
+                if parser.verbatimKeys.contains(key) {
+                    try parser.skipValue(depth: 2)
+                    let text = parser.text(from: start)
+                    fields[key] = TopLevelObject.Field(value: .verbatim(text), text: text)
+                } else {
+                    let value = try parser.parseValue(depth: 2)
+                    fields[key] = TopLevelObject.Field(value: value, text: parser.text(from: start))
+                }
                 parser.skipWhitespace()
                 if try parser.endOfContainer(closing: UInt8(ascii: "}")) { break }
             }
@@ -84,6 +111,8 @@ public struct JSONParser {
     // MARK: - Grammar
 
     private mutating func parseValue(depth: Int) throws(Failure) -> JSONValue {
+        self.valuesLeft -= 1
+        guard self.valuesLeft >= 0 else { throw .tooManyValues(limit: self.maximumValues) }
         guard let byte = self.peek() else {
             throw .syntax("unexpected end of line")
         }
@@ -123,7 +152,13 @@ public struct JSONParser {
             self.skipWhitespace()
             let key = try self.parseKey()
             self.skipWhitespace()
-            object[key] = try self.parseValue(depth: depth + 1)
+            if self.verbatimKeys.contains(key) {
+                let start = self.index
+                try self.skipValue(depth: depth + 1)
+                object[key] = .verbatim(self.text(from: start))
+            } else {
+                object[key] = try self.parseValue(depth: depth + 1)
+            }
             self.skipWhitespace()
             if try self.endOfContainer(closing: UInt8(ascii: "}")) { return .object(object) }
         }
@@ -144,6 +179,46 @@ public struct JSONParser {
             self.skipWhitespace()
             if try self.endOfContainer(closing: UInt8(ascii: "]")) { return .array(array) }
         }
+    }
+
+    /// Checks a value as ``parseValue(depth:)`` does, building nothing that outlives one string.
+    private mutating func skipValue(depth: Int) throws(Failure) {
+        guard let byte = self.peek() else {
+            throw .syntax("unexpected end of line")
+        }
+        let closing: UInt8
+        switch byte {
+        case UInt8(ascii: "{"): closing = UInt8(ascii: "}")
+        case UInt8(ascii: "["): closing = UInt8(ascii: "]")
+        default:
+            // A scalar: parseValue checks it, and since it is not kept, it does not count.
+            let valuesLeft = self.valuesLeft
+            _ = try self.parseValue(depth: depth)
+            self.valuesLeft = valuesLeft
+            return
+        }
+        guard depth <= self.maximumDepth else { throw .tooDeep(limit: self.maximumDepth) }
+        self.index += 1
+        self.skipWhitespace()
+        if self.peek() == closing {
+            self.index += 1
+            return
+        }
+        while true {
+            self.skipWhitespace()
+            if closing == UInt8(ascii: "}") {
+                _ = try self.parseKey()
+                self.skipWhitespace()
+            }
+            try self.skipValue(depth: depth + 1)
+            self.skipWhitespace()
+            if try self.endOfContainer(closing: closing) { return }
+        }
+    }
+
+    /// The line's text from `start` to where the parser stands.
+    private func text(from start: Int) -> String {
+        String(decoding: UnsafeBufferPointer(rebasing: self.bytes[start..<self.index]), as: UTF8.self)
     }
 
     /// Consumes a `,` (more to come) or the closing bracket (done).

@@ -10,6 +10,11 @@ public enum JSONValue: Hashable, Sendable {
     case string(String)
     case array([JSONValue])
     case object([String: JSONValue])
+    /// Valid JSON kept as the text it was written with, unparsed: the request parser reads a
+    /// payload, a result or a checkpoint's state this way (see
+    /// ``JSONParser/parseObject(_:maximumDepth:verbatimKeys:)``), so that storing one costs
+    /// its bytes and no tree of values.
+    case verbatim(String)
 
     /// A short name for the value's kind, for error messages.
     public var kindDescription: String {
@@ -20,11 +25,13 @@ public enum JSONValue: Hashable, Sendable {
         case .string: "a string"
         case .array: "an array"
         case .object: "an object"
+        case .verbatim(let text): (try? JSONValue(parsing: text))?.kindDescription ?? "JSON text"
         }
     }
 
     /// The value written as compact JSON text.
     public var jsonText: String {
+        if case .verbatim(let text) = self { return text }
         var writer = JSONWriter()
         writer.value(self)
         return writer.text
@@ -56,6 +63,7 @@ extension JSONValue: Encodable {
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
+        case .verbatim(let text): try JSONValue(parsing: text, maximumDepth: 512).encode(to: encoder)
         }
     }
 }

@@ -121,6 +121,7 @@ public struct JSONWriter: Sendable {
                 self.value(member)
             }
             self.endObject()
+        case .verbatim(let text): self.rawValue(text)
         }
     }
 

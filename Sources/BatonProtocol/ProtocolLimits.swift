@@ -14,6 +14,10 @@ public struct ProtocolLimits: Hashable, Sendable {
     public var maximumClaimQueues: Int
     /// How many jobs one `enqueue_batch`, or one `complete`'s follow-ups, may hold.
     public var maximumBatchJobs: Int
+    /// How many JSON values a request may hold outside its verbatim fields (payloads, results,
+    /// checkpoint states), which the parser checks without building. This bounds the parser's
+    /// working memory whatever the line limit: each value costs tens of bytes once built.
+    public var maximumValues: Int
 
     public init(
         maximumLineBytes: Int = 1 << 20,
@@ -22,7 +26,8 @@ public struct ProtocolLimits: Hashable, Sendable {
         maximumWaitMilliseconds: Int64 = 300_000,
         maximumLeaseMilliseconds: Int64 = 86_400_000,
         maximumClaimQueues: Int = 64,
-        maximumBatchJobs: Int = 1_000
+        maximumBatchJobs: Int = 1_000,
+        maximumValues: Int = 250_000
     ) {
         self.maximumLineBytes = maximumLineBytes
         self.maximumDepth = maximumDepth
@@ -31,6 +36,7 @@ public struct ProtocolLimits: Hashable, Sendable {
         self.maximumLeaseMilliseconds = maximumLeaseMilliseconds
         self.maximumClaimQueues = maximumClaimQueues
         self.maximumBatchJobs = maximumBatchJobs
+        self.maximumValues = maximumValues
     }
 }
 

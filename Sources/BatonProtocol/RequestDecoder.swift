@@ -23,11 +23,19 @@ public struct RequestDecoder: Sendable {
         public var error: BatonError
     }
 
+    /// The fields the server stores as the client wrote them, never reading inside: they are
+    /// parsed only to check they are JSON, so their size costs no more than their bytes.
+    static let verbatimKeys: Set<String> = ["payload", "result", "state"]
+
     /// Decodes one line (without its newline).
     public func decode(_ line: UnsafeBufferPointer<UInt8>) throws(Rejection) -> Decoded {
         let object: JSONParser.TopLevelObject
         do {
-            guard let parsed = try JSONParser.parseObject(line, maximumDepth: self.limits.maximumDepth) else {
+            guard
+                let parsed = try JSONParser.parseObject(
+                    line, maximumDepth: self.limits.maximumDepth, verbatimKeys: Self.verbatimKeys,
+                    maximumValues: self.limits.maximumValues)
+            else {
                 throw Rejection(id: nil, error: BatonError(.badRequest, "a request must be a JSON object"))
             }
             object = parsed
@@ -37,6 +45,10 @@ public struct RequestDecoder: Sendable {
                 throw Rejection(id: nil, error: BatonError(.badRequest, "not valid JSON: \(message)"))
             case .tooDeep(let limit):
                 throw Rejection(id: nil, error: BatonError(.tooLarge, "JSON nested deeper than \(limit) levels"))
+            case .tooManyValues(let limit):
+                throw Rejection(
+                    id: nil,
+                    error: BatonError(.tooLarge, "more than \(limit) JSON values outside `payload`, `result` and `state`"))
             }
         } catch {
             throw error as! Rejection
@@ -309,12 +321,17 @@ struct Fields {
         self.limits = limits
     }
 
-    /// The field's value as given, `null` included.
+    /// The field's value as given, `null` included. A field the parser kept verbatim (which
+    /// a request may also use as a plain field, like `list`'s `state`) is parsed here, when a
+    /// request reads it as a value.
     private func given(_ name: String) -> JSONValue? {
-        switch self.storage {
-        case .topLevel(let fields): fields[name]?.value
-        case .nested(let object): object[name]
-        }
+        let value: JSONValue? =
+            switch self.storage {
+            case .topLevel(let fields): fields[name]?.value
+            case .nested(let object): object[name]
+            }
+        guard case .verbatim(let text) = value else { return value }
+        return try? JSONValue(parsing: text, maximumDepth: self.limits.maximumDepth)
     }
 
     /// The field's value; an explicit `null` counts as absent.

@@ -120,6 +120,7 @@ extension Authority {
             reply.member("max_wait_ms", self.limits.maximumWaitMilliseconds)
             reply.member("max_lease_ms", self.limits.maximumLeaseMilliseconds)
             reply.member("max_claim_queues", self.limits.maximumClaimQueues)
+            reply.member("max_values", self.limits.maximumValues)
             reply.endObject()
             reply.key("defaults")
             reply.beginObject()

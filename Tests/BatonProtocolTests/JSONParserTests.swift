@@ -61,4 +61,43 @@ struct JSONParserTests {
         let notObject = try Array("[1]".utf8).withUnsafeBufferPointer { try JSONParser.parseObject($0, maximumDepth: 8) }
         #expect(notObject == nil)
     }
+    func parseObject(_ text: String, verbatim: Set<String>) throws(JSONParser.Failure) -> JSONParser.TopLevelObject? {
+        let bytes = Array(text.utf8)
+        return try bytes.withUnsafeBufferPointer { buffer throws(JSONParser.Failure) in
+            try JSONParser.parseObject(buffer, maximumDepth: 4, verbatimKeys: verbatim)
+        }
+    }
+
+    @Test("verbatim members keep their text, at the top and nested, and are still checked")
+    func verbatimMembers() throws {
+        let line = #"{"payload": [1, {"x": 2}], "jobs": [{"payload": {"b" : 1}, "queue": "q"}]}"#
+        let object = try #require(try self.parseObject(line, verbatim: ["payload"]))
+        #expect(object.fields["payload"]?.value == .verbatim(#"[1, {"x": 2}]"#))
+        #expect(object.fields["jobs"]?.value
+            == .array([.object(["payload": .verbatim(#"{"b" : 1}"#), "queue": .string("q")])]))
+        #expect(JSONValue.verbatim(#"{"b" : 1}"#).jsonText == #"{"b" : 1}"#)
+
+        for bad in [#"{"payload": [1,]}"#, #"{"jobs": [{"payload": {"a" 1}}]}"#, #"{"payload": "\ud800"}"#] {
+            #expect(throws: JSONParser.Failure.self) { try self.parseObject(bad, verbatim: ["payload"]) }
+        }
+        // Depth counts inside a verbatim value exactly as elsewhere: the object is depth 1.
+        #expect(throws: JSONParser.Failure.tooDeep(limit: 4)) {
+            try self.parseObject(#"{"payload": [[[[1]]]]}"#, verbatim: ["payload"])
+        }
+        #expect(try self.parseObject(#"{"payload": [[[1]]]}"#, verbatim: ["payload"]) != nil)
+    }
+
+    @Test("values outside verbatim members are counted against a limit")
+    func valueLimit() throws {
+        func parse(_ text: String) throws(JSONParser.Failure) -> JSONParser.TopLevelObject? {
+            try Array(text.utf8).withUnsafeBufferPointer { buffer throws(JSONParser.Failure) in
+                try JSONParser.parseObject(buffer, maximumDepth: 8, verbatimKeys: ["payload"], maximumValues: 5)
+            }
+        }
+        // {"a": [1, 2, 3]} is five values: the object, the array and three numbers.
+        #expect(try parse(#"{"a": [1, 2, 3]}"#) != nil)
+        #expect(throws: JSONParser.Failure.tooManyValues(limit: 5)) { try parse(#"{"a": [1, 2, 3, 4]}"#) }
+        // A verbatim member's insides are not built, so they do not count.
+        #expect(try parse(#"{"payload": [1, 2, 3, 4, 5, 6, 7, 8], "a": 1}"#) != nil)
+    }
 }

@@ -189,6 +189,29 @@ struct HardeningTests {
         #expect(try ReplyObject(line: try fourth.readLine()).ok)
     }
 
+    @Test("a payload is stored as written however many values it holds; other fields are held to max_values")
+    func parserWorkingMemory() throws {
+        let server = try TestServer(arguments: ["--max-line-bytes", "4194304"])
+        let client = try server.connect()
+        let limit = try #require(try client.request(["op": "hello"]).object("limits")?["max_values"] as? Int)
+        // A payload of 400,000 numbers: far more values than the limit, kept as its text.
+        let numbers = "[" + Array(repeating: "1", count: 400_000).joined(separator: ", ") + "]"
+        let connection = try LineConnection(path: server.socketPath)
+        try connection.send(#"{"op":"enqueue","id":1,"queue":"big","payload":"# + numbers + "}\n")
+        let enqueued = try ReplyObject(line: try connection.readLine())
+        let id = try #require(enqueued.int("job"), "\(enqueued)")
+        try connection.send(#"{"op":"get","id":2,"job":\#(id)}"# + "\n")
+        let got = try connection.readLine()
+        #expect(got.contains(numbers), "the payload comes back as it was written")
+        // The same values in a field the request builds are refused, and the connection stays.
+        let junk = "[" + Array(repeating: "1", count: limit).joined(separator: ",") + "]"
+        try connection.send(#"{"op":"enqueue","id":3,"queue":"big","payload":1,"junk":"# + junk + "}\n")
+        let refused = try ReplyObject(line: try connection.readLine())
+        #expect(refused.errorCode == "too_large" && refused.errorMessage?.contains("\(limit) JSON values") == true, "\(refused)")
+        try connection.send(#"{"op":"stats","id":4}"# + "\n")
+        #expect(try ReplyObject(line: try connection.readLine()).ok)
+    }
+
     @Test("past the connection limit a client is refused with too_many_connections and a log line; root keeps a reserve")
     func connectionLimit() throws {
         let server = try TestServer(arguments: ["--max-connections", "2", "--admin-connections", "1"])
