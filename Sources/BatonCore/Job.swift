@@ -100,9 +100,12 @@ public struct ClaimedJob: Hashable, Sendable {
 public struct PeerIdentity: Hashable, Sendable {
     public var pid: Int32
     public var uid: UInt32
+    /// The process's group; `nil` where it was not recorded (a job's stored claimant).
+    public var gid: UInt32?
 
-    public init(pid: Int32, uid: UInt32) {
+    public init(pid: Int32, uid: UInt32, gid: UInt32? = nil) {
         self.pid = pid
         self.uid = uid
+        self.gid = gid
     }
 }

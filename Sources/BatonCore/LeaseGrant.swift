@@ -9,11 +9,15 @@ public struct LeaseGrant: Hashable, Sendable {
     public var deadline: Int64
     /// The lease period, renewed by each heartbeat unless the heartbeat names another.
     public var duration: Int64
+    /// The uid of the process that claimed the job, where known. With an access policy, only
+    /// that uid may use the lease.
+    public var holder: UInt32?
 
-    public init(jobID: Int64, token: FencingToken, deadline: Int64, duration: Int64) {
+    public init(jobID: Int64, token: FencingToken, deadline: Int64, duration: Int64, holder: UInt32? = nil) {
         self.jobID = jobID
         self.token = token
         self.deadline = deadline
         self.duration = duration
+        self.holder = holder
     }
 }

@@ -49,8 +49,10 @@ public struct LeaseTable: Sendable {
 
     /// Records a lease that starts at monotonic time `now`, replacing any lease on the job.
     @discardableResult
-    public mutating func grant(jobID: Int64, token: FencingToken, duration: Int64, now: Int64) -> LeaseGrant {
-        let lease = LeaseGrant(jobID: jobID, token: token, deadline: now + duration, duration: duration)
+    public mutating func grant(
+        jobID: Int64, token: FencingToken, duration: Int64, now: Int64, holder: UInt32? = nil
+    ) -> LeaseGrant {
+        let lease = LeaseGrant(jobID: jobID, token: token, deadline: now + duration, duration: duration, holder: holder)
         self.slots[jobID] = Slot(lease: lease, heapDeadline: lease.deadline)
         self.deadlines.insert(Entry(deadline: lease.deadline, jobID: jobID))
         return lease

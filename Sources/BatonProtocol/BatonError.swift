@@ -23,6 +23,7 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
             case shuttingDown = "shutting_down"
             case storageFull = "storage_full"
             case tooManyConnections = "too_many_connections"
+            case forbidden = "forbidden"
             case `internal` = "internal"
         }
 
@@ -53,6 +54,9 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let storageFull = Code(base: .storageFull)
         /// The server is at its connection limit; the connection is closed. Retry later.
         public static let tooManyConnections = Code(base: .tooManyConnections)
+        /// The access policy does not grant the request to the connection's user; the message
+        /// names the op, the role and the queue. Retrying will not help.
+        public static let forbidden = Code(base: .forbidden)
         /// The server failed; the request may or may not have been applied only if the message says so.
         public static let `internal` = Code(base: .internal)
 

@@ -13,6 +13,9 @@ extension Authority {
         let id = submission.id
         context.heardAt = min(self.leaseClock.leaseTime(ofMonotonic: submission.receivedAt), context.leaseNow)
         do {
+            if let policy = self.access.policy {
+                try self.authorize(submission, under: policy, &context)
+            }
             switch submission.request {
             case .hello(let client):
                 if client != nil {
@@ -77,7 +80,7 @@ extension Authority {
                 }
                 return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("max_running", optional: limit.map { Int64($0) }) })
             case .events(let jobID):
-                return Outcome(line: try self.events(jobID, id: id, &context))
+                return Outcome(line: try self.events(jobID, id: id, for: submission.connection.peer, &context))
             case .metrics(let json):
                 let snapshot = self.metricsSnapshot(census: self.census(including: context))
                 // Written out by the connection, off this thread: it grows with the queues.
@@ -161,8 +164,12 @@ extension Authority {
     /// The job's audit trail, oldest first. The enqueue, the completion and the claim of
     /// the current (or last) attempt come from the job's row, which records them; every
     /// other change from the events table.
-    private func events(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
+    ///
+    /// With an access policy, tokens are shown only to an admin of the job's queue and to the
+    /// uid that holds its lease.
+    private func events(_ jobID: Int64, id: String?, for peer: PeerIdentity?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
+        let showsTokens = self.showsTokens(of: job, to: peer)
         var events = [JobEvent(.enqueued, at: job.createdAt, state: .queued)]
         events += try context.tx.events(of: jobID)
         if job.state == .completed, let finishedAt = job.finishedAt {
@@ -172,7 +179,10 @@ extension Authority {
             reply.member("job", jobID)
             reply.key("events")
             reply.beginArray()
-            for event in events { reply.jobEvent(event) }
+            for var event in events {
+                if !showsTokens { event.token = nil }
+                reply.jobEvent(event)
+            }
             reply.endArray()
         }
     }
@@ -376,7 +386,8 @@ extension Authority {
         else {
             return nil
         }
-        let lease = self.leases.grant(jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow)
+        let lease = self.leases.grant(
+            jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow, holder: connection.peer?.uid)
         self.gate.started(jobID: job.id, queue: best.queue, key: best.job.concurrencyKey)
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         self.workers.holds(job.id, on: connection, since: context.wallNow)

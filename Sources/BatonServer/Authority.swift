@@ -26,6 +26,7 @@ final class Authority: @unchecked Sendable {
     let metrics: ServerMetrics
     let healthThresholds: HealthThresholds
     let changeLog: ChangeLog
+    let access: AccessControl
     private let onFatalError: @Sendable (any Error) -> Void
 
     var leases = LeaseTable()
@@ -101,8 +102,9 @@ final class Authority: @unchecked Sendable {
         loop: any EventLoop, store: JobStore, clock: any AuthorityClock, defaults: JobDefaults,
         retention: RetentionPolicy = RetentionPolicy(), limits: ProtocolLimits, logger: Logger,
         metrics: ServerMetrics = ServerMetrics(), healthThresholds: HealthThresholds = HealthThresholds(),
-        onFatalError: @escaping @Sendable (any Error) -> Void
+        access: AccessControl = AccessControl(), onFatalError: @escaping @Sendable (any Error) -> Void
     ) {
+        self.access = access
         self.metrics = metrics
         self.healthThresholds = healthThresholds
         self.changeLog = ChangeLog(logger: logger)
@@ -165,7 +167,8 @@ final class Authority: @unchecked Sendable {
         let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
         let running = try tx.runningLeases()
         for lease in running {
-            self.leases.grant(jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now)
+            self.leases.grant(
+                jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now, holder: lease.holder)
             self.gate.started(jobID: lease.id, queue: lease.queue, key: lease.concurrencyKey)
             self.workers.recovered(lease.id, since: lease.startedAt)
         }

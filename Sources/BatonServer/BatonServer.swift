@@ -28,6 +28,8 @@ public final class BatonServer: Service {
     private let events: ServerEvents
     /// The server's metrics, which ``metricsExposition()`` and the `metrics` op read.
     public let metrics = ServerMetrics()
+    /// The access policy in force, read from `configuration.policyPath` at start.
+    public let access = AccessControl()
 
     /// What the server tells its supervisor (systemd, in `batond`) as it starts and stops.
     public struct ServerEvents: Sendable {
@@ -86,8 +88,31 @@ public final class BatonServer: Service {
         return report.summary + ", \(self.openConnections.withLockedValue { $0 }) connections"
     }
 
+    /// Reads the policy file again and puts it in force (batond does this on SIGHUP). A file
+    /// that cannot be used is refused with a log line, and the policy in force stays.
+    public func reloadPolicy() {
+        guard let path = self.configuration.policyPath else {
+            self.logger.notice("nothing to reload: batond runs without an access policy")
+            return
+        }
+        do {
+            let policy = try AccessPolicy.load(contentsOf: path)
+            self.access.replace(with: policy)
+            self.logger.notice("access policy reloaded", metadata: ["policy": "\(path)", "grants": "\(policy.grants.count)"])
+        } catch {
+            self.logger.error(
+                "access policy not reloaded: the one in force stays", metadata: ["policy": "\(path)", "error": "\(error)"])
+        }
+    }
+
     public func run() async throws {
         let configuration = self.configuration
+        if let path = configuration.policyPath {
+            // A policy that does not parse stops the start: running open would be worse.
+            let policy = try AccessPolicy.load(contentsOf: path)
+            self.access.replace(with: policy)
+            self.logger.info("access policy in force", metadata: ["policy": "\(path)", "grants": "\(policy.grants.count)"])
+        }
         if configuration.inheritedSocket == nil {
             try Self.checkSocketPath(configuration.socketPath)
         }
@@ -133,7 +158,7 @@ public final class BatonServer: Service {
         let authority = Authority(
             loop: authorityGroup.next(), store: store, clock: self.clock, defaults: configuration.jobDefaults,
             retention: configuration.retention, limits: configuration.limits, logger: self.logger,
-            metrics: self.metrics, healthThresholds: configuration.health,
+            metrics: self.metrics, healthThresholds: configuration.health, access: self.access,
             onFatalError: { [fatalError] error in
                 fatalError.withLockedValue { $0 = error }
                 shutdownOnFatalError.withLockedValue { $0 }?.initiateShutdown(promise: nil)

@@ -26,7 +26,7 @@ extension Channel {
             level: SocketOptionLevel(SOL_SOCKET),
             name: SocketOptionName(SO_PEERCRED)
         )
-        return credentials.map { Optional(PeerIdentity(pid: $0.pid, uid: $0.uid)) }.recover { _ in nil }
+        return credentials.map { Optional(PeerIdentity(pid: $0.pid, uid: $0.uid, gid: $0.gid)) }.recover { _ in nil }
         #else
         return self.eventLoop.makeSucceededFuture(nil)
         #endif

@@ -37,6 +37,8 @@ public struct ServerConfiguration: Sendable {
     public var partialLineTimeoutMilliseconds: Int64
     /// Bytes of unfinished lines all connections together may hold.
     public var inputBudgetBytes: Int
+    /// The access policy's TOML file; `nil` for none (the socket's mode is the only gate).
+    public var policyPath: String?
 
     public init(
         socketPath: String = "baton-data/baton.sock",
@@ -53,8 +55,10 @@ public struct ServerConfiguration: Sendable {
         maximumConnections: Int = 4_096,
         reservedAdminConnections: Int = 16,
         partialLineTimeoutMilliseconds: Int64 = 30_000,
-        inputBudgetBytes: Int = 256 << 20
+        inputBudgetBytes: Int = 256 << 20,
+        policyPath: String? = nil
     ) {
+        self.policyPath = policyPath
         self.maximumConnections = maximumConnections
         self.reservedAdminConnections = reservedAdminConnections
         self.partialLineTimeoutMilliseconds = partialLineTimeoutMilliseconds

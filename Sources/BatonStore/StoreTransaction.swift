@@ -565,6 +565,12 @@ public struct StoreTransaction {
         return try Row.fetchOne(statement, arguments: [id]).map(JobStore.job(from:))
     }
 
+    /// The queue of a job, without reading the rest of its row (its payload may be large).
+    public func queue(ofJob id: Int64) throws -> String? {
+        let statement = try self.db.cachedStatement(sql: "SELECT queue FROM jobs WHERE id = ?")
+        return try String.fetchOne(statement, arguments: [id])
+    }
+
     /// A running job's lease, as a restart rebuilds the lease table and concurrency gate from it.
     public struct RunningLease: Sendable {
         public var id: Int64
@@ -573,16 +579,18 @@ public struct StoreTransaction {
         public var queue: String
         public var concurrencyKey: String?
         public var startedAt: Int64
+        /// The uid of the process that claimed it, where known.
+        public var holder: UInt32?
     }
 
     /// Every running job's lease.
     public func runningLeases() throws -> [RunningLease] {
         try Row.fetchAll(
-            self.db, sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key, coalesce(started_at, 0) FROM jobs WHERE state = 'running'"
+            self.db, sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key, coalesce(started_at, 0), peer_uid FROM jobs WHERE state = 'running'"
         ).map {
             RunningLease(
                 id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2], queue: $0[3], concurrencyKey: $0[4],
-                startedAt: $0[5]
+                startedAt: $0[5], holder: ($0[6] as Int64?).map { UInt32(truncatingIfNeeded: $0) }
             )
         }
     }

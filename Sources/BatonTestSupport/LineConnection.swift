@@ -61,6 +61,14 @@ public final class LineConnection {
         self.descriptor = fd
     }
 
+    /// Takes over a connected stream socket, such as one end of a `socketpair`.
+    public init(descriptor: Int32, timeoutSeconds: Int = 30) {
+        var timeout = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(descriptor, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        self.descriptor = descriptor
+    }
+
     deinit {
         close(self.descriptor)
     }

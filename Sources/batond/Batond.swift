@@ -89,6 +89,12 @@ struct Batond: AsyncParsableCommand {
     @Option(name: .long, help: "Bytes of unfinished request lines all connections together may hold.")
     var inputBudgetBytes: Int = ServerConfiguration().inputBudgetBytes
 
+    @Option(
+        name: .long,
+        help: "An access policy (TOML): which users and groups may produce, work, read or administer which queues. SIGHUP reads it again. Without one, whoever can open the socket may do anything."
+    )
+    var policy: String?
+
     func validate() throws {
         guard self.maxConnections > 0, self.adminConnections >= 0 else {
             throw ValidationError("--max-connections must be positive and --admin-connections not negative")
@@ -179,7 +185,8 @@ struct Batond: AsyncParsableCommand {
                 maximumConnections: connections,
                 reservedAdminConnections: self.adminConnections,
                 partialLineTimeoutMilliseconds: self.partialLineTimeoutMs,
-                inputBudgetBytes: self.inputBudgetBytes
+                inputBudgetBytes: self.inputBudgetBytes,
+                policyPath: self.policy
             ),
             logger: logger,
             events: BatonServer.ServerEvents(
@@ -191,7 +198,7 @@ struct Batond: AsyncParsableCommand {
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
             .init(service: server),
-            .init(service: SignalService(logger: logger, reload: { logger.info("nothing to reload: no access policy") })),
+            .init(service: SignalService(logger: logger, reload: { server.reloadPolicy() })),
         ]
         if let interval = notifier.watchdogInterval {
             // Pings are earned by a probe of the authority; see WatchdogService.

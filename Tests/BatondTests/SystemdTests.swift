@@ -125,6 +125,24 @@ struct SystemdTests {
             "\(security.output)"
         )
         #expect(level <= 2.0, "exposure \(level)")
+
+        // With the access policy's drop-ins (appended: a unit may repeat its sections), the
+        // units still verify, and the service still rates 2.0 or lower.
+        let dropIn = try String(contentsOf: root.appendingPathComponent("systemd/baton.service.d/policy.conf"), encoding: .utf8)
+            .replacingOccurrences(of: "/usr/local/bin/batond", with: TestServer.binaryPath)
+        let socketDropIn = try String(contentsOf: root.appendingPathComponent("systemd/baton.socket.d/policy.conf"), encoding: .utf8)
+        let socket = try String(contentsOf: directory.appendingPathComponent("baton.socket"), encoding: .utf8)
+        try (service + "\n" + dropIn).write(to: directory.appendingPathComponent("baton.service"), atomically: true, encoding: .utf8)
+        try (socket + "\n" + socketDropIn).write(to: directory.appendingPathComponent("baton.socket"), atomically: true, encoding: .utf8)
+        let verifyPolicy = try run("/usr/bin/systemd-analyze", ["verify", "baton.socket", "baton.service"], in: directory)
+        #expect(verifyPolicy.status == 0, "\(verifyPolicy.output)")
+        let securityPolicy = try run("/usr/bin/systemd-analyze", ["security", "--offline=true", "baton.service"], in: directory)
+        let policyLevel = try #require(
+            securityPolicy.output.split(separator: "\n").last { $0.contains("Overall exposure level") }?
+                .split(separator: " ").compactMap { Double($0) }.first,
+            "\(securityPolicy.output)"
+        )
+        #expect(policyLevel <= 2.0, "exposure with the policy \(policyLevel)")
     }
 
     private func run(_ tool: String, _ arguments: [String], in directory: URL) throws -> (status: Int32, output: String) {

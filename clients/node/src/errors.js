@@ -34,4 +34,4 @@ export class RequestTimeout extends Error {
 }
 
 /** The codes after which a worker must stop working on its job. */
-export const LEASE_ENDING_CODES = new Set(['lease_lost', 'cancelled', 'paused', 'invalid_transition', 'not_found']);
+export const LEASE_ENDING_CODES = new Set(['lease_lost', 'cancelled', 'paused', 'invalid_transition', 'not_found', 'forbidden']);

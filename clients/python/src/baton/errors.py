@@ -24,4 +24,4 @@ class ProtocolError(Exception):
     """batond sent something that is not a valid reply; the connection is closed."""
 
 
-LEASE_ENDING_CODES = frozenset({"lease_lost", "cancelled", "paused", "invalid_transition", "not_found"})
+LEASE_ENDING_CODES = frozenset({"lease_lost", "cancelled", "paused", "invalid_transition", "not_found", "forbidden"})

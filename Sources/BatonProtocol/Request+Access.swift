@@ -1,0 +1,51 @@
+import BatonCore
+
+/// One thing a request needs the access policy to allow.
+public enum AccessNeed: Hashable, Sendable {
+    /// The role on a queue the request names.
+    case queue(AccessPolicy.Role, String)
+    /// The role on the queue of a job the request names by id.
+    case job(AccessPolicy.Role, jobID: Int64)
+    /// The job's live lease, used by the uid that claimed it.
+    case lease(jobID: Int64)
+    /// The role on every queue: the op reaches across the whole server.
+    case server(AccessPolicy.Role)
+}
+
+extension Request {
+    /// What the request needs, all of which must be allowed. This is the one table of which
+    /// role each op takes; `protocol/PROTOCOL.md` shows it to clients.
+    public var accessNeeds: [AccessNeed] {
+        switch self {
+        case .hello:
+            []
+        case .enqueue(let request):
+            [.queue(.produce, request.queue)]
+        case .enqueueBatch(let requests):
+            requests.map { .queue(.produce, $0.queue) }
+        case .claim(let request):
+            request.queues.map { .queue(.work, $0) }
+        case .heartbeat(let request):
+            [.lease(jobID: request.lease.jobID)]
+        case .checkpoint(let request):
+            [.lease(jobID: request.lease.jobID)]
+        case .fail(let request):
+            [.lease(jobID: request.lease.jobID)]
+        case .release(let request):
+            [.lease(jobID: request.lease.jobID)]
+        case .complete(let request):
+            [.lease(jobID: request.lease.jobID)] + request.followUps.map { .queue(.produce, $0.queue) }
+                + (request.next?.queues ?? []).map { .queue(.work, $0) }
+        case .get(let jobID), .events(let jobID):
+            [.job(.read, jobID: jobID)]
+        case .list(let request):
+            [request.queue.map { .queue(.read, $0) } ?? .server(.read)]
+        case .stats, .metrics, .health, .workers:
+            [.server(.read)]
+        case .cancel(let jobID, _), .pause(let jobID), .resume(let jobID), .retry(let jobID):
+            [.job(.admin, jobID: jobID)]
+        case .pauseQueue(let queue), .resumeQueue(let queue), .setQueue(let queue, _):
+            [.queue(.admin, queue)]
+        }
+    }
+}
