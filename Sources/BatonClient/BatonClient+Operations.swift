@@ -384,3 +384,24 @@ public struct JobEventInfo: Hashable, Sendable {
         self.detail = fields.optionalString("worker") ?? fields.optionalString("error") ?? fields.optionalString("reason")
     }
 }
+
+/// What `backup` wrote.
+public struct BackupInfo: Sendable {
+    /// The copy's absolute path, as batond wrote it.
+    public var path: String
+    public var bytes: Int64
+    /// How long the copy took, in milliseconds.
+    public var milliseconds: Int64
+}
+
+extension BatonClient {
+    /// Has batond write a consistent copy of its store to `path`, an absolute path on this
+    /// host that must not exist yet; returns once the copy is complete and synced.
+    ///
+    /// The file is written by batond's user, where it may write (under systemd, its state
+    /// directory). Not resent on reconnect: a copy may already be under way.
+    public func backup(to path: String) async throws -> BackupInfo {
+        let reply = try await self.request("backup", repeatable: false) { $0.member("path", path) }
+        return BackupInfo(path: try reply.string("path"), bytes: try reply.int64("bytes"), milliseconds: try reply.int64("ms"))
+    }
+}

@@ -42,6 +42,8 @@ extension Request {
             [request.queue.map { .queue(.read, $0) } ?? .server(.read)]
         case .stats, .metrics, .health, .workers:
             [.server(.read)]
+        case .backup:
+            [.server(.admin)]
         case .cancel(let jobID, _), .pause(let jobID), .resume(let jobID), .retry(let jobID):
             [.job(.admin, jobID: jobID)]
         case .pauseQueue(let queue), .resumeQueue(let queue), .setQueue(let queue, _):

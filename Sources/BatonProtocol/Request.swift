@@ -27,6 +27,8 @@ public enum Request: Sendable {
     case workers
     case list(ListRequest)
     case stats
+    /// A consistent copy of the store, written to `path` (absolute) by batond.
+    case backup(path: String)
 
     /// The op's name on the wire.
     public var op: String {
@@ -54,6 +56,7 @@ public enum Request: Sendable {
         case .workers: "workers"
         case .list: "list"
         case .stats: "stats"
+        case .backup: "backup"
         }
     }
 }

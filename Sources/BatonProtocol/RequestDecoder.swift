@@ -204,6 +204,16 @@ public struct RequestDecoder: Sendable {
             return .enqueueBatch(try self.enqueueList("jobs", in: fields, required: true))
         case "stats":
             return .stats
+        case "backup":
+            guard let path = try fields.string("path") else {
+                throw BatonError.invalidArgument("path", "is required: where batond writes the copy")
+            }
+            guard path.hasPrefix("/"), path.utf8.count < 4_096,
+                !path.unicodeScalars.contains(where: { $0.properties.generalCategory == .control })
+            else {
+                throw BatonError.invalidArgument("path", "must be an absolute path, with no control characters")
+            }
+            return .backup(path: path)
         default:
             throw BatonError(.unknownOp, "unknown op \"\(op)\"")
         }

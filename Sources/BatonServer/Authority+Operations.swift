@@ -99,6 +99,10 @@ extension Authority {
                 return Outcome(line: Reply.success(id: id) { $0.enqueued(results) })
             case .stats:
                 return Outcome(line: try self.stats(id: id, &context))
+            case .backup(let path):
+                // Answered when the copy is complete; see Authority+Backup.
+                context.backups.append((path, id, submission.reply))
+                return nil
             }
         } catch let error as BatonError {
             return Outcome(line: Reply.failure(id: id, error))

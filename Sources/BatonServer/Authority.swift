@@ -62,6 +62,8 @@ final class Authority: @unchecked Sendable {
     /// The earliest `run_at` of a job waiting for its time, if known.
     var nextScheduledRunAt: Int64?
     var random = SystemRandomNumberGenerator()
+    /// The `backup` in progress, if any.
+    var runningBackup: RunningBackup?
 
     /// Submissions handed over by the connections, not yet seen by the authority's thread.
     ///
@@ -284,6 +286,7 @@ final class Authority: @unchecked Sendable {
         self.loop.submit {
             self.timer?.cancel()
             self.pulse?.cancel()
+            self.abandonBackup()
             try self.store.close()
         }
     }
@@ -378,6 +381,7 @@ final class Authority: @unchecked Sendable {
         var applied = ContinuousClock.now
         var changes: [ChangeLog.Change] = []
         var pruned: [(queue: String, state: JobState)] = []
+        var backups: [(path: String, id: String?, reply: ReplySink)] = []
         var wrote = false
         let monotonicNow = self.observeLeaseClock()
         // The time spent on this batch, fsync included, is the authority's own work, not a
@@ -423,6 +427,7 @@ final class Authority: @unchecked Sendable {
                 wrote = tx.totalChanges != changesBefore
                 changes = context.changes
                 pruned = context.pruned
+                backups = context.backups
             }
         } catch where JobStore.isStorageFull(error) {
             return self.refuseForLackOfSpace(batch: batch, replies: replies, error: error)
@@ -452,6 +457,9 @@ final class Authority: @unchecked Sendable {
         self.changeLog.write(changes)
         for reply in replies {
             reply.sink.succeed(reply.outcome)
+        }
+        for backup in backups {
+            self.startBackup(path: backup.path, id: backup.id, reply: backup.reply)
         }
         self.scheduleTimer()
     }
@@ -557,6 +565,9 @@ struct BatchContext {
     var changes: [ChangeLog.Change] = []
     /// Finished jobs retention deleted in this batch, for the census.
     var pruned: [(queue: String, state: JobState)] = []
+    /// `backup` requests, started once the batch has committed (a failed batch answers
+    /// them with the rest).
+    var backups: [(path: String, id: String?, reply: ReplySink)] = []
 
     init(tx: StoreTransaction, wallNow: Int64, monotonicNow: Int64, leaseNow: Int64) {
         self.tx = tx

@@ -80,6 +80,11 @@ public final class JobStore {
         (error as? DatabaseError)?.resultCode == .SQLITE_FULL
     }
 
+    /// Runs `body` with the store's SQLite connection, between transactions.
+    func withConnection<T>(_ body: (OpaquePointer) throws -> T) rethrows -> T {
+        try self.database.writeWithoutTransaction { db in try body(db.sqliteConnection!) }
+    }
+
     /// The `PRAGMA synchronous` level in force: 2 is FULL, 1 is NORMAL.
     public func synchronousLevel() throws -> Int {
         try self.database.read { db in try Int.fetchOne(db, sql: "PRAGMA synchronous") ?? -1 }

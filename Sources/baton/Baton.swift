@@ -22,7 +22,7 @@ struct Baton: AsyncParsableCommand {
         subcommands: [
             Enqueue.self, Get.self, List.self, Stats.self, Cancel.self, Pause.self, Resume.self, Retry.self,
             PauseQueue.self, ResumeQueue.self, SetQueue.self, Events.self, Workers.self, Health.self, Top.self, Claim.self,
-            Heartbeat.self, Complete.self, Fail.self, Release.self,
+            Heartbeat.self, Complete.self, Fail.self, Release.self, Backup.self,
         ]
     )
 }
