@@ -71,6 +71,20 @@ def load(path: pathlib.Path) -> Vector:
     return vector
 
 
+def documented_names(heading: str) -> set:
+    """The backquoted first cells of the table under `### heading` in PROTOCOL.md: the
+    lists every client keeps a copy of (ops safe to resend, codes that end a lease)."""
+    lines = (HERE / "PROTOCOL.md").read_text().split("\n")
+    start = lines.index("### " + heading)
+    names = set()
+    for line in lines[start + 1:]:
+        if line.startswith("#"):
+            break
+        if line.startswith("| `"):
+            names.add(line[3:].split("`")[0])
+    return names
+
+
 def substitute(text: str, captured: Dict[str, Any]) -> str:
     """Replaces each unquoted $name in a request line with its captured value's JSON."""
     return re.sub(r"\$(\w+)", lambda found: json.dumps(captured[found.group(1)]), text)

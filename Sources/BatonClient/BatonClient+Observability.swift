@@ -4,12 +4,12 @@ import BatonProtocol
 extension BatonClient {
     /// The server's verdict on its own health, with its reasons.
     public func health() async throws -> HealthInfo {
-        try HealthInfo(try await self.request("health", repeatable: true))
+        try HealthInfo(try await self.request("health"))
     }
 
     /// The connected workers: who they are and what they hold.
     public func workers() async throws -> [WorkerInfo] {
-        let reply = try await self.request("workers", repeatable: true)
+        let reply = try await self.request("workers")
         guard case .array(let items)? = reply["workers"] else {
             throw BatonConnectionError(.protocolViolation, "a workers reply without workers")
         }
@@ -23,12 +23,12 @@ extension BatonClient {
 
     /// The metrics in Prometheus's text format.
     public func metricsText() async throws -> String {
-        try await self.request("metrics", repeatable: true) { $0.member("format", "prometheus") }.string("text")
+        try await self.request("metrics") { $0.member("format", "prometheus") }.string("text")
     }
 
     /// The metrics as values: every sample, and each histogram's count and quantiles.
     public func metrics() async throws -> MetricsSnapshot {
-        try MetricsSnapshot(try await self.request("metrics", repeatable: true) { $0.member("format", "json") })
+        try MetricsSnapshot(try await self.request("metrics") { $0.member("format", "json") })
     }
 }
 

@@ -5,7 +5,7 @@ import NIOCore
 extension BatonClient {
     /// Identifies the server.
     public func hello(client name: String? = nil) async throws -> ServerInfo {
-        let reply = try await self.request("hello", repeatable: true) { request in
+        let reply = try await self.request("hello") { request in
             if let name { request.member("client", name) }
         }
         return ServerInfo(
@@ -31,7 +31,7 @@ extension BatonClient {
         queue: String, payload: Payload, options: EnqueueOptions = EnqueueOptions()
     ) async throws -> EnqueueResult {
         let text = try jsonText(payload)
-        let reply = try await self.request("enqueue", repeatable: false) { request in
+        let reply = try await self.request("enqueue") { request in
             request.member("queue", queue)
             request.member("payload", rawJSON: text)
             options.write(into: &request)
@@ -52,7 +52,7 @@ extension BatonClient {
     public func claim(
         queues: [String], wait: Duration = .zero, leaseDuration: Duration? = nil, worker: String? = nil
     ) async throws -> Lease? {
-        let reply = try await self.request("claim", repeatable: false, abandoned: Self.releaseAbandonedClaim) { request in
+        let reply = try await self.request("claim", abandoned: Self.releaseAbandonedClaim) { request in
             Self.writeClaim(queues: queues, leaseDuration: leaseDuration, worker: worker, into: &request)
             if wait > .zero { request.member("wait_ms", wait.milliseconds) }
         }
@@ -90,7 +90,7 @@ extension BatonClient {
     ///
     /// - Throws: ``BatonError`` with code ``BatonError/Code/notFound`` for an unknown id.
     public func job(_ id: Int64) async throws -> JobInfo {
-        let reply = try await self.request("get", repeatable: true) { $0.member("job", id) }
+        let reply = try await self.request("get") { $0.member("job", id) }
         return try JobInfo(try reply.object("job"))
     }
 
@@ -99,7 +99,7 @@ extension BatonClient {
     ///
     /// - Throws: ``BatonError`` with ``BatonError/Code/invalidTransition`` for a finished job.
     public func cancel(_ id: Int64, reason: String? = nil) async throws {
-        _ = try await self.request("cancel", repeatable: false) { request in
+        _ = try await self.request("cancel") { request in
             request.member("job", id)
             if let reason { request.member("reason", reason) }
         }
@@ -109,34 +109,34 @@ extension BatonClient {
     /// attempt given back; its worker's next heartbeat is refused with
     /// ``BatonError/Code/paused``.
     public func pause(_ id: Int64) async throws {
-        _ = try await self.request("pause", repeatable: false) { $0.member("job", id) }
+        _ = try await self.request("pause") { $0.member("job", id) }
     }
 
     /// Lets a paused job be claimed again; the next attempt resumes from its checkpoint.
     public func resume(_ id: Int64) async throws {
-        _ = try await self.request("resume", repeatable: false) { $0.member("job", id) }
+        _ = try await self.request("resume") { $0.member("job", id) }
     }
 
     /// Runs a failed or cancelled job again, with its attempts reset and its checkpoint kept.
     public func retry(_ id: Int64) async throws {
-        _ = try await self.request("retry", repeatable: false) { $0.member("job", id) }
+        _ = try await self.request("retry") { $0.member("job", id) }
     }
 
     /// Stops claims from taking jobs of `queue`; running jobs finish normally. The pause
     /// survives restarts.
     public func pauseQueue(_ queue: String) async throws {
-        _ = try await self.request("pause_queue", repeatable: true) { $0.member("queue", queue) }
+        _ = try await self.request("pause_queue") { $0.member("queue", queue) }
     }
 
     /// Lets claims take jobs of `queue` again.
     public func resumeQueue(_ queue: String) async throws {
-        _ = try await self.request("resume_queue", repeatable: true) { $0.member("queue", queue) }
+        _ = try await self.request("resume_queue") { $0.member("queue", queue) }
     }
 
     /// Caps how many jobs of `queue` run at once (`nil` removes the cap); claims take
     /// nothing from the queue while it is at its limit. The setting survives restarts.
     public func setQueueLimit(_ queue: String, maxRunning: Int?) async throws {
-        _ = try await self.request("set_queue", repeatable: true) { request in
+        _ = try await self.request("set_queue") { request in
             request.member("queue", queue)
             if let maxRunning { request.member("max_running", maxRunning) } else { request.member("max_running", rawJSON: nil) }
         }
@@ -144,7 +144,7 @@ extension BatonClient {
 
     /// The job's audit trail, oldest first.
     public func events(of id: Int64) async throws -> [JobEventInfo] {
-        let reply = try await self.request("events", repeatable: true) { $0.member("job", id) }
+        let reply = try await self.request("events") { $0.member("job", id) }
         guard case .array(let items)? = reply["events"] else {
             throw BatonConnectionError(.protocolViolation, "an events reply without events")
         }
@@ -163,7 +163,7 @@ extension BatonClient {
     public func list(
         queue: String? = nil, state: JobState? = nil, limit: Int = 100, after: Int64? = nil, oldestFirst: Bool = false
     ) async throws -> (jobs: [JobInfo], next: Int64?) {
-        let reply = try await self.request("list", repeatable: true) { request in
+        let reply = try await self.request("list") { request in
             if let queue { request.member("queue", queue) }
             if let state { request.member("state", state.rawValue) }
             request.member("limit", limit)
@@ -184,7 +184,7 @@ extension BatonClient {
 
     /// Job counts per queue and state.
     public func stats() async throws -> [String: QueueStats] {
-        let reply = try await self.request("stats", repeatable: true)
+        let reply = try await self.request("stats")
         var queues: [String: QueueStats] = [:]
         for (name, value) in try reply.object("queues") {
             guard case .object(let fields) = value else { continue }
@@ -401,7 +401,7 @@ extension BatonClient {
     /// The file is written by batond's user, where it may write (under systemd, its state
     /// directory). Not resent on reconnect: a copy may already be under way.
     public func backup(to path: String) async throws -> BackupInfo {
-        let reply = try await self.request("backup", repeatable: false) { $0.member("path", path) }
+        let reply = try await self.request("backup") { $0.member("path", path) }
         return BackupInfo(path: try reply.string("path"), bytes: try reply.int64("bytes"), milliseconds: try reply.int64("ms"))
     }
 }

@@ -33,9 +33,12 @@ public final class BatonClient: Sendable {
         /// The first pause between connection attempts; it doubles up to a second.
         public var reconnectBackoff: Duration
 
-        /// A configuration for the socket at `socketPath`.
-        public init(socketPath: String, reconnectTimeout: Duration = .seconds(30), reconnectBackoff: Duration = .milliseconds(25)) {
-            self.socketPath = socketPath
+        /// A configuration for the socket at `socketPath`; without one, `$BATON_SOCKET`, else
+        /// `baton-data/baton.sock` (see ``ClientContract/socketPath(explicit:environment:)``).
+        public init(
+            socketPath: String? = nil, reconnectTimeout: Duration = .seconds(30), reconnectBackoff: Duration = .milliseconds(25)
+        ) {
+            self.socketPath = ClientContract.socketPath(explicit: socketPath, environment: ProcessInfo.processInfo.environment)
             self.reconnectTimeout = reconnectTimeout
             self.reconnectBackoff = reconnectBackoff
         }
@@ -53,8 +56,9 @@ public final class BatonClient: Sendable {
         var closed = false
     }
 
-    /// Creates a client; it connects on first use.
-    public convenience init(socketPath: String, logger: Logger = Logger(label: "baton.client")) {
+    /// Creates a client for the socket at `socketPath`, else `$BATON_SOCKET`, else
+    /// `baton-data/baton.sock`; it connects on first use.
+    public convenience init(socketPath: String? = nil, logger: Logger = Logger(label: "baton.client")) {
         self.init(configuration: Configuration(socketPath: socketPath), logger: logger)
     }
 
@@ -92,8 +96,6 @@ public final class BatonClient: Sendable {
     ///
     /// - Parameters:
     ///   - op: the op's name.
-    ///   - repeatable: whether the request may be sent again if the connection drops
-    ///     before its reply arrives.
     ///   - arguments: writes the request's arguments.
     ///   - abandoned: called with the reply if it arrives after the calling task was
     ///     cancelled and stopped waiting for it; a claim uses it to give back a job that
@@ -103,7 +105,6 @@ public final class BatonClient: Sendable {
     ///   the task was cancelled while waiting.
     func request(
         _ op: String,
-        repeatable: Bool,
         abandoned: AbandonedReplyHandler? = nil,
         _ arguments: (inout JSONWriter) -> Void = { _ in }
     ) async throws -> [String: JSONValue] {
@@ -146,7 +147,8 @@ public final class BatonClient: Sendable {
                 throw CancellationError()
             } catch {
                 self.forget(connection)
-                guard repeatable, ContinuousClock.now < deadline else {
+                // Sent again only if applying it twice is the same as once (PROTOCOL.md).
+                guard ClientContract.resendableOps.contains(op), ContinuousClock.now < deadline else {
                     throw BatonConnectionError(.closed, "the connection closed before batond answered `\(op)`: \(error)")
                 }
                 self.logger.debug("connection lost; sending again", metadata: ["op": "\(op)"])

@@ -73,7 +73,7 @@ public struct Lease: Sendable {
     /// - Returns: when the renewed lease ends, in wall-clock milliseconds.
     @discardableResult
     public func heartbeat(duration: Duration? = nil, progress: Progress? = nil) async throws -> Int64 {
-        let reply = try await self.client.request("heartbeat", repeatable: true) { request in
+        let reply = try await self.client.request("heartbeat") { request in
             self.writeReference(&request)
             if let duration { request.member("lease_ms", duration.milliseconds) }
             progress?.write(into: &request)
@@ -84,7 +84,7 @@ public struct Lease: Sendable {
     /// Durably stores the state a later attempt resumes from, and renews the lease.
     public func saveCheckpoint<State: Encodable>(_ state: State, progress: Progress? = nil) async throws {
         let text = try jsonText(state)
-        _ = try await self.client.request("checkpoint", repeatable: true) { request in
+        _ = try await self.client.request("checkpoint") { request in
             self.writeReference(&request)
             request.member("state", rawJSON: text)
             progress?.write(into: &request)
@@ -93,13 +93,13 @@ public struct Lease: Sendable {
 
     /// Finishes the job successfully.
     public func complete() async throws {
-        _ = try await self.client.request("complete", repeatable: true) { self.writeReference(&$0) }
+        _ = try await self.client.request("complete") { self.writeReference(&$0) }
     }
 
     /// Finishes the job successfully with a result that `get` shows.
     public func complete<Result: Encodable>(result: Result) async throws {
         let text = try jsonText(result)
-        _ = try await self.client.request("complete", repeatable: true) { request in
+        _ = try await self.client.request("complete") { request in
             self.writeReference(&request)
             request.member("result", rawJSON: text)
         }
@@ -125,7 +125,7 @@ public struct Lease: Sendable {
     private func complete(resultText: String?, claimingNextFrom queues: [String], leaseDuration: Duration?, worker: String?) async throws -> Lease? {
         // Repeatable like any completion: a repeat after a lost reply claims again, and the
         // job the lost reply leased expires like any other.
-        let reply = try await self.client.request("complete", repeatable: true, abandoned: BatonClient.releaseAbandonedClaim) { request in
+        let reply = try await self.client.request("complete", abandoned: BatonClient.releaseAbandonedClaim) { request in
             self.writeReference(&request)
             if let resultText { request.member("result", rawJSON: resultText) }
             request.key("claim")
@@ -145,7 +145,7 @@ public struct Lease: Sendable {
     /// - Returns: whether the job will be retried, and when.
     @discardableResult
     public func fail(_ error: String, retry: Bool = true, retryIn: Duration? = nil) async throws -> FailOutcome {
-        let reply = try await self.client.request("fail", repeatable: false) { request in
+        let reply = try await self.client.request("fail") { request in
             self.writeReference(&request)
             request.member("error", error)
             if !retry { request.member("retry", false) }
@@ -159,7 +159,7 @@ public struct Lease: Sendable {
 
     /// Gives the job back without spending this attempt, as a worker that is stopping does.
     public func release(after delay: Duration = .zero) async throws {
-        _ = try await self.client.request("release", repeatable: false) { request in
+        _ = try await self.client.request("release") { request in
             self.writeReference(&request)
             if delay > .zero { request.member("delay_ms", delay.milliseconds) }
         }

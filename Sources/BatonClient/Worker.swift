@@ -216,7 +216,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
             }
             do {
                 try await lease.heartbeat()
-            } catch let error as BatonError where [.leaseLost, .cancelled, .paused, .notFound, .forbidden].contains(error.code) {
+            } catch let error as BatonError where ClientContract.leaseEndingCodes.contains(error.code) {
                 return .leaseLost(error)
             } catch is CancellationError {
                 return nil

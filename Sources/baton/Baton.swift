@@ -1,6 +1,7 @@
 import ArgumentParser
 import BatonClient
 import BatonProtocol
+import Foundation
 
 #if canImport(Glibc)
 import Glibc
@@ -36,9 +37,7 @@ struct ConnectionOptions: ParsableArguments {
     var json = false
 
     var socketPath: String {
-        if let socket { return socket }
-        if let environment = getenv("BATON_SOCKET") { return String(cString: environment) }
-        return "baton-data/baton.sock"
+        ClientContract.socketPath(explicit: self.socket, environment: ProcessInfo.processInfo.environment)
     }
 
     /// Runs `body` with a client, turning failures into the documented exit codes.

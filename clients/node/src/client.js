@@ -4,10 +4,11 @@ import { BatonError, ConnectionLost } from './errors.js';
 
 export const DEFAULT_SOCKET = path.join('baton-data', 'baton.sock');
 
-// Ops that may be sent again when the connection drops before their reply: applying them
-// twice changes nothing (a repeated `complete` with the same token is answered `ok` again).
-const REPEATABLE = new Set([
-  'hello', 'get', 'list', 'stats', 'events', 'heartbeat', 'checkpoint', 'complete', 'pause_queue', 'resume_queue', 'set_queue',
+// Ops that may be sent again when the connection drops before their reply, as PROTOCOL.md
+// lists them ("Ops safe to resend"; test/contract.test.js keeps the two the same).
+export const REPEATABLE = new Set([
+  'hello', 'get', 'list', 'stats', 'events', 'health', 'metrics', 'workers',
+  'heartbeat', 'checkpoint', 'complete', 'pause_queue', 'resume_queue', 'set_queue',
 ]);
 
 /** `delayMs` → `delay_ms`: options are written in JavaScript's style and sent in the protocol's. */

@@ -20,10 +20,13 @@ class _Null:
 
 NULL: Any = _Null()
 
-# Ops that may be sent again when the connection drops before their reply: applying them
-# twice changes nothing (a repeated `complete` with the same token is answered `ok` again).
+# Ops that may be sent again when the connection drops before their reply, as PROTOCOL.md
+# lists them ("Ops safe to resend"; tests/test_contract.py keeps the two the same).
 REPEATABLE = frozenset(
-    {"hello", "get", "list", "stats", "events", "heartbeat", "checkpoint", "complete", "pause_queue", "resume_queue", "set_queue"}
+    {
+        "hello", "get", "list", "stats", "events", "health", "metrics", "workers",
+        "heartbeat", "checkpoint", "complete", "pause_queue", "resume_queue", "set_queue",
+    }
 )
 
 
