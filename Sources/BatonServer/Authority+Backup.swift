@@ -1,5 +1,6 @@
 import BatonProtocol
 import BatonStore
+import Dispatch
 import NIOCore
 
 /// `backup`: a copy of the store, made a few pages at a time between batches, so claims and
@@ -13,9 +14,12 @@ extension Authority {
         var startedAt: ContinuousClock.Instant
     }
 
-    /// Pages copied per turn of the authority's loop: 4 MiB at SQLite's default page size,
-    /// a few milliseconds of copying, after which waiting requests are served.
-    static let backupPagesPerStep: Int32 = 1_024
+    /// Pages copied per turn of the authority's loop: 1 MiB at SQLite's default page size,
+    /// about a millisecond of copying, after which waiting requests are served.
+    static let backupPagesPerStep: Int32 = 256
+
+    /// Where a finished copy is synced and named, off the authority's thread.
+    static let backupFinishing = DispatchQueue(label: "batond.backup")
 
     /// Starts a backup the batch just committed asked for. One runs at a time.
     func startBackup(path: String, id: String?, reply: ReplySink) {
@@ -44,24 +48,35 @@ extension Authority {
                 self.loop.execute { self.stepBackup() }
                 return
             }
-            let summary = try running.backup.finish()
+            let copy = running.backup.end()
             self.runningBackup = nil
-            let elapsed = ContinuousClock.now - running.startedAt
-            let milliseconds = elapsed.components.seconds * 1_000 + elapsed.components.attoseconds / 1_000_000_000_000_000
-            self.logger.notice(
-                "backup written",
-                metadata: ["backup.path": "\(running.backup.path)", "backup.bytes": "\(summary.bytes)", "backup.ms": "\(milliseconds)"]
-            )
-            running.reply.succeed(
-                Outcome(
-                    line: Reply.success(id: running.id) { reply in
-                        reply.member("path", running.backup.path)
-                        reply.member("bytes", summary.bytes)
-                        reply.member("pages", summary.pages)
-                        reply.member("ms", milliseconds)
-                    }
-                )
-            )
+            // The fsync of a copy as large as the store is no work for this thread.
+            let (id, reply, startedAt, logger) = (running.id, running.reply, running.startedAt, self.logger)
+            Self.backupFinishing.async {
+                do {
+                    let summary = try copy.persist()
+                    let elapsed = ContinuousClock.now - startedAt
+                    let milliseconds = elapsed.components.seconds * 1_000 + elapsed.components.attoseconds / 1_000_000_000_000_000
+                    logger.notice(
+                        "backup written",
+                        metadata: ["backup.path": "\(copy.path)", "backup.bytes": "\(summary.bytes)", "backup.ms": "\(milliseconds)"]
+                    )
+                    reply.succeed(
+                        Outcome(
+                            line: Reply.success(id: id) { reply in
+                                reply.member("path", copy.path)
+                                reply.member("bytes", summary.bytes)
+                                reply.member("pages", summary.pages)
+                                reply.member("ms", milliseconds)
+                            }
+                        )
+                    )
+                } catch {
+                    logger.error("backup failed", metadata: ["backup.path": "\(copy.path)", "error": "\(error)"])
+                    let refusal = (error as? StoreError).map(Self.backupError) ?? BatonError(.internal, "\(error)")
+                    reply.succeed(Outcome(line: Reply.failure(id: id, refusal)))
+                }
+            }
         } catch {
             self.runningBackup = nil
             running.backup.abandon()

@@ -58,6 +58,9 @@ public final class StoreBackup {
             unlink(partialPath)
             throw StoreError("cannot start the backup: \(message)")
         }
+        // The copy is synced once, whole, before it is named (Copy.persist); SQLite syncing
+        // it at the end of the last step would hold up the store's thread for that long.
+        sqlite3_exec(destination, "PRAGMA synchronous = OFF", nil, nil, nil)
         self.path = path
         self.partialPath = partialPath
         self.destination = destination
@@ -87,34 +90,47 @@ public final class StoreBackup {
         }
     }
 
-    /// Ends a complete backup: closes the copy, syncs it and renames it into place.
-    public func finish() throws -> Summary {
+    /// Ends a complete backup on the store's side: releases the backup and closes the copy,
+    /// which ``Copy/persist()`` then syncs and puts in place, on any thread.
+    public func end() -> Copy {
         let pages = Int(sqlite3_backup_pagecount(self.backup))
         sqlite3_backup_finish(self.backup)
         sqlite3_close(self.destination)
         self.ended = true
-        let partial = open(self.partialPath, O_RDONLY | O_CLOEXEC)
-        defer { if partial >= 0 { close(partial) } }
-        var status = stat()
-        guard partial >= 0, fsync(partial) == 0, fstat(partial, &status) == 0 else {
-            let problem = String(cString: strerror(errno))
+        return Copy(path: self.path, partialPath: self.partialPath, pages: pages)
+    }
+
+    /// A complete copy, written but not yet synced or named.
+    public struct Copy: Sendable {
+        public let path: String
+        let partialPath: String
+        let pages: Int
+
+        /// Syncs the copy and gives it its name: the slow part, kept off the store's thread.
+        public func persist() throws -> Summary {
+            let partial = open(self.partialPath, O_RDONLY | O_CLOEXEC)
+            defer { if partial >= 0 { close(partial) } }
+            var status = stat()
+            guard partial >= 0, fsync(partial) == 0, fstat(partial, &status) == 0 else {
+                let code = errno
+                unlink(self.partialPath)
+                throw StoreError("cannot sync the backup: \(String(cString: strerror(code)))", storageFull: code == ENOSPC)
+            }
+            // link(2) rather than rename(2): it fails if a file appeared at the destination meanwhile.
+            guard link(self.partialPath, self.path) == 0 else {
+                let problem = String(cString: strerror(errno))
+                unlink(self.partialPath)
+                throw StoreError("cannot put the backup at \(self.path): \(problem)")
+            }
             unlink(self.partialPath)
-            throw StoreError("cannot sync the backup: \(problem)", storageFull: errno == ENOSPC)
+            // The new name is durable once its directory is.
+            let directory = open(URL(fileURLWithPath: self.path).deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if directory >= 0 {
+                fsync(directory)
+                close(directory)
+            }
+            return Summary(pages: self.pages, bytes: Int64(status.st_size))
         }
-        // link(2) rather than rename(2): it fails if a file appeared at the destination meanwhile.
-        guard link(self.partialPath, self.path) == 0 else {
-            let problem = String(cString: strerror(errno))
-            unlink(self.partialPath)
-            throw StoreError("cannot put the backup at \(self.path): \(problem)")
-        }
-        unlink(self.partialPath)
-        // The new name is durable once its directory is.
-        let directory = open(URL(fileURLWithPath: self.path).deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directory >= 0 {
-            fsync(directory)
-            close(directory)
-        }
-        return Summary(pages: pages, bytes: Int64(status.st_size))
     }
 
     /// Stops the backup and removes what it wrote.
