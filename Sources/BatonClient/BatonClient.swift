@@ -54,6 +54,8 @@ public final class BatonClient: Sendable {
         var connection: Connection?
         var nextRequestID: Int64 = 1
         var closed = false
+        /// Whether a connection was ever made: until then, a missing socket is a mistake.
+        var everConnected = false
     }
 
     /// Creates a client for the socket at `socketPath`, else `$BATON_SOCKET`, else
@@ -117,6 +119,8 @@ public final class BatonClient: Sendable {
                 (connection, channel) = try await self.connectedChannel()
             } catch let error as BatonConnectionError where error.code == .closed && self.isClosed {
                 throw error
+            } catch let error as BatonConnectionError where error.code == .unavailable {
+                throw error  // no socket to wait for
             } catch {
                 // Nothing was sent: waiting for the server to come back is always safe.
                 guard ContinuousClock.now + pause < deadline else {
@@ -242,9 +246,17 @@ public final class BatonClient: Sendable {
         do {
             let channel = try await connection.channel.get()
             guard channel.isActive else { throw BatonConnectionError(.closed, "the connection closed") }
+            self.state.withLockedValue { $0.everConnected = true }
             return (connection, channel)
         } catch {
             self.forget(connection)
+            // No socket file before any connection is a wrong path or a batond not started:
+            // said at once. Later it is batond restarting, which re-creates its socket.
+            let path = self.configuration.socketPath
+            if !self.state.withLockedValue({ $0.everConnected }), !FileManager.default.fileExists(atPath: path) {
+                throw BatonConnectionError(
+                    .unavailable, "no batond socket at \(path): is batond running? Pass the path, or set BATON_SOCKET")
+            }
             throw error
         }
     }

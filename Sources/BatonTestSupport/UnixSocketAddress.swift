@@ -9,7 +9,7 @@ import Darwin
 /// Calls `body` with a `sockaddr_un` for `path`, for `connect` or `bind`.
 ///
 /// - Returns: `body`'s result, or `nil` when the path is too long for a unix socket.
-func withUnixSocketAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T? {
+public func withUnixSocketAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T? {
     var address = sockaddr_un()
     address.sun_family = sa_family_t(AF_UNIX)
     guard path.utf8.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }

@@ -159,16 +159,34 @@ struct BatonClientTests {
         }
     }
 
-    @Test("a client with no server gives up after its reconnect timeout with a clear error")
-    func unavailable() async throws {
-        let client = BatonClient(
-            configuration: BatonClient.Configuration(socketPath: "/tmp/no-such-baton-\(getpid()).sock", reconnectTimeout: .milliseconds(300))
-        )
+    @Test("a socket path with no socket fails at once, naming the path")
+    func noSocket() async throws {
+        let path = "/tmp/no-such-baton-\(getpid()).sock"
+        let client = BatonClient(socketPath: path)  // the default 30 s of reconnecting is not spent
         do {
             _ = try await client.stats()
             Issue.record("stats succeeded without a server")
         } catch let error as BatonConnectionError {
             #expect(error.code == .unavailable)
+            #expect(error.description.contains("no batond socket at \(path)"), "\(error)")
+        }
+    }
+
+    @Test("a socket that refuses connections, as while batond restarts, is retried until the reconnect timeout")
+    func refusingSocket() async throws {
+        let path = "/tmp/refusing-baton-\(getpid()).sock"
+        unlink(path)
+        // Bound but never listening: connect(2) is refused, as between two batond processes.
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(descriptor); unlink(path) }
+        #expect(withUnixSocketAddress(path, { bind(descriptor, $0, $1) }) == 0)
+        let client = BatonClient(configuration: BatonClient.Configuration(socketPath: path, reconnectTimeout: .milliseconds(300)))
+        do {
+            _ = try await client.stats()
+            Issue.record("stats succeeded without a server")
+        } catch let error as BatonConnectionError {
+            #expect(error.code == .unavailable)
+            #expect(error.description.contains("cannot connect to \(path)"), "\(error)")
         }
     }
 }

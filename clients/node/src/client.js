@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Connection } from './connection.js';
 import { BatonError, ConnectionLost } from './errors.js';
@@ -31,8 +32,13 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * it is harmless, otherwise it rejects with ConnectionLost.
  */
 export class Client {
-  constructor({ socketPath, timeoutMs = 30000, reconnectTimeoutMs = 30000 } = {}) {
-    this.socketPath = socketPath ?? process.env.BATON_SOCKET ?? DEFAULT_SOCKET;
+  /** `new Client('/run/baton/baton.sock')`, or `new Client({socketPath, timeoutMs, reconnectTimeoutMs})`. */
+  constructor(options = {}) {
+    if (typeof options === 'string') options = { socketPath: options };
+    if (options === null || typeof options !== 'object') throw new TypeError('Client takes a socket path or an options object');
+    const { socketPath, timeoutMs = 30000, reconnectTimeoutMs = 30000 } = options;
+    this.socketPath = socketPath || process.env.BATON_SOCKET || DEFAULT_SOCKET;
+    this.everConnected = false;
     this.timeoutMs = timeoutMs;
     this.reconnectTimeoutMs = reconnectTimeoutMs;
     this.connection = null;
@@ -72,10 +78,17 @@ export class Client {
     if (this.closed) throw new ConnectionLost('the client is closed');
     if (this.connection?.isOpen) return this.connection;
     this.connecting ??= (async () => {
+      // A path with no socket, before any connection, is a mistake to report at once; later,
+      // it is batond restarting, which removes and re-creates its socket.
+      if (!this.everConnected && !existsSync(this.socketPath)) {
+        throw new ConnectionLost(`no batond socket at ${this.socketPath}: is batond running? Pass the path, or set BATON_SOCKET`);
+      }
       let delay = 50;
       for (;;) {
         try {
-          return (this.connection = await Connection.connect(this.socketPath));
+          this.connection = await Connection.connect(this.socketPath);
+          this.everConnected = true;
+          return this.connection;
         } catch (error) {
           if (Date.now() + delay > deadline || this.closed) throw error;
           await sleep(delay);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
@@ -122,4 +122,38 @@ test('a server that never answers times out; one that is not there is Connection
   fake.close();
   const nobody = new Client({ socketPath: path.join(tmpdir(), 'no-such-baton.sock'), reconnectTimeoutMs: 200 });
   await assert.rejects(nobody.stats(), ConnectionLost);
+});
+
+test('a path with no socket fails at once, naming it; a path given as a string is used', async () => {
+  const missing = path.join(mkdtempSync(path.join(tmpdir(), 'baton-none-')), 'nothing.sock');
+  // With the default 30 s of reconnecting, only an immediate refusal names the path so.
+  const nobody = new Client(missing);
+  assert.equal(nobody.socketPath, missing);
+  await assert.rejects(nobody.stats(), (error) => error instanceof ConnectionLost && error.message.includes(`no batond socket at ${missing}`));
+});
+
+test('the socket is the argument, then BATON_SOCKET, then the default', () => {
+  const saved = process.env.BATON_SOCKET;
+  try {
+    process.env.BATON_SOCKET = '/from/env.sock';
+    assert.equal(new Client('/given.sock').socketPath, '/given.sock');
+    assert.equal(new Client({ socketPath: '/given.sock' }).socketPath, '/given.sock');
+    assert.equal(new Client().socketPath, '/from/env.sock');
+    delete process.env.BATON_SOCKET;
+    assert.equal(new Client().socketPath, path.join('baton-data', 'baton.sock'));
+  } finally {
+    if (saved === undefined) delete process.env.BATON_SOCKET;
+    else process.env.BATON_SOCKET = saved;
+  }
+});
+
+test('a client that was connected waits for batond to come back, its socket gone meanwhile', async () => {
+  const client = new Client({ socketPath: fixture.server.socketPath });
+  await client.stats();
+  await fixture.server.stop();
+  assert.equal(existsSync(fixture.server.socketPath), false);
+  const stats = client.stats();
+  await fixture.server.start();
+  assert.ok((await stats).queues !== undefined);
+  client.close();
 });

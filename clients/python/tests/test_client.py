@@ -105,8 +105,24 @@ def test_the_client_reconnects_when_batond_restarts(batond, client):
 def test_with_batond_down_a_request_fails_once_the_reconnect_time_is_up(batond, client):
     client.stats()
     batond.stop()
-    with pytest.raises(ConnectionLost):
-        Client(batond.socket_path, reconnect_timeout=0.2).enqueue("q", 1)
+    client.reconnect_timeout = 0.2
+    with pytest.raises(ConnectionLost, match="connect"):
+        client.enqueue("q", 1)
+
+
+def test_a_path_with_no_socket_fails_at_once_naming_it(tmp_path):
+    missing = str(tmp_path / "nothing.sock")
+    # With the default 30 s of reconnecting, only an immediate refusal names the path so.
+    with pytest.raises(ConnectionLost, match="no batond socket at " + missing):
+        Client(missing).stats()
+
+
+def test_the_socket_is_the_argument_then_baton_socket_then_the_default(monkeypatch):
+    monkeypatch.setenv("BATON_SOCKET", "/from/env.sock")
+    assert Client("/given.sock").socket_path == "/given.sock"
+    assert Client().socket_path == "/from/env.sock"
+    monkeypatch.delenv("BATON_SOCKET")
+    assert Client().socket_path == "baton-data/baton.sock"
 
 
 def fake_server(behaviour):

@@ -74,6 +74,7 @@ class Client:
         self._connection: Optional[Connection] = None
         self._lock = threading.Lock()
         self._closed = False
+        self._ever_connected = False
 
     def __enter__(self) -> "Client":
         return self
@@ -117,10 +118,17 @@ class Client:
                 raise ConnectionLost("the client is closed")
             if self._connection is not None and self._connection.is_open:
                 return self._connection
+            # A path with no socket, before any connection, is a mistake to report at once;
+            # later, it is batond restarting, which removes and re-creates its socket.
+            if not self._ever_connected and not os.path.exists(self.socket_path):
+                raise ConnectionLost(
+                    f"no batond socket at {self.socket_path}: is batond running? Pass the path, or set BATON_SOCKET"
+                )
             delay = 0.05
             while True:
                 try:
                     self._connection = Connection(self.socket_path)
+                    self._ever_connected = True
                     return self._connection
                 except ConnectionLost:
                     if time.monotonic() + delay > deadline:
