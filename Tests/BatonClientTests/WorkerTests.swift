@@ -151,7 +151,7 @@ struct WorkerTests {
         }
     }
 
-    @Test("graceful shutdown lets a short handler finish and releases a long one without spending its attempt")
+    @Test("graceful shutdown lets a short handler finish, keeps a long one's checkpoint from the grace period, and releases it unspent")
     func shutdownDrainsAndReleases() async throws {
         let server = try TestServer()
         try await withClient(of: server) { client in
@@ -164,7 +164,11 @@ struct WorkerTests {
             ) { job in
                 started.withLockedValue { _ = $0.insert(job.jobID) }
                 let kind = try job.payload(as: String.self)
-                try await Task.sleep(for: kind == "quick" ? .milliseconds(200) : .seconds(60))
+                try await Task.sleep(for: .milliseconds(200))
+                if kind == "quick" { return }
+                // In the grace period: the stage that ends now is kept.
+                try await job.checkpoint("saved in the grace period")
+                try await Task.sleep(for: .seconds(60))
             }
             let began = ContinuousClock.now
             try await serve(worker) { () async throws in
@@ -176,6 +180,7 @@ struct WorkerTests {
             let released = try await client.job(long)
             #expect(released.state == .queued)
             #expect(released.attempts == 0)
+            #expect(released.checkpoint == .string("saved in the grace period"))
         }
     }
 

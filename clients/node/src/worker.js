@@ -40,9 +40,11 @@ export class JobContext {
     return this.signal.aborted ? this.signal.reason : null;
   }
 
-  /** Stores `state` durably: a retry of this job starts from it. */
+  /** Stores `state` durably: a retry of this job starts from it. Allowed during a shutdown's
+   * grace period, so that a stage finished then is kept; refused (`Stopped`) once the lease
+   * is gone. */
   async saveCheckpoint(state, { percent, message } = {}) {
-    this.throwIfStopping();
+    if (this.stopReason !== null && this.stopReason !== 'shutdown') throw new Stopped(this.stopReason);
     try {
       await this.#client.checkpoint(this.lease, state, { progress: progress(percent, message) });
     } catch (error) {
@@ -95,7 +97,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
  * unfinished are released (their attempts are not spent).
  */
 export class Worker {
-  constructor(client, queues, handler, { concurrency = 1, name, leaseMs, shutdownGraceMs = 10000, pollMs = 1000, handleSignals = true } = {}) {
+  constructor(client, queues, handler, { concurrency = 1, name, leaseMs, shutdownGraceMs = 30000, pollMs = 1000, handleSignals = true } = {}) {
     Object.assign(this, { client, queues, handler, concurrency, name, leaseMs, shutdownGraceMs, pollMs, handleSignals });
     this.active = new Map();
     this.stopping = false;

@@ -87,13 +87,20 @@ test('heartbeats keep a long job alive past its lease', async () => {
   assert.equal((await fixture.client.get(job)).attempts, 1);
 });
 
-test('SIGTERM stops a worker process and releases its job without spending the attempt', async () => {
-  const { job } = await fixture.client.enqueue('shutdown', null);
+/** Runs a worker process until its handler has started on a job, then sends it SIGTERM.
+ * The handler waits for the shutdown, saves a checkpoint, then completes the job if its
+ * payload is "finish", or stops. */
+async function runUntilSigterm() {
   const script = `
     import { Client, Worker } from ${JSON.stringify(path.join(HERE, '..', 'src', 'index.js'))};
-    await new Worker(new Client({ socketPath: process.argv[1] }), ['shutdown'], (job) => new Promise((_, reject) => {
+    await new Worker(new Client({ socketPath: process.argv[1] }), ['shutdown'], (job) => new Promise((resolve, reject) => {
       console.log('started');
-      job.signal.addEventListener('abort', () => reject(new Error('stopped')));
+      job.signal.addEventListener('abort', async () => {
+        // The stage that ends in the grace period is kept.
+        await job.saveCheckpoint({ stage: 'finished after SIGTERM' });
+        if (job.payload === 'finish') resolve('done in the grace period');
+        else reject(new Error('stopped'));
+      });
     }), { pollMs: 200 }).run();
     process.exit(0);`;
   const child = spawn(process.execPath, ['--input-type=module', '-e', script, fixture.server.socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -101,9 +108,30 @@ test('SIGTERM stops a worker process and releases its job without spending the a
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
+}
+
+test('SIGTERM keeps a checkpoint saved in the grace period and releases the job unspent', async () => {
+  const { job } = await fixture.client.enqueue('shutdown', 'stop');
+  await runUntilSigterm();
   const released = await fixture.client.get(job);
   assert.equal(released.state, 'queued');
   assert.equal(released.attempts, 0);
+  assert.deepEqual(released.checkpoint, { stage: 'finished after SIGTERM' });
+  const next = await fixture.client.claim(['shutdown']);
+  assert.deepEqual(next.checkpoint, { stage: 'finished after SIGTERM' });
+  await fixture.client.release(next);
+});
+
+test('a handler that finishes in the grace period completes its job', async () => {
+  const { job } = await fixture.client.enqueue('shutdown', 'finish');
+  // The job left by the test before is released: cancel it, so this worker takes this one.
+  for (const stale of (await fixture.client.list({ queue: 'shutdown', state: 'queued' })).jobs ?? []) {
+    if (stale.id !== job) await fixture.client.cancel(stale.id);
+  }
+  await runUntilSigterm();
+  const finished = await fixture.client.get(job);
+  assert.equal(finished.state, 'completed');
+  assert.equal(finished.result, 'done in the grace period');
 });
 
 test('the README worker runs as written', async () => {

@@ -123,6 +123,10 @@ WORKER_SCRIPT = textwrap.dedent(
     def handler(job):
         print("started", flush=True)
         job.stopping.wait(60)
+        # The stage that ends in the grace period is kept.
+        job.save_checkpoint({"stage": "finished after SIGTERM"})
+        if job.payload == "finish":
+            return "done in the grace period"
         job.raise_if_stopping()
 
     Worker(Client(sys.argv[1]), ["shutdown"], handler, poll_ms=200).run()
@@ -130,8 +134,8 @@ WORKER_SCRIPT = textwrap.dedent(
 )
 
 
-def test_sigterm_stops_the_worker_and_releases_its_job_without_spending_the_attempt(batond, client):
-    job = client.enqueue("shutdown", None).job
+def run_until_sigterm(batond):
+    """Runs WORKER_SCRIPT until its handler has started on the job, then sends SIGTERM."""
     source = os.path.join(os.path.dirname(__file__), "..", "src")
     process = subprocess.Popen(
         [sys.executable, "-c", WORKER_SCRIPT, batond.socket_path, source], stdout=subprocess.PIPE, text=True
@@ -142,8 +146,23 @@ def test_sigterm_stops_the_worker_and_releases_its_job_without_spending_the_atte
         assert process.wait(timeout=15) == 0
     finally:
         process.kill()
+
+
+def test_sigterm_keeps_a_checkpoint_saved_in_the_grace_period_and_releases_the_job_unspent(batond, client):
+    job = client.enqueue("shutdown", "stop").job
+    run_until_sigterm(batond)
     released = client.get(job)
     assert released["state"] == "queued" and released["attempts"] == 0
+    assert released["checkpoint"] == {"stage": "finished after SIGTERM"}
+    # The next attempt starts from it.
+    assert client.claim(["shutdown"]).checkpoint == {"stage": "finished after SIGTERM"}
+
+
+def test_a_handler_that_finishes_in_the_grace_period_completes_its_job(batond, client):
+    job = client.enqueue("shutdown", "finish").job
+    run_until_sigterm(batond)
+    finished = client.get(job)
+    assert finished["state"] == "completed" and finished["result"] == "done in the grace period"
 
 
 def test_the_readme_worker_runs_as_written(batond, client):

@@ -41,8 +41,12 @@ class JobContext:
         self._lock = threading.Lock()
 
     def save_checkpoint(self, state: Any, percent: Optional[float] = None, message: Optional[str] = None) -> None:
-        """Stores ``state`` durably: a retry of this job starts from it."""
-        self.raise_if_stopping()
+        """Stores ``state`` durably: a retry of this job starts from it.
+
+        Allowed during a shutdown's grace period, so that a stage finished then is kept;
+        refused (``Stopped``) once the lease is gone."""
+        if self.stop_reason not in (None, "shutdown"):
+            raise Stopped(self.stop_reason)
         progress = _progress(percent, message)
         try:
             self._client.checkpoint(self.lease, state, progress=progress)
@@ -92,8 +96,10 @@ class Worker:
     cancelled or paused, ``context.stopping`` is set and its result is not reported.
 
     ``run()`` blocks until ``stop()`` or SIGTERM/SIGINT: then no more jobs are claimed,
-    running handlers are asked to stop and given ``shutdown_grace`` seconds, and any job
-    still unfinished is released (its attempt is not spent).
+    running handlers are asked to stop (``context.stopping``, reason ``"shutdown"``) and
+    given ``shutdown_grace`` seconds (30 by default), during which they may still save
+    checkpoints and complete; a job still unfinished then is released (its attempt is not
+    spent).
     """
 
     def __init__(
@@ -105,7 +111,7 @@ class Worker:
         concurrency: int = 1,
         name: Optional[str] = None,
         lease_ms: Optional[int] = None,
-        shutdown_grace: float = 10.0,
+        shutdown_grace: float = 30.0,
         poll_ms: int = 1000,
     ) -> None:
         self.client = client
