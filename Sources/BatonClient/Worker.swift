@@ -199,6 +199,10 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
                 try await lease.release()
                 self.logger.info("released at shutdown", metadata: metadata)
             }
+        } catch let error as BatonError where ClientContract.leaseEndingCodes.contains(error.code) {
+            // Cancelled, paused or expired before the handler's end could be reported: being
+            // stopped is not a failure, and there is nothing left to report.
+            self.logger.info("the job was no longer this worker's to report", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         } catch {
             self.logger.warning("could not report the job's end", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         }
