@@ -105,13 +105,37 @@ public struct Lease: Sendable {
         }
     }
 
+    /// Finishes the job with a result and follow-up jobs, enqueued in the same commit as the
+    /// completion (if one is refused, nothing happens at all).
+    ///
+    /// - Returns: each follow-up's id, in order.
+    @discardableResult
+    public func complete(_ completion: Completion) async throws -> [EnqueueResult] {
+        let reply = try await self.client.request("complete") { request in
+            self.writeReference(&request)
+            completion.write(into: &request)
+        }
+        return try Self.enqueued(in: reply)
+    }
+
+    /// The follow-ups a completion enqueued.
+    private static func enqueued(in reply: [String: JSONValue]) throws -> [EnqueueResult] {
+        guard case .array(let items)? = reply["jobs"] else { return [] }
+        return try items.map { item in
+            guard case .object(let fields) = item else {
+                throw BatonConnectionError(.protocolViolation, "a follow-up that is not an object")
+            }
+            return EnqueueResult(jobID: try fields.int64("job"), duplicate: try fields.bool("duplicate"))
+        }
+    }
+
     /// Finishes the job successfully and, in the same request, leases the next job from
     /// `queues`: one round trip per job instead of two, for a worker that goes straight on.
     ///
     /// - Returns: the next job's lease, or `nil` when none was ready (then ``BatonClient/claim(queues:wait:leaseDuration:worker:)``
     ///   with a wait).
     public func complete(claimingNextFrom queues: [String], leaseDuration: Duration? = nil, worker: String? = nil) async throws -> Lease? {
-        try await self.complete(resultText: nil, claimingNextFrom: queues, leaseDuration: leaseDuration, worker: worker)
+        try await self.complete(.done, claimingNextFrom: queues, leaseDuration: leaseDuration, worker: worker)
     }
 
     /// Finishes the job successfully with a result, and leases the next job from `queues`
@@ -119,15 +143,19 @@ public struct Lease: Sendable {
     public func complete<Result: Encodable>(
         result: Result, claimingNextFrom queues: [String], leaseDuration: Duration? = nil, worker: String? = nil
     ) async throws -> Lease? {
-        try await self.complete(resultText: try jsonText(result), claimingNextFrom: queues, leaseDuration: leaseDuration, worker: worker)
+        try await self.complete(try Completion(result: result), claimingNextFrom: queues, leaseDuration: leaseDuration, worker: worker)
     }
 
-    private func complete(resultText: String?, claimingNextFrom queues: [String], leaseDuration: Duration?, worker: String?) async throws -> Lease? {
+    /// Finishes the job with a result and follow-ups, and leases the next job from `queues`
+    /// in the same request; see ``complete(claimingNextFrom:leaseDuration:worker:)``.
+    public func complete(
+        _ completion: Completion, claimingNextFrom queues: [String], leaseDuration: Duration? = nil, worker: String? = nil
+    ) async throws -> Lease? {
         // Repeatable like any completion: a repeat after a lost reply claims again, and the
         // job the lost reply leased expires like any other.
         let reply = try await self.client.request("complete", abandoned: BatonClient.releaseAbandonedClaim) { request in
             self.writeReference(&request)
-            if let resultText { request.member("result", rawJSON: resultText) }
+            completion.write(into: &request)
             request.key("claim")
             request.beginObject()
             BatonClient.writeClaim(queues: queues, leaseDuration: leaseDuration, worker: worker, into: &request)

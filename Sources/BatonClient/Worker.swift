@@ -11,8 +11,10 @@ import ServiceLifecycle
 ///   moment a heartbeat says the lease is gone (expired, or the job cancelled or paused): the
 ///   handler sees ordinary task cancellation, and its late result is not reported.
 /// - It completes the job when the handler returns and fails it when the handler throws,
-///   with the error's description as the job's `last_error`. A completion also leases the
-///   slot's next job (`complete` with `claim`): a busy worker makes one request per job.
+///   with the error's description as the job's `last_error` (``PermanentFailure``: for
+///   good, without retries). A handler built with `completing:` returns a ``Completion``:
+///   its result and follow-up jobs commit with the completion. A completion also leases
+///   the slot's next job (`complete` with `claim`): a busy worker makes one request per job.
 /// - As a swift-service-lifecycle `Service`, on graceful shutdown it stops claiming, lets
 ///   running handlers finish within ``Configuration/shutdownGracePeriod``, then cancels
 ///   and releases what is left: no attempt is spent and no job waits for a lease to expire.
@@ -60,6 +62,8 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
 
     /// The work to do for one job.
     public typealias Handler = @Sendable (JobContext) async throws -> Void
+    /// The work to do for one job, ending with its result and follow-ups.
+    public typealias CompletingHandler = @Sendable (JobContext) async throws -> Completion
 
     /// The client the worker claims through.
     public let client: BatonClient
@@ -67,7 +71,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
     public let configuration: Configuration
     private let clock: WorkerClock
     private let logger: Logger
-    private let handler: Handler
+    private let handler: CompletingHandler
 
     /// A worker that measures heartbeat intervals and the shutdown grace on `clock`.
     /// 
@@ -76,16 +80,29 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
     ///   - configuration: queues, concurrency, timings.
     ///   - clock: the clock for heartbeats and grace periods.
     ///   - logger: for failures and lost leases.
-    ///   - handler: the work to do for one job; throw to fail the attempt.
+    ///   - completing: the work to do for one job, returning its result and follow-ups;
+    ///     throw to fail the attempt.
+    @_disfavoredOverload  // a trailing closure that returns nothing is a `handler`
     public init(
         client: BatonClient, configuration: Configuration, clock: WorkerClock,
-        logger: Logger = Logger(label: "baton.worker"), handler: @escaping Handler
+        logger: Logger = Logger(label: "baton.worker"), completing: @escaping CompletingHandler
     ) {
         self.client = client
         self.configuration = configuration
         self.clock = clock
         self.logger = logger
-        self.handler = handler
+        self.handler = completing
+    }
+
+    /// A worker whose handler completes its job with no result when it returns.
+    public init(
+        client: BatonClient, configuration: Configuration, clock: WorkerClock,
+        logger: Logger = Logger(label: "baton.worker"), handler: @escaping Handler
+    ) {
+        self.init(client: client, configuration: configuration, clock: clock, logger: logger) { job in
+            try await handler(job)
+            return .done
+        }
     }
 
     /// Claims and runs jobs until graceful shutdown (or cancellation), then returns once
@@ -142,8 +159,8 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
     }
 
     private enum Ending: Sendable {
-        case returned
-        case threw(String)
+        case returned(Completion)
+        case threw(String, permanent: Bool)
         case leaseLost(BatonError)
         case shutdown
     }
@@ -155,15 +172,14 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
         let ending = await withTaskGroup(of: Ending?.self) { group -> Ending in
             group.addTask {
                 do {
-                    try await self.handler(JobContext(lease: lease))
-                    return .returned
+                    return .returned(try await self.handler(JobContext(lease: lease)))
                 } catch {
-                    return .threw(String(describing: error))
+                    return .threw(String(describing: error), permanent: error is PermanentFailure)
                 }
             }
             group.addTask { await self.keepAlive(lease) }
             group.addTask { await self.shutdownDeadline() }
-            var ending = Ending.returned
+            var ending = Ending.returned(.done)
             while let next = await group.next() {
                 if let next {
                     ending = next
@@ -183,16 +199,16 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
                 return nil
             }
             switch ending {
-            case .returned where claimingNext && !Task.isCancelled:
+            case .returned(let completion) where claimingNext && !Task.isCancelled:
                 return try await lease.complete(
-                    claimingNextFrom: self.configuration.queues, leaseDuration: self.configuration.leaseDuration,
+                    completion, claimingNextFrom: self.configuration.queues, leaseDuration: self.configuration.leaseDuration,
                     worker: self.configuration.name
                 )
-            case .returned:
-                try await lease.complete()
-            case .threw(let error):
-                try await lease.fail(error)
-                self.logger.info("handler failed", metadata: metadata.merging(["error": "\(error)"]) { $1 })
+            case .returned(let completion):
+                try await lease.complete(completion)
+            case .threw(let error, let permanent):
+                try await lease.fail(error, retry: !permanent)
+                self.logger.info("handler failed", metadata: metadata.merging(["error": "\(error)", "permanent": "\(permanent)"]) { $1 })
             case .leaseLost(let error):
                 self.logger.info("lease lost or job cancelled; handler cancelled", metadata: metadata.merging(["error": "\(error)"]) { $1 })
             case .shutdown:
@@ -250,6 +266,15 @@ extension Worker where WorkerClock == ContinuousClock {
         logger: Logger = Logger(label: "baton.worker"), handler: @escaping Handler
     ) {
         self.init(client: client, configuration: configuration, clock: ContinuousClock(), logger: logger, handler: handler)
+    }
+
+    /// A worker on the continuous clock whose handler returns each job's ``Completion``.
+    @_disfavoredOverload  // a trailing closure that returns nothing is a `handler`
+    public init(
+        client: BatonClient, configuration: Configuration,
+        logger: Logger = Logger(label: "baton.worker"), completing: @escaping CompletingHandler
+    ) {
+        self.init(client: client, configuration: configuration, clock: ContinuousClock(), logger: logger, completing: completing)
     }
 }
 

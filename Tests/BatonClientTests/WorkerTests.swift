@@ -123,6 +123,36 @@ struct WorkerTests {
         }
     }
 
+    @Test("a completing handler's result and follow-ups commit with the completion; PermanentFailure fails for good")
+    func completionsAndPermanentFailures() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let parsed = try await client.enqueue(queue: "parse", payload: "good.pdf").jobID
+            let broken = try await client.enqueue(queue: "parse", payload: "broken.pdf").jobID
+            let worker = Worker(client: client, configuration: .init(queues: ["parse"], claimWait: .seconds(1)), completing: { job in
+                let file = try job.payload(as: String.self)
+                guard file == "good.pdf" else { throw PermanentFailure("\(file) is not a PDF") }
+                return try Completion(
+                    result: ["pages": 3],
+                    followUps: try [1, 2].map { page in try .init(queue: "embed", payload: "\(file)#\(page)") }
+                )
+            })
+            try await serve(worker) { () async throws in
+                #expect(try await eventually {
+                    let first = try await client.job(parsed).state
+                    let second = try await client.job(broken).state
+                    return first == .completed && second == .failed
+                })
+            }
+            #expect(try await client.job(parsed).result == .object(["pages": .integer(3)]))
+            let failed = try await client.job(broken)
+            #expect(failed.attempts == 1 && failed.maxAttempts > 1, "failed at once, attempts left")
+            #expect(failed.lastError == "broken.pdf is not a PDF")
+            let stats = try await client.stats()
+            #expect(stats["embed"]?.counts[.queued] == 2, "the follow-ups were enqueued with the completion")
+        }
+    }
+
     @Test("a handler that outlives its lease is cancelled, and its late result is not reported")
     func leaseLostCancelsHandler() async throws {
         let server = try TestServer()

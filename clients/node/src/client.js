@@ -147,10 +147,12 @@ export class Client {
    * round trip per job instead of two. Resolves with that job, or null when none was ready
    * (then `claim` with a wait). A repeat after a lost reply claims again; the job the lost
    * reply leased expires like any other. */
-  async completeAndClaim(lease, queues, result, { worker, leaseMs } = {}) {
+  async completeAndClaim(lease, queues, result, { enqueue, worker, leaseMs } = {}) {
     const claim = { queues, worker, lease_ms: leaseMs };
     for (const name of Object.keys(claim)) if (claim[name] === undefined) delete claim[name];
-    const reply = await this.request('complete', { job: lease.id, token: lease.token, result, claim });
+    const reply = await this.request('complete', {
+      job: lease.id, token: lease.token, result, enqueue: enqueue?.map((job) => wire(job)), claim,
+    });
     return reply.job;
   }
 

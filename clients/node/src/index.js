@@ -1,4 +1,4 @@
 export { Client, DEFAULT_SOCKET } from './client.js';
 export { Connection, LineChannel, parseReply } from './connection.js';
 export { BatonError, ConnectionLost, ProtocolError, RequestTimeout } from './errors.js';
-export { JobContext, PermanentFailure, Stopped, Worker } from './worker.js';
+export { Completion, JobContext, PermanentFailure, Stopped, Worker } from './worker.js';

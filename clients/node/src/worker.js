@@ -1,6 +1,16 @@
 import { BatonError, ConnectionLost, LEASE_ENDING_CODES, RequestTimeout } from './errors.js';
 
 /** Throw it from a handler to fail the job for good, without retries. */
+/** Resolve a handler with it to complete the job with `result` and follow-up jobs
+ * (`enqueue`: objects with `enqueue`'s options, such as `{ queue: 'embed', payload }`),
+ * enqueued in the same commit as the completion, all or nothing. */
+export class Completion {
+  constructor(result = null, { enqueue = [] } = {}) {
+    this.result = result;
+    this.enqueue = enqueue;
+  }
+}
+
 export class PermanentFailure extends Error {
   constructor(message) {
     super(message);
@@ -159,12 +169,14 @@ export class Worker {
   }
 
   /** Completes the job, and leases the slot's next one with it unless stopping. */
-  async #complete(lease, result) {
+  async #complete(lease, returned) {
+    const completion = returned instanceof Completion ? returned : new Completion(returned);
+    const enqueue = completion.enqueue.length > 0 ? completion.enqueue : undefined;
     if (this.stopping) {
-      await this.client.complete(lease, result);
+      await this.client.complete(lease, completion.result, { enqueue });
       return null;
     }
-    return this.client.completeAndClaim(lease, this.queues, result, { worker: this.name, leaseMs: this.leaseMs });
+    return this.client.completeAndClaim(lease, this.queues, completion.result, { enqueue, worker: this.name, leaseMs: this.leaseMs });
   }
 
   /** Runs the handler on one job and reports how it ended; resolves with the next job

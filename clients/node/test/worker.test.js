@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'node:test';
-import { Client, PermanentFailure, Worker } from '../src/index.js';
+import { Client, Completion, PermanentFailure, Worker } from '../src/index.js';
 import { eventually, useBatond } from './batond.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -42,6 +42,20 @@ test('results complete, rejections retry from the checkpoint, permanent failures
   const failed = await fixture.client.get(hopeless);
   assert.equal(failed.state, 'failed');
   assert.equal(failed.last_error, 'unreadable file');
+});
+
+test('a handler resolving with a Completion commits its follow-ups with it', async () => {
+  const { job: parse } = await fixture.client.enqueue('parse', 'report.pdf');
+  const worker = new Worker(fixture.client, ['parse'], (job) => new Completion({ pages: 2 }, {
+    enqueue: [1, 2].map((page) => ({ queue: 'embed', payload: { file: job.payload, page } })),
+  }), { pollMs: 200, handleSignals: false });
+  const running = worker.run();
+  assert.ok(await eventually(async () => (await fixture.client.get(parse)).state === 'completed'));
+  worker.stop();
+  await running;
+  assert.deepEqual((await fixture.client.get(parse)).result, { pages: 2 });
+  const { jobs } = await fixture.client.list({ queue: 'embed' });
+  assert.deepEqual(jobs.map((job) => job.payload.page).sort(), [1, 2]);
 });
 
 test('a busy worker leases each next job with the completion of the last', async () => {

@@ -8,7 +8,7 @@ import time
 
 from conformance import eventually
 
-from baton import Client, PermanentFailure, Worker
+from baton import Client, Completion, PermanentFailure, Worker
 
 
 def run_in_background(worker):
@@ -44,6 +44,23 @@ def test_results_complete_exceptions_retry_from_the_checkpoint_and_permanent_fai
     assert seen_checkpoints == [None, {"stage": "extracted"}], "the retry resumed from the checkpoint"
     failed = client.get(hopeless)
     assert failed["state"] == "failed" and failed["last_error"] == "unreadable file" and failed["attempts"] == 1
+
+
+def test_a_handler_returning_a_completion_commits_its_follow_ups_with_it(client):
+    parse = client.enqueue("parse", "report.pdf").job
+
+    def handler(job):
+        pages = [{"queue": "embed", "payload": {"file": job.payload, "page": n}} for n in (1, 2)]
+        return Completion({"pages": 2}, enqueue=pages)
+
+    worker = Worker(client, ["parse"], handler, poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: client.get(parse)["state"] == "completed")
+    worker.stop()
+    thread.join(10)
+    assert client.get(parse)["result"] == {"pages": 2}
+    embeds = client.list(queue="embed")["jobs"]
+    assert sorted(job["payload"]["page"] for job in embeds) == [1, 2]
 
 
 def test_a_busy_worker_leases_each_next_job_with_the_completion_of_the_last(client):

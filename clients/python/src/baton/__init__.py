@@ -5,10 +5,10 @@
 from .client import NULL, Client, Enqueued, Lease
 from .connection import Connection, LineChannel
 from .errors import BatonError, ConnectionLost, ProtocolError
-from .worker import JobContext, PermanentFailure, Stopped, Worker
+from .worker import Completion, JobContext, PermanentFailure, Stopped, Worker
 
 __all__ = [
-    "NULL", "BatonError", "Client", "Connection", "ConnectionLost", "Enqueued", "JobContext", "Lease",
+    "NULL", "BatonError", "Client", "Completion", "Connection", "ConnectionLost", "Enqueued", "JobContext", "Lease",
     "LineChannel", "PermanentFailure", "ProtocolError", "Stopped", "Worker",
 ]
 __version__ = "0.1.0"

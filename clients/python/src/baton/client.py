@@ -192,14 +192,15 @@ class Client:
         return [Enqueued(item["job"], item["duplicate"]) for item in reply.get("jobs", [])]
 
     def complete_and_claim(
-        self, lease: Lease, queues: Iterable[str], result: Any = None, *, worker: Optional[str] = None, lease_ms: Optional[int] = None
+        self, lease: Lease, queues: Iterable[str], result: Any = None, *, enqueue: Optional[List[Dict[str, Any]]] = None,
+        worker: Optional[str] = None, lease_ms: Optional[int] = None,
     ) -> Optional[Lease]:
         """Finishes the job and, in the same request, leases the next ready job of ``queues``:
         one round trip per job instead of two. Returns ``None`` when none was ready (then
         ``claim`` with a wait). A repeat after a lost reply claims again; the job the lost
         reply leased expires like any other."""
         claim = {"queues": list(queues), **({"worker": worker} if worker else {}), **({"lease_ms": lease_ms} if lease_ms else {})}
-        reply = self.request("complete", job=lease.id, token=lease.token, result=result, claim=claim)
+        reply = self.request("complete", job=lease.id, token=lease.token, result=result, enqueue=enqueue, claim=claim)
         return Lease.from_reply(reply["job"]) if reply["job"] is not None else None
 
     def fail(self, lease: Lease, error: str, *, retry: bool = True, retry_in_ms: Optional[int] = None) -> str:

@@ -25,6 +25,16 @@ class PermanentFailure(Exception):
     """Raise it from a handler to fail the job for good, without retries."""
 
 
+class Completion:
+    """Return it from a handler to complete the job with ``result`` and follow-up jobs
+    (``enqueue``: dicts with ``enqueue``'s arguments, such as ``{"queue": "embed",
+    "payload": ...}``), enqueued in the same commit as the completion, all or nothing."""
+
+    def __init__(self, result: Any = None, *, enqueue: Optional[List[Dict[str, Any]]] = None) -> None:
+        self.result = result
+        self.enqueue = list(enqueue or [])
+
+
 class JobContext:
     """What a handler gets: the job, its last checkpoint, and ways to report on it."""
 
@@ -200,12 +210,16 @@ class Worker:
             return next_lease if isinstance(next_lease, Lease) else None
         return None
 
-    def _complete(self, lease: Lease, result: Any) -> Optional[Lease]:
+    def _complete(self, lease: Lease, returned: Any) -> Optional[Lease]:
         """Completes the job, and leases the slot's next one with it unless stopping."""
+        completion = returned if isinstance(returned, Completion) else Completion(returned)
+        enqueue = completion.enqueue or None
         if self._stopping.is_set():
-            self.client.complete(lease, result)
+            self.client.complete(lease, completion.result, enqueue=enqueue)
             return None
-        return self.client.complete_and_claim(lease, self.queues, result, worker=self.name, lease_ms=self.lease_ms)
+        return self.client.complete_and_claim(
+            lease, self.queues, completion.result, enqueue=enqueue, worker=self.name, lease_ms=self.lease_ms
+        )
 
     def _after_failure(self, context: JobContext, error: Exception) -> Callable[[], Any]:
         lease = context.lease
