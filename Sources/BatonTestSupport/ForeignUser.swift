@@ -10,6 +10,8 @@ public struct ForeignUser: Sendable {
     public let name: String
     public let uid: UInt32
     public let gid: UInt32
+    /// Whether ``ensure(_:)`` created the user, so that ``cleanUp()`` removes it.
+    public let created: Bool
 
     /// Whether tests can create users and run processes as them (root, with `runuser`).
     public static var available: Bool {
@@ -19,7 +21,8 @@ public struct ForeignUser: Sendable {
 
     /// The system user `name`, created (without a home or a login shell) if it is missing.
     public static func ensure(_ name: String) throws -> ForeignUser {
-        if getpwnam(name) == nil {
+        let existed = getpwnam(name) != nil
+        if !existed {
             let made = try CommandRun.run("/usr/sbin/useradd", ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name])
             // Another test may have made it meanwhile.
             guard made.status == 0 || getpwnam(name) != nil else {
@@ -27,7 +30,14 @@ public struct ForeignUser: Sendable {
             }
         }
         guard let entry = getpwnam(name) else { throw TestServerError("no user \(name) after useradd") }
-        return ForeignUser(name: name, uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)
+        return ForeignUser(name: name, uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid, created: !existed)
+    }
+
+    /// Removes the user (and its group) if ``ensure(_:)`` created it: a test leaves the
+    /// machine's user database as it found it.
+    public func cleanUp() {
+        guard self.created else { return }
+        _ = try? CommandRun.run("/usr/sbin/userdel", [self.name])
     }
 
     /// A connection to batond's socket made by a process running as this user, so that the

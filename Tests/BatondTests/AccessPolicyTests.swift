@@ -48,6 +48,7 @@ struct PolicyTests {
     @Test("each role is held to its grant, and a refusal says forbidden, naming the op and the queue")
     func rolesAreEnforced() throws {
         let user = try ForeignUser.ensure(Self.userName)
+        defer { user.cleanUp() }
         let (server, policyPath) = try self.start(policy: Self.policy)
         defer { try? FileManager.default.removeItem(atPath: policyPath) }
         let root = try server.connect()
@@ -84,6 +85,7 @@ struct PolicyTests {
     @Test("a lease answers only to the uid that claimed it, and only it and an admin see its token")
     func leasesAreBoundToTheirUID() throws {
         let user = try ForeignUser.ensure(Self.userName)
+        defer { user.cleanUp() }
         let (server, policyPath) = try self.start(policy: Self.policy)
         defer { try? FileManager.default.removeItem(atPath: policyPath) }
         let root = try server.connect()
@@ -123,6 +125,7 @@ struct PolicyTests {
     @Test("SIGHUP reloads the policy; a file that does not parse is refused at reload, keeping the old one, and at start")
     func reload() throws {
         let user = try ForeignUser.ensure(Self.userName)
+        defer { user.cleanUp() }
         let (server, policyPath) = try self.start(policy: Self.policy)
         defer { try? FileManager.default.removeItem(atPath: policyPath) }
         let (foreign, relay) = try user.connect(to: server.socketPath)
