@@ -12,8 +12,12 @@ public struct JobContext: Sendable {
         self.lease = lease
     }
 
-    /// The job's id.
+    /// The job's id: `id`, as in every client's job context.
+    public var id: Int64 { self.lease.jobID }
+    /// The job's id (the same as ``id``).
     public var jobID: Int64 { self.lease.jobID }
+    /// The queue the job was claimed from.
+    public var queue: String { self.lease.queue }
     /// This attempt's number, counting from 1.
     public var attempt: Int { self.lease.attempt }
 

@@ -130,6 +130,7 @@ struct WorkerTests {
             let parsed = try await client.enqueue(queue: "parse", payload: "good.pdf").jobID
             let broken = try await client.enqueue(queue: "parse", payload: "broken.pdf").jobID
             let worker = Worker(client: client, configuration: .init(queues: ["parse"], claimWait: .seconds(1)), completing: { job in
+                #expect(job.queue == "parse" && job.id == job.jobID && job.attempt == 1)
                 let file = try job.payload(as: String.self)
                 guard file == "good.pdf" else { throw PermanentFailure("\(file) is not a PDF") }
                 return try Completion(

@@ -41,6 +41,8 @@ export class JobContext {
     this.queue = lease.queue;
     this.payload = lease.payload;
     this.checkpoint = lease.checkpoint;
+    /** The progress the last attempt reported, as claimed. */
+    this.progress = lease.progress;
     this.attempt = lease.attempt;
     /** Aborted when the handler should stop; `signal.reason` (and `stopReason`) say why. */
     this.signal = this.#controller.signal;

@@ -46,14 +46,19 @@ test('results complete, rejections retry from the checkpoint, permanent failures
 
 test('a handler resolving with a Completion commits its follow-ups with it', async () => {
   const { job: parse } = await fixture.client.enqueue('parse', 'report.pdf');
-  const worker = new Worker(fixture.client, ['parse'], (job) => new Completion({ pages: 2 }, {
-    enqueue: [1, 2].map((page) => ({ queue: 'embed', payload: { file: job.payload, page } })),
-  }), { pollMs: 200, handleSignals: false });
+  const seen = [];
+  const worker = new Worker(fixture.client, ['parse'], (job) => {
+    seen.push([job.id, job.queue, job.attempt, job.checkpoint, job.progress]);
+    return new Completion({ pages: 2 }, {
+      enqueue: [1, 2].map((page) => ({ queue: 'embed', payload: { file: job.payload, page } })),
+    });
+  }, { pollMs: 200, handleSignals: false });
   const running = worker.run();
   assert.ok(await eventually(async () => (await fixture.client.get(parse)).state === 'completed'));
   worker.stop();
   await running;
   assert.deepEqual((await fixture.client.get(parse)).result, { pages: 2 });
+  assert.deepEqual(seen, [[parse, 'parse', 1, null, null]], 'the context names are the same in every client');
   const { jobs } = await fixture.client.list({ queue: 'embed' });
   assert.deepEqual(jobs.map((job) => job.payload.page).sort(), [1, 2]);
 });

@@ -50,6 +50,7 @@ def test_a_handler_returning_a_completion_commits_its_follow_ups_with_it(client)
     parse = client.enqueue("parse", "report.pdf").job
 
     def handler(job):
+        assert (job.id, job.queue, job.attempt, job.checkpoint, job.progress) == (parse, "parse", 1, None, None)
         pages = [{"queue": "embed", "payload": {"file": job.payload, "page": n}} for n in (1, 2)]
         return Completion({"pages": 2}, enqueue=pages)
 

@@ -40,8 +40,12 @@ class JobContext:
 
     def __init__(self, client: Client, lease: Lease) -> None:
         self.lease = lease
+        self.id = lease.id
+        self.queue = lease.queue
         self.payload = lease.payload
         self.checkpoint = lease.checkpoint
+        #: The progress the last attempt reported, as claimed.
+        self.progress = lease.progress
         self.attempt = lease.attempt
         #: Set when the handler should stop; ``stop_reason`` says why.
         self.stopping = threading.Event()
