@@ -116,15 +116,7 @@ struct SystemdTests {
         try FileManager.default.copyItem(
             at: root.appendingPathComponent("systemd/baton.socket"), to: directory.appendingPathComponent("baton.socket")
         )
-        let verify = try run("/usr/bin/systemd-analyze", ["verify", "baton.socket", "baton.service"], in: directory)
-        #expect(verify.status == 0, "\(verify.output)")
-        let security = try run("/usr/bin/systemd-analyze", ["security", "--offline=true", "baton.service"], in: directory)
-        let level = try #require(
-            security.output.split(separator: "\n").last { $0.contains("Overall exposure level") }?
-                .split(separator: " ").compactMap { Double($0) }.first,
-            "\(security.output)"
-        )
-        #expect(level <= 2.0, "exposure \(level)")
+        try self.verifyUnits(in: directory, "")
 
         // With the access policy's drop-ins (appended: a unit may repeat its sections), the
         // units still verify, and the service still rates 2.0 or lower.
@@ -134,15 +126,20 @@ struct SystemdTests {
         let socket = try String(contentsOf: directory.appendingPathComponent("baton.socket"), encoding: .utf8)
         try (service + "\n" + dropIn).write(to: directory.appendingPathComponent("baton.service"), atomically: true, encoding: .utf8)
         try (socket + "\n" + socketDropIn).write(to: directory.appendingPathComponent("baton.socket"), atomically: true, encoding: .utf8)
-        let verifyPolicy = try run("/usr/bin/systemd-analyze", ["verify", "baton.socket", "baton.service"], in: directory)
-        #expect(verifyPolicy.status == 0, "\(verifyPolicy.output)")
-        let securityPolicy = try run("/usr/bin/systemd-analyze", ["security", "--offline=true", "baton.service"], in: directory)
-        let policyLevel = try #require(
-            securityPolicy.output.split(separator: "\n").last { $0.contains("Overall exposure level") }?
+        try self.verifyUnits(in: directory, " with the policy")
+    }
+
+    /// The units in `directory` pass `systemd-analyze verify`, and the service rates 2.0 or lower.
+    private func verifyUnits(in directory: URL, _ setup: String) throws {
+        let verify = try run("/usr/bin/systemd-analyze", ["verify", "baton.socket", "baton.service"], in: directory)
+        #expect(verify.status == 0, "\(verify.output)")
+        let security = try run("/usr/bin/systemd-analyze", ["security", "--offline=true", "baton.service"], in: directory)
+        let level = try #require(
+            security.output.split(separator: "\n").last { $0.contains("Overall exposure level") }?
                 .split(separator: " ").compactMap { Double($0) }.first,
-            "\(securityPolicy.output)"
+            "\(security.output)"
         )
-        #expect(policyLevel <= 2.0, "exposure with the policy \(policyLevel)")
+        #expect(level <= 2.0, "exposure\(setup) \(level)")
     }
 
     private func run(_ tool: String, _ arguments: [String], in directory: URL) throws -> (status: Int32, output: String) {
