@@ -83,10 +83,22 @@ def test_a_failing_command_fails_the_attempt_with_its_status(batond):
     assert record["state"] == "failed" and record["last_error"] == "command exited with status 3"
 
 
+def test_a_failure_keeps_the_last_lines_of_the_commands_stderr(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": None, "max_attempts": 1})["job"]
+    script = 'i=0; while [ $i -lt 500 ]; do echo "progress line $i" >&2; i=$((i+1)); done; echo "fatal: quota exceeded" >&2; exit 4'
+    failed = run(batond, "cron", "sh", "-c", script)
+    assert failed.returncode == 4
+    assert "fatal: quota exceeded" in failed.stderr, "the command's stderr still reaches baton-run's"
+    error = send(batond, {"op": "get", "job": job})["job"]["last_error"]
+    assert error.startswith("command exited with status 4: ") and error.endswith("fatal: quota exceeded"), error
+    assert "progress line 499" in error and "progress line 0\n" not in error
+    assert len(error.encode()) <= 2100, "bounded"
+
+
 def test_no_job_exits_2_and_an_unreachable_batond_3(batond):
     assert run(batond, "-w", "200", "empty", "true").returncode == 2
-    nowhere = subprocess.run([BATON_RUN, "-s", "/nonexistent/b.sock", "q", "true"], capture_output=True, text=True)
-    assert nowhere.returncode == 3 and "not answering" in nowhere.stderr
+    nowhere = subprocess.run([BATON_RUN, "-s", "/nonexistent/b.sock", "q", "true"], capture_output=True, text=True, timeout=5)
+    assert nowhere.returncode == 3 and "no batond socket at /nonexistent/b.sock" in nowhere.stderr
     assert subprocess.run([BATON_RUN, "only-a-queue"], capture_output=True).returncode == 64
 
 
@@ -116,6 +128,84 @@ def test_sigterm_stops_the_command_and_releases_the_job(batond):
     assert process.wait(timeout=15) == 143
     record = send(batond, {"op": "get", "job": job})["job"]
     assert record["state"] == "queued" and record["attempts"] == 0
+
+
+def processes_with(marker):
+    """Live processes whose command line holds `marker` (zombies are gone already)."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        try:
+            if marker in (entry / "cmdline").read_bytes().decode(errors="replace") and b") Z " not in (entry / "stat").read_bytes():
+                found.append(entry.name)
+        except OSError:
+            continue
+    return found
+
+
+# A command that starts a child of its own and waits; the marker is a sleep length no one else uses.
+def family(marker):
+    return ["sh", "-c", f"sleep {marker} & sleep {marker}; wait"]
+
+
+@pytest.mark.parametrize("stop", ["cancel", "sigterm"])
+def test_baton_run_leaves_no_process_behind(batond, stop):
+    marker = "917.25" if stop == "cancel" else "917.5"
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 600})["job"]
+    process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "cron", *family(marker)], stderr=subprocess.PIPE, text=True)
+    assert eventually(lambda: len(processes_with(f"sleep {marker}")) == 3)
+    if stop == "cancel":
+        send(batond, {"op": "cancel", "job": job})
+        assert process.wait(timeout=15) == 1
+    else:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 143
+    assert processes_with(f"sleep {marker}") == [], "the command's whole process group is stopped"
+    assert send(batond, {"op": "get", "job": job})["job"]["state"] == ("cancelled" if stop == "cancel" else "queued")
+
+
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1})["job"]
+    stubborn = ["sh", "-c", "trap '' TERM; sleep 917.75 & sleep 917.75; wait"]
+    process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "-g", "1", "cron", *stubborn])
+    assert eventually(lambda: len(processes_with("sleep 917.75")) == 3)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 143
+    assert processes_with("sleep 917.75") == []
+    assert send(batond, {"op": "get", "job": job})["job"]["state"] == "queued"
+
+
+def test_a_checkpoint_saved_during_the_grace_period_reaches_the_next_attempt(batond, tmp_path):
+    job = send(batond, {"op": "enqueue", "queue": "stages", "payload": 1})["job"]
+    # Stage 1 is paid for when SIGTERM comes: the command saves it before it exits.
+    script = tmp_path / "stage"
+    script.write_text(f"""#!/bin/sh
+trap '{BATON_RUN} --checkpoint "{{\\"stage\\": 1}}" 50 "stage 1 of 2" && exit 143' TERM
+{BATON_RUN} --progress 10 "starting" || exit 9
+echo started >{tmp_path}/started
+sleep 30 & wait
+""")
+    script.chmod(0o755)
+    process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "stages", str(script)])
+    assert eventually(lambda: (tmp_path / "started").exists())
+    assert send(batond, {"op": "get", "job": job})["job"]["progress"] == {"percent": 10, "message": "starting"}
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 143
+    record = send(batond, {"op": "get", "job": job})["job"]
+    assert record["state"] == "queued" and record["attempts"] == 0
+    assert record["checkpoint"] == {"stage": 1} and record["progress"] == {"percent": 50, "message": "stage 1 of 2"}
+    resumed = run(batond, "stages", "sh", "-c", 'echo "$BATON_JOB_CHECKPOINT"')
+    assert resumed.returncode == 0 and json.loads(resumed.stdout) == {"stage": 1}
+
+
+def test_the_helpers_refuse_outside_a_job_and_after_the_job_is_gone(batond):
+    outside = subprocess.run([BATON_RUN, "--checkpoint", "{}"], capture_output=True, text=True, timeout=10)
+    assert outside.returncode == 64 and "inside a command" in outside.stderr
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1})["job"]
+    # The command cancels its own job, then finds its checkpoint refused.
+    script = f'printf \'{{"op":"cancel","job":%s}}\\n\' "$BATON_JOB_ID" | socat - UNIX-CONNECT:"$BATON_SOCKET" >/dev/null; {BATON_RUN} --checkpoint 1; echo "status $?" >&2'
+    done = run(batond, "cron", "sh", "-c", script)
+    assert "status 1" in done.stderr and "cancelled" in done.stderr, done.stderr
+    assert send(batond, {"op": "get", "job": job})["job"]["state"] == "cancelled"
 
 
 def test_a_command_outlives_a_batond_restart_and_still_completes(batond):
