@@ -196,7 +196,7 @@ extension Authority {
         // One index probe per queue with jobs: O(queues), whatever the backlog.
         var oldestReady: [String: Int64] = [:]
         for queue in counts.keys {
-            oldestReady[queue] = try context.tx.oldestReadyRunAt(queue: queue)
+            oldestReady[queue] = try context.tx.oldestReady(queue: queue)?.runAt
         }
         let pruned = try context.tx.prunedCount()
         return Reply.success(id: id) { reply in

@@ -245,23 +245,30 @@ final class Authority: @unchecked Sendable {
             }
         }
         // From the census and one index probe per queue: O(queues), never O(jobs).
-        var oldestReadyRunAt: Int64?
+        var oldestReady: (queue: String, job: Int64, runAt: Int64)?
         for (queue, counts) in self.census.counts {
             report.waiting += (counts[.queued] ?? 0) + (counts[.retrying] ?? 0)
-            if let runAt = try tx.oldestReadyRunAt(queue: queue) {
-                oldestReadyRunAt = min(oldestReadyRunAt ?? runAt, runAt)
+            if let ready = try tx.oldestReady(queue: queue), ready.runAt < oldestReady?.runAt ?? .max {
+                oldestReady = (queue, ready.job, ready.runAt)
             }
         }
-        if let oldest = oldestReadyRunAt {
-            let age = max(wallNow - oldest, 0)
+        if let oldest = oldestReady {
+            let age = max(wallNow - oldest.runAt, 0)
             report.oldestReadyAgeMilliseconds = age
             if age > thresholds.maximumReadyAgeMilliseconds {
-                report.flag(.degraded, "a ready job has waited \(age / 1_000) s for a worker")
+                report.flag(.degraded, "job \(oldest.job) in \(oldest.queue) has been ready for \(HealthReport.span(age)) with no worker taking it")
             }
         }
-        report.longRunningJobs = self.workers.running(startedBefore: wallNow - thresholds.maximumRunningMilliseconds).map(\.job)
-        if !report.longRunningJobs.isEmpty {
-            report.flag(.degraded, "\(report.longRunningJobs.count) job(s) running longer than \(thresholds.maximumRunningMilliseconds / 1_000) s")
+        let long = self.workers.running(startedBefore: wallNow - thresholds.maximumRunningMilliseconds)
+        report.longRunningJobs = long.map(\.job)
+        if let longest = long.first {
+            // The longest few by name (a queue lookup each), however many there are.
+            let named = try long.prefix(3).map { job in "\(job.job) in \(try tx.queue(ofJob: job.job) ?? "?")" }
+            let more = long.count > 3 ? " and \(long.count - 3) more" : ""
+            report.flag(
+                .degraded,
+                "\(long.count == 1 ? "job" : "jobs") \(named.joined(separator: ", "))\(more) running longer than "
+                    + "\(HealthReport.span(thresholds.maximumRunningMilliseconds)) (the longest for \(HealthReport.span(wallNow - longest.since)))")
         }
         report.freeBytes = HealthReport.freeBytes(at: self.store.path)
         if let free = report.freeBytes, free < thresholds.minimumFreeBytes {

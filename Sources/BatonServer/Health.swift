@@ -67,6 +67,11 @@ public struct HealthReport: Sendable {
         return self.reasons.isEmpty ? "\(self.verdict.rawValue): \(figures)" : "\(self.verdict.rawValue): \(self.reasons.joined(separator: "; ")); \(figures)"
     }
 
+    /// A span of time for a reason: `850 ms`, `42 s`.
+    static func span(_ milliseconds: Int64) -> String {
+        milliseconds < 10_000 ? "\(milliseconds) ms" : "\(milliseconds / 1_000) s"
+    }
+
     /// Free space on the file system holding `path`, for whoever runs this process.
     static func freeBytes(at path: String) -> Int64? {
         var info = statvfs()

@@ -595,10 +595,11 @@ public struct StoreTransaction {
         }
     }
 
-    /// When the queue's longest-waiting ready job became due: one probe of `jobs_ready_since`.
-    public func oldestReadyRunAt(queue: String) throws -> Int64? {
+    /// The queue's longest-waiting ready job and when it became due: one probe of
+    /// `jobs_ready_since`.
+    public func oldestReady(queue: String) throws -> (job: Int64, runAt: Int64)? {
         let statement = try self.db.cachedStatement(sql: Self.oldestReadySQL)
-        return try Int64.fetchOne(statement, arguments: [queue])
+        return try Row.fetchOne(statement, arguments: [queue]).map { row in (row[0], row[1]) }
     }
 
     /// Per-queue job counts by state: a pass over every job, which the authority makes once,
@@ -698,7 +699,7 @@ extension StoreTransaction {
         "SELECT id, priority, concurrency_key FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id"
 
     /// A queue's longest-waiting ready job: the first entry of `jobs_ready_since` for it.
-    public static let oldestReadySQL = "SELECT min(run_at) FROM jobs WHERE ready = 1 AND queue = ?"
+    public static let oldestReadySQL = "SELECT id, run_at FROM jobs WHERE ready = 1 AND queue = ? ORDER BY run_at LIMIT 1"
 
     /// Makes due jobs ready, walking `jobs_scheduled` (its predicate is repeated so that
     /// SQLite can use the partial index).

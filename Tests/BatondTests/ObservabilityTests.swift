@@ -69,7 +69,7 @@ struct ObservabilityTests {
         let healthy = try client.request(["op": "health"])
         #expect(healthy.string("health") == "ok", "\(healthy)")
         #expect(healthy.int("free_bytes").map { $0 > 0 } == true)
-        _ = try client.enqueue(queue: "slow", payload: 1)
+        let job = try client.enqueue(queue: "slow", payload: 1)
         var degraded = try client.request(["op": "health"])
         let deadline = Date().addingTimeInterval(20)
         while degraded.string("health") != "degraded", Date() < deadline {
@@ -78,12 +78,29 @@ struct ObservabilityTests {
         }
         #expect(degraded.string("health") == "degraded", "\(degraded)")
         let reasons = degraded.fields["reasons"] as? [String] ?? []
-        #expect(reasons.contains { $0.contains("waited") }, "\(reasons)")
+        #expect(reasons.contains { $0.hasPrefix("job \(job) in slow has been ready for") }, "names the job and its queue: \(reasons)")
         #expect((degraded.int("oldest_ready_age_ms") ?? 0) >= 300)
         _ = try #require(try client.claim(queues: ["slow"]))
         let recovered = try client.request(["op": "health"])
         #expect(recovered.string("health") == "ok", "\(recovered)")
         #expect(recovered.int("running") == 1)
+    }
+
+    @Test("health names the job running too long and its queue")
+    func healthNamesALongRunningJob() throws {
+        let server = try TestServer(arguments: ["--health-max-running-ms", "200"])
+        let client = try server.connect()
+        let job = try client.enqueue(queue: "render", payload: 1)
+        _ = try #require(try client.claim(queues: ["render"]))
+        var report = try client.request(["op": "health"])
+        let deadline = Date().addingTimeInterval(20)
+        while report.string("health") != "degraded", Date() < deadline {
+            usleep(50_000)
+            report = try client.request(["op": "health"])
+        }
+        let reasons = report.fields["reasons"] as? [String] ?? []
+        #expect(reasons.contains { $0.hasPrefix("job \(job) in render running longer than 200 ms") }, "\(reasons)")
+        #expect(report.fields["long_running_jobs"] as? [Int] == [job])
     }
 
     @Test("workers lists a connected claimer with its pid and name, and drops it when it disconnects")
