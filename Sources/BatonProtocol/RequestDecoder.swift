@@ -23,6 +23,13 @@ public struct RequestDecoder: Sendable {
         public var error: BatonError
     }
 
+    /// Every op the server knows, as an unknown op's error lists them.
+    public static let ops = [
+        "backup", "cancel", "checkpoint", "claim", "complete", "enqueue", "enqueue_batch", "events", "fail", "get",
+        "health", "heartbeat", "hello", "list", "metrics", "pause", "pause_queue", "release", "resume", "resume_queue",
+        "retry", "set_queue", "stats", "workers",
+    ]
+
     /// The fields the server stores as the client wrote them, never reading inside: they are
     /// parsed only to check they are JSON, so their size costs no more than their bytes.
     static let verbatimKeys: Set<String> = ["payload", "result", "state"]
@@ -215,7 +222,7 @@ public struct RequestDecoder: Sendable {
             }
             return .backup(path: path)
         default:
-            throw BatonError(.unknownOp, "unknown op \"\(op)\"")
+            throw BatonError(.unknownOp, "unknown op \"\(op)\"; the ops are \(Self.ops.joined(separator: ", "))")
         }
     }
 

@@ -1,4 +1,5 @@
 import BatonCore
+import Foundation
 import BatonProtocol
 import Testing
 
@@ -35,6 +36,20 @@ struct RequestDecoderTests {
         #expect(request.backoff == BackoffPolicy(initialMilliseconds: 100, factor: 3, maximumMilliseconds: 900))
         #expect(request.leaseMilliseconds == 60_000)
         #expect(request.uniqueKey == "doc-1")
+    }
+
+    @Test("an unknown op's error lists the ops, and every op listed is known")
+    func opList() throws {
+        let rejection = try #require(self.rejection(#"{"op":"teleport","id":1}"#))
+        #expect(rejection.error.code == .unknownOp)
+        #expect(rejection.error.message.contains("enqueue_batch, events"))
+        for op in RequestDecoder.ops {
+            #expect(self.rejection(#"{"op":"\#(op)","id":1}"#)?.error.code != .unknownOp, "\(op)")
+        }
+        let schemas = URL(filePath: #filePath).deletingLastPathComponent().appending(path: "../../protocol/schema").standardized
+        let documented = try FileManager.default.contentsOfDirectory(atPath: schemas.path)
+            .filter { $0.hasPrefix("request.") }.map { String($0.dropFirst("request.".count).dropLast(".json".count)) }
+        #expect(documented.sorted() == RequestDecoder.ops)
     }
 
     @Test("a claim removes repeated queue names and defaults to not waiting")
