@@ -98,28 +98,37 @@ extension BatonClient {
     /// worker's next heartbeat is refused with ``BatonError/Code/cancelled``.
     ///
     /// - Throws: ``BatonError`` with ``BatonError/Code/invalidTransition`` for a finished job.
-    public func cancel(_ id: Int64, reason: String? = nil) async throws {
-        _ = try await self.request("cancel") { request in
-            request.member("job", id)
-            if let reason { request.member("reason", reason) }
-        }
+    /// - Returns: the job's state now, `cancelled`.
+    @discardableResult
+    public func cancel(_ id: Int64, reason: String? = nil) async throws -> JobState {
+        try Self.state(
+            of: await self.request("cancel") { request in
+                request.member("job", id)
+                if let reason { request.member("reason", reason) }
+            })
     }
 
     /// Holds a job back until ``resume(_:)``. A running job's lease is revoked and its
     /// attempt given back; its worker's next heartbeat is refused with
     /// ``BatonError/Code/paused``.
-    public func pause(_ id: Int64) async throws {
-        _ = try await self.request("pause") { $0.member("job", id) }
+    /// - Returns: the job's state now.
+    @discardableResult
+    public func pause(_ id: Int64) async throws -> JobState {
+        try Self.state(of: await self.request("pause") { $0.member("job", id) })
     }
 
     /// Lets a paused job be claimed again; the next attempt resumes from its checkpoint.
-    public func resume(_ id: Int64) async throws {
-        _ = try await self.request("resume") { $0.member("job", id) }
+    /// - Returns: the job's state now.
+    @discardableResult
+    public func resume(_ id: Int64) async throws -> JobState {
+        try Self.state(of: await self.request("resume") { $0.member("job", id) })
     }
 
     /// Runs a failed or cancelled job again, with its attempts reset and its checkpoint kept.
-    public func retry(_ id: Int64) async throws {
-        _ = try await self.request("retry") { $0.member("job", id) }
+    /// - Returns: the job's state now.
+    @discardableResult
+    public func retry(_ id: Int64) async throws -> JobState {
+        try Self.state(of: await self.request("retry") { $0.member("job", id) })
     }
 
     /// Stops claims from taking jobs of `queue`; running jobs finish normally. The pause
@@ -182,7 +191,17 @@ extension BatonClient {
         return (jobs, reply.optionalInt64("next"))
     }
 
-    /// Job counts per queue and state.
+    /// The `state` a job-control reply reports.
+    private static func state(of reply: [String: JSONValue]) throws -> JobState {
+        let name = try reply.string("state")
+        guard let state = JobState(rawValue: name) else {
+            throw BatonConnectionError(.protocolViolation, "unknown job state \(name)")
+        }
+        return state
+    }
+
+    /// Each queue's job counts by state and its admission settings: every queue that has
+    /// jobs, is paused, or has a limit on running jobs.
     public func stats() async throws -> [String: QueueStats] {
         let reply = try await self.request("stats")
         var queues: [String: QueueStats] = [:]
@@ -193,6 +212,15 @@ extension BatonClient {
                 counts[state] = Int(fields.optionalInt64(state.rawValue) ?? 0)
             }
             queues[name] = QueueStats(counts: counts, oldestReadyAgeMilliseconds: fields.optionalInt64("oldest_ready_age_ms"))
+        }
+        if case .array(let paused)? = reply["paused_queues"] {
+            for case .string(let name) in paused { queues[name, default: QueueStats()].paused = true }
+        }
+        if case .object(let limits)? = reply["queue_limits"] {
+            for (name, value) in limits {
+                guard case .object(let fields) = value, let limit = fields.optionalInt64("max_running") else { continue }
+                queues[name, default: QueueStats()].maxRunning = Int(limit)
+            }
         }
         return queues
     }
@@ -283,12 +311,16 @@ public struct ServerInfo: Hashable, Sendable {
     public var maximumLineBytes: Int
 }
 
-/// One queue's counts, as `stats` reports them.
+/// One queue's counts and admission settings, as `stats` reports them.
 public struct QueueStats: Hashable, Sendable {
     /// How many of the queue's jobs are in each state.
-    public var counts: [JobState: Int]
+    public var counts: [JobState: Int] = [:]
     /// How long the longest-waiting claimable job has waited, if any is claimable.
     public var oldestReadyAgeMilliseconds: Int64?
+    /// Claims take nothing from a paused queue (`pause_queue`).
+    public var paused = false
+    /// The most of its jobs that may run at once (`set_queue`), if limited.
+    public var maxRunning: Int?
 }
 
 /// A whole job, as `get` returns it.

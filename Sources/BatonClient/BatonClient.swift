@@ -124,7 +124,7 @@ public final class BatonClient: Sendable {
             } catch {
                 // Nothing was sent: waiting for the server to come back is always safe.
                 guard ContinuousClock.now + pause < deadline else {
-                    throw BatonConnectionError(.unavailable, "cannot connect to \(self.configuration.socketPath): \(error)")
+                    throw BatonConnectionError.unreachable(self.configuration.socketPath, error)
                 }
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .seconds(1))

@@ -1,3 +1,9 @@
+import NIOCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The connection to `batond` failed, as opposed to `batond` refusing a request (which is a
 /// `BatonError` carrying the protocol's error code).
 public struct BatonConnectionError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -37,4 +43,23 @@ public struct BatonConnectionError: Error, Hashable, Sendable, CustomStringConve
     }
 
     public var description: String { "\(self.code): \(self.message)" }
+}
+
+extension BatonConnectionError {
+    /// No connection could be made to `path`, said in one plain sentence: the system's
+    /// words for the cause, and what it usually means.
+    static func unreachable(_ path: String, _ cause: any Error) -> BatonConnectionError {
+        guard let errno = (cause as? IOError)?.errnoCode else {
+            return BatonConnectionError(.unavailable, "cannot connect to batond at \(path): \(cause)")
+        }
+        let reason = String(cString: strerror(errno)).lowercased()
+        let meaning =
+            switch errno {
+            case ECONNREFUSED: ", so batond is stopped or restarting"
+            case EACCES, EPERM: ", so this user may not use the socket"
+            case ENOENT: ", so batond is not running"
+            default: ""
+            }
+        return BatonConnectionError(.unavailable, "cannot connect to batond at \(path): \(reason)\(meaning)")
+    }
 }

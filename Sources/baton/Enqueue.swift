@@ -10,8 +10,8 @@ struct Enqueue: AsyncParsableCommand {
     @Argument(help: "The queue.")
     var queue: String
 
-    @Argument(help: "The payload as JSON; - reads it from standard input.")
-    var payload: String = "null"
+    @Argument(help: "The payload as JSON (null for none); - reads it from standard input.")
+    var payload: String
 
     @Option(help: "Higher runs first.")
     var priority: Int32?

@@ -26,7 +26,7 @@ struct Get: AsyncParsableCommand {
         ]
         if let worker = job.worker { rows.append(("worker", worker)) }
         if let pid = job.peerPID { rows.append(("worker pid", "\(pid)")) }
-        if let progress = job.progress { rows.append(("progress", progress.jsonText)) }
+        if job.progress != nil { rows.append(("progress", job.progressText)) }
         if let checkpoint = job.checkpoint { rows.append(("checkpoint", checkpoint.jsonText)) }
         if let result = job.result { rows.append(("result", result.jsonText)) }
         if let error = job.lastError { rows.append(("last error", error)) }

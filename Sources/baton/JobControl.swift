@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonClient
+import BatonCore
 
 struct Cancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,7 +16,8 @@ struct Cancel: AsyncParsableCommand {
     var reason: String?
 
     func run() async throws {
-        try await self.connection.withClient { client in try await client.cancel(self.job, reason: self.reason) }
+        let state = try await self.connection.withClient { client in try await client.cancel(self.job, reason: self.reason) }
+        self.connection.report(state, of: self.job)
     }
 }
 
@@ -30,7 +32,8 @@ struct Pause: AsyncParsableCommand {
     var job: Int64
 
     func run() async throws {
-        try await self.connection.withClient { client in try await client.pause(self.job) }
+        let state = try await self.connection.withClient { client in try await client.pause(self.job) }
+        self.connection.report(state, of: self.job)
     }
 }
 
@@ -43,7 +46,8 @@ struct Resume: AsyncParsableCommand {
     var job: Int64
 
     func run() async throws {
-        try await self.connection.withClient { client in try await client.resume(self.job) }
+        let state = try await self.connection.withClient { client in try await client.resume(self.job) }
+        self.connection.report(state, of: self.job)
     }
 }
 
@@ -56,7 +60,8 @@ struct Retry: AsyncParsableCommand {
     var job: Int64
 
     func run() async throws {
-        try await self.connection.withClient { client in try await client.retry(self.job) }
+        let state = try await self.connection.withClient { client in try await client.retry(self.job) }
+        self.connection.report(state, of: self.job)
     }
 }
 
@@ -112,5 +117,12 @@ struct SetQueue: AsyncParsableCommand {
 
     func run() async throws {
         try await self.connection.withClient { client in try await client.setQueueLimit(self.queue, maxRunning: self.maxRunning) }
+    }
+}
+
+extension ConnectionOptions {
+    /// Prints a job's state after a change: `12 cancelled`, or `{"job":12,"state":"cancelled"}`.
+    func report(_ state: JobState, of job: Int64) {
+        print(self.json ? #"{"job":\#(job),"state":"\#(state.rawValue)"}"# : "\(job) \(state.rawValue)")
     }
 }

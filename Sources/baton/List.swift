@@ -27,7 +27,7 @@ struct List: AsyncParsableCommand {
 
     func run() async throws {
         let state = try self.state.map { name in
-            guard let state = JobState(rawValue: name) else { throw ValidationError("unknown state \(name)") }
+            guard let state = JobState(rawValue: name) else { throw ValidationError("unknown state \"\(name)\"; the states are \(JobState.allCases.map(\.rawValue).joined(separator: ", "))") }
             return state
         }
         let page = try await self.connection.withClient { client in
@@ -45,10 +45,26 @@ struct List: AsyncParsableCommand {
         for job in page.jobs {
             rows.append([
                 "\(job.id)", job.queue, job.state.rawValue, "\(job.attempts)/\(job.maxAttempts)",
-                job.progress?.jsonText ?? "-", job.lastError ?? "-",
+                job.progressText, job.lastError ?? "-",
             ])
         }
         print(Stats.render(rows))
         if let next = page.next { print("next page: --after \(next)") }
+    }
+}
+
+extension JobInfo {
+    /// The last progress for people: `33% extract`; `-` when none was reported.
+    var progressText: String {
+        guard let progress = self.progress else { return "-" }
+        guard case .object(let fields) = progress else { return progress.jsonText }
+        var parts: [String] = []
+        switch fields["percent"] {
+        case .integer(let percent)?: parts.append("\(percent)%")
+        case .double(let percent)?: parts.append("\(Int(percent.rounded()))%")
+        default: break
+        }
+        if case .string(let message)? = fields["message"] { parts.append(message) }
+        return parts.isEmpty ? progress.jsonText : parts.joined(separator: " ")
     }
 }

@@ -19,22 +19,30 @@ struct Stats: AsyncParsableCommand {
                 writer.beginObject()
                 for state in states { writer.member(state.rawValue, queue.counts[state] ?? 0) }
                 writer.member("oldest_ready_age_ms", optional: queue.oldestReadyAgeMilliseconds)
+                writer.member("paused", queue.paused)
+                writer.member("max_running", optional: queue.maxRunning.map(Int64.init))
                 writer.endObject()
             }
             writer.endObject()
             print(writer.text)
             return
         }
-        var table = [["QUEUE"] + states.map { $0.rawValue.uppercased() } + ["OLDEST READY"]]
+        var table = [["QUEUE"] + states.map { $0.rawValue.uppercased() } + ["OLDEST READY", "ADMISSION"]]
         for (name, queue) in queues.sorted(by: { $0.key < $1.key }) {
             let oldest = queue.oldestReadyAgeMilliseconds.map(Self.age) ?? "-"
-            table.append([name] + states.map { "\(queue.counts[$0] ?? 0)" } + [oldest])
+            table.append([name] + states.map { "\(queue.counts[$0] ?? 0)" } + [oldest, Self.admission(queue)])
         }
         if queues.isEmpty {
             print("no jobs")
             return
         }
         print(Self.render(table))
+    }
+
+    /// What holds a queue's claims back: `paused`, `max 4 running`, or `-`.
+    static func admission(_ queue: QueueStats) -> String {
+        let limits = (queue.paused ? ["paused"] : []) + (queue.maxRunning.map { ["max \($0) running"] } ?? [])
+        return limits.isEmpty ? "-" : limits.joined(separator: ", ")
     }
 
     /// Columns padded to their widest cell; numbers right-aligned.

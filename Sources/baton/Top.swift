@@ -23,6 +23,9 @@ struct Top: AsyncParsableCommand {
     var iterations: Int?
 
     func validate() throws {
+        guard !self.connection.json else {
+            throw ValidationError("top is a live view for people; for JSON, use stats --json, workers --json and health --json")
+        }
         guard self.interval >= 0.05 else { throw ValidationError("--interval must be at least 0.05 seconds") }
     }
 
@@ -82,13 +85,13 @@ struct Top: AsyncParsableCommand {
             let before = previous?.metrics.value(name, queue: queue) ?? 0
             return String(format: "%.1f", max(now - before, 0) / elapsed)
         }
-        var queues = [["QUEUE", "QUEUED", "RUNNING", "RETRYING", "FAILED", "DONE/S", "FAILED/S", "P95 WAIT"]]
+        var queues = [["QUEUE", "QUEUED", "RUNNING", "RETRYING", "FAILED", "DONE/S", "FAILED/S", "P95 WAIT", "ADMISSION"]]
         for (name, stats) in sample.queues.sorted(by: { $0.key < $1.key }) {
             let p95 = sample.metrics.histograms.first { $0.name == "baton_job_wait_seconds" && $0.labels["queue"] == name }?.p95
             queues.append([
                 name, "\(stats.counts[.queued] ?? 0)", "\(stats.counts[.running] ?? 0)", "\(stats.counts[.retrying] ?? 0)",
                 "\(stats.counts[.failed] ?? 0)", rate("baton_jobs_completed_total", name), rate("baton_jobs_failed_total", name),
-                p95.map { Stats.age(Int64($0 * 1_000)) } ?? "-",
+                p95.map { Stats.age(Int64($0 * 1_000)) } ?? "-", Stats.admission(stats),
             ])
         }
         lines.append(sample.queues.isEmpty ? "no jobs" : Stats.render(queues))

@@ -121,4 +121,89 @@ struct CommandLineTests {
         let row = try #require(lines.first { $0.hasPrefix("docs") })
         #expect(row.split(separator: " ").prefix(3) == ["docs", "2", "1"])
     }
+
+    @Test("stats and top show paused queues and queue limits; top --json is refused")
+    func admissionState() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        _ = try baton(["enqueue", "docs", "{}"] + socket)
+        #expect(try baton(["pause-queue", "docs"] + socket).status == 0)
+        #expect(try baton(["set-queue", "llm", "--max-running", "2"] + socket).status == 0)
+
+        let table = try baton(["stats"] + socket)
+        #expect(table.status == 0, "\(table.errors)")
+        let lines = table.output.split(separator: "\n")
+        #expect(lines.first?.hasSuffix("ADMISSION") == true, "\(table.output)")
+        #expect(lines.first { $0.hasPrefix("docs") }?.hasSuffix("paused") == true, "\(table.output)")
+        #expect(lines.first { $0.hasPrefix("llm") }?.hasSuffix("max 2 running") == true, "a limited queue with no jobs: \(table.output)")
+
+        let json = try baton(["stats", "--json"] + socket)
+        let queues = try #require(try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: [String: Any]])
+        #expect(queues["docs"]?["paused"] as? Bool == true)
+        #expect(queues["docs"]?["max_running"] is NSNull)
+        #expect(queues["llm"]?["max_running"] as? Int == 2)
+        #expect(queues["llm"]?["paused"] as? Bool == false)
+
+        let frame = try baton(["top", "--iterations", "1"] + socket)
+        #expect(frame.status == 0, "\(frame.errors)")
+        #expect(frame.output.contains("ADMISSION") && frame.output.contains("paused") && frame.output.contains("max 2 running"), "\(frame.output)")
+        let refused = try baton(["top", "--json"] + socket)
+        #expect(refused.status == 64)
+        #expect(refused.errors.contains("stats --json"), "\(refused.errors)")
+    }
+
+    @Test("cancel, pause, resume and retry print the job's new state")
+    func controlPrintsTheNewState() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        let id = try #require(Int(try baton(["enqueue", "docs", "1"] + socket).output.trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(try baton(["pause", "\(id)"] + socket).output == "\(id) paused\n")
+        #expect(try baton(["resume", "\(id)"] + socket).output == "\(id) queued\n")
+        #expect(try baton(["cancel", "\(id)", "--reason", "not needed"] + socket).output == "\(id) cancelled\n")
+        let retried = try baton(["retry", "\(id)", "--json"] + socket)
+        #expect(retried.output == #"{"job":\#(id),"state":"queued"}"# + "\n", "\(retried.output)")
+    }
+
+    @Test("list shows progress as a person reads it")
+    func listShowsProgress() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        _ = try client.enqueue(queue: "docs", payload: 1)
+        let lease = try #require(try client.claim(queues: ["docs"]))
+        #expect(try client.fenced("heartbeat", lease, ["progress": ["percent": 33, "message": "extract"]]).ok == true)
+        let listed = try baton(["list", "--socket", server.socketPath])
+        #expect(listed.output.contains("33% extract"), "\(listed.output)")
+        #expect(!listed.output.contains("percent"), "\(listed.output)")
+    }
+
+    @Test("usage errors: enqueue without a payload, and unknown values listed with the valid ones")
+    func usageErrors() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        let noPayload = try baton(["enqueue", "docs"] + socket)
+        #expect(noPayload.status == 64)
+        #expect(noPayload.errors.contains("payload"), "\(noPayload.errors)")
+        #expect(try baton(["list", "--json"] + socket).output.contains(#""jobs":[]"#), "nothing was enqueued")
+        let badState = try baton(["list", "--state", "done"] + socket)
+        #expect(badState.status == 64)
+        #expect(badState.errors.contains(#"unknown state "done"; the states are queued, running"#), "\(badState.errors)")
+    }
+
+    @Test("an unreachable socket is one plain sentence naming the path and the cause")
+    func unreachableSocket() throws {
+        let server = try TestServer()
+        // A socket file with no server behind it: what a crashed batond leaves.
+        let path = server.directory.appendingPathComponent("stale.sock").path
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        #expect(withUnixSocketAddress(path, { bind(fd, $0, $1) }) == 0)
+        close(fd)
+        for (socketPath, cause) in [
+            (path, "cannot connect to batond at \(path): connection refused, so batond is stopped or restarting"),
+            (path + ".missing", "no batond socket at \(path).missing: is batond running? Pass the path, or set BATON_SOCKET"),
+        ] {
+            let run = try baton(["stats", "--socket", socketPath])
+            #expect(run.status == 3)
+            #expect(run.errors == "baton: \(cause)\n", "\(run.errors)")
+        }
+    }
 }
