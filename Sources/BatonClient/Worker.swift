@@ -165,6 +165,17 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
         case shutdown
     }
 
+    /// What `last_error` keeps of a handler's error (PROTOCOL.md): a `PermanentFailure`'s
+    /// reason, else `Type: description`, within 2,000 bytes. Swift errors carry no stack.
+    static func describeFailure(_ error: any Error) -> String {
+        let text = error is PermanentFailure ? String(describing: error) : "\(type(of: error)): \(error)"
+        guard text.utf8.count > 2_000 else { return text }
+        // A character cut in two decodes as a replacement character: drop it.
+        var cut = String(decoding: text.utf8.prefix(1_995), as: UTF8.self)
+        while cut.last == "\u{FFFD}" { cut.removeLast() }
+        return cut + "\n..."
+    }
+
     /// Runs the handler under the lease, then reports how it ended.
     ///
     /// - Returns: the next job, leased with the completion when `claimingNext` is set.
@@ -174,7 +185,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
                 do {
                     return .returned(try await self.handler(JobContext(lease: lease)))
                 } catch {
-                    return .threw(String(describing: error), permanent: error is PermanentFailure)
+                    return .threw(Self.describeFailure(error), permanent: error is PermanentFailure)
                 }
             }
             group.addTask { await self.keepAlive(lease) }

@@ -195,8 +195,8 @@ export class Worker {
         // Told to stop, it stopped: give the job back at shutdown; otherwise it is not ours.
         outcome = context.stopReason === 'shutdown' ? () => this.client.release(context.lease) : null;
       } else {
-        const reason = error?.message || String(error);
         const retry = !(error instanceof PermanentFailure);
+        const reason = retry ? describeFailure(error) : error.message || String(error);
         outcome = () => this.client.fail(context.lease, reason, { retry });
       }
     } finally {
@@ -230,4 +230,26 @@ export class Worker {
       return undefined;
     }
   }
+}
+
+/** The most of a handler's error kept in `last_error`, in bytes (PROTOCOL.md). */
+export const FAILURE_LIMIT = 2000;
+
+/** `Name: message`, then the innermost frames of its stack, within FAILURE_LIMIT bytes. */
+export function describeFailure(error) {
+  if (!(error instanceof Error)) return bounded(String(error));
+  const head = error.message ? `${error.name}: ${error.message}` : error.name;
+  const frames = String(error.stack ?? '').split('\n').filter((line) => /^\s+at /.test(line)).slice(0, 5);
+  return bounded(frames.length ? `${head}\n${frames.join('\n')}` : head);
+}
+
+/** Keeps the start and the end of `text` when it is longer than FAILURE_LIMIT bytes. */
+function bounded(text) {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= FAILURE_LIMIT) return text;
+  const half = FAILURE_LIMIT / 2;
+  // A cut inside a character leaves a replacement character, which is still short enough.
+  const start = bytes.subarray(0, half - 5).toString().replace(/\uFFFD$/, '');
+  const end = bytes.subarray(bytes.length - half + 5).toString().replace(/^\uFFFD/, '');
+  return `${start}\n...\n${end}`;
 }

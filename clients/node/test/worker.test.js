@@ -44,6 +44,23 @@ test('results complete, rejections retry from the checkpoint, permanent failures
   assert.equal(failed.last_error, 'unreadable file');
 });
 
+test("a handler's error is stored with its name and innermost stack frames", async () => {
+  const small = (await fixture.client.enqueue('errors', 'small', { maxAttempts: 1 })).job;
+  const huge = (await fixture.client.enqueue('errors', 'huge', { maxAttempts: 1 })).job;
+  function parsePage(size) {
+    throw new TypeError(size === 'small' ? 'bad page 7' : 'x'.repeat(100_000));
+  }
+  const worker = new Worker(fixture.client, ['errors'], async (job) => parsePage(job.payload), { pollMs: 200, handleSignals: false });
+  const running = worker.run();
+  assert.ok(await eventually(async () => (await state(small)) === 'failed' && (await state(huge)) === 'failed'));
+  worker.stop();
+  await running;
+  const error = (await fixture.client.get(small)).last_error;
+  assert.match(error, /^TypeError: bad page 7\n\s+at parsePage/);
+  const bounded = (await fixture.client.get(huge)).last_error;
+  assert.ok(Buffer.byteLength(bounded) <= 2000 && bounded.startsWith('TypeError: xxx') && bounded.includes('at '), bounded);
+});
+
 test('a handler resolving with a Completion commits its follow-ups with it', async () => {
   const { job: parse } = await fixture.client.enqueue('parse', 'report.pdf');
   const seen = [];

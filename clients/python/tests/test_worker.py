@@ -46,6 +46,25 @@ def test_results_complete_exceptions_retry_from_the_checkpoint_and_permanent_fai
     assert failed["state"] == "failed" and failed["last_error"] == "unreadable file" and failed["attempts"] == 1
 
 
+def test_a_handlers_exception_is_stored_with_its_type_and_innermost_frames(client):
+    small = client.enqueue("errors", "small", max_attempts=1).job
+    huge = client.enqueue("errors", "huge", max_attempts=1).job
+
+    def parse_page(size):
+        raise ValueError("bad page 7" if size == "small" else "x" * 100_000)
+
+    worker = Worker(client, ["errors"], lambda job: parse_page(job.payload), poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: all(client.get(job)["state"] == "failed" for job in (small, huge)))
+    worker.stop()
+    thread.join(10)
+    error = client.get(small)["last_error"]
+    assert error.startswith("ValueError: bad page 7\nTraceback"), error
+    assert "in parse_page" in error and 'raise ValueError' in error
+    bounded = client.get(huge)["last_error"]
+    assert len(bounded.encode()) <= 2000 and bounded.startswith("ValueError: xxx") and "in parse_page" in bounded
+
+
 def test_a_handler_returning_a_completion_commits_its_follow_ups_with_it(client):
     parse = client.enqueue("parse", "report.pdf").job
 

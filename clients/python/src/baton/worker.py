@@ -4,6 +4,7 @@ import logging
 import signal
 import threading
 import time
+import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from .client import Client, Lease
@@ -231,10 +232,11 @@ class Worker:
         if stop is not None:
             # Told to stop, it stopped: give the job back at shutdown; otherwise it is not ours.
             return (lambda: self.client.release(lease)) if stop == "shutdown" else (lambda: None)
-        reason = str(error) or type(error).__name__
         if isinstance(error, PermanentFailure):
+            reason = str(error) or type(error).__name__
             return lambda: self.client.fail(lease, reason, retry=False)
-        log.info("job %s failed: %s", lease.id, reason)
+        reason = describe_failure(error)
+        log.info("job %s failed: %s", lease.id, reason.partition("\n")[0])
         return lambda: self.client.fail(lease, reason)
 
     def _finish(self, outcome: Callable[[], Any]) -> Any:
@@ -267,3 +269,20 @@ class Worker:
                 except (ConnectionLost, TimeoutError) as error:
                     log.warning("heartbeat for job %s failed, retrying: %s", context.lease.id, error)
             time.sleep(0.05)
+
+
+#: The most of a handler's error kept in ``last_error``, in bytes (PROTOCOL.md).
+FAILURE_LIMIT = 2000
+
+
+def describe_failure(error: BaseException) -> str:
+    """``Type: message``, then the innermost frames of the traceback, within FAILURE_LIMIT bytes."""
+    head = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    frames = "".join(traceback.format_tb(error.__traceback__, limit=-5)).rstrip()
+    text = f"{head}\nTraceback (innermost last 5 frames):\n{frames}" if frames else head
+    data = text.encode()
+    if len(data) <= FAILURE_LIMIT:
+        return text
+    # Keep the head's start and the innermost frames: the frame that raised is at the end.
+    tail = data[-(FAILURE_LIMIT // 2):].decode(errors="ignore")
+    return data[: FAILURE_LIMIT // 2 - 5].decode(errors="ignore") + "\n...\n" + tail
