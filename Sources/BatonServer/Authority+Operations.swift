@@ -619,6 +619,7 @@ extension Authority {
             let revokedUnderIt = job.leaseToken == reference.token && (job.state == .cancelled || job.state == .paused)
             switch (revokedUnderIt, ending) {
             case (true, let verb?):
+                self.metrics.lateOutcomes.increment()
                 throw BatonError(
                     .invalidTransition, "job \(reference.jobID) is \(job.state.rawValue): it cannot be \(verb)", state: job.state
                 )

@@ -13,6 +13,9 @@ public final class ServerMetrics: Sendable {
 
     /// Tokens that did not hold the lease they claimed to: stale workers, split brains.
     let staleTokenRefusals: CoreMetrics.Counter
+    /// Completes, fails and releases of a job cancelled or paused under the lease: a worker
+    /// that missed the stop its heartbeat was told of (the client contract says to report nothing).
+    let lateOutcomes: CoreMetrics.Counter
     /// Requests applied per commit: how well group commit is batching.
     let batchSize: Recorder
     /// The time a commit takes once its requests are applied: mostly the fsync.
@@ -31,6 +34,7 @@ public final class ServerMetrics: Sendable {
         factory.valueHistogramBuckets["baton_commit_batch_size"] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024]
         self.registry = registry
         self.staleTokenRefusals = Counter(label: "baton_stale_token_refusals_total", factory: factory)
+        self.lateOutcomes = Counter(label: "baton_late_outcomes_total", factory: factory)
         self.batchSize = Recorder(label: "baton_commit_batch_size", aggregate: true, factory: factory)
         self.commitTime = Timer(label: "baton_commit_seconds", factory: factory)
         self.connections = Meter(label: "baton_connections", factory: factory)

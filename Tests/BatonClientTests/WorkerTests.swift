@@ -300,6 +300,8 @@ struct WorkerCancelTests {
             let job = try await client.job(id)
             #expect(job.state == .cancelled)
             #expect(job.lastError == "wrong document")
+            let reports = try await client.metrics().value("baton_late_outcomes_total")
+            #expect(reports == 0, "the worker reported nothing for the cancelled attempt")
         }
     }
 }

@@ -86,6 +86,18 @@ struct ObservabilityTests {
         #expect(recovered.int("running") == 1)
     }
 
+    @Test("a fail for a job cancelled under its lease is refused and counted as a late outcome")
+    func lateOutcomesAreCounted() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        let job = try client.enqueue(queue: "q", payload: 1)
+        let lease = try #require(try client.claim(queues: ["q"]))
+        _ = try client.request(["op": "cancel", "job": job])
+        #expect(try client.fenced("fail", lease, ["error": "too late"]).errorCode == "invalid_transition")
+        let samples = try #require(try client.request(["op": "metrics", "format": "json"]).fields["samples"] as? [[String: Any]])
+        #expect(samples.first { $0["name"] as? String == "baton_late_outcomes_total" }?["value"] as? Double == 1)
+    }
+
     @Test("health names the job running too long and its queue")
     func healthNamesALongRunningJob() throws {
         let server = try TestServer(arguments: ["--health-max-running-ms", "200"])

@@ -108,7 +108,14 @@ test('a cancelled job aborts its handler and its result is not reported', async 
   const cancelled = await fixture.client.get(job);
   assert.equal(cancelled.state, 'cancelled');
   assert.equal(cancelled.result, null);
+  assert.equal(await lateOutcomes(), 0, 'the worker reported nothing for the cancelled attempt');
 });
+
+/** How many complete, fail or release requests came for jobs cancelled or paused under them. */
+async function lateOutcomes() {
+  const { samples } = await fixture.client.request('metrics', { format: 'json' });
+  return samples.find((sample) => sample.name === 'baton_late_outcomes_total').value;
+}
 
 test('heartbeats keep a long job alive past its lease', async () => {
   const { job } = await fixture.client.enqueue('slow', null, { leaseMs: 300 });

@@ -113,6 +113,13 @@ def test_a_cancelled_job_tells_its_handler_to_stop_and_its_result_is_not_reporte
     thread.join(10)
     cancelled = client.get(job)
     assert cancelled["state"] == "cancelled" and cancelled["result"] is None
+    assert late_outcomes(client) == 0, "the worker reported nothing for the cancelled attempt"
+
+
+def late_outcomes(client):
+    """How many complete, fail or release requests came for jobs cancelled or paused under them."""
+    samples = client.request("metrics", format="json")["samples"]
+    return next(sample["value"] for sample in samples if sample["name"] == "baton_late_outcomes_total")
 
 
 def test_heartbeats_keep_a_long_job_alive_past_its_lease(client):
