@@ -131,8 +131,11 @@ export class Worker {
       const slots = Array.from({ length: this.concurrency }, () => this.#slot());
       await this.stopped;
       for (const context of this.active.values()) context.stop('shutdown');
-      const grace = sleep(this.shutdownGraceMs).then(() => 'timeout');
-      await Promise.race([Promise.all(slots), grace]);
+      // The grace timer is cleared as soon as the handlers are done, so that it does not
+      // keep the process alive after run() resolves.
+      let timer;
+      const grace = new Promise((resolve) => { timer = setTimeout(resolve, this.shutdownGraceMs); });
+      await Promise.race([Promise.all(slots), grace]).finally(() => clearTimeout(timer));
       for (const context of this.active.values()) {
         // The handler did not stop in time: give the job back for another worker.
         this.active.delete(context.id);

@@ -177,6 +177,25 @@ test('a handler that finishes in the grace period completes its job', async () =
   assert.equal(finished.result, 'done in the grace period');
 });
 
+test('a worker process exits within a second of run() resolving and close()', async () => {
+  await fixture.client.enqueue('exit', 1);
+  // No process.exit: the process ends when nothing is left to wait for.
+  const script = `
+    import { Client, Worker } from ${JSON.stringify(path.join(HERE, '..', 'src', 'index.js'))};
+    const client = new Client(process.argv[1]);
+    const worker = new Worker(client, ['exit'], async () => { setTimeout(() => worker.stop(), 50); return 'done'; },
+      { pollMs: 5000, handleSignals: false });
+    await worker.run();
+    client.close();
+    console.log(Date.now());`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script, fixture.server.socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let closedAt = null;
+  child.stdout.on('data', (data) => { closedAt = Number(String(data).trim()); });
+  const exitedAt = await new Promise((resolve) => child.once('exit', () => resolve(Date.now())));
+  assert.ok(closedAt !== null, 'run() resolved');
+  assert.ok(exitedAt - closedAt < 1000, `exited ${exitedAt - closedAt} ms after close()`);
+});
+
 test('the README worker runs as written', async () => {
   const readme = readFileSync(path.join(HERE, '..', 'README.md'), 'utf8');
   const code = /## A worker\n\n```js\n([\s\S]*?)```/.exec(readme)[1];
