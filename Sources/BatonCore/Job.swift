@@ -31,13 +31,15 @@ public struct Job: Hashable, Sendable {
     public var createdAt: Int64
     public var startedAt: Int64?
     public var finishedAt: Int64?
+    /// The job whose completion enqueued this one, if any.
+    public var parent: Int64?
 
     public init(
         id: Int64, queue: String, state: JobState, payload: String, priority: Int64, runAt: Int64,
         attempts: Int, maxAttempts: Int, backoff: BackoffPolicy, leaseMilliseconds: Int64,
         uniqueKey: String? = nil, concurrencyKey: String? = nil, checkpoint: String? = nil, progress: String? = nil, result: String? = nil,
         lastError: String? = nil, leaseToken: FencingToken? = nil, worker: String? = nil, peer: PeerIdentity? = nil,
-        createdAt: Int64, startedAt: Int64? = nil, finishedAt: Int64? = nil
+        createdAt: Int64, startedAt: Int64? = nil, finishedAt: Int64? = nil, parent: Int64? = nil
     ) {
         self.id = id
         self.queue = queue
@@ -61,6 +63,7 @@ public struct Job: Hashable, Sendable {
         self.createdAt = createdAt
         self.startedAt = startedAt
         self.finishedAt = finishedAt
+        self.parent = parent
     }
 }
 

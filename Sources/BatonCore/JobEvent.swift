@@ -30,6 +30,10 @@ public struct JobEvent: Hashable, Sendable {
     public var peerPID: Int32?
     /// The worker's name for a claim; the error or the reason otherwise.
     public var detail: String?
+    /// For `enqueued`: the job whose completion enqueued this one.
+    public var parent: Int64?
+    /// For `completed`: the jobs the completion enqueued.
+    public var followUps: [Int64] = []
 
     public init(
         _ kind: Kind, at: Int64, state: JobState, token: FencingToken? = nil, peerPID: Int32? = nil, detail: String? = nil

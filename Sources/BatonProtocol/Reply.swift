@@ -95,6 +95,13 @@ extension JSONWriter {
             default: self.member("error", detail)
             }
         }
+        if let parent = event.parent { self.member("parent", parent) }
+        if !event.followUps.isEmpty {
+            self.key("follow_ups")
+            self.beginArray()
+            for job in event.followUps { self.integer(job) }
+            self.endArray()
+        }
         self.endObject()
     }
 
@@ -122,7 +129,10 @@ extension JSONWriter {
         self.member("checkpoint", rawJSON: job.checkpoint)
         self.member("progress", rawJSON: job.progress)
         self.member("result", rawJSON: job.result)
-        self.member("last_error", optional: job.lastError)
+        // A completed job's error is an earlier attempt's: shown as such, never as current.
+        self.member("last_error", optional: job.state == .completed ? nil : job.lastError)
+        self.member("earlier_error", optional: job.state == .completed ? job.lastError : nil)
+        self.member("parent", optional: job.parent)
         self.member("created_at", job.createdAt)
         self.member("started_at", optional: job.startedAt)
         self.member("finished_at", optional: job.finishedAt)

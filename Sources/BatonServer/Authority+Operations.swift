@@ -174,10 +174,14 @@ extension Authority {
     private func events(_ jobID: Int64, id: String?, for peer: PeerIdentity?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         let showsTokens = self.showsTokens(of: job, to: peer)
-        var events = [JobEvent(.enqueued, at: job.createdAt, state: .queued)]
+        var enqueued = JobEvent(.enqueued, at: job.createdAt, state: .queued)
+        enqueued.parent = job.parent
+        var events = [enqueued]
         events += try context.tx.events(of: jobID)
         if job.state == .completed, let finishedAt = job.finishedAt {
-            events.append(JobEvent(.completed, at: finishedAt, state: .completed, token: job.leaseToken))
+            var completed = JobEvent(.completed, at: finishedAt, state: .completed, token: job.leaseToken)
+            completed.followUps = try context.tx.followUps(of: jobID)
+            events.append(completed)
         }
         return Reply.success(id: id) { reply in
             reply.member("job", jobID)
@@ -240,7 +244,11 @@ extension Authority {
     }
 
     /// Adds one job, or finds the unfinished job holding its unique key.
-    func enqueueOne(_ request: EnqueueRequest, _ context: inout BatchContext) throws -> (jobID: Int64, duplicate: Bool) {
+    ///
+    /// - Parameter parent: the job whose completion enqueues this one (a follow-up).
+    func enqueueOne(
+        _ request: EnqueueRequest, parent: Int64? = nil, _ context: inout BatchContext
+    ) throws -> (jobID: Int64, duplicate: Bool) {
         if let key = request.uniqueKey, let existing = try context.tx.unfinishedJob(queue: request.queue, uniqueKey: key) {
             return (existing, true)
         }
@@ -272,7 +280,8 @@ extension Authority {
                 backoff: request.backoff ?? self.defaults.backoff,
                 leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds,
                 uniqueKey: request.uniqueKey,
-                concurrencyKey: request.concurrencyKey
+                concurrencyKey: request.concurrencyKey,
+                parent: parent
             ),
             id: jobID,
             now: context.wallNow
@@ -469,7 +478,7 @@ extension Authority {
                 )
             }
             try self.releaseDependents(of: reference.jobID, &context)
-            return try request.followUps.map { try self.enqueueOne($0, &context) }
+            return try request.followUps.map { try self.enqueueOne($0, parent: reference.jobID, &context) }
         }
         // The completion and its follow-up jobs commit together, or none of it does. A
         // completion alone needs no savepoint: its writes fail only when the store fails,

@@ -179,6 +179,16 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v11: follow-ups know their parent") { db in
+            try db.execute(
+                sql: """
+                    -- The job whose completion enqueued this one (complete's `enqueue`), if any.
+                    -- The index holds follow-ups only, so a job's follow-ups are one search.
+                    ALTER TABLE jobs ADD COLUMN parent INTEGER;
+                    CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL;
+                    """
+            )
+        }
         return migrator
     }
 
@@ -187,6 +197,6 @@ extension JobStore {
         id, queue, state, payload, priority, run_at, attempts, max_attempts,
         backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
         checkpoint, progress, result, last_error, lease_token, worker, peer_pid, peer_uid,
-        created_at, started_at, finished_at, concurrency_key
+        created_at, started_at, finished_at, concurrency_key, parent
         """
 }

@@ -28,10 +28,13 @@ public struct StoreTransaction {
         public var leaseMilliseconds: Int64
         public var uniqueKey: String?
         public var concurrencyKey: String?
+        /// The job whose completion enqueued this one.
+        public var parent: Int64?
 
         public init(
             queue: String, payload: String, priority: Int64, runAt: Int64, maxAttempts: Int,
-            backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?, concurrencyKey: String? = nil
+            backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?, concurrencyKey: String? = nil,
+            parent: Int64? = nil
         ) {
             self.queue = queue
             self.payload = payload
@@ -42,6 +45,7 @@ public struct StoreTransaction {
             self.leaseMilliseconds = leaseMilliseconds
             self.uniqueKey = uniqueKey
             self.concurrencyKey = concurrencyKey
+            self.parent = parent
         }
     }
 
@@ -64,7 +68,14 @@ public struct StoreTransaction {
         statement.bind(12, job.uniqueKey)
         statement.bind(13, now)
         statement.bind(14, job.concurrencyKey)
+        statement.bind(15, job.parent)
         _ = try statement.execute()
+    }
+
+    /// The jobs a job's completion enqueued, oldest first: one search of `jobs_parent`.
+    public func followUps(of id: Int64) throws -> [Int64] {
+        let statement = try self.db.cachedStatement(sql: "SELECT id FROM jobs WHERE parent = ? ORDER BY id")
+        return try Int64.fetchAll(statement, arguments: [id])
     }
 
     /// The unfinished job holding a unique key in a queue, if any.
@@ -668,8 +679,8 @@ extension StoreTransaction {
 
     public static let insertJobSQL = """
         INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
-            backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key)
-        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key, parent)
+        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     public static let claimReadSQL = """
@@ -744,7 +755,8 @@ extension JobStore {
             peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
             createdAt: row[21],
             startedAt: row[22],
-            finishedAt: row[23]
+            finishedAt: row[23],
+            parent: row[25]
         )
     }
 }
