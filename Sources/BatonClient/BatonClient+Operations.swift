@@ -345,8 +345,12 @@ public struct JobInfo: Sendable {
     public var progress: JSONValue?
     /// What `complete` stored.
     public var result: JSONValue?
-    /// Why the last attempt failed, or why the job was cancelled.
+    /// Why the last attempt failed, or why the job was cancelled; `nil` once it completed.
     public var lastError: String?
+    /// For a completed job, the error of an attempt before the one that completed.
+    public var earlierError: String?
+    /// The job whose completion enqueued this one, if any.
+    public var parent: Int64?
     /// When it was enqueued, in wall-clock milliseconds.
     public var createdAt: Int64
     /// When its latest attempt started.
@@ -373,6 +377,8 @@ public struct JobInfo: Sendable {
         self.progress = job.value("progress")
         self.result = job.value("result")
         self.lastError = job.optionalString("last_error")
+        self.earlierError = job.optionalString("earlier_error")
+        self.parent = job.optionalInt64("parent")
         self.createdAt = try job.int64("created_at")
         self.startedAt = job.optionalInt64("started_at")
         self.finishedAt = job.optionalInt64("finished_at")
@@ -403,6 +409,10 @@ public struct JobEventInfo: Hashable, Sendable {
     public var peerPID: Int64?
     /// The worker's name (claims), the error (failures) or the reason (cancellations).
     public var detail: String?
+    /// For `enqueued`: the job whose completion enqueued this one.
+    public var parent: Int64?
+    /// For `completed`: the jobs the completion enqueued.
+    public var followUps: [Int64]
 
     init(_ fields: [String: JSONValue]) throws {
         self.event = try fields.string("event")
@@ -414,6 +424,12 @@ public struct JobEventInfo: Hashable, Sendable {
         self.token = fields.optionalInt64("token")
         self.peerPID = fields.optionalInt64("peer_pid")
         self.detail = fields.optionalString("worker") ?? fields.optionalString("error") ?? fields.optionalString("reason")
+        self.parent = fields.optionalInt64("parent")
+        if case .array(let jobs)? = fields["follow_ups"] {
+            self.followUps = jobs.compactMap { if case .integer(let id) = $0 { id } else { nil } }
+        } else {
+            self.followUps = []
+        }
     }
 }
 

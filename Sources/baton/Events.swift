@@ -23,6 +23,13 @@ struct Events: AsyncParsableCommand {
                 writer.member("token", optional: event.token)
                 writer.member("peer_pid", optional: event.peerPID)
                 writer.member("detail", optional: event.detail)
+                writer.member("parent", optional: event.parent)
+                if !event.followUps.isEmpty {
+                    writer.key("follow_ups")
+                    writer.beginArray()
+                    for job in event.followUps { writer.integer(job) }
+                    writer.endArray()
+                }
                 writer.endObject()
                 print(writer.text)
                 continue
@@ -31,6 +38,8 @@ struct Events: AsyncParsableCommand {
             if let token = event.token { line += "  token \(token)" }
             if let pid = event.peerPID { line += "  pid \(pid)" }
             if let detail = event.detail { line += "  \(detail)" }
+            if let parent = event.parent { line += "  follow-up of \(parent)" }
+            if !event.followUps.isEmpty { line += "  follow-ups " + event.followUps.map(String.init).joined(separator: ", ") }
             print(line)
         }
     }

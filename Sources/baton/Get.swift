@@ -30,6 +30,8 @@ struct Get: AsyncParsableCommand {
         if let checkpoint = job.checkpoint { rows.append(("checkpoint", checkpoint.jsonText)) }
         if let result = job.result { rows.append(("result", result.jsonText)) }
         if let error = job.lastError { rows.append(("last error", error)) }
+        if let error = job.earlierError { rows.append(("earlier error", "\(error) (an earlier attempt's; see baton events \(job.id))")) }
+        if let parent = job.parent { rows.append(("parent", "\(parent) (enqueued by its completion)")) }
         let width = rows.map(\.0.count).max() ?? 0
         for (name, value) in rows {
             print(name.padding(toLength: width, withPad: " ", startingAt: 0) + "  " + value)
@@ -57,6 +59,8 @@ extension JobInfo {
         writer.key("result")
         writer.value(self.result ?? .null)
         writer.member("last_error", optional: self.lastError)
+        writer.member("earlier_error", optional: self.earlierError)
+        writer.member("parent", optional: self.parent)
         writer.member("worker", optional: self.worker)
         writer.member("created_at", self.createdAt)
         writer.member("started_at", optional: self.startedAt)

@@ -41,10 +41,10 @@ struct List: AsyncParsableCommand {
             print("no jobs")
             return
         }
-        var rows = [["JOB", "QUEUE", "STATE", "ATTEMPTS", "PROGRESS", "LAST ERROR"]]
+        var rows = [["JOB", "QUEUE", "STATE", "ATTEMPTS", "PARENT", "PROGRESS", "LAST ERROR"]]
         for job in page.jobs {
             rows.append([
-                "\(job.id)", job.queue, job.state.rawValue, "\(job.attempts)/\(job.maxAttempts)",
+                "\(job.id)", job.queue, job.state.rawValue, "\(job.attempts)/\(job.maxAttempts)", job.parent.map(String.init) ?? "-",
                 job.progressText, job.lastError ?? "-",
             ])
         }

@@ -186,7 +186,7 @@ struct BatonClientTests {
             Issue.record("stats succeeded without a server")
         } catch let error as BatonConnectionError {
             #expect(error.code == .unavailable)
-            #expect(error.description.contains("cannot connect to \(path)"), "\(error)")
+            #expect(error.description.contains("cannot connect to batond at \(path): connection refused"), "\(error)")
         }
     }
 }

@@ -119,7 +119,7 @@ struct WorkerTests {
             #expect(seen.withLockedValue { $0 } == [nil, "extracted"])
             let job = try await client.job(id)
             #expect(job.attempts == 2)
-            #expect(job.lastError == "Flaky: embedding API timed out", "the error's type, then its description")
+            #expect(job.lastError == nil && job.earlierError == "Flaky: embedding API timed out", "the error's type, then its description")
         }
     }
 
@@ -151,6 +151,15 @@ struct WorkerTests {
             #expect(failed.lastError == "broken.pdf is not a PDF")
             let stats = try await client.stats()
             #expect(stats["embed"]?.counts[.queued] == 2, "the follow-ups were enqueued with the completion")
+            // Each follow-up knows its parent, and the parent's completion lists them.
+            let embeds = try await client.list(queue: "embed", limit: 10, oldestFirst: true).jobs
+            #expect(embeds.map(\.parent) == [parsed, parsed])
+            let completed = try #require(try await client.events(of: parsed).last)
+            #expect(completed.event == "completed" && completed.followUps == embeds.map(\.id))
+            #expect(try await client.events(of: embeds[0].id).first?.parent == parsed)
+            let shown = try baton(["get", "\(embeds[0].id)", "--socket", server.socketPath])
+            let line = shown.output.split(separator: "\n").first { $0.hasPrefix("parent ") }
+            #expect(line?.hasSuffix(" \(parsed) (enqueued by its completion)") == true, "\(shown.output)")
         }
     }
 
