@@ -5,6 +5,12 @@ import PackageDescription
 /// release builds do not.
 let faultInjection: [SwiftSetting] = [.define("BATON_FAULT_INJECTION", .when(configuration: .debug))]
 
+/// A dependency of the server side only. An app that wants just the client depends on
+/// Baton with `traits: []`, and SwiftPM then neither resolves nor builds these (README).
+func server(_ product: String, _ package: String) -> Target.Dependency {
+    .product(name: product, package: package, condition: .when(traits: ["Server"]))
+}
+
 let package = Package(
     name: "Baton",
     platforms: [.macOS(.v14)],
@@ -17,6 +23,10 @@ let package = Package(
         .library(name: "BatonStore", targets: ["BatonStore"]),
         .library(name: "BatonServer", targets: ["BatonServer"]),
         .library(name: "BatonClient", targets: ["BatonClient"]),
+    ],
+    traits: [
+        .trait(name: "Server", description: "batond, the baton CLI and the store: everything but the client library"),
+        .default(enabledTraits: ["Server"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -39,14 +49,12 @@ let package = Package(
         // Wire messages, the JSON-line codec and error codes; shared by server and clients.
         .target(name: "BatonProtocol", dependencies: ["BatonCore"]),
         // A SQLite VFS shim that writes each commit's WAL frames with one system call.
-        .target(name: "CSQLiteWAL", dependencies: [.product(name: "GRDBSQLite", package: "GRDB.swift")]),
+        .target(name: "CSQLiteWAL", dependencies: [server("GRDBSQLite", "GRDB.swift")]),
         // The SQLite job store: schema, migrations and the claim and expiry queries.
         .target(
             name: "BatonStore",
             dependencies: [
-                "BatonCore", "BatonProtocol", "CSQLiteWAL",
-                .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "GRDBSQLite", package: "GRDB.swift"),
+                "BatonCore", "BatonProtocol", "CSQLiteWAL", server("GRDB", "GRDB.swift"), server("GRDBSQLite", "GRDB.swift"),
             ]
         ),
         // libsystemd, for readiness, the watchdog and socket activation.
@@ -65,14 +73,14 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                server("NIOExtras", "swift-nio-extras"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "CoreMetrics", package: "swift-metrics"),
-                .product(name: "Prometheus", package: "swift-prometheus"),
-                .product(name: "TOMLKit", package: "TOMLKit"),
+                server("CoreMetrics", "swift-metrics"),
+                server("Prometheus", "swift-prometheus"),
+                server("TOMLKit", "TOMLKit"),
             ],
             swiftSettings: faultInjection
         ),
@@ -83,7 +91,6 @@ let package = Package(
                 "BatonCore", "BatonProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "NIOExtras", package: "swift-nio-extras"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
@@ -92,7 +99,7 @@ let package = Package(
             name: "batond",
             dependencies: [
                 "BatonServer", "BatonSystemd", "CMalloc",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                server("ArgumentParser", "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -103,7 +110,7 @@ let package = Package(
             name: "baton",
             dependencies: [
                 "BatonClient", "BatonCore", "BatonProtocol",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                server("ArgumentParser", "swift-argument-parser"),
             ]
         ),
         // An example worker: a multi-stage document job that resumes from its checkpoint.
@@ -116,14 +123,14 @@ let package = Package(
             name: "BatonBench",
             dependencies: [
                 "BatonTestSupport",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                server("ArgumentParser", "swift-argument-parser"),
             ]
         ),
         // The fuzz target for the line framing and request decoding (scripts/fuzz).
         .executableTarget(name: "baton-fuzz", dependencies: ["BatonProtocol"], path: "Sources/BatonFuzz"),
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
-        .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore", .product(name: "GRDB", package: "GRDB.swift")]),
+        .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore", server("GRDB", "GRDB.swift")]),
         .testTarget(
             name: "BatonSystemdTests",
             dependencies: [

@@ -4,7 +4,6 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
-import NIOExtras
 import NIOPosix
 
 /// A connection to `batond`, shared by every task that uses it.
@@ -266,11 +265,10 @@ public final class BatonClient: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandlers(
-                        ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: 64 << 20),
+                        ByteToMessageHandler(ReplyLineDecoder(), maximumBufferSize: 64 << 20),
                         ReplyDecoder(),
                         RequestEncoder(),
-                        NIORequestResponseWithIDHandler<OutgoingRequest, IncomingReply>(),
-                        ConnectionErrorCloser()
+                        ReplyRouter()
                     )
                 }
             }
@@ -291,11 +289,3 @@ struct AbandonedReplyHandler: Sendable {
     let handle: @Sendable ([String: JSONValue], any Channel) -> Void
 }
 
-/// Closes the connection on any error, which fails every request waiting on it.
-private final class ConnectionErrorCloser: ChannelInboundHandler {
-    typealias InboundIn = Never
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        context.close(promise: nil)
-    }
-}

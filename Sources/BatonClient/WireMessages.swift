@@ -1,15 +1,18 @@
 import BatonProtocol
 import NIOCore
-import NIOExtras
+
+// The client's channel handlers. They are written here, not taken from swift-nio-extras
+// (as the server's line decoder is), so that an app depending on BatonClient alone
+// resolves and builds swift-nio and nothing of the server's dependency graph.
 
 /// A request line on its way out, with the id its reply will carry.
-struct OutgoingRequest: NIORequestIdentifiable, Sendable {
+struct OutgoingRequest: Sendable {
     var requestID: Int64
     var line: String
 }
 
 /// A reply line, parsed, with the id of the request it answers.
-struct IncomingReply: NIORequestIdentifiable, Sendable {
+struct IncomingReply: Sendable {
     var requestID: Int64
     var fields: [String: JSONValue]
 }
@@ -48,5 +51,85 @@ final class ReplyDecoder: ChannelInboundHandler {
         } catch {
             context.fireErrorCaught(BatonConnectionError(.protocolViolation, "a reply that is not JSON: \(error)"))
         }
+    }
+}
+
+/// Splits what batond sends into lines, without their newlines.
+struct ReplyLineDecoder: ByteToMessageDecoder {
+    typealias InboundOut = ByteBuffer
+
+    /// How much of the buffer is known to hold no newline, so a long line is scanned once.
+    private var scanned = 0
+
+    mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        let bytes = buffer.readableBytesView
+        guard let newline = bytes.dropFirst(self.scanned).firstIndex(of: UInt8(ascii: "\n")) else {
+            self.scanned = bytes.count
+            return .needMoreData
+        }
+        self.scanned = 0
+        let line = buffer.readSlice(length: newline - bytes.startIndex)!
+        buffer.moveReaderIndex(forwardBy: 1)
+        context.fireChannelRead(Self.wrapInboundOut(line))
+        return .continue
+    }
+
+    mutating func decodeLast(context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool) throws -> DecodingState {
+        // A last line without its newline is not a whole reply: the requests waiting for it
+        // fail as the connection closes.
+        while try self.decode(context: context, buffer: &buffer) == .continue {}
+        return .needMoreData
+    }
+}
+
+/// Matches each reply to the request waiting for it, by id, so that many requests share
+/// one connection in any order. A reply to no waiting request, or any error on the
+/// connection, fails every waiting request and closes the connection.
+final class ReplyRouter: ChannelDuplexHandler {
+    typealias InboundIn = IncomingReply
+    typealias OutboundIn = (OutgoingRequest, EventLoopPromise<IncomingReply>)
+    typealias OutboundOut = OutgoingRequest
+
+    private var waiting: [Int64: EventLoopPromise<IncomingReply>] = [:]
+    /// Set once the connection failed: later requests fail at once.
+    private var failure: (any Error)?
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let (request, reply) = self.unwrapOutboundIn(data)
+        if let failure = self.failure {
+            reply.fail(failure)
+            promise?.fail(failure)
+            return
+        }
+        self.waiting[request.requestID] = reply
+        context.write(self.wrapOutboundOut(request), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let reply = self.unwrapInboundIn(data)
+        guard let waiter = self.waiting.removeValue(forKey: reply.requestID) else {
+            self.errorCaught(
+                context: context, error: BatonConnectionError(.protocolViolation, "a reply to no request of this client: id \(reply.requestID)")
+            )
+            return
+        }
+        waiter.succeed(reply)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        self.failAll(error)
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.failAll(BatonConnectionError(.closed, "the connection closed before batond answered"))
+        context.fireChannelInactive()
+    }
+
+    private func failAll(_ error: any Error) {
+        if self.failure == nil { self.failure = error }
+        let waiting = self.waiting
+        self.waiting = [:]
+        for waiter in waiting.values { waiter.fail(error) }
     }
 }
