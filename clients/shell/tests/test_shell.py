@@ -118,6 +118,28 @@ def test_a_cancelled_job_stops_the_command_and_reports_nothing(batond):
     assert process.wait(timeout=15) == 1
     assert "cancelled" in process.stderr.read()
     assert send(batond, {"op": "get", "job": job})["job"]["state"] == "cancelled"
+    samples = send(batond, {"op": "metrics", "format": "json"})["samples"]
+    late = next(sample["value"] for sample in samples if sample["name"] == "baton_late_outcomes_total")
+    assert late == 0, "baton-run reported nothing for the cancelled attempt"
+
+
+def test_the_socket_is_the_option_then_baton_socket_then_the_default(batond, tmp_path):
+    # The default, baton-data/baton.sock under the working directory, reaches batond here.
+    (tmp_path / "baton-data").mkdir()
+    (tmp_path / "baton-data" / "baton.sock").symlink_to(batond.socket_path)
+    bare = {name: value for name, value in os.environ.items() if name != "BATON_SOCKET"}
+
+    def baton_run(*arguments, environment=bare, directory=tmp_path):
+        send(batond, {"op": "enqueue", "queue": "found", "payload": 1})
+        return subprocess.run([BATON_RUN, *arguments, "found", "true"], env=environment, cwd=directory, capture_output=True, text=True, timeout=30)
+
+    assert baton_run().returncode == 0, "the default"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert baton_run(environment={**bare, "BATON_SOCKET": batond.socket_path}, directory=elsewhere).returncode == 0, "BATON_SOCKET"
+    assert baton_run("-s", batond.socket_path, environment={**bare, "BATON_SOCKET": "/nonexistent.sock"}).returncode == 0, "the option wins"
+    wrong = baton_run("-s", "/nonexistent.sock", environment={**bare, "BATON_SOCKET": batond.socket_path})
+    assert wrong.returncode == 3 and "no batond socket at /nonexistent.sock" in wrong.stderr
 
 
 def test_sigterm_stops_the_command_and_releases_the_job(batond):
