@@ -75,6 +75,22 @@ def test_baton_run_completes_with_the_commands_output(batond):
     assert send(batond, {"op": "list", "limit": 1})["jobs"][0]["result"] == "plain words", "output that is not JSON is a string"
 
 
+def test_follow_ups_are_enqueued_with_the_completion_and_only_with_it(batond):
+    parse = send(batond, {"op": "enqueue", "queue": "parse", "payload": "report.pdf"})["job"]
+    script = 'for page in 1 2; do jq -nc --argjson p $page \'{queue: "embed", payload: {page: $p}}\' >>"$BATON_FOLLOW_UPS"; done; echo parsed'
+    assert run(batond, "parse", "sh", "-c", script).returncode == 0
+    follow_ups = send(batond, {"op": "list", "queue": "embed", "order": "oldest"})["jobs"]
+    assert [(job["payload"], job["parent"]) for job in follow_ups] == [({"page": 1}, parse), ({"page": 2}, parse)]
+    assert send(batond, {"op": "get", "job": parse})["job"]["result"] == "parsed"
+    # A command that fails enqueues nothing; one that writes something else fails its attempt.
+    send(batond, {"op": "enqueue", "queue": "parse", "payload": "broken.pdf", "max_attempts": 1})
+    assert run(batond, "parse", "sh", "-c", 'echo \'{"queue":"embed","payload":3}\' >>"$BATON_FOLLOW_UPS"; exit 1').returncode == 1
+    bad = send(batond, {"op": "enqueue", "queue": "parse", "payload": "odd.pdf", "max_attempts": 1})["job"]
+    assert run(batond, "parse", "sh", "-c", 'echo not-json >>"$BATON_FOLLOW_UPS"').returncode == 65
+    assert "BATON_FOLLOW_UPS" in send(batond, {"op": "get", "job": bad})["job"]["last_error"]
+    assert len(send(batond, {"op": "list", "queue": "embed"})["jobs"]) == 2
+
+
 def test_a_failing_command_fails_the_attempt_with_its_status(batond):
     job = send(batond, {"op": "enqueue", "queue": "cron", "payload": None, "max_attempts": 1})["job"]
     failed = run(batond, "cron", "sh", "-c", "exit 3")
