@@ -1,8 +1,10 @@
 /// The seven states a job can be in, and the only moves between them.
 ///
-/// The table in ``allowedTargets`` is the whole state machine: every write path in the
-/// store asks it before changing a job, so a move that is not listed here is refused with
-/// `invalid_transition` instead of being applied.
+/// The table in ``allowedTargets`` is the whole state machine. The store's writes are
+/// held to it: those with fixed starting states are declared as ``JobMove``s (checked
+/// against this table by a test, and written into each write's SQL guard), and those that
+/// start from a state the caller read (cancel, pause, retry) check that state, so a move
+/// that is not listed here is refused with `invalid_transition` instead of being applied.
 public enum JobState: String, Sendable, CaseIterable, Codable {
     /// Waiting to be claimed, possibly not before its `run_at`.
     case queued

@@ -135,11 +135,10 @@ public struct StoreTransaction {
         id: Int64, token: FencingToken, leaseMilliseconds: Int64?,
         worker: String?, peer: PeerIdentity?, claimEvent: Int64, now: Int64
     ) throws -> (job: ClaimedJob, from: JobState)? {
-        try JobState.queued.checkMove(to: .running)
         let read = try DirectStatement(self, .claimRead)
         read.bind(1, id)
         guard
-            let (claimed, from) = try read.firstRow({ row in
+            let (claimed, fromName) = try read.firstRow({ row in
                 (ClaimedJob(
                     id: id,
                     queue: row.string(0),
@@ -150,9 +149,13 @@ public struct StoreTransaction {
                     checkpoint: row.optionalString(5),
                     progress: row.optionalString(6),
                     dueAt: row.int64(7)
-                ), JobState(rawValue: row.string(8)) ?? .queued)
+                ), row.string(8))
             })
         else { return nil }
+        // A ready row is waiting to run; anything else is a store this version cannot read.
+        guard let from = JobState(rawValue: fromName), JobMove.claim.from.contains(from) else {
+            throw StoreError("job \(id) is ready to claim but its state is '\(fromName)'")
+        }
         var job = claimed
         job.leaseMilliseconds = leaseMilliseconds ?? job.leaseMilliseconds
         let update = try DirectStatement(self, .claimUpdate)
@@ -165,7 +168,7 @@ public struct StoreTransaction {
         update.bind(7, now)
         update.bind(8, claimEvent)
         update.bind(9, id)
-        _ = try update.execute()
+        guard try update.execute() == 1 else { throw StoreError("job \(id) changed state while it was claimed") }
         return (job, from)
     }
 
@@ -198,7 +201,6 @@ public struct StoreTransaction {
     ///
     /// - Returns: whether the job was running under that token.
     public func markCompleted(id: Int64, token: FencingToken, result: String?, now: Int64) throws -> Bool {
-        try JobState.running.checkMove(to: .completed)
         let statement = try DirectStatement(self, .complete)
         statement.bind(1, result)
         statement.bind(2, now)
@@ -211,24 +213,13 @@ public struct StoreTransaction {
     public func markUnsuccessful(
         id: Int64, token: FencingToken, decision: RetryDecision, error: String, now: Int64
     ) throws -> Bool {
-        try JobState.running.checkMove(to: decision.state)
         try self.keepClaimEvent(of: id, token: token)
         switch decision {
         case .retry(let runAt):
-            let statement = try self.db.cachedStatement(
-                sql: """
-                    UPDATE jobs SET state = 'retrying', ready = ?, run_at = ?, last_error = ?
-                    WHERE id = ? AND state = 'running' AND lease_token = ?
-                    """
-            )
+            let statement = try self.db.cachedStatement(sql: Self.retrySQL)
             try statement.execute(arguments: [runAt <= now, runAt, error, id, token.rawValue])
         case .fail:
-            let statement = try self.db.cachedStatement(
-                sql: """
-                    UPDATE jobs SET state = 'failed', last_error = ?, finished_at = ?
-                    WHERE id = ? AND state = 'running' AND lease_token = ?
-                    """
-            )
+            let statement = try self.db.cachedStatement(sql: Self.failSQL)
             try statement.execute(arguments: [error, now, id, token.rawValue])
         }
         return self.db.changesCount == 1
@@ -238,15 +229,8 @@ public struct StoreTransaction {
     ///
     /// - Returns: the job's queue, or `nil` when the job was not running under that token.
     public func markReleased(id: Int64, token: FencingToken, runAt: Int64, now: Int64) throws -> String? {
-        try JobState.running.checkMove(to: .queued)
         try self.keepClaimEvent(of: id, token: token)
-        let statement = try self.db.cachedStatement(
-            sql: """
-                UPDATE jobs SET state = 'queued', ready = ?, run_at = ?, attempts = max(attempts - 1, 0)
-                WHERE id = ? AND state = 'running' AND lease_token = ?
-                RETURNING queue
-                """
-        )
+        let statement = try self.db.cachedStatement(sql: Self.releaseSQL)
         return try String.fetchOne(statement, arguments: [runAt <= now, runAt, id, token.rawValue])
     }
 
@@ -292,15 +276,7 @@ public struct StoreTransaction {
     ///
     /// - Returns: the job's queue and `run_at`, or `nil` when it was not paused.
     public func markResumed(id: Int64, now: Int64) throws -> (queue: String, runAt: Int64)? {
-        try JobState.paused.checkMove(to: .queued)
-        let statement = try DirectStatement(
-            self.db,
-            sql: """
-                UPDATE jobs SET state = 'queued', ready = (run_at <= ? AND waiting_on = 0)
-                WHERE id = ? AND state = 'paused'
-                RETURNING queue, run_at
-                """
-        )
+        let statement = try DirectStatement(self.db, sql: Self.resumeSQL)
         statement.bind(1, now)
         statement.bind(2, id)
         return try statement.firstRow { ($0.string(0), $0.int64(1)) }
@@ -689,14 +665,38 @@ extension StoreTransaction {
         """
 
     public static let claimUpdateSQL = """
-        UPDATE jobs SET state = 'running', ready = 0, attempts = ?, lease_token = ?,
+        UPDATE jobs SET state = '\(JobMove.claim.to.rawValue)', ready = 0, attempts = ?, lease_token = ?,
             lease_ms = ?, worker = ?, peer_pid = ?, peer_uid = ?, started_at = ?, claim_event = ?
-        WHERE id = ?
+        WHERE id = ? AND \(JobMove.claim.sqlGuard)
         """
 
     public static let completeSQL = """
-        UPDATE jobs SET state = 'completed', result = ?, finished_at = ?
-        WHERE id = ? AND state = 'running' AND lease_token = ?
+        UPDATE jobs SET state = '\(JobMove.complete.to.rawValue)', result = ?, finished_at = ?
+        WHERE id = ? AND \(JobMove.complete.sqlGuard) AND lease_token = ?
+        """
+
+    // MARK: The other moves with fixed starting states (see JobMove)
+
+    static let retrySQL = """
+        UPDATE jobs SET state = '\(JobMove.retry.to.rawValue)', ready = ?, run_at = ?, last_error = ?
+        WHERE id = ? AND \(JobMove.retry.sqlGuard) AND lease_token = ?
+        """
+
+    static let failSQL = """
+        UPDATE jobs SET state = '\(JobMove.fail.to.rawValue)', last_error = ?, finished_at = ?
+        WHERE id = ? AND \(JobMove.fail.sqlGuard) AND lease_token = ?
+        """
+
+    static let releaseSQL = """
+        UPDATE jobs SET state = '\(JobMove.release.to.rawValue)', ready = ?, run_at = ?, attempts = max(attempts - 1, 0)
+        WHERE id = ? AND \(JobMove.release.sqlGuard) AND lease_token = ?
+        RETURNING queue
+        """
+
+    static let resumeSQL = """
+        UPDATE jobs SET state = '\(JobMove.resume.to.rawValue)', ready = (run_at <= ? AND waiting_on = 0)
+        WHERE id = ? AND \(JobMove.resume.sqlGuard)
+        RETURNING queue, run_at
         """
 
     public static let recordEventSQL =
@@ -730,13 +730,17 @@ extension StoreTransaction {
 
 extension JobStore {
     /// Reads a row selected with ``jobColumns``.
-    static func job(from row: Row) -> Job {
+    static func job(from row: Row) throws -> Job {
+        let name: String = row[2]
+        guard let state = JobState(rawValue: name) else {
+            throw StoreError("job \(row[0] as Int64) has a state this version does not know: '\(name)'")
+        }
         let pid: Int32? = row[19]
         let uid: Int64? = row[20]
         return Job(
             id: row[0],
             queue: row[1],
-            state: JobState(rawValue: row[2]) ?? .failed,
+            state: state,
             payload: row[3],
             priority: row[4],
             runAt: row[5],
@@ -758,5 +762,14 @@ extension JobStore {
             finishedAt: row[23],
             parent: row[25]
         )
+    }
+}
+
+extension JobMove {
+    /// The SQL condition that holds only for a row in one of the move's starting states.
+    var sqlGuard: String {
+        self.from.count == 1
+            ? "state = '\(self.from[0].rawValue)'"
+            : "state IN (" + self.from.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
     }
 }

@@ -60,3 +60,25 @@ struct JobStateTests {
         #expect(JobState.allCases.filter(\.isClaimable) == [.queued, .retrying])
     }
 }
+
+@Suite("The store's moves")
+struct JobMoveTests {
+    @Test("every move the store declares is allowed by the state machine from each state it starts in")
+    func declaredMovesAreAllowed() {
+        for move in JobMove.declared {
+            #expect(move.isAllowed, "\(move)")
+        }
+    }
+
+    @Test("a move the table does not allow is caught, from any one of its starting states")
+    func disallowedMovesAreCaught() {
+        #expect(!JobMove(from: [.running, .completed], to: .queued).isAllowed)
+        #expect(!JobMove(from: [.paused], to: .running).isAllowed)
+        #expect(!JobMove(from: [], to: .queued).isAllowed)
+    }
+
+    @Test("a claim starts from exactly the claimable states")
+    func claimStartsFromClaimableStates() {
+        #expect(JobMove.claim.from == JobState.allCases.filter(\.isClaimable))
+    }
+}
