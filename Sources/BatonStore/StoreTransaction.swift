@@ -637,15 +637,15 @@ public struct StoreTransaction {
     }
 
     /// Records a new high-water mark for a sequence (`job_id` or `token`); it only grows.
-    public func saveReservation(_ sequence: Sequence, upTo value: Int64) throws {
+    public func saveReservation(_ sequence: ReservedCounter, upTo value: Int64) throws {
         let statement = try DirectStatement(self.db, sql: "UPDATE counters SET value = max(value, ?) WHERE name = ?")
         statement.bind(1, value)
         statement.bind(2, sequence.rawValue)
         _ = try statement.execute()
     }
 
-    /// The sequences whose reservations the store keeps.
-    public enum Sequence: String, Sendable {
+    /// The sequences whose reservations the store keeps, by their row in `counters`.
+    public enum ReservedCounter: String, Sendable {
         case jobID = "job_id"
         case token
         case event
