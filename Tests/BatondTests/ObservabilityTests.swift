@@ -71,10 +71,9 @@ struct ObservabilityTests {
         #expect(healthy.int("free_bytes").map { $0 > 0 } == true)
         let job = try client.enqueue(queue: "slow", payload: 1)
         var degraded = try client.request(["op": "health"])
-        let deadline = Date().addingTimeInterval(20)
-        while degraded.string("health") != "degraded", Date() < deadline {
-            usleep(50_000)
+        _ = try waitUntil {
             degraded = try client.request(["op": "health"])
+            return degraded.string("health") == "degraded"
         }
         #expect(degraded.string("health") == "degraded", "\(degraded)")
         let reasons = degraded.fields["reasons"] as? [String] ?? []
@@ -105,10 +104,9 @@ struct ObservabilityTests {
         let job = try client.enqueue(queue: "render", payload: 1)
         _ = try #require(try client.claim(queues: ["render"]))
         var report = try client.request(["op": "health"])
-        let deadline = Date().addingTimeInterval(20)
-        while report.string("health") != "degraded", Date() < deadline {
-            usleep(50_000)
+        _ = try waitUntil {
             report = try client.request(["op": "health"])
+            return report.string("health") == "degraded"
         }
         let reasons = report.fields["reasons"] as? [String] ?? []
         #expect(reasons.contains { $0.hasPrefix("job \(job) in render running longer than 200 ms") }, "\(reasons)")
