@@ -119,8 +119,8 @@ def test_no_job_exits_2_and_an_unreachable_batond_3(batond):
 
 
 def test_heartbeats_keep_a_long_command_alive_past_its_lease(batond):
-    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 600})["job"]
-    slow = run(batond, "cron", "sh", "-c", "sleep 2; echo done")
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 1200})["job"]
+    slow = run(batond, "cron", "sh", "-c", "sleep 3; echo done")
     assert slow.returncode == 0, slow.stderr
     record = send(batond, {"op": "get", "job": job})["job"]
     assert record["state"] == "completed" and record["attempts"] == 1
@@ -168,12 +168,14 @@ def test_sigterm_stops_the_command_and_releases_the_job(batond):
     assert record["state"] == "queued" and record["attempts"] == 0
 
 
-def processes_with(marker):
-    """Live processes whose command line holds `marker` (zombies are gone already)."""
+def sleeps(length):
+    """Live `sleep LENGTH` processes. Only the sleeps count: baton-run's own command line
+    holds the command's text too, and its short-lived forks would make a count unsteady."""
     found = []
     for entry in pathlib.Path("/proc").iterdir():
         try:
-            if marker in (entry / "cmdline").read_bytes().decode(errors="replace") and b") Z " not in (entry / "stat").read_bytes():
+            if (entry / "cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", length.encode()] \
+                    and b") Z " not in (entry / "stat").read_bytes():
                 found.append(entry.name)
         except OSError:
             continue
@@ -188,27 +190,39 @@ def family(marker):
 @pytest.mark.parametrize("stop", ["cancel", "sigterm"])
 def test_baton_run_leaves_no_process_behind(batond, stop):
     marker = "917.25" if stop == "cancel" else "917.5"
-    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 600})["job"]
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 3000})["job"]
     process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "cron", *family(marker)], stderr=subprocess.PIPE, text=True)
-    assert eventually(lambda: len(processes_with(f"sleep {marker}")) == 3)
+    assert eventually(lambda: len(sleeps(marker)) == 2)
     if stop == "cancel":
         send(batond, {"op": "cancel", "job": job})
         assert process.wait(timeout=15) == 1
     else:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=15) == 143
-    assert processes_with(f"sleep {marker}") == [], "the command's whole process group is stopped"
+    assert sleeps(marker) == [], "the command's whole process group is stopped"
     assert send(batond, {"op": "get", "job": job})["job"]["state"] == ("cancelled" if stop == "cancel" else "queued")
+
+
+def test_a_command_does_not_outlive_a_killed_baton_run(batond):
+    # SIGKILL gives baton-run no say; its lease lapses and the job goes to another worker,
+    # so the command it started must stop too.
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1, "lease_ms": 1500})["job"]
+    process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "cron", *family("917.625")])
+    assert eventually(lambda: len(sleeps("917.625")) == 2)
+    process.kill()
+    process.wait(timeout=5)
+    assert eventually(lambda: sleeps("917.625") == [])
+    assert eventually(lambda: send(batond, {"op": "get", "job": job})["job"]["last_error"] == "lease expired")
 
 
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(batond):
     job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1})["job"]
     stubborn = ["sh", "-c", "trap '' TERM; sleep 917.75 & sleep 917.75; wait"]
     process = subprocess.Popen([BATON_RUN, "-s", batond.socket_path, "-g", "1", "cron", *stubborn])
-    assert eventually(lambda: len(processes_with("sleep 917.75")) == 3)
+    assert eventually(lambda: len(sleeps("917.75")) == 2)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=15) == 143
-    assert processes_with("sleep 917.75") == []
+    assert sleeps("917.75") == []
     assert send(batond, {"op": "get", "job": job})["job"]["state"] == "queued"
 
 
