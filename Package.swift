@@ -39,6 +39,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The job state machine, backoff and lease rules: pure values, no IO.
@@ -55,6 +56,17 @@ let package = Package(
             name: "BatonStore",
             dependencies: [
                 "BatonCore", "BatonProtocol", "CSQLiteWAL", server("GRDB", "GRDB.swift"), server("GRDBSQLite", "GRDB.swift"),
+            ]
+        ),
+        // The PostgreSQL job store, which sidecars on many hosts share: schema, migrations,
+        // and the claim, lease and expiry statements, with PostgreSQL's clock deciding leases.
+        .target(
+            name: "BatonPostgres",
+            dependencies: [
+                "BatonCore",
+                server("PostgresNIO", "postgres-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // libsystemd, for readiness, the watchdog and socket activation.
@@ -131,6 +143,7 @@ let package = Package(
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
         .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore", server("GRDB", "GRDB.swift")]),
+        .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", server("PostgresNIO", "postgres-nio")]),
         .testTarget(
             name: "BatonSystemdTests",
             dependencies: [

@@ -112,3 +112,35 @@ public struct PeerIdentity: Hashable, Sendable {
         self.gid = gid
     }
 }
+
+/// A job to enqueue, as either store inserts it.
+public struct NewJob: Sendable {
+    public var queue: String
+    public var payload: String
+    public var priority: Int64
+    public var runAt: Int64
+    public var maxAttempts: Int
+    public var backoff: BackoffPolicy
+    public var leaseMilliseconds: Int64
+    public var uniqueKey: String?
+    public var concurrencyKey: String?
+    /// The job whose completion enqueued this one.
+    public var parent: Int64?
+
+    public init(
+        queue: String, payload: String, priority: Int64, runAt: Int64, maxAttempts: Int,
+        backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?, concurrencyKey: String? = nil,
+        parent: Int64? = nil
+    ) {
+        self.queue = queue
+        self.payload = payload
+        self.priority = priority
+        self.runAt = runAt
+        self.maxAttempts = maxAttempts
+        self.backoff = backoff
+        self.leaseMilliseconds = leaseMilliseconds
+        self.uniqueKey = uniqueKey
+        self.concurrencyKey = concurrencyKey
+        self.parent = parent
+    }
+}

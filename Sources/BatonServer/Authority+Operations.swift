@@ -271,7 +271,7 @@ extension Authority {
             try context.tx.saveReservation(.jobID, upTo: reservation)
         }
         try context.tx.insert(
-            StoreTransaction.NewJob(
+            NewJob(
                 queue: request.queue,
                 payload: request.payload,
                 priority: request.priority,

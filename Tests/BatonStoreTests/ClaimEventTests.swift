@@ -12,8 +12,8 @@ struct ClaimEventTests {
         self.store = try JobStore(path: try temporaryStorePath())
     }
 
-    func newJob() -> StoreTransaction.NewJob {
-        StoreTransaction.NewJob(
+    func newJob() -> NewJob {
+        NewJob(
             queue: "q", payload: "{}", priority: 0, runAt: 0, maxAttempts: 3, backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: nil
         )
     }

@@ -18,8 +18,8 @@ struct JobStoreTests {
         self.path = try temporaryStorePath()
     }
 
-    func newJob(queue: String = "q", priority: Int64 = 0, runAt: Int64 = 0, uniqueKey: String? = nil) -> StoreTransaction.NewJob {
-        StoreTransaction.NewJob(
+    func newJob(queue: String = "q", priority: Int64 = 0, runAt: Int64 = 0, uniqueKey: String? = nil) -> NewJob {
+        NewJob(
             queue: queue, payload: "{}", priority: priority, runAt: runAt, maxAttempts: 3,
             backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: uniqueKey
         )
@@ -183,7 +183,7 @@ struct WriteAheadLogTests {
         // `normal` never syncs at commit; a crash of the process must still keep the commit,
         // so the frames have to be in the kernel, not in a buffer of this process.
         let store = try JobStore(path: path, durability: .normal)
-        let job = StoreTransaction.NewJob(
+        let job = NewJob(
             queue: "q", payload: "{}", priority: 0, runAt: 0, maxAttempts: 3,
             backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: nil
         )
@@ -206,7 +206,7 @@ struct WriteAheadLogTests {
             let store = try JobStore(path: path)
             try store.write { tx in
                 for id in 1...400 {
-                    let job = StoreTransaction.NewJob(
+                    let job = NewJob(
                         queue: "q", payload: payload, priority: 0, runAt: 0, maxAttempts: 3,
                         backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: nil
                     )
@@ -226,7 +226,7 @@ struct WriteAheadLogTests {
     func walStaysBounded() throws {
         let path = try temporaryStorePath()
         let store = try JobStore(path: path, durability: .normal)
-        let job = StoreTransaction.NewJob(
+        let job = NewJob(
             queue: "q", payload: String(repeating: "x", count: 2_000), priority: 0, runAt: 0, maxAttempts: 3,
             backoff: .standard, leaseMilliseconds: 1_000, uniqueKey: nil
         )

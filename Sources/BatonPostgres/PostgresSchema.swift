@@ -1,0 +1,159 @@
+import Logging
+import PostgresNIO
+
+/// The PostgreSQL store's schema and its versioned migrations.
+///
+/// Several `batond` may start at once against one database: each migrates inside a
+/// transaction that first takes a transaction-scoped advisory lock, so one applies what
+/// is missing while the others wait, then find nothing left to do. A migration, once
+/// released, is never edited: changes are new ones. (Until the PostgreSQL store is
+/// released with issue 15, v1 is still being written.)
+///
+/// Times are milliseconds since the Unix epoch in `bigint`, as in the SQLite store. Lease
+/// deadlines are on PostgreSQL's clock (`baton_now_ms()`), never a host's, so clock skew
+/// between hosts can neither lengthen nor shorten a lease.
+enum PostgresSchema {
+    /// The advisory lock migrations hold: "baton" in ASCII.
+    static let migrationLock: Int64 = 0x62_61_74_6F_6E
+
+    struct Migration {
+        var version: Int
+        var name: String
+        var statements: [String]
+    }
+
+    static let migrations: [Migration] = [
+        Migration(
+            version: 1, name: "jobs, leases on the database's clock, tokens",
+            statements: [
+                """
+                -- The database's wall clock, which every lease deadline is set and judged by.
+                -- clock_timestamp(), not now(): a transaction's start time would stand still
+                -- through a long batch.
+                CREATE FUNCTION baton_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+                    AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$
+                """,
+                // Job ids, fencing tokens and event numbers: one sequence each for the
+                // fleet, strictly increasing across hosts and restarts.
+                "CREATE SEQUENCE baton_job_ids",
+                "CREATE SEQUENCE baton_tokens",
+                "CREATE SEQUENCE baton_events",
+                """
+                CREATE TABLE jobs (
+                    id bigint PRIMARY KEY,
+                    queue text NOT NULL,
+                    state text NOT NULL,
+                    -- True exactly when the job is queued or retrying and its run_at has
+                    -- passed: the claim index holds only these rows.
+                    ready boolean NOT NULL,
+                    payload text NOT NULL,
+                    priority bigint NOT NULL,
+                    run_at bigint NOT NULL,
+                    attempts integer NOT NULL DEFAULT 0,
+                    max_attempts integer NOT NULL,
+                    backoff_initial_ms bigint NOT NULL,
+                    backoff_factor double precision NOT NULL,
+                    backoff_max_ms bigint NOT NULL,
+                    lease_ms bigint NOT NULL,
+                    unique_key text,
+                    concurrency_key text,
+                    checkpoint text,
+                    progress text,
+                    result text,
+                    last_error text,
+                    lease_token bigint,
+                    -- When the running attempt's lease runs out, on baton_now_ms().
+                    lease_deadline bigint,
+                    -- The batond that granted the lease.
+                    lease_host text,
+                    worker text,
+                    peer_pid integer,
+                    peer_uid bigint,
+                    created_at bigint NOT NULL,
+                    started_at bigint,
+                    finished_at bigint,
+                    waiting_on integer NOT NULL DEFAULT 0,
+                    parent bigint
+                )
+                """,
+                // The claim: best priority, then oldest, among one queue's ready jobs.
+                "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id) WHERE ready",
+                // Delayed and backing-off jobs, by when they become ready.
+                """
+                CREATE INDEX jobs_scheduled ON jobs (run_at)
+                    WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0
+                """,
+                // Running jobs by deadline: any host expires the overdue ones.
+                "CREATE INDEX jobs_leases ON jobs (lease_deadline) WHERE state = 'running'",
+                """
+                CREATE UNIQUE INDEX jobs_unique_active ON jobs (queue, unique_key)
+                    WHERE unique_key IS NOT NULL AND finished_at IS NULL
+                """,
+                "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
+                "CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL",
+                """
+                CREATE TABLE queues (
+                    name text PRIMARY KEY,
+                    paused boolean NOT NULL DEFAULT false,
+                    max_running integer
+                )
+                """,
+                """
+                CREATE TABLE job_dependencies (
+                    job_id bigint NOT NULL,
+                    depends_on bigint NOT NULL,
+                    PRIMARY KEY (depends_on, job_id)
+                )
+                """,
+                """
+                CREATE TABLE job_events (
+                    job_id bigint NOT NULL,
+                    seq bigint NOT NULL,
+                    at bigint NOT NULL,
+                    event text NOT NULL,
+                    state text NOT NULL,
+                    token bigint,
+                    peer_pid integer,
+                    detail text,
+                    PRIMARY KEY (job_id, seq)
+                )
+                """,
+            ]
+        )
+    ]
+
+    /// Brings the database's schema up to date; returns how many migrations it applied.
+    static func migrate(_ client: PostgresClient, logger: Logger) async throws -> Int {
+        try await client.withTransaction(logger: logger) { connection in
+            try await connection.query("SELECT pg_advisory_xact_lock(\(Self.migrationLock))", logger: logger)
+            try await connection.query(
+                """
+                CREATE TABLE IF NOT EXISTS baton_schema (
+                    version integer PRIMARY KEY, name text NOT NULL,
+                    applied_at timestamptz NOT NULL DEFAULT clock_timestamp())
+                """, logger: logger)
+            var applied = Set<Int>()
+            for try await version in try await connection.query("SELECT version FROM baton_schema", logger: logger)
+                .decode(Int.self)
+            {
+                applied.insert(version)
+            }
+            if let newest = applied.max(), newest > Self.migrations.last?.version ?? 0 {
+                throw PostgresStoreError(
+                    "the database's schema is at version \(newest), newer than this batond knows (\(Self.migrations.last?.version ?? 0)): upgrade batond"
+                )
+            }
+            var count = 0
+            for migration in Self.migrations where !applied.contains(migration.version) {
+                for statement in migration.statements {
+                    try await connection.query(PostgresQuery(unsafeSQL: statement), logger: logger)
+                }
+                try await connection.query(
+                    "INSERT INTO baton_schema (version, name) VALUES (\(migration.version), \(migration.name))",
+                    logger: logger)
+                count += 1
+            }
+            return count
+        }
+    }
+}

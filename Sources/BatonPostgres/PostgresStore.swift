@@ -1,0 +1,86 @@
+import BatonCore
+import Logging
+import NIOConcurrencyHelpers
+import PostgresNIO
+
+/// A job store in PostgreSQL, which the `batond` of many hosts share.
+///
+/// Everything that must agree between hosts lives in the database: job ids and fencing
+/// tokens come from its sequences, lease deadlines from its clock, and a claim takes a
+/// ready job with `FOR UPDATE SKIP LOCKED`, so two hosts never lease one job and never
+/// wait on each other's claims.
+public final class PostgresStore: Sendable {
+    public let location: PostgresLocation
+    let client: PostgresClient
+    let logger: Logger
+    /// Runs the client's connection pool until the store is closed.
+    private let pool: Task<Void, Never>
+
+    private init(location: PostgresLocation, logger: Logger, client: PostgresClient, pool: Task<Void, Never>) {
+        self.location = location
+        self.logger = logger
+        self.client = client
+        self.pool = pool
+    }
+
+    /// Starts the client's pool in a task, and returns once it is running: a connection
+    /// asked for before then would still come, but with a warning in the log.
+    static func run(_ client: PostgresClient) async -> Task<Void, Never> {
+        let started = NIOLockedValueBox(false)
+        let pool = Task {
+            started.withLockedValue { $0 = true }
+            await client.run()
+        }
+        while !started.withLockedValue({ $0 }) {
+            await Task.yield()
+        }
+        return pool
+    }
+
+    /// Connects to the database and brings its schema up to date.
+    public static func open(_ location: PostgresLocation, logger: Logger) async throws -> PostgresStore {
+        let client = PostgresClient(configuration: location.configuration, backgroundLogger: logger)
+        let store = PostgresStore(location: location, logger: logger, client: client, pool: await Self.run(client))
+        do {
+            let applied = try await PostgresSchema.migrate(store.client, logger: logger)
+            if applied > 0 {
+                logger.notice("migrated the PostgreSQL store", metadata: ["migrations": "\(applied)", "store": "\(location)"])
+            }
+        } catch {
+            await store.close()
+            throw error
+        }
+        return store
+    }
+
+    /// Closes every connection.
+    public func close() async {
+        self.pool.cancel()
+        await self.pool.value
+    }
+
+    /// Runs `body` in one transaction, committed when it returns and rolled back when it throws.
+    @discardableResult
+    public func write<Result: Sendable>(_ body: (PostgresTransaction) async throws -> Result) async throws -> Result {
+        try await self.client.withTransaction(logger: self.logger) { connection in
+            try await body(PostgresTransaction(connection: connection, logger: self.logger))
+        }
+    }
+
+    /// The schema versions applied to the database, oldest first.
+    public func schemaVersions() async throws -> [Int] {
+        var versions: [Int] = []
+        for try await version in try await self.client.query("SELECT version FROM baton_schema ORDER BY version", logger: self.logger)
+            .decode(Int.self)
+        {
+            versions.append(version)
+        }
+        return versions
+    }
+}
+
+/// Something the PostgreSQL store cannot do, in words for the log.
+public struct PostgresStoreError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,223 @@
+import BatonCore
+import Logging
+import PostgresNIO
+
+/// The PostgreSQL store's operations, valid inside one ``PostgresStore/write(_:)``
+/// transaction.
+///
+/// Each fenced write is one statement guarded by the job's state, the lease token and the
+/// lease deadline on the database's clock, so it applies whole or not at all, on whichever
+/// host it runs, and a token whose lease ran out is refused everywhere at once.
+public struct PostgresTransaction {
+    let connection: PostgresConnection
+    let logger: Logger
+
+    // MARK: Enqueue
+
+    /// Inserts a queued job under the next id of the fleet's sequence.
+    ///
+    /// - Returns: the new job's id, or with a unique key held by an unfinished job of the
+    ///   queue, that job's id and `inserted: false`.
+    public func insert(_ job: NewJob) async throws -> (id: Int64, inserted: Bool) {
+        let rows = try await self.connection.query(
+            """
+            INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
+                backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
+                concurrency_key, parent, created_at)
+            VALUES (nextval('baton_job_ids'), \(job.queue), 'queued', \(job.runAt) <= baton_now_ms(), \(job.payload),
+                \(job.priority), \(job.runAt), \(job.maxAttempts), \(job.backoff.initialMilliseconds),
+                \(job.backoff.factor), \(job.backoff.maximumMilliseconds), \(job.leaseMilliseconds),
+                \(job.uniqueKey), \(job.concurrencyKey), \(job.parent), baton_now_ms())
+            ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
+            RETURNING id
+            """, logger: self.logger)
+        if let id = try await rows.first(Int64.self) {
+            return (id, true)
+        }
+        // The key is held; the holder is visible to this statement once its insert committed.
+        let holder = try await self.connection.query(
+            "SELECT id FROM jobs WHERE queue = \(job.queue) AND unique_key = \(job.uniqueKey) AND finished_at IS NULL",
+            logger: self.logger)
+        guard let id = try await holder.first(Int64.self) else {
+            throw PostgresStoreError("the unique key \(job.uniqueKey ?? "") of queue \(job.queue) is held, but by no unfinished job")
+        }
+        return (id, false)
+    }
+
+    // MARK: Claim
+
+    /// A job a claim leased.
+    public struct Claim: Sendable {
+        public var job: ClaimedJob
+        public var token: FencingToken
+        /// When the lease runs out, on the database's clock (milliseconds since the epoch).
+        public var deadline: Int64
+        /// The state the job was claimed from: `queued` or `retrying`.
+        public var from: JobState
+    }
+
+    /// Leases the best ready job (highest priority, then oldest) of the first of `queues`
+    /// that has one and is not paused, under a token from the fleet's sequence.
+    ///
+    /// Each queue's best job is found by one probe of the claim index; a job another
+    /// transaction has locked (another host claiming it right now) is skipped, not waited
+    /// for, so hosts never queue up behind one another's claims.
+    ///
+    /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
+    public func claim(
+        queues: [String], leaseMilliseconds: Int64?, host: String, worker: String?, peer: PeerIdentity?
+    ) async throws -> Claim? {
+        let rows = try await self.connection.query(
+            """
+            WITH candidate AS (
+                SELECT j.id, j.state FROM unnest(\(queues)::text[]) AS q(name)
+                CROSS JOIN LATERAL (
+                    SELECT id, state, priority FROM jobs WHERE ready AND queue = q.name
+                    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED
+                ) j
+                WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q.name AND paused)
+                ORDER BY j.priority DESC, j.id LIMIT 1
+            )
+            UPDATE jobs SET state = 'running', ready = false, attempts = attempts + 1,
+                lease_token = nextval('baton_tokens'), lease_ms = coalesce(\(leaseMilliseconds), lease_ms),
+                lease_deadline = baton_now_ms() + coalesce(\(leaseMilliseconds), lease_ms), lease_host = \(host),
+                worker = \(worker), peer_pid = \(peer.map { Int32($0.pid) }), peer_uid = \(peer.map { Int64($0.uid) }),
+                started_at = baton_now_ms()
+            FROM candidate WHERE jobs.id = candidate.id
+            RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.lease_ms,
+                jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline, candidate.state
+            """, logger: self.logger)
+        for try await (id, queue, payload, attempt, maxAttempts, lease, checkpoint, progress, runAt, token, deadline, from)
+            in rows.decode((Int64, String, String, Int, Int, Int64, String?, String?, Int64, Int64, Int64, String).self)
+        {
+            guard let from = JobState(rawValue: from), JobMove.claim.from.contains(from) else {
+                throw PostgresStoreError("job \(id) was ready to claim but its state is '\(from)'")
+            }
+            let job = ClaimedJob(
+                id: id, queue: queue, payload: payload, attempt: attempt, maxAttempts: maxAttempts,
+                leaseMilliseconds: lease, checkpoint: checkpoint, progress: progress, dueAt: runAt
+            )
+            return Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
+        }
+        return nil
+    }
+
+    // MARK: Fenced writes
+
+    /// Renews the lease `token` holds on a running job, if it is live on the database's
+    /// clock, to now plus `leaseMilliseconds` (or the job's own period).
+    ///
+    /// - Returns: the new deadline, or `nil` when the token holds no live lease.
+    public func renew(id: Int64, token: FencingToken, leaseMilliseconds: Int64? = nil) async throws -> Int64? {
+        let rows = try await self.connection.query(
+            """
+            UPDATE jobs SET lease_ms = coalesce(\(leaseMilliseconds), lease_ms),
+                lease_deadline = baton_now_ms() + coalesce(\(leaseMilliseconds), lease_ms)
+            WHERE id = \(id) AND lease_token = \(token.rawValue) AND state = 'running' AND lease_deadline > baton_now_ms()
+            RETURNING lease_deadline
+            """, logger: self.logger)
+        return try await rows.first(Int64.self)
+    }
+
+    /// Completes the running job whose live lease `token` holds.
+    ///
+    /// - Returns: whether it did; `false` when the token holds no live lease.
+    public func complete(id: Int64, token: FencingToken, result: String?) async throws -> Bool {
+        let rows = try await self.connection.query(
+            """
+            UPDATE jobs SET state = 'completed', result = \(result), finished_at = baton_now_ms(), lease_deadline = NULL
+            WHERE id = \(id) AND lease_token = \(token.rawValue) AND state = 'running' AND lease_deadline > baton_now_ms()
+            RETURNING id
+            """, logger: self.logger)
+        return try await rows.first(Int64.self) != nil
+    }
+
+    /// A running job whose lease has run out, as the expiry found it.
+    public struct Expired: Sendable {
+        public var id: Int64
+        public var queue: String
+        public var token: FencingToken
+        /// Where it went: `retrying` or `failed`.
+        public var decision: RetryDecision
+    }
+
+    /// Ends the attempts of up to `limit` running jobs whose leases have run out on the
+    /// database's clock, by the jobs' retry rule (``RetryDecision``). Any host may run it:
+    /// rows another transaction is expiring are skipped.
+    ///
+    /// - Parameter jitter: the backoff's jitter for each job, a number in `0..<1`.
+    public func expireOverdueLeases(limit: Int, jitter: () -> Double) async throws -> [Expired] {
+        let overdue = try await self.connection.query(
+            """
+            SELECT id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor,
+                backoff_max_ms, baton_now_ms()
+            FROM jobs WHERE state = 'running' AND lease_deadline <= baton_now_ms()
+            ORDER BY lease_deadline LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            """, logger: self.logger)
+        var expired: [Expired] = []
+        for try await (id, queue, token, attempts, maxAttempts, initial, factor, maximum, now)
+            in overdue.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64).self)
+        {
+            let decision = RetryDecision.afterUnsuccessfulAttempt(
+                attempts, maxAttempts: maxAttempts,
+                backoff: BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum),
+                jitter: jitter(), now: now
+            )
+            expired.append(Expired(id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision))
+        }
+        for job in expired {
+            let runAt: Int64? = if case .retry(let runAt) = job.decision { runAt } else { nil }
+            try await self.connection.query(
+                """
+                UPDATE jobs SET state = \(job.decision.state.rawValue), last_error = 'lease expired',
+                    lease_deadline = NULL, run_at = coalesce(\(runAt), run_at), ready = false,
+                    finished_at = CASE WHEN \(runAt)::bigint IS NULL THEN baton_now_ms() END
+                WHERE id = \(job.id) AND lease_token = \(job.token.rawValue) AND state = 'running'
+                """, logger: self.logger)
+        }
+        return expired
+    }
+
+    /// Marks retrying and delayed jobs whose time has come as ready to claim.
+    ///
+    /// - Returns: the queues that gained ready jobs.
+    public func promoteDueJobs() async throws -> Set<String> {
+        let rows = try await self.connection.query(
+            """
+            UPDATE jobs SET ready = true
+            WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0 AND run_at <= baton_now_ms()
+            RETURNING queue
+            """, logger: self.logger)
+        var queues = Set<String>()
+        for try await queue in rows.decode(String.self) {
+            queues.insert(queue)
+        }
+        return queues
+    }
+
+    // MARK: Reads
+
+    /// A job's state, or `nil` if there is no such job.
+    public func state(of id: Int64) async throws -> JobState? {
+        let rows = try await self.connection.query("SELECT state FROM jobs WHERE id = \(id)", logger: self.logger)
+        return try await rows.first(String.self).flatMap(JobState.init(rawValue:))
+    }
+
+    /// The database's clock, in milliseconds since the epoch.
+    public func now() async throws -> Int64 {
+        let rows = try await self.connection.query("SELECT baton_now_ms()", logger: self.logger)
+        guard let now = try await rows.first(Int64.self) else { throw PostgresStoreError("baton_now_ms() returned nothing") }
+        return now
+    }
+}
+
+extension PostgresRowSequence {
+    /// The first row's single column, if there is a row; the rest are read and dropped.
+    func first<Value: PostgresDecodable & Sendable>(_ type: Value.Type) async throws -> Value? {
+        var first: Value?
+        for try await value in self.decode(Value.self) where first == nil {
+            first = value
+        }
+        return first
+    }
+}

@@ -1,0 +1,230 @@
+import BatonCore
+import Foundation
+import PostgresNIO
+import Testing
+
+@testable import BatonPostgres
+
+@Suite("postgres:// store locations")
+struct PostgresLocationTests {
+    @Test("a URL names user, host, port and database; a password never shows")
+    func parses() throws {
+        let tcp = try PostgresLocation("postgres://baton:secret@db.internal:6432/jobs")
+        #expect(tcp.user == "baton" && tcp.password == "secret" && tcp.host == "db.internal" && tcp.port == 6432)
+        #expect(tcp.database == "jobs" && tcp.tls == .prefer)
+        #expect(tcp.description == "postgres://baton:***@db.internal:6432/jobs")
+        let socket = try PostgresLocation("postgresql://baton@/jobs?host=/run/postgresql&sslmode=disable")
+        #expect(socket.host == "/run/postgresql" && socket.port == 5432 && socket.tls == .disable)
+        #expect(PostgresLocation.isLocation("postgres://x@y/z") && !PostgresLocation.isLocation("baton-data/baton.db"))
+    }
+
+    @Test("a URL that cannot be used says why, without its password")
+    func refuses() {
+        for (url, complaint) in [
+            ("postgres://db.internal/jobs", "names no user"),
+            ("postgres://baton:secret@db.internal/", "names no database"),
+            ("postgres://baton@/jobs", "names no host"),
+            ("postgres://baton:secret@db/jobs?sslmode=maybe", "sslmode must be"),
+            ("postgres://baton:secret@db/jobs?pool=3", "unknown parameter pool"),
+        ] {
+            #expect {
+                try PostgresLocation(url)
+            } throws: { error in
+                "\(error)".contains(complaint) && !"\(error)".contains("secret")
+            }
+        }
+    }
+}
+
+@Suite(
+    "PostgreSQL store: one job store for many hosts",
+    .enabled(if: ScratchDatabase.server != nil, "\(ScratchDatabase.missing)")
+)
+struct PostgresStoreTests {
+    static func job(_ queue: String = "q", priority: Int64 = 0, uniqueKey: String? = nil, maxAttempts: Int = 3) -> NewJob {
+        NewJob(
+            queue: queue, payload: #"{"n": 1}"#, priority: priority, runAt: 0, maxAttempts: maxAttempts,
+            backoff: BackoffPolicy(initialMilliseconds: 0, factor: 1, maximumMilliseconds: 0), leaseMilliseconds: 30_000,
+            uniqueKey: uniqueKey
+        )
+    }
+
+    /// Three stores on one database, as three hosts' `batond` would open it.
+    static func withHosts<Result>(_ count: Int = 3, _ body: ([PostgresStore]) async throws -> Result) async throws -> Result {
+        try await ScratchDatabase.with { location in
+            // Every host migrates at start, all at once: one applies, the others wait and find it done.
+            let hosts = try await withThrowingTaskGroup(of: PostgresStore.self) { group in
+                for _ in 0..<count {
+                    group.addTask { try await PostgresStore.open(location, logger: ScratchDatabase.logger) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            do {
+                let result = try await body(hosts)
+                for host in hosts { await host.close() }
+                return result
+            } catch {
+                for host in hosts { await host.close() }
+                throw error
+            }
+        }
+    }
+
+    @Test("hosts that start at once migrate the schema once")
+    func concurrentMigration() async throws {
+        try await Self.withHosts { hosts in
+            for host in hosts {
+                let versions = try await host.schemaVersions()
+                #expect(versions == PostgresSchema.migrations.map(\.version))
+            }
+        }
+    }
+
+    @Test("three hosts drain 300 jobs: each job leased once, tokens unique and rising on every host")
+    func drain() async throws {
+        try await Self.withHosts { hosts in
+            try await hosts[0].write { tx in
+                for _ in 0..<300 { _ = try await tx.insert(Self.job()) }
+            }
+            // Each host claims and completes in its own transactions until nothing is left.
+            let claims = try await withThrowingTaskGroup(of: [PostgresTransaction.Claim].self) { group in
+                for (index, host) in hosts.enumerated() {
+                    group.addTask {
+                        var mine: [PostgresTransaction.Claim] = []
+                        while let claim = try await host.write({ tx in
+                            try await tx.claim(queues: ["q"], leaseMilliseconds: nil, host: "host-\(index)", worker: nil, peer: nil)
+                        }) {
+                            #expect(try await host.write { try await $0.complete(id: claim.job.id, token: claim.token, result: nil) })
+                            mine.append(claim)
+                        }
+                        return mine
+                    }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            let all = claims.flatMap { $0 }
+            #expect(all.count == 300)
+            #expect(Set(all.map(\.job.id)).count == 300, "no job was leased twice")
+            #expect(Set(all.map(\.token)).count == 300, "no token was issued twice")
+            for mine in claims {
+                #expect(mine.map(\.token) == mine.map(\.token).sorted(), "a host's tokens rise claim after claim")
+            }
+            #expect(claims.filter { !$0.isEmpty }.count >= 2, "the hosts shared the work")
+            // A claim that starts after another ended gets a larger token, whichever host makes it.
+            var last = all.map(\.token).max()!
+            for host in hosts {
+                _ = try await host.write { try await $0.insert(Self.job()) }
+                let claim = try #require(
+                    try await host.write { try await $0.claim(queues: ["q"], leaseMilliseconds: nil, host: "h", worker: nil, peer: nil) })
+                #expect(claim.token > last)
+                last = claim.token
+            }
+        }
+    }
+
+    @Test("a claim takes the best job across its queues, and passes over a paused queue")
+    func bestAcrossQueues() async throws {
+        try await Self.withHosts(1) { hosts in
+            let store = hosts[0]
+            let (low, high, paused) = try await store.write { tx in
+                (try await tx.insert(Self.job("a", priority: 1)).id, try await tx.insert(Self.job("b", priority: 5)).id,
+                 try await tx.insert(Self.job("c", priority: 9)).id)
+            }
+            try await store.write { tx in
+                try await tx.connection.query("INSERT INTO queues (name, paused) VALUES ('c', true)", logger: tx.logger)
+            }
+            func claim() async throws -> Int64? {
+                try await store.write { try await $0.claim(queues: ["a", "b", "c"], leaseMilliseconds: nil, host: "h", worker: nil, peer: nil) }?.job.id
+            }
+            #expect(try await claim() == high)
+            #expect(try await claim() == low)
+            #expect(try await claim() == nil)
+            #expect(try await store.write { try await $0.state(of: paused) } == .queued)
+        }
+    }
+
+    @Test("a job one host is claiming is skipped by the others, not waited for")
+    func claimsDoNotWait() async throws {
+        try await Self.withHosts(2) { hosts in
+            let (first, second) = try await hosts[0].write { tx in
+                (try await tx.insert(Self.job()).id, try await tx.insert(Self.job()).id)
+            }
+            let otherClaimed = Flag()
+            // Host 0 claims and holds its transaction open until host 1 has claimed too.
+            async let holding: Int64? = hosts[0].write { tx in
+                let claim = try await tx.claim(queues: ["q"], leaseMilliseconds: nil, host: "a", worker: nil, peer: nil)
+                #expect(await otherClaimed.wait(seconds: 10), "host 1's claim waited for host 0's transaction")
+                return claim?.job.id
+            }
+            try await Task.sleep(for: .milliseconds(50))
+            let other = try await hosts[1].write { tx in
+                try await tx.claim(queues: ["q"], leaseMilliseconds: nil, host: "b", worker: nil, peer: nil)
+            }
+            await otherClaimed.set()
+            let held = try await holding
+            #expect(Set([held, other?.job.id]) == Set([first, second]))
+        }
+    }
+
+    @Test("a lease runs out by the database's clock: any host expires it, and its token is refused everywhere")
+    func leaseExpiry() async throws {
+        try await Self.withHosts { hosts in
+            let id = try await hosts[0].write { try await $0.insert(Self.job()).id }
+            let claim = try #require(
+                try await hosts[0].write { try await $0.claim(queues: ["q"], leaseMilliseconds: 300, host: "a", worker: nil, peer: nil) })
+            let now = try await hosts[1].write { try await $0.now() }
+            #expect((claim.deadline - now) > 0 && (claim.deadline - now) <= 300, "the deadline is the database's now plus the lease")
+            // Live: a renewal from another host keeps it.
+            #expect(try await hosts[1].write { try await $0.renew(id: id, token: claim.token) } != nil)
+            // Gone quiet: once the deadline passes, no host accepts the token, and one expires it.
+            try await waitUntil { try await hosts[2].write { try await $0.now() } > claim.deadline + 300 }
+            for host in hosts {
+                #expect(try await host.write { try await $0.renew(id: id, token: claim.token) } == nil)
+            }
+            let expired = try await hosts[2].write { try await $0.expireOverdueLeases(limit: 10) { 0 } }
+            #expect(expired.map(\.id) == [id] && expired.first?.decision.state == .retrying)
+            #expect(try await hosts[1].write { try await $0.expireOverdueLeases(limit: 10) { 0 } }.isEmpty, "expired once")
+            _ = try await hosts[1].write { try await $0.promoteDueJobs() }
+            let again = try #require(
+                try await hosts[1].write { try await $0.claim(queues: ["q"], leaseMilliseconds: nil, host: "b", worker: nil, peer: nil) })
+            #expect(again.job.id == id && again.job.attempt == 2 && again.token > claim.token && again.from == .retrying)
+            #expect(!(try await hosts[0].write { try await $0.complete(id: id, token: claim.token, result: nil) }), "the old token is fenced off")
+            #expect(try await hosts[2].write { try await $0.complete(id: id, token: again.token, result: "1") })
+        }
+    }
+
+    @Test("a unique key is held fleet-wide by the unfinished job")
+    func uniqueKeys() async throws {
+        try await Self.withHosts(2) { hosts in
+            let first = try await hosts[0].write { try await $0.insert(Self.job(uniqueKey: "doc-7")) }
+            let second = try await hosts[1].write { try await $0.insert(Self.job(uniqueKey: "doc-7")) }
+            #expect(first.inserted && !second.inserted && second.id == first.id)
+        }
+    }
+}
+
+/// A one-way signal between two tasks of a test.
+actor Flag {
+    private var isSet = false
+    func set() { self.isSet = true }
+    /// Whether it was set within `seconds`.
+    func wait(seconds: Double) async -> Bool {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !self.isSet, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return self.isSet
+    }
+}
+
+/// Polls `condition` until it holds; fails the test after ten seconds.
+func waitUntil(_ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(10)
+    while try await !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("the condition never held")
+            return
+        }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+}
