@@ -99,6 +99,26 @@ enum PostgresSchema {
                 )
                 """,
                 """
+                -- The concurrency keys of running jobs, fleet-wide: a claim takes its job's key
+                -- here or not at all, so two hosts never run two jobs with one key.
+                CREATE TABLE concurrency_keys (key text PRIMARY KEY, job bigint NOT NULL)
+                """,
+                """
+                -- A job that stops running frees its key, whichever operation moved it.
+                CREATE FUNCTION baton_free_concurrency_key() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    DELETE FROM concurrency_keys WHERE key = OLD.concurrency_key AND job = OLD.id;
+                    RETURN NULL;
+                END $$
+                """,
+                """
+                CREATE TRIGGER jobs_free_concurrency_key AFTER UPDATE OF state ON jobs FOR EACH ROW
+                    WHEN (OLD.state = 'running' AND NEW.state <> 'running' AND OLD.concurrency_key IS NOT NULL)
+                    EXECUTE FUNCTION baton_free_concurrency_key()
+                """,
+                // A limited queue's running jobs are counted at each claim (at most its limit).
+                "CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'running'",
+                """
                 CREATE TABLE job_dependencies (
                     job_id bigint NOT NULL,
                     depends_on bigint NOT NULL,

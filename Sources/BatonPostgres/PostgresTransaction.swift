@@ -56,50 +56,147 @@ public struct PostgresTransaction {
         public var from: JobState
     }
 
-    /// Leases the best ready job (highest priority, then oldest) of the first of `queues`
-    /// that has one and is not paused, under a token from the fleet's sequence.
+    /// Leases the best ready job (highest priority, then oldest) across `queues`, passing
+    /// over paused queues, queues at their `max_running`, and jobs whose concurrency key a
+    /// running job holds, all fleet-wide; the token comes from the fleet's sequence.
     ///
     /// Each queue's best job is found by one probe of the claim index; a job another
     /// transaction has locked (another host claiming it right now) is skipped, not waited
-    /// for, so hosts never queue up behind one another's claims.
+    /// for, so hosts never queue up behind one another's claims. Only a queue with a limit
+    /// serializes its claims: its row is locked while its running jobs are counted, so two
+    /// hosts cannot both take its last free place.
     ///
     /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
     public func claim(
         queues: [String], leaseMilliseconds: Int64?, host: String, worker: String?, peer: PeerIdentity?
     ) async throws -> Claim? {
+        let open = try await self.queuesWithRoom(queues)
+        guard !open.isEmpty else { return nil }
+        // A candidate whose key another host took a moment ago is claimed by no one here;
+        // the next look, in a new snapshot, sees the key held and passes over that job.
+        for _ in 0..<8 {
+            switch try await self.claimBest(
+                queues: open, leaseMilliseconds: leaseMilliseconds, host: host, worker: worker, peer: peer)
+            {
+            case .claimed(let claim): return claim
+            case .none: return nil
+            case .keyTaken: continue
+            }
+        }
+        return nil
+    }
+
+    /// `queues` less those with a limit that they have reached (locked, so that the count
+    /// holds until this transaction ends) and those paused.
+    private func queuesWithRoom(_ queues: [String]) async throws -> [String] {
+        let settings = try await self.connection.query(
+            "SELECT name, paused, max_running FROM queues WHERE name = ANY(\(queues)::text[])", logger: self.logger)
+        var closed = Set<String>()
+        var limited: [String] = []
+        for try await (name, paused, limit) in settings.decode((String, Bool, Int?).self) {
+            if paused {
+                closed.insert(name)
+            } else if limit != nil {
+                limited.append(name)
+            }
+        }
+        for queue in limited {
+            let locked = try await self.connection.query(
+                "SELECT max_running FROM queues WHERE name = \(queue) FOR NO KEY UPDATE", logger: self.logger)
+            // Read again under the lock: the limit may have changed since.
+            guard let current = try await locked.first(Int?.self), let current else { continue }
+            let running = try await self.connection.query(
+                "SELECT count(*) FROM jobs WHERE queue = \(queue) AND state = 'running'", logger: self.logger)
+            if try await running.first(Int.self) ?? 0 >= current {
+                closed.insert(queue)
+            }
+        }
+        return queues.filter { !closed.contains($0) }
+    }
+
+    private enum ClaimAttempt {
+        case claimed(Claim)
+        case none
+        /// The best job's concurrency key was taken by a transaction that committed meanwhile.
+        case keyTaken
+    }
+
+    private func claimBest(
+        queues: [String], leaseMilliseconds: Int64?, host: String, worker: String?, peer: PeerIdentity?
+    ) async throws -> ClaimAttempt {
         let rows = try await self.connection.query(
             """
             WITH candidate AS (
-                SELECT j.id, j.state FROM unnest(\(queues)::text[]) AS q(name)
+                SELECT j.id, j.state, j.concurrency_key FROM unnest(\(queues)::text[]) AS q(name)
                 CROSS JOIN LATERAL (
-                    SELECT id, state, priority FROM jobs WHERE ready AND queue = q.name
+                    SELECT id, state, priority, concurrency_key FROM jobs
+                    WHERE ready AND queue = q.name AND (concurrency_key IS NULL
+                        OR NOT EXISTS (SELECT 1 FROM concurrency_keys k WHERE k.key = jobs.concurrency_key))
                     ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED
                 ) j
                 WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q.name AND paused)
                 ORDER BY j.priority DESC, j.id LIMIT 1
+            ),
+            -- Waits only for a transaction inserting the same key, then yields nothing if it committed.
+            key AS (
+                INSERT INTO concurrency_keys (key, job)
+                SELECT concurrency_key, id FROM candidate WHERE concurrency_key IS NOT NULL
+                ON CONFLICT (key) DO NOTHING RETURNING job
+            ),
+            claimed AS (
+                UPDATE jobs SET state = 'running', ready = false, attempts = attempts + 1,
+                    lease_token = nextval('baton_tokens'), lease_ms = coalesce(\(leaseMilliseconds), lease_ms),
+                    lease_deadline = baton_now_ms() + coalesce(\(leaseMilliseconds), lease_ms), lease_host = \(host),
+                    worker = \(worker), peer_pid = \(peer.map { Int32($0.pid) }), peer_uid = \(peer.map { Int64($0.uid) }),
+                    started_at = baton_now_ms()
+                FROM candidate
+                WHERE jobs.id = candidate.id AND (candidate.concurrency_key IS NULL OR candidate.id IN (SELECT job FROM key))
+                RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.lease_ms,
+                    jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline
             )
-            UPDATE jobs SET state = 'running', ready = false, attempts = attempts + 1,
-                lease_token = nextval('baton_tokens'), lease_ms = coalesce(\(leaseMilliseconds), lease_ms),
-                lease_deadline = baton_now_ms() + coalesce(\(leaseMilliseconds), lease_ms), lease_host = \(host),
-                worker = \(worker), peer_pid = \(peer.map { Int32($0.pid) }), peer_uid = \(peer.map { Int64($0.uid) }),
-                started_at = baton_now_ms()
-            FROM candidate WHERE jobs.id = candidate.id
-            RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.lease_ms,
-                jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline, candidate.state
+            SELECT candidate.id, candidate.state, claimed.queue, claimed.payload, claimed.attempts, claimed.max_attempts,
+                claimed.lease_ms, claimed.checkpoint, claimed.progress, claimed.run_at, claimed.lease_token,
+                claimed.lease_deadline
+            FROM candidate LEFT JOIN claimed ON claimed.id = candidate.id
             """, logger: self.logger)
-        for try await (id, queue, payload, attempt, maxAttempts, lease, checkpoint, progress, runAt, token, deadline, from)
-            in rows.decode((Int64, String, String, Int, Int, Int64, String?, String?, Int64, Int64, Int64, String).self)
+        var attempt = ClaimAttempt.none
+        for try await (id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline)
+            in rows.decode((Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?).self)
         {
+            guard let queue, let payload, let attempts, let maxAttempts, let lease, let runAt, let token, let deadline else {
+                attempt = .keyTaken
+                continue
+            }
             guard let from = JobState(rawValue: from), JobMove.claim.from.contains(from) else {
                 throw PostgresStoreError("job \(id) was ready to claim but its state is '\(from)'")
             }
             let job = ClaimedJob(
-                id: id, queue: queue, payload: payload, attempt: attempt, maxAttempts: maxAttempts,
+                id: id, queue: queue, payload: payload, attempt: attempts, maxAttempts: maxAttempts,
                 leaseMilliseconds: lease, checkpoint: checkpoint, progress: progress, dueAt: runAt
             )
-            return Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
+            attempt = .claimed(Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from))
         }
-        return nil
+        return attempt
+    }
+
+    // MARK: Queue settings
+
+    /// Sets or clears (`nil`) the most jobs of `queue` that may run at once, fleet-wide.
+    public func setQueueLimit(_ queue: String, _ limit: Int?) async throws {
+        try await self.connection.query(
+            """
+            INSERT INTO queues (name, max_running) VALUES (\(queue), \(limit))
+            ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running
+            """, logger: self.logger)
+    }
+
+    /// Pauses or resumes claims from `queue`, fleet-wide.
+    public func setQueuePaused(_ queue: String, _ paused: Bool) async throws {
+        try await self.connection.query(
+            """
+            INSERT INTO queues (name, paused) VALUES (\(queue), \(paused))
+            ON CONFLICT (name) DO UPDATE SET paused = excluded.paused
+            """, logger: self.logger)
     }
 
     // MARK: Fenced writes

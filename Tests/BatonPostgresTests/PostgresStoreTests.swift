@@ -41,11 +41,13 @@ struct PostgresLocationTests {
     .enabled(if: ScratchDatabase.server != nil, "\(ScratchDatabase.missing)")
 )
 struct PostgresStoreTests {
-    static func job(_ queue: String = "q", priority: Int64 = 0, uniqueKey: String? = nil, maxAttempts: Int = 3) -> NewJob {
+    static func job(
+        _ queue: String = "q", priority: Int64 = 0, uniqueKey: String? = nil, concurrencyKey: String? = nil, maxAttempts: Int = 3
+    ) -> NewJob {
         NewJob(
             queue: queue, payload: #"{"n": 1}"#, priority: priority, runAt: 0, maxAttempts: maxAttempts,
             backoff: BackoffPolicy(initialMilliseconds: 0, factor: 1, maximumMilliseconds: 0), leaseMilliseconds: 30_000,
-            uniqueKey: uniqueKey
+            uniqueKey: uniqueKey, concurrencyKey: concurrencyKey
         )
     }
 
@@ -193,6 +195,89 @@ struct PostgresStoreTests {
         }
     }
 
+    /// Workers on every host claim from `queues` and complete, holding each job for `hold`,
+    /// until nothing is claimable; meanwhile a monitor samples what runs. Returns the
+    /// samples, each the running jobs' (queue, concurrency key) pairs, and how many jobs
+    /// were completed.
+    static func drainWhileWatching(
+        _ hosts: [PostgresStore], queues: [String], workersPerHost: Int, hold: Duration = .milliseconds(20)
+    ) async throws -> (samples: [[(queue: String, key: String?)]], completed: Int) {
+        let done = Flag()
+        async let samples: [[(queue: String, key: String?)]] = {
+            var samples: [[(queue: String, key: String?)]] = []
+            while !(await done.isSet) {
+                let running = try await hosts[0].write { tx in
+                    var running: [(queue: String, key: String?)] = []
+                    for try await (queue, key) in try await tx.connection.query(
+                        "SELECT queue, concurrency_key FROM jobs WHERE state = 'running'", logger: tx.logger
+                    ).decode((String, String?).self) {
+                        running.append((queue, key))
+                    }
+                    return running
+                }
+                samples.append(running)
+            }
+            return samples
+        }()
+        let completed = try await withThrowingTaskGroup(of: Int.self) { group in
+            for (index, host) in hosts.enumerated() {
+                for worker in 0..<workersPerHost {
+                    group.addTask {
+                        var completed = 0
+                        while let claim = try await host.write({ tx in
+                            try await tx.claim(queues: queues, leaseMilliseconds: nil, host: "h\(index)", worker: "w\(worker)", peer: nil)
+                        }) {
+                            try await Task.sleep(for: hold)
+                            #expect(try await host.write { try await $0.complete(id: claim.job.id, token: claim.token, result: nil) })
+                            completed += 1
+                        }
+                        return completed
+                    }
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        await done.set()
+        return (try await samples, completed)
+    }
+
+    @Test("a concurrency key is held fleet-wide: three hosts under load never run two jobs with one key")
+    func concurrencyKeys() async throws {
+        try await Self.withHosts { hosts in
+            try await hosts[1].write { tx in
+                for n in 0..<90 { _ = try await tx.insert(Self.job(concurrencyKey: "tenant-\(n % 3)")) }
+            }
+            let (samples, completed) = try await Self.drainWhileWatching(hosts, queues: ["q"], workersPerHost: 3)
+            #expect(completed == 90)
+            #expect(samples.count > 10, "the monitor saw the drain")
+            for running in samples {
+                let keys = running.compactMap(\.key)
+                #expect(Set(keys).count == keys.count, "two running jobs share a key: \(keys.sorted())")
+            }
+            #expect(samples.contains { $0.count >= 2 }, "jobs with different keys ran side by side")
+            let left = try await hosts[2].write { tx in
+                try await tx.connection.query("SELECT count(*) FROM concurrency_keys", logger: tx.logger).first(Int.self)
+            }
+            #expect(left == 0, "every finished job freed its key")
+        }
+    }
+
+    @Test("a queue's max_running holds across three hosts under load")
+    func queueLimit() async throws {
+        try await Self.withHosts { hosts in
+            try await hosts[0].write { tx in
+                try await tx.setQueueLimit("limited", 2)
+                for _ in 0..<60 { _ = try await tx.insert(Self.job("limited")) }
+                for _ in 0..<60 { _ = try await tx.insert(Self.job("open")) }
+            }
+            let (samples, completed) = try await Self.drainWhileWatching(hosts, queues: ["limited", "open"], workersPerHost: 3)
+            #expect(completed == 120)
+            let most = samples.map { $0.filter { $0.queue == "limited" }.count }.max() ?? 0
+            #expect(most <= 2, "at most 2 jobs of the limited queue ran at once; saw \(most)")
+            #expect(samples.contains { $0.filter { $0.queue == "open" }.count > 2 }, "the open queue was not held to the limit")
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in
@@ -205,7 +290,7 @@ struct PostgresStoreTests {
 
 /// A one-way signal between two tasks of a test.
 actor Flag {
-    private var isSet = false
+    private(set) var isSet = false
     func set() { self.isSet = true }
     /// Whether it was set within `seconds`.
     func wait(seconds: Double) async -> Bool {
