@@ -61,9 +61,38 @@ public final class PostgresStore: Sendable {
 
     /// Runs `body` in one transaction, committed when it returns and rolled back when it throws.
     @discardableResult
+    /// An error `body` throws is rethrown as it is once the transaction has rolled back.
     public func write<Result: Sendable>(_ body: (PostgresTransaction) async throws -> Result) async throws -> Result {
-        try await self.client.withTransaction(logger: self.logger) { connection in
-            try await body(PostgresTransaction(connection: connection, logger: self.logger))
+        do {
+            return try await self.client.withTransaction(logger: self.logger) { connection in
+                try await body(PostgresTransaction(connection: connection, logger: self.logger))
+            }
+        } catch let error as PostgresTransactionError {
+            if let thrown = error.closureError, error.rollbackError == nil {
+                throw thrown
+            }
+            throw error
+        }
+    }
+
+    /// The channel that tells every host which queues gained ready jobs.
+    static let readyChannel = "baton_ready"
+
+    /// Calls `wake` with each queue that some host's commit made jobs ready in (see
+    /// ``PostgresTransaction/announceReady(_:)``), until the task is cancelled or the
+    /// connection is lost (it throws then; the caller listens again, and in the meantime
+    /// its parked claims fall back to their slow look).
+    ///
+    /// - Parameter listening: called once the connection listens: nothing announced after
+    ///   that is missed.
+    public func listenForReadyQueues(listening: @Sendable () -> Void = {}, _ wake: @Sendable (String) -> Void) async throws {
+        try await self.client.withConnection { connection in
+            try await connection.listen(on: Self.readyChannel) { notifications in
+                listening()
+                for try await notification in notifications {
+                    wake(notification.payload)
+                }
+            }
         }
     }
 

@@ -278,6 +278,34 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("a host hears at once which queues another host's commit made ready, and nothing of a rollback")
+    func wakeUps() async throws {
+        try await Self.withHosts(2) { hosts in
+            let heard = Heard()
+            let listening = Flag()
+            let listener = Task {
+                try await hosts[0].listenForReadyQueues(listening: { Task { await listening.set() } }) { queue in
+                    Task { await heard.add(queue) }
+                }
+            }
+            defer { listener.cancel() }
+            #expect(await listening.wait(seconds: 10))
+            struct Abandoned: Error {}
+            await #expect(throws: Abandoned.self) {
+                try await hosts[1].write { tx in
+                    try await tx.announceReady(["rolled-back"])
+                    throw Abandoned()
+                }
+            }
+            try await hosts[1].write { tx in
+                _ = try await tx.insert(Self.job("emails"))
+                try await tx.announceReady(["emails", "reports"])
+            }
+            try await waitUntil { await heard.queues.count >= 2 }
+            #expect(await heard.queues.sorted() == ["emails", "reports"])
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in
@@ -286,6 +314,12 @@ struct PostgresStoreTests {
             #expect(first.inserted && !second.inserted && second.id == first.id)
         }
     }
+}
+
+/// What a listener heard.
+actor Heard {
+    private(set) var queues: [String] = []
+    func add(_ queue: String) { self.queues.append(queue) }
 }
 
 /// A one-way signal between two tasks of a test.
