@@ -46,7 +46,7 @@ extension Authority {
                     throw Self.forbidden(op, role, "queue \"\(queue)\" (job \(jobID))", peer)
                 }
             case .lease(let jobID):
-                guard let lease = self.leases[jobID] else { continue }
+                guard let lease = self.running[jobID]?.lease else { continue }
                 guard let holder = lease.holder, holder == peer?.uid else {
                     let owner = lease.holder.map { "uid \($0)" } ?? "a process batond could not identify"
                     throw BatonError(
@@ -70,7 +70,7 @@ extension Authority {
     func showsTokens(of job: Job, to peer: PeerIdentity?) -> Bool {
         guard let policy = self.access.policy else { return true }
         if policy.allows(.admin, on: job.queue, for: peer) { return true }
-        guard let peer, let holder = self.leases[job.id]?.holder else { return false }
+        guard let peer, let holder = self.running[job.id]?.lease.holder else { return false }
         return holder == peer.uid
     }
 }

@@ -39,12 +39,12 @@ extension Authority {
                 }
                 return Outcome(line: Reply.success(id: id) { $0.member("job", rawJSON: nil) })
             case .heartbeat(let request):
-                let line = try self.heartbeat(request, id: id, &context)
-                self.workers.renewed(request.lease.jobID, on: submission.connection, now: context.wallNow)
+                let line = try self.heartbeat(request, id: id, connection: submission.connection, &context)
+                self.workers.renewed(on: submission.connection, now: context.wallNow)
                 return Outcome(line: line)
             case .checkpoint(let request):
-                let line = try self.checkpoint(request, id: id, &context)
-                self.workers.renewed(request.lease.jobID, on: submission.connection, now: context.wallNow)
+                let line = try self.checkpoint(request, id: id, connection: submission.connection, &context)
+                self.workers.renewed(on: submission.connection, now: context.wallNow)
                 return Outcome(line: line)
             case .complete(let request):
                 return try self.complete(request, id: id, connection: submission.connection, &context)
@@ -74,7 +74,7 @@ extension Authority {
                 return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
             case .setQueue(let queue, let limit):
                 try context.tx.setQueueLimit(queue, limit)
-                if self.gate.setLimit(limit, of: queue) {
+                if self.running.setLimit(limit, of: queue) {
                     // Jobs the old limit held back may start: offer them to waiting claims.
                     context.readyQueues.insert(queue)
                 }
@@ -143,7 +143,7 @@ extension Authority {
 
     private func get(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
-        let lease = self.leases[jobID].map { LeaseView(expiresAt: context.wallTime(ofLease: $0.deadline)) }
+        let lease = self.running[jobID].map { LeaseView(expiresAt: context.wallTime(ofLease: $0.lease.deadline)) }
         return Reply.success(id: id) { $0.key("job"); $0.jobDetail(job, lease: lease) }
     }
 
@@ -156,7 +156,7 @@ extension Authority {
             reply.key("jobs")
             reply.beginArray()
             for job in jobs {
-                let lease = self.leases[job.id].map { LeaseView(expiresAt: context.wallTime(ofLease: $0.deadline)) }
+                let lease = self.running[job.id].map { LeaseView(expiresAt: context.wallTime(ofLease: $0.lease.deadline)) }
                 reply.jobDetail(job, lease: lease)
             }
             reply.endArray()
@@ -222,16 +222,16 @@ extension Authority {
             reply.endArray()
             reply.key("queue_limits")
             reply.beginObject()
-            for (queue, limit) in self.gate.allLimits.sorted(by: { $0.key < $1.key }) {
+            for (queue, limit) in self.running.allLimits.sorted(by: { $0.key < $1.key }) {
                 reply.key(queue)
                 reply.beginObject()
                 reply.member("max_running", limit)
-                reply.member("running", self.gate.runningCount(of: queue))
+                reply.member("running", self.running.runningCount(of: queue))
                 reply.endObject()
             }
             reply.endObject()
             reply.member("pruned", pruned)
-            reply.member("leases", self.leases.count)
+            reply.member("leases", self.running.count)
             reply.member("parked_claims", self.parked.count)
         }
     }
@@ -373,11 +373,11 @@ extension Authority {
         _ request: ClaimRequest, connection: ConnectionIdentity, _ context: inout BatchContext
     ) throws -> Leased? {
         var best: (job: StoreTransaction.ReadyJob, queue: String)?
-        for queue in request.queues where !self.pausedQueues.contains(queue) && !self.gate.isFull(queue) {
+        for queue in request.queues where !self.pausedQueues.contains(queue) && !self.running.isFull(queue) {
             let candidate = try context.tx.bestReadyJob(queue: queue) { key in
-                guard self.gate.isHeld(key) else { return true }
+                guard self.running.isHeld(key) else { return true }
                 // It waits for the key; remember where, to look again once the key is free.
-                self.gate.passedOver(key: key, in: queue)
+                self.running.passedOver(key: key, in: queue)
                 return false
             }
             guard let candidate else { continue }
@@ -399,11 +399,11 @@ extension Authority {
         else {
             return nil
         }
-        let lease = self.leases.grant(
-            jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow, holder: connection.peer?.uid)
-        self.gate.started(jobID: job.id, queue: best.queue, key: best.job.concurrencyKey)
+        let lease = self.running.start(
+            jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow, holder: connection.peer?.uid,
+            queue: best.queue, concurrencyKey: best.job.concurrencyKey, startedAt: context.wallNow, connection: connection.number
+        )
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
-        self.workers.holds(job.id, on: connection, since: context.wallNow)
         // The row records the claim under `event`; see StoreTransaction.markClaimed.
         self.noteChange(
             JobEvent(.claimed, at: context.wallNow, state: .running, token: token, peerPID: connection.peer?.pid, detail: request.worker),
@@ -426,30 +426,35 @@ extension Authority {
 
     // MARK: Fenced ops
 
-    private func heartbeat(_ request: HeartbeatRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
+    private func heartbeat(
+        _ request: HeartbeatRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
+    ) throws -> [UInt8] {
         try self.requireLiveLease(request.lease, &context)
         if let progress = request.progress {
             _ = try context.tx.saveProgress(id: request.lease.jobID, token: request.lease.token, progress: progress)
         }
-        let lease = self.leases.renew(
+        let lease = self.running.renew(
             jobID: request.lease.jobID, token: request.lease.token,
-            duration: request.leaseMilliseconds, heardAt: context.heardAt, now: context.leaseNow
+            duration: request.leaseMilliseconds, heardAt: context.heardAt, now: context.leaseNow, connection: connection.number
         )!
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofLease: lease.deadline)) }
     }
 
-    private func checkpoint(_ request: CheckpointRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
+    private func checkpoint(
+        _ request: CheckpointRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
+    ) throws -> [UInt8] {
         try self.requireLiveLease(request.lease, &context)
         _ = try context.tx.saveCheckpoint(
             id: request.lease.jobID, token: request.lease.token, state: request.state, progress: request.progress
         )
         try self.record(
             JobEvent(.checkpointed, at: context.wallNow, state: .running, token: request.lease.token),
-            job: request.lease.jobID, queue: self.gate.queue(of: request.lease.jobID), from: .running, &context
+            job: request.lease.jobID, queue: self.running[request.lease.jobID]?.queue, from: .running, &context
         )
         // A checkpoint is proof of life: it renews the lease like a heartbeat.
-        let lease = self.leases.renew(
-            jobID: request.lease.jobID, token: request.lease.token, heardAt: context.heardAt, now: context.leaseNow
+        let lease = self.running.renew(
+            jobID: request.lease.jobID, token: request.lease.token, heardAt: context.heardAt, now: context.leaseNow,
+            connection: connection.number
         )!
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofLease: lease.deadline)) }
     }
@@ -459,7 +464,7 @@ extension Authority {
         _ request: CompleteRequest, id: String?, connection: ConnectionIdentity, _ context: inout BatchContext
     ) throws -> Outcome {
         let reference = request.lease
-        if case .notHeld = self.leases.check(jobID: reference.jobID, token: reference.token, now: context.heardAt),
+        if case .notHeld = self.running.check(jobID: reference.jobID, token: reference.token, now: context.heardAt),
             let job = try context.tx.job(id: reference.jobID), job.state == .completed, job.leaseToken == reference.token
         {
             // The same worker again, after losing our first reply: answer as before (and
@@ -470,10 +475,10 @@ extension Authority {
         let finish = { (context: inout BatchContext) throws -> [(jobID: Int64, duplicate: Bool)] in
             if try context.tx.markCompleted(id: reference.jobID, token: reference.token, result: request.result, now: context.wallNow) {
                 // The live lease was checked above: the gate and the registry know its job.
-                let startedAt = self.workers.startedAt(of: reference.jobID) ?? context.wallNow
+                let startedAt = self.running[reference.jobID]?.startedAt ?? context.wallNow
                 self.noteChange(
                     JobEvent(.completed, at: context.wallNow, state: .completed, token: reference.token),
-                    job: reference.jobID, queue: self.gate.queue(of: reference.jobID), from: .running,
+                    job: reference.jobID, queue: self.running[reference.jobID]?.queue, from: .running,
                     milliseconds: max(context.wallNow - startedAt, 0), &context
                 )
             }
@@ -615,7 +620,7 @@ extension Authority {
     private func requireLiveLease(_ reference: LeaseReference, ending: String? = nil, _ context: inout BatchContext) throws {
         // Judged when the request arrived: a heartbeat sent in time is in time, however long
         // it waited for the authority (see LeaseClock).
-        switch self.leases.check(jobID: reference.jobID, token: reference.token, now: context.heardAt) {
+        switch self.running.check(jobID: reference.jobID, token: reference.token, now: context.heardAt) {
         case .live:
             return
         case .expired(let lease):
@@ -654,8 +659,8 @@ extension Authority {
 
     /// Expires every lease whose deadline has passed.
     func expireLeases(_ context: inout BatchContext) throws {
-        for lease in self.leases.removeExpired(now: context.leaseNow) {
-            try self.expire(lease, &context)
+        for job in self.running.removeExpired(now: context.leaseNow, freeing: &context.readyQueues) {
+            try self.expire(job.lease, &context)
         }
     }
 
@@ -708,9 +713,7 @@ extension Authority {
     /// limit and its concurrency key; waiting claims are offered what that lets start.
     @discardableResult
     func endLease(_ jobID: Int64, _ context: inout BatchContext) -> LeaseGrant? {
-        self.gate.finished(jobID: jobID, freeing: &context.readyQueues)
-        self.workers.ended(jobID)
-        return self.leases.revoke(jobID: jobID)
+        self.running.end(jobID: jobID, freeing: &context.readyQueues)?.lease
     }
 
     /// The census as a request in this batch sees the store: the last commit's, moved by
@@ -737,6 +740,7 @@ extension Authority {
         Reply.success(id: id) { reply in
             reply.key("workers")
             reply.beginArray()
+            let held = self.running.jobsByConnection
             for worker in self.workers.all {
                 reply.beginObject()
                 reply.member("connection", Int64(worker.connection.number))
@@ -747,7 +751,7 @@ extension Authority {
                 reply.member("last_heartbeat_at", optional: worker.lastHeartbeatAt)
                 reply.key("jobs")
                 reply.beginArray()
-                for job in worker.jobs.sorted() { reply.integer(job) }
+                for job in held[worker.connection.number] ?? [] { reply.integer(job) }
                 reply.endArray()
                 reply.endObject()
             }

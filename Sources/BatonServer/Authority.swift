@@ -29,7 +29,8 @@ final class Authority: @unchecked Sendable {
     let access: AccessControl
     private let onFatalError: @Sendable (any Error) -> Void
 
-    var leases = LeaseTable()
+    /// Every running job: its lease, its place in the admission rules, who holds it.
+    var running = RunningJobs()
     var parked = ParkedClaims()
     /// Fencing tokens, each greater than every one issued before, across restarts.
     var tokens = ReservedSequence(resumingAfter: 0)
@@ -37,9 +38,7 @@ final class Authority: @unchecked Sendable {
     var jobIDs = ReservedSequence(resumingAfter: 0)
     /// The audit trail's event numbers, which order events across jobs.
     var eventNumbers = ReservedSequence(resumingAfter: 0)
-    /// Per-queue limits on running jobs and the concurrency keys held by running jobs.
-    var gate = ConcurrencyGate()
-    /// Connected workers and the jobs they hold.
+    /// Connected workers.
     var workers = WorkerRegistry()
     /// How many jobs each queue holds in each state, as of the last commit.
     var census = JobCensus()
@@ -160,19 +159,19 @@ final class Authority: @unchecked Sendable {
         self.tokens = ReservedSequence(resumingAfter: reservations.token)
         self.jobIDs = ReservedSequence(resumingAfter: reservations.jobID)
         self.eventNumbers = ReservedSequence(resumingAfter: reservations.event)
-        self.gate = ConcurrencyGate()
+        self.running = RunningJobs()
         for (queue, limit) in try tx.queueLimits() {
-            self.gate.setLimit(limit, of: queue)
+            self.running.setLimit(limit, of: queue)
         }
-        self.leases = LeaseTable()
         self.workers = WorkerRegistry()
         let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
         let running = try tx.runningLeases()
         for lease in running {
-            self.leases.grant(
-                jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now, holder: lease.holder)
-            self.gate.started(jobID: lease.id, queue: lease.queue, key: lease.concurrencyKey)
-            self.workers.recovered(lease.id, since: lease.startedAt)
+            // No connection holds it until its worker renews it.
+            self.running.start(
+                jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now, holder: lease.holder,
+                queue: lease.queue, concurrencyKey: lease.concurrencyKey, startedAt: lease.startedAt
+            )
         }
         self.nextScheduledRunAt = try tx.nextScheduledRunAt()
         self.pausedQueues = try tx.pausedQueues()
@@ -187,7 +186,7 @@ final class Authority: @unchecked Sendable {
         if stall > 0 {
             self.logger.warning(
                 "the authority was stalled; live leases are extended by the stall",
-                metadata: ["stall.ms": "\(stall)", "leases": "\(self.leases.count)"]
+                metadata: ["stall.ms": "\(stall)", "leases": "\(self.running.count)"]
             )
         }
         return now
@@ -227,7 +226,7 @@ final class Authority: @unchecked Sendable {
     func health(_ tx: StoreTransaction, wallNow: Int64, leaseNow: Int64) throws -> HealthReport {
         var report = HealthReport()
         let thresholds = self.healthThresholds
-        report.running = self.leases.count
+        report.running = self.running.count
         report.parkedClaims = self.parked.count
         report.lastCommitAgeMilliseconds = self.lastCommitAt.map { max(wallNow - $0, 0) }
         if case .failed(let reason) = self.phase {
@@ -237,7 +236,7 @@ final class Authority: @unchecked Sendable {
             // Degraded, not failing: a restart cannot make room, and must not loop.
             report.flag(.degraded, "the disk is full: writes refused with storage_full for \(max(wallNow - since, 0) / 1_000) s")
         }
-        if let deadline = self.leases.nextDeadline, deadline < leaseNow {
+        if let deadline = self.running.nextDeadline, deadline < leaseNow {
             report.expirySweepLagMilliseconds = leaseNow - deadline
             // The sweep runs with each batch and on a timer; a second late means it has stopped.
             if report.expirySweepLagMilliseconds > 1_000 {
@@ -259,16 +258,16 @@ final class Authority: @unchecked Sendable {
                 report.flag(.degraded, "job \(oldest.job) in \(oldest.queue) has been ready for \(HealthReport.span(age)) with no worker taking it")
             }
         }
-        let long = self.workers.running(startedBefore: wallNow - thresholds.maximumRunningMilliseconds)
-        report.longRunningJobs = long.map(\.job)
+        let long = self.running.started(before: wallNow - thresholds.maximumRunningMilliseconds)
+        report.longRunningJobs = long.map(\.jobID)
         if let longest = long.first {
-            // The longest few by name (a queue lookup each), however many there are.
-            let named = try long.prefix(3).map { job in "\(job.job) in \(try tx.queue(ofJob: job.job) ?? "?")" }
+            // The longest few by name, however many there are.
+            let named = long.prefix(3).map { job in "\(job.jobID) in \(job.queue)" }
             let more = long.count > 3 ? " and \(long.count - 3) more" : ""
             report.flag(
                 .degraded,
                 "\(long.count == 1 ? "job" : "jobs") \(named.joined(separator: ", "))\(more) running longer than "
-                    + "\(HealthReport.span(thresholds.maximumRunningMilliseconds)) (the longest for \(HealthReport.span(wallNow - longest.since)))")
+                    + "\(HealthReport.span(thresholds.maximumRunningMilliseconds)) (the longest for \(HealthReport.span(wallNow - longest.startedAt)))")
         }
         report.freeBytes = HealthReport.freeBytes(at: self.store.path)
         if let free = report.freeBytes, free < thresholds.minimumFreeBytes {
@@ -457,7 +456,7 @@ final class Authority: @unchecked Sendable {
             self.metrics.batchSize.record(batch.count)
         }
         self.metrics.parkedClaims.set(self.parked.count)
-        self.metrics.leases.set(self.leases.count)
+        self.metrics.leases.set(self.running.count)
         self.lastCommitAt = self.clock.wallMilliseconds()
         self.count(changes)
         Self.move(&self.census, by: changes, pruned: pruned)
@@ -535,7 +534,7 @@ final class Authority: @unchecked Sendable {
         guard case .serving = self.phase else { return }
         let now = self.clock.monotonicMilliseconds()
         var deadline = Int64.max
-        if let lease = self.leases.nextDeadline { deadline = min(deadline, self.leaseClock.monotonicTime(ofLeaseTime: lease)) }
+        if let lease = self.running.nextDeadline { deadline = min(deadline, self.leaseClock.monotonicTime(ofLeaseTime: lease)) }
         if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
         if let runAt = self.nextScheduledRunAt {
             deadline = min(deadline, now + max(runAt - self.clock.wallMilliseconds(), 0))

@@ -16,10 +16,11 @@ struct LeaseClockTests {
     @Test("a 5 s gap is a stall: lease time skips it, so a lease due in 2 s is still due in 2 s")
     func stallIsNotLeaseTime() {
         var clock = LeaseClock(pulseMilliseconds: 250, toleranceMilliseconds: 250)
-        var table = LeaseTable()
+        var table = RunningJobs()
+        var freed = Set<String>()
         clock.observe(1_000)
         let token = FencingToken(rawValue: 1)
-        table.grant(jobID: 1, token: token, duration: 3_000, now: clock.now(monotonic: 1_000))
+        table.start(jobID: 1, token: token, duration: 3_000, now: clock.now(monotonic: 1_000), queue: "q")
         for now in stride(from: Int64(1_250), through: 2_000, by: 250) {
             #expect(clock.observe(now) == 0)
         }
@@ -27,12 +28,12 @@ struct LeaseClockTests {
         // SIGSTOP for 5 s; the next observation is 5 s later.
         #expect(clock.observe(7_000) == 4_750)
         let now = clock.now(monotonic: 7_000)
-        #expect(table.removeExpired(now: now).isEmpty, "the lease is not expired by the server's stall")
+        #expect(table.removeExpired(now: now, freeing: &freed).isEmpty, "the lease is not expired by the server's stall")
         #expect(table.check(jobID: 1, token: token, now: now) != .notHeld)
         // The expiry timer is set on monotonic time: the first deadline moved by the stall.
         #expect(clock.monotonicTime(ofLeaseTime: table.nextDeadline!) == 4_000 + 4_750)
         // A worker that then goes quiet still loses the lease, a lease period later.
-        #expect(table.removeExpired(now: clock.now(monotonic: 9_750)).count == 1)
+        #expect(table.removeExpired(now: clock.now(monotonic: 9_750), freeing: &freed).count == 1)
     }
 
     @Test("the authority's own work is not a stall; a request heard meanwhile is judged when it arrived")
