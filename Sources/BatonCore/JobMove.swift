@@ -42,3 +42,13 @@ public struct JobMove: Hashable, Sendable, CustomStringConvertible {
     /// Every move the store declares, for the test that holds them to the table.
     public static let declared: [JobMove] = [.claim, .complete, .retry, .fail, .release, .resume]
 }
+
+extension JobMove {
+    /// The SQL condition that holds only for a row in one of the move's starting states:
+    /// both stores guard their writes with it.
+    public var sqlGuard: String {
+        self.from.count == 1
+            ? "state = '\(self.from[0].rawValue)'"
+            : "state IN (" + self.from.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
+    }
+}

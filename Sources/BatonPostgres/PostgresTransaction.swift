@@ -201,32 +201,122 @@ public struct PostgresTransaction {
 
     // MARK: Fenced writes
 
-    /// Renews the lease `token` holds on a running job, if it is live on the database's
-    /// clock, to now plus `leaseMilliseconds` (or the job's own period).
+    /// The guard of every fenced write: the token holds the job's lease, and the lease is
+    /// live on the database's clock when the statement runs, on whichever host.
+    static let liveLease = "lease_token = $2 AND lease_deadline > baton_now_ms()"
+
+    /// Renews the lease `token` holds on a running job, if it is live, to now plus
+    /// `leaseMilliseconds` (or the job's own period).
     ///
     /// - Returns: the new deadline, or `nil` when the token holds no live lease.
     public func renew(id: Int64, token: FencingToken, leaseMilliseconds: Int64? = nil) async throws -> Int64? {
-        let rows = try await self.connection.query(
+        try await self.fenced(
+            id, token,
             """
-            UPDATE jobs SET lease_ms = coalesce(\(leaseMilliseconds), lease_ms),
-                lease_deadline = baton_now_ms() + coalesce(\(leaseMilliseconds), lease_ms)
-            WHERE id = \(id) AND lease_token = \(token.rawValue) AND state = 'running' AND lease_deadline > baton_now_ms()
-            RETURNING lease_deadline
-            """, logger: self.logger)
-        return try await rows.first(Int64.self)
+            UPDATE jobs SET lease_ms = coalesce($3, lease_ms), lease_deadline = baton_now_ms() + coalesce($3, lease_ms)
+            WHERE id = $1 AND state = 'running' AND \(Self.liveLease) RETURNING lease_deadline
+            """, leaseMilliseconds
+        ).first(Int64.self)
+    }
+
+    /// Stores a checkpoint (and progress, if given) for the job whose live lease `token`
+    /// holds, and renews the lease: a checkpoint is proof of life.
+    ///
+    /// - Returns: the new deadline, or `nil` when the token holds no live lease.
+    public func saveCheckpoint(id: Int64, token: FencingToken, state: String, progress: String?) async throws -> Int64? {
+        try await self.fenced(
+            id, token,
+            """
+            UPDATE jobs SET checkpoint = $3, progress = coalesce($4, progress), lease_deadline = baton_now_ms() + lease_ms
+            WHERE id = $1 AND state = 'running' AND \(Self.liveLease) RETURNING lease_deadline
+            """, state, progress
+        ).first(Int64.self)
+    }
+
+    /// Stores progress for the job whose live lease `token` holds.
+    ///
+    /// - Returns: whether it did.
+    public func saveProgress(id: Int64, token: FencingToken, progress: String) async throws -> Bool {
+        try await self.fenced(
+            id, token,
+            "UPDATE jobs SET progress = $3 WHERE id = $1 AND state = 'running' AND \(Self.liveLease) RETURNING id",
+            progress
+        ).first(Int64.self) != nil
     }
 
     /// Completes the running job whose live lease `token` holds.
     ///
     /// - Returns: whether it did; `false` when the token holds no live lease.
     public func complete(id: Int64, token: FencingToken, result: String?) async throws -> Bool {
-        let rows = try await self.connection.query(
+        try await self.fenced(
+            id, token,
             """
-            UPDATE jobs SET state = 'completed', result = \(result), finished_at = baton_now_ms(), lease_deadline = NULL
-            WHERE id = \(id) AND lease_token = \(token.rawValue) AND state = 'running' AND lease_deadline > baton_now_ms()
-            RETURNING id
-            """, logger: self.logger)
-        return try await rows.first(Int64.self) != nil
+            UPDATE jobs SET state = '\(JobMove.complete.to.rawValue)', result = $3, finished_at = baton_now_ms(),
+                lease_deadline = NULL
+            WHERE id = $1 AND \(JobMove.complete.sqlGuard) AND \(Self.liveLease) RETURNING id
+            """, result
+        ).first(Int64.self) != nil
+    }
+
+    /// Ends the attempt of the job whose live lease `token` holds unsuccessfully: to
+    /// `retrying` at `decision`'s time, or `failed`.
+    ///
+    /// - Returns: whether it did.
+    public func markUnsuccessful(id: Int64, token: FencingToken, decision: RetryDecision, error: String) async throws -> Bool {
+        try await self.endAttempt(id: id, token: token, decision: decision, error: error, guard: Self.liveLease)
+    }
+
+    /// Hands the running job whose live lease `token` holds back to `queued` at `runAt`,
+    /// without spending its attempt.
+    ///
+    /// - Returns: the job's queue, or `nil` when the token holds no live lease.
+    public func markReleased(id: Int64, token: FencingToken, runAt: Int64) async throws -> String? {
+        try await self.fenced(
+            id, token,
+            """
+            UPDATE jobs SET state = '\(JobMove.release.to.rawValue)', ready = $3 <= baton_now_ms(), run_at = $3,
+                attempts = greatest(attempts - 1, 0), lease_deadline = NULL
+            WHERE id = $1 AND \(JobMove.release.sqlGuard) AND \(Self.liveLease) RETURNING queue
+            """, runAt
+        ).first(String.self)
+    }
+
+    /// Runs a fenced statement: `$1` is the job, `$2` the token, `$3`… the `values`.
+    private func fenced(
+        _ id: Int64, _ token: FencingToken, _ sql: String, _ values: (any PostgresEncodable & Sendable)?...
+    ) async throws -> PostgresRowSequence {
+        var bindings = PostgresBindings(capacity: 2 + values.count)
+        bindings.append(id)
+        bindings.append(token.rawValue)
+        for value in values {
+            if let value { try bindings.append(value) } else { bindings.appendNull() }
+        }
+        return try await self.connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: self.logger)
+    }
+
+    /// The update that ends an attempt, for a worker's `fail` (guarded by a live lease) and
+    /// for an expiry (guarded by the lease that ran out).
+    private func endAttempt(id: Int64, token: FencingToken, decision: RetryDecision, error: String, guard condition: String) async throws -> Bool {
+        switch decision {
+        case .retry(let runAt):
+            return try await self.fenced(
+                id, token,
+                """
+                UPDATE jobs SET state = '\(JobMove.retry.to.rawValue)', ready = $3 <= baton_now_ms(), run_at = $3,
+                    last_error = $4, lease_deadline = NULL
+                WHERE id = $1 AND \(JobMove.retry.sqlGuard) AND \(condition) RETURNING id
+                """, runAt, error
+            ).first(Int64.self) != nil
+        case .fail:
+            return try await self.fenced(
+                id, token,
+                """
+                UPDATE jobs SET state = '\(JobMove.fail.to.rawValue)', last_error = $3, finished_at = baton_now_ms(),
+                    lease_deadline = NULL
+                WHERE id = $1 AND \(JobMove.fail.sqlGuard) AND \(condition) RETURNING id
+                """, error
+            ).first(Int64.self) != nil
+        }
     }
 
     /// A running job whose lease has run out, as the expiry found it.
@@ -263,16 +353,70 @@ public struct PostgresTransaction {
             expired.append(Expired(id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision))
         }
         for job in expired {
-            let runAt: Int64? = if case .retry(let runAt) = job.decision { runAt } else { nil }
-            try await self.connection.query(
-                """
-                UPDATE jobs SET state = \(job.decision.state.rawValue), last_error = 'lease expired',
-                    lease_deadline = NULL, run_at = coalesce(\(runAt), run_at), ready = false,
-                    finished_at = CASE WHEN \(runAt)::bigint IS NULL THEN baton_now_ms() END
-                WHERE id = \(job.id) AND lease_token = \(job.token.rawValue) AND state = 'running'
-                """, logger: self.logger)
+            _ = try await self.endAttempt(
+                id: job.id, token: job.token, decision: job.decision, error: "lease expired", guard: "lease_token = $2")
         }
         return expired
+    }
+
+    // MARK: An operator's moves
+
+    /// Moves an unfinished job from `state` to `cancelled`.
+    ///
+    /// - Returns: whether the job was still in `state`.
+    public func markCancelled(id: Int64, from state: JobState, reason: String) async throws -> Bool {
+        try state.checkMove(to: .cancelled)
+        return try await self.connection.query(
+            """
+            UPDATE jobs SET state = 'cancelled', ready = false, last_error = \(reason), finished_at = baton_now_ms(),
+                lease_deadline = NULL
+            WHERE id = \(id) AND state = \(state.rawValue) RETURNING id
+            """, logger: self.logger
+        ).first(Int64.self) != nil
+    }
+
+    /// Moves an unfinished job from `state` to `paused`; a running job gets its attempt back.
+    ///
+    /// - Returns: whether the job was still in `state`.
+    public func markPaused(id: Int64, from state: JobState) async throws -> Bool {
+        try state.checkMove(to: .paused)
+        return try await self.connection.query(
+            """
+            UPDATE jobs SET state = 'paused', ready = false, lease_deadline = NULL,
+                attempts = CASE state WHEN 'running' THEN greatest(attempts - 1, 0) ELSE attempts END
+            WHERE id = \(id) AND state = \(state.rawValue) RETURNING id
+            """, logger: self.logger
+        ).first(Int64.self) != nil
+    }
+
+    /// Moves a paused job back to `queued`, ready at once unless its `run_at` is ahead.
+    ///
+    /// - Returns: the job's queue and `run_at`, or `nil` when it was not paused.
+    public func markResumed(id: Int64) async throws -> (queue: String, runAt: Int64)? {
+        let rows = try await self.connection.query(
+            """
+            UPDATE jobs SET state = '\(unescaped: JobMove.resume.to.rawValue)', ready = (run_at <= baton_now_ms() AND waiting_on = 0)
+            WHERE id = \(id) AND \(unescaped: JobMove.resume.sqlGuard) RETURNING queue, run_at
+            """, logger: self.logger)
+        for try await (queue, runAt) in rows.decode((String, Int64).self) {
+            return (queue, runAt)
+        }
+        return nil
+    }
+
+    /// Puts a failed or cancelled job back to `queued` with its attempts reset and its
+    /// checkpoint kept.
+    ///
+    /// - Returns: the job's queue, or `nil` when it was not in `state`.
+    public func markRetried(id: Int64, from state: JobState) async throws -> String? {
+        try state.checkMove(to: .queued)
+        return try await self.connection.query(
+            """
+            UPDATE jobs SET state = 'queued', ready = (waiting_on = 0), run_at = baton_now_ms(), attempts = 0,
+                finished_at = NULL
+            WHERE id = \(id) AND state = \(state.rawValue) RETURNING queue
+            """, logger: self.logger
+        ).first(String.self)
     }
 
     /// Marks retrying and delayed jobs whose time has come as ready to claim.

@@ -734,12 +734,3 @@ extension JobStore {
         )
     }
 }
-
-extension JobMove {
-    /// The SQL condition that holds only for a row in one of the move's starting states.
-    var sqlGuard: String {
-        self.from.count == 1
-            ? "state = '\(self.from[0].rawValue)'"
-            : "state IN (" + self.from.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
-    }
-}

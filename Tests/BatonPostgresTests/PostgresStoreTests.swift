@@ -306,6 +306,80 @@ struct PostgresStoreTests {
         }
     }
 
+    /// Claims the next job of `queue` on `host`.
+    static func claim(_ host: PostgresStore, _ queue: String = "q", lease: Int64? = nil) async throws -> PostgresTransaction.Claim? {
+        try await host.write { try await $0.claim(queues: [queue], leaseMilliseconds: lease, host: "h", worker: nil, peer: nil) }
+    }
+
+    @Test("fail retries by the backoff until the attempts run out; release gives the attempt back")
+    func failAndRelease() async throws {
+        try await Self.withHosts(2) { hosts in
+            let id = try await hosts[0].write { try await $0.insert(Self.job(maxAttempts: 2)).id }
+            let first = try #require(try await Self.claim(hosts[0]))
+            #expect(try await hosts[1].write { try await $0.markReleased(id: id, token: first.token, runAt: 0) } == "q")
+            #expect(try await hosts[1].write { try await $0.markReleased(id: id, token: first.token, runAt: 0) } == nil, "once")
+            let again = try #require(try await Self.claim(hosts[1]))
+            #expect(again.job.attempt == 1, "a release does not spend the attempt")
+            let now = try await hosts[0].write { try await $0.now() }
+            let retry = RetryDecision.afterUnsuccessfulAttempt(1, maxAttempts: 2, backoff: .standard, jitter: 0, now: now)
+            #expect(try await hosts[0].write { try await $0.markUnsuccessful(id: id, token: again.token, decision: retry, error: "boom") })
+            #expect(try await hosts[0].write { try await $0.state(of: id) } == .retrying)
+            #expect(try await Self.claim(hosts[0]) == nil, "not before its backoff")
+            try await hosts[0].write { tx in
+                try await tx.connection.query("UPDATE jobs SET run_at = 0 WHERE id = \(id)", logger: tx.logger)
+                _ = try await tx.promoteDueJobs()
+            }
+            let last = try #require(try await Self.claim(hosts[1]))
+            #expect(last.job.attempt == 2 && last.from == .retrying)
+            #expect(try await hosts[1].write { try await $0.markUnsuccessful(id: id, token: last.token, decision: .fail, error: "boom") })
+            #expect(try await hosts[0].write { try await $0.state(of: id) } == .failed)
+            #expect(!(try await hosts[0].write { try await $0.markUnsuccessful(id: id, token: last.token, decision: .fail, error: "x") }))
+        }
+    }
+
+    @Test("a checkpoint renews the lease and reaches the next attempt; a stale token's checkpoint is refused")
+    func checkpoints() async throws {
+        try await Self.withHosts(2) { hosts in
+            let id = try await hosts[0].write { try await $0.insert(Self.job()).id }
+            let first = try #require(try await Self.claim(hosts[0], lease: 60_000))
+            let deadline = try await hosts[1].write {
+                try await $0.saveCheckpoint(id: id, token: first.token, state: #"{"stage": 2}"#, progress: #"{"percent": 50}"#)
+            }
+            #expect(deadline != nil && deadline! >= first.deadline)
+            #expect(try await hosts[1].write { try await $0.saveProgress(id: id, token: first.token, progress: #"{"percent": 60}"#) })
+            _ = try await hosts[0].write { try await $0.markReleased(id: id, token: first.token, runAt: 0) }
+            let second = try #require(try await Self.claim(hosts[1]))
+            #expect(second.job.checkpoint == #"{"stage": 2}"# && second.job.progress == #"{"percent": 60}"#)
+            #expect(try await hosts[0].write { try await $0.saveCheckpoint(id: id, token: first.token, state: "1", progress: nil) } == nil)
+            #expect(!(try await hosts[0].write { try await $0.saveProgress(id: id, token: first.token, progress: "1") }))
+        }
+    }
+
+    @Test("an operator cancels, pauses, resumes and retries; the holder's token is refused and its key freed")
+    func operatorMoves() async throws {
+        try await Self.withHosts(2) { hosts in
+            let (a, b) = try await hosts[0].write { tx in
+                (try await tx.insert(Self.job(concurrencyKey: "k")).id, try await tx.insert(Self.job(concurrencyKey: "k")).id)
+            }
+            let running = try #require(try await Self.claim(hosts[0]))
+            #expect(running.job.id == a)
+            #expect(try await Self.claim(hosts[1]) == nil, "b waits for the key")
+            #expect(try await hosts[1].write { try await $0.markPaused(id: a, from: .running) })
+            #expect(try await hosts[0].write { try await $0.renew(id: a, token: running.token) } == nil)
+            let next = try #require(try await Self.claim(hosts[1]), "pausing a freed its key")
+            #expect(next.job.id == b)
+            #expect(try await hosts[0].write { try await $0.markCancelled(id: b, from: .running, reason: "not needed") })
+            #expect(!(try await hosts[1].write { try await $0.complete(id: b, token: next.token, result: nil) }))
+            #expect(try await hosts[0].write { try await $0.markResumed(id: a) }?.queue == "q")
+            let resumed = try #require(try await Self.claim(hosts[0]))
+            #expect(resumed.job.id == a && resumed.job.attempt == 1, "a pause gives the attempt back")
+            #expect(try await hosts[1].write { try await $0.markRetried(id: b, from: .cancelled) } == "q")
+            #expect(try await hosts[1].write { try await $0.markRetried(id: b, from: .cancelled) } == nil, "once")
+            #expect(try await hosts[1].write { try await $0.state(of: b) } == .queued)
+            await #expect(throws: (any Error).self) { try await hosts[1].write { try await $0.markPaused(id: b, from: .completed) } }
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in
