@@ -56,46 +56,83 @@ public struct PostgresTransaction {
         public var from: JobState
     }
 
-    /// Leases the best ready job (highest priority, then oldest) across `queues`, passing
-    /// over paused queues, queues at their `max_running`, and jobs whose concurrency key a
-    /// running job holds, all fleet-wide; the token comes from the fleet's sequence.
-    ///
-    /// Each queue's best job is found by one probe of the claim index; a job another
-    /// transaction has locked (another host claiming it right now) is skipped, not waited
-    /// for, so hosts never queue up behind one another's claims. Only a queue with a limit
-    /// serializes its claims: its row is locked while its running jobs are counted, so two
-    /// hosts cannot both take its last free place.
-    ///
-    /// - Parameter leaseMilliseconds: the lease period, or `nil` for the job's own.
+    /// What one claim asks for.
+    public struct ClaimWish: Hashable, Sendable {
+        public var queues: [String]
+        /// The lease period, or `nil` for the job's own.
+        public var leaseMilliseconds: Int64?
+        public var worker: String?
+        public var peer: PeerIdentity?
+
+        public init(queues: [String], leaseMilliseconds: Int64? = nil, worker: String? = nil, peer: PeerIdentity? = nil) {
+            self.queues = queues
+            self.leaseMilliseconds = leaseMilliseconds
+            self.worker = worker
+            self.peer = peer
+        }
+    }
+
+    /// Leases the best ready job (highest priority, then oldest) across `queues`; see
+    /// ``claim(_:host:)``.
     public func claim(
         queues: [String], leaseMilliseconds: Int64?, host: String, worker: String?, peer: PeerIdentity?
     ) async throws -> Claim? {
-        let open = try await self.queuesWithRoom(queues)
-        guard !open.isEmpty else { return nil }
-        // A candidate whose key another host took a moment ago is claimed by no one here;
-        // the next look, in a new snapshot, sees the key held and passes over that job.
-        for _ in 0..<8 {
-            switch try await self.claimBest(
-                queues: open, leaseMilliseconds: leaseMilliseconds, host: host, worker: worker, peer: peer)
-            {
-            case .claimed(let claim): return claim
-            case .none: return nil
-            case .keyTaken: continue
-            }
-        }
-        return nil
+        try await self.claim(
+            [ClaimWish(queues: queues, leaseMilliseconds: leaseMilliseconds, worker: worker, peer: peer)], host: host
+        )[0]
     }
 
-    /// `queues` less those with a limit that they have reached (locked, so that the count
-    /// holds until this transaction ends) and those paused.
-    private func queuesWithRoom(_ queues: [String]) async throws -> [String] {
+    /// Serves a batch's claims: each gets the best ready job left across its queues, the
+    /// earlier claims the better jobs, passing over paused queues, queues at their
+    /// `max_running`, and jobs whose concurrency key a running job holds, all fleet-wide.
+    /// Tokens come from the fleet's sequence.
+    ///
+    /// Claims that name the same queues are served together by one statement, however many
+    /// there are, in the order they arrived; sets of queues are served in the order the
+    /// first claim of each arrived. The statement probes the claim index once per queue,
+    /// and skips a job another transaction has locked (another host claiming it right now)
+    /// instead of waiting, so hosts never queue up behind one another's claims. Only a queue with a limit serializes
+    /// its claims: its row is locked while its running jobs are counted, so two hosts
+    /// cannot both take its last free place.
+    ///
+    /// - Returns: one entry per wish, in order; `nil` where no job could be leased.
+    public func claim(_ wishes: [ClaimWish], host: String) async throws -> [Claim?] {
+        var claims = [Claim?](repeating: nil, count: wishes.count)
+        var groups: [[String]: [Int]] = [:]
+        var order: [[String]] = []
+        for (index, wish) in wishes.enumerated() {
+            if groups[wish.queues] == nil { order.append(wish.queues) }
+            groups[wish.queues, default: []].append(index)
+        }
+        for queues in order {
+            var waiting = groups[queues]!
+            // A job whose key another host took a moment ago is claimed by no one here; the
+            // next round, in a new snapshot, sees the key held and passes that job over.
+            for _ in 0..<8 where !waiting.isEmpty {
+                let room = try await self.room(in: queues)
+                guard room.contains(where: { $0 > 0 }) else { break }
+                let round = try await self.claimRound(
+                    queues: queues, room: room, wishes: waiting.map { wishes[$0] }, host: host)
+                for (position, claim) in round.claims {
+                    claims[waiting[position]] = claim
+                }
+                waiting = waiting.indices.filter { round.claims[$0] == nil }.map { waiting[$0] }
+                guard round.keyTaken else { break }
+            }
+        }
+        return claims
+    }
+
+    /// How many more jobs each of `queues` may start: 0 for a paused queue or one at its
+    /// limit (whose row stays locked until this transaction ends, so the count holds).
+    private func room(in queues: [String]) async throws -> [Int32] {
         let settings = try await self.connection.query(
             "SELECT name, paused, max_running FROM queues WHERE name = ANY(\(queues)::text[])", logger: self.logger)
-        var closed = Set<String>()
+        var room = [String: Int32]()
         var limited: [String] = []
         for try await (name, paused, limit) in settings.decode((String, Bool, Int?).self) {
             if paused {
-                closed.insert(name)
+                room[name] = 0
             } else if limit != nil {
                 limited.append(name)
             }
@@ -104,67 +141,82 @@ public struct PostgresTransaction {
             let locked = try await self.connection.query(
                 "SELECT max_running FROM queues WHERE name = \(queue) FOR NO KEY UPDATE", logger: self.logger)
             // Read again under the lock: the limit may have changed since.
-            guard let current = try await locked.first(Int?.self), let current else { continue }
+            guard let current = try await locked.first(Int?.self), let limit = current else { continue }
             let running = try await self.connection.query(
                 "SELECT count(*) FROM jobs WHERE queue = \(queue) AND state = 'running'", logger: self.logger)
-            if try await running.first(Int.self) ?? 0 >= current {
-                closed.insert(queue)
-            }
+            room[queue] = Int32(clamping: max(limit - (try await running.first(Int.self) ?? 0), 0))
         }
-        return queues.filter { !closed.contains($0) }
+        return queues.map { room[$0] ?? .max }
     }
 
-    private enum ClaimAttempt {
-        case claimed(Claim)
-        case none
-        /// The best job's concurrency key was taken by a transaction that committed meanwhile.
-        case keyTaken
-    }
-
-    private func claimBest(
-        queues: [String], leaseMilliseconds: Int64?, host: String, worker: String?, peer: PeerIdentity?
-    ) async throws -> ClaimAttempt {
+    /// One statement that leases up to `wishes.count` jobs across `queues`, at most
+    /// `room[i]` from `queues[i]` and at most one per concurrency key, best first, the
+    /// best to the first wish.
+    private func claimRound(
+        queues: [String], room: [Int32], wishes: [ClaimWish], host: String
+    ) async throws -> (claims: [Int: Claim], keyTaken: Bool) {
+        // Absent values travel as sentinels (-1, ""): the arrays hold plain values.
+        let leases = wishes.map { $0.leaseMilliseconds ?? -1 }
+        let workers = wishes.map { $0.worker ?? "" }
+        let pids = wishes.map { $0.peer.map { Int64($0.pid) } ?? -1 }
+        let uids = wishes.map { $0.peer.map { Int64($0.uid) } ?? -1 }
         let rows = try await self.connection.query(
             """
-            WITH candidate AS (
-                SELECT j.id, j.state, j.concurrency_key FROM unnest(\(queues)::text[]) AS q(name)
+            WITH locked AS (
+                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, q.room
+                FROM unnest(\(queues)::text[], \(room)::integer[]) AS q(name, room)
                 CROSS JOIN LATERAL (
-                    SELECT id, state, priority, concurrency_key FROM jobs
+                    SELECT id, state, priority, queue, concurrency_key FROM jobs
                     WHERE ready AND queue = q.name AND (concurrency_key IS NULL
                         OR NOT EXISTS (SELECT 1 FROM concurrency_keys k WHERE k.key = jobs.concurrency_key))
-                    ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED
+                    ORDER BY priority DESC, id LIMIT \(wishes.count) FOR UPDATE SKIP LOCKED
                 ) j
-                WHERE NOT EXISTS (SELECT 1 FROM queues WHERE name = q.name AND paused)
-                ORDER BY j.priority DESC, j.id LIMIT 1
+                WHERE q.room > 0
+            ),
+            ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, id) AS in_queue,
+                    row_number() OVER (PARTITION BY coalesce(concurrency_key, '#' || id) ORDER BY priority DESC, id) AS in_key
+                FROM locked
+            ),
+            chosen AS (
+                SELECT id, state, concurrency_key, row_number() OVER (ORDER BY priority DESC, id) AS n
+                FROM ranked WHERE in_queue <= room AND in_key = 1
+                ORDER BY priority DESC, id LIMIT \(wishes.count)
+            ),
+            wish AS (
+                SELECT * FROM unnest(\(leases)::bigint[], \(workers)::text[], \(pids)::bigint[], \(uids)::bigint[])
+                    WITH ORDINALITY AS w(lease, worker, pid, uid, n)
             ),
             -- Waits only for a transaction inserting the same key, then yields nothing if it committed.
             key AS (
                 INSERT INTO concurrency_keys (key, job)
-                SELECT concurrency_key, id FROM candidate WHERE concurrency_key IS NOT NULL
+                SELECT concurrency_key, id FROM chosen WHERE concurrency_key IS NOT NULL
                 ON CONFLICT (key) DO NOTHING RETURNING job
             ),
             claimed AS (
-                UPDATE jobs SET state = 'running', ready = false, attempts = attempts + 1,
-                    lease_token = nextval('baton_tokens'), lease_ms = coalesce(\(leaseMilliseconds), lease_ms),
-                    lease_deadline = baton_now_ms() + coalesce(\(leaseMilliseconds), lease_ms), lease_host = \(host),
-                    worker = \(worker), peer_pid = \(peer.map { Int32($0.pid) }), peer_uid = \(peer.map { Int64($0.uid) }),
+                UPDATE jobs SET state = '\(unescaped: JobMove.claim.to.rawValue)', ready = false, attempts = attempts + 1,
+                    lease_token = nextval('baton_tokens'), lease_ms = coalesce(nullif(wish.lease, -1), jobs.lease_ms),
+                    lease_deadline = baton_now_ms() + coalesce(nullif(wish.lease, -1), jobs.lease_ms), lease_host = \(host),
+                    worker = nullif(wish.worker, ''), peer_pid = nullif(wish.pid, -1), peer_uid = nullif(wish.uid, -1),
                     started_at = baton_now_ms()
-                FROM candidate
-                WHERE jobs.id = candidate.id AND (candidate.concurrency_key IS NULL OR candidate.id IN (SELECT job FROM key))
+                FROM chosen JOIN wish ON wish.n = chosen.n
+                WHERE jobs.id = chosen.id AND (chosen.concurrency_key IS NULL OR chosen.id IN (SELECT job FROM key))
                 RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.lease_ms,
                     jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline
             )
-            SELECT candidate.id, candidate.state, claimed.queue, claimed.payload, claimed.attempts, claimed.max_attempts,
-                claimed.lease_ms, claimed.checkpoint, claimed.progress, claimed.run_at, claimed.lease_token,
-                claimed.lease_deadline
-            FROM candidate LEFT JOIN claimed ON claimed.id = candidate.id
+            SELECT chosen.n, chosen.id, chosen.state, claimed.queue, claimed.payload, claimed.attempts,
+                claimed.max_attempts, claimed.lease_ms, claimed.checkpoint, claimed.progress, claimed.run_at,
+                claimed.lease_token, claimed.lease_deadline
+            FROM chosen LEFT JOIN claimed ON claimed.id = chosen.id
             """, logger: self.logger)
-        var attempt = ClaimAttempt.none
-        for try await (id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline)
-            in rows.decode((Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?).self)
+        var claims: [Int: Claim] = [:]
+        var keyTaken = false
+        for try await (n, id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline)
+            in rows.decode(
+                (Int, Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?).self)
         {
             guard let queue, let payload, let attempts, let maxAttempts, let lease, let runAt, let token, let deadline else {
-                attempt = .keyTaken
+                keyTaken = true
                 continue
             }
             guard let from = JobState(rawValue: from), JobMove.claim.from.contains(from) else {
@@ -174,9 +226,9 @@ public struct PostgresTransaction {
                 id: id, queue: queue, payload: payload, attempt: attempts, maxAttempts: maxAttempts,
                 leaseMilliseconds: lease, checkpoint: checkpoint, progress: progress, dueAt: runAt
             )
-            attempt = .claimed(Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from))
+            claims[n - 1] = Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
         }
-        return attempt
+        return (claims, keyTaken)
     }
 
     // MARK: Queue settings

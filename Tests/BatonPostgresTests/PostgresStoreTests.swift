@@ -380,6 +380,44 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("a batch's claims are served by one statement per queue set: best jobs first, limits and keys held within it")
+    func claimsInOneBatch() async throws {
+        try await Self.withHosts(1) { hosts in
+            let ids = try await hosts[0].write { tx in
+                try await tx.setQueueLimit("limited", 2)
+                var ids: [String: [Int64]] = [:]
+                for priority in [1, 3, 2] as [Int64] { ids["open", default: []].append(try await tx.insert(Self.job("open", priority: priority)).id) }
+                for _ in 0..<4 { ids["limited", default: []].append(try await tx.insert(Self.job("limited", priority: 5)).id) }
+                for _ in 0..<3 { ids["keyed", default: []].append(try await tx.insert(Self.job("keyed", concurrencyKey: "k")).id) }
+                return ids
+            }
+            let wishes = [
+                PostgresTransaction.ClaimWish(queues: ["open"], leaseMilliseconds: 5_000, worker: "a"),
+                PostgresTransaction.ClaimWish(queues: ["limited", "open"], worker: "b"),
+                PostgresTransaction.ClaimWish(queues: ["open"], leaseMilliseconds: 60_000, worker: "c"),
+                PostgresTransaction.ClaimWish(queues: ["limited", "open"]),
+                PostgresTransaction.ClaimWish(queues: ["limited", "open"]),
+                PostgresTransaction.ClaimWish(queues: ["keyed"]),
+                PostgresTransaction.ClaimWish(queues: ["keyed"]),
+                PostgresTransaction.ClaimWish(queues: ["open"]),
+            ]
+            let claims = try await hosts[0].write { try await $0.claim(wishes, host: "h") }
+            let open = ids["open"]!, limited = ids["limited"]!
+            // Claims naming the same queues are served together, in the order the first of
+            // each set arrived: the three "open" claims take open's jobs best first; then the
+            // limited queue gives its two places, and the third such claim finds nothing left.
+            // One of the keyed jobs runs; the other two wait for the key.
+            #expect(claims.map { $0?.job.id } == [open[1], limited[0], open[2], limited[1], nil, ids["keyed"]![0], nil, open[0]])
+            #expect(claims[0]!.job.leaseMilliseconds == 5_000 && claims[2]!.job.leaseMilliseconds == 60_000)
+            #expect(claims[2]!.deadline - claims[0]!.deadline >= 50_000, "each wish's own lease period")
+            #expect(Set(claims.compactMap { $0?.token }).count == 6)
+            let worker = try await hosts[0].write { tx in
+                try await tx.connection.query("SELECT worker FROM jobs WHERE id = \(claims[1]!.job.id)", logger: tx.logger).first(String.self)
+            }
+            #expect(worker == "b")
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in
