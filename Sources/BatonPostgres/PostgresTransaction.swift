@@ -14,34 +14,65 @@ public struct PostgresTransaction {
 
     // MARK: Enqueue
 
-    /// Inserts a queued job under the next id of the fleet's sequence.
-    ///
-    /// - Returns: the new job's id, or with a unique key held by an unfinished job of the
-    ///   queue, that job's id and `inserted: false`.
+    /// Inserts a queued job under the next id of the fleet's sequence; see ``insert(_:)-([NewJob])``.
     public func insert(_ job: NewJob) async throws -> (id: Int64, inserted: Bool) {
+        try await self.insert([job])[0]
+    }
+
+    /// Inserts a batch's jobs with one statement, under ids from the fleet's sequence.
+    ///
+    /// - Returns: for each job, in order, its new id; or, where its unique key is held by
+    ///   an unfinished job of its queue (one inserted earlier in the same batch included),
+    ///   that job's id and `inserted: false`.
+    public func insert(_ jobs: [NewJob]) async throws -> [(id: Int64, inserted: Bool)] {
+        guard !jobs.isEmpty else { return [] }
+        // Absent keys and parents travel as sentinels ("" never names a key: see RequestDecoder).
         let rows = try await self.connection.query(
             """
-            INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
-                backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
-                concurrency_key, parent, created_at)
-            VALUES (nextval('baton_job_ids'), \(job.queue), 'queued', \(job.runAt) <= baton_now_ms(), \(job.payload),
-                \(job.priority), \(job.runAt), \(job.maxAttempts), \(job.backoff.initialMilliseconds),
-                \(job.backoff.factor), \(job.backoff.maximumMilliseconds), \(job.leaseMilliseconds),
-                \(job.uniqueKey), \(job.concurrencyKey), \(job.parent), baton_now_ms())
-            ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
-            RETURNING id
+            WITH new AS (
+                SELECT *, nextval('baton_job_ids') AS id FROM unnest(
+                    \(jobs.map(\.queue))::text[], \(jobs.map(\.payload))::text[], \(jobs.map(\.priority))::bigint[],
+                    \(jobs.map(\.runAt))::bigint[], \(jobs.map { Int64($0.maxAttempts) })::bigint[],
+                    \(jobs.map(\.backoff.initialMilliseconds))::bigint[], \(jobs.map(\.backoff.factor))::float8[],
+                    \(jobs.map(\.backoff.maximumMilliseconds))::bigint[], \(jobs.map(\.leaseMilliseconds))::bigint[],
+                    \(jobs.map { $0.uniqueKey ?? "" })::text[], \(jobs.map { $0.concurrencyKey ?? "" })::text[],
+                    \(jobs.map { $0.parent ?? -1 })::bigint[]
+                ) WITH ORDINALITY AS n(queue, payload, priority, run_at, max_attempts, backoff_initial_ms,
+                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, n)
+            ),
+            inserted AS (
+                INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
+                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
+                    concurrency_key, parent, created_at)
+                SELECT id, queue, 'queued', run_at <= baton_now_ms(), payload, priority, run_at, max_attempts,
+                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, nullif(unique_key, ''),
+                    nullif(concurrency_key, ''), nullif(parent, -1), baton_now_ms()
+                FROM new ORDER BY n
+                ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
+                RETURNING id
+            )
+            SELECT new.n, inserted.id FROM new LEFT JOIN inserted ON inserted.id = new.id
             """, logger: self.logger)
-        if let id = try await rows.first(Int64.self) {
-            return (id, true)
+        var results = [(id: Int64, inserted: Bool)](repeating: (0, false), count: jobs.count)
+        var held: [Int] = []
+        for try await (n, id) in rows.decode((Int, Int64?).self) {
+            if let id { results[n - 1] = (id, true) } else { held.append(n - 1) }
         }
-        // The key is held; the holder is visible to this statement once its insert committed.
-        let holder = try await self.connection.query(
-            "SELECT id FROM jobs WHERE queue = \(job.queue) AND unique_key = \(job.uniqueKey) AND finished_at IS NULL",
-            logger: self.logger)
-        guard let id = try await holder.first(Int64.self) else {
-            throw PostgresStoreError("the unique key \(job.uniqueKey ?? "") of queue \(job.queue) is held, but by no unfinished job")
+        // Each held key's holder, visible to this next statement once its insert committed
+        // (or, inserted earlier in this batch, at once).
+        for index in held {
+            let holder = try await self.connection.query(
+                """
+                SELECT id FROM jobs
+                WHERE queue = \(jobs[index].queue) AND unique_key = \(jobs[index].uniqueKey) AND finished_at IS NULL
+                """, logger: self.logger)
+            guard let id = try await holder.first(Int64.self) else {
+                throw PostgresStoreError(
+                    "the unique key \(jobs[index].uniqueKey ?? "") of queue \(jobs[index].queue) is held, but by no unfinished job")
+            }
+            results[index] = (id, false)
         }
-        return (id, false)
+        return results
     }
 
     // MARK: Claim
@@ -257,18 +288,36 @@ public struct PostgresTransaction {
     /// live on the database's clock when the statement runs, on whichever host.
     static let liveLease = "lease_token = $2 AND lease_deadline > baton_now_ms()"
 
-    /// Renews the lease `token` holds on a running job, if it is live, to now plus
-    /// `leaseMilliseconds` (or the job's own period).
-    ///
-    /// - Returns: the new deadline, or `nil` when the token holds no live lease.
+    /// Renews the lease `token` holds on a running job, if it is live; see ``renew(_:)``.
     public func renew(id: Int64, token: FencingToken, leaseMilliseconds: Int64? = nil) async throws -> Int64? {
-        try await self.fenced(
-            id, token,
+        try await self.renew([(id, token, leaseMilliseconds)])[0]
+    }
+
+    /// Renews a batch's leases with one statement, each that its token holds and that is
+    /// live, to now plus its new period (or the job's own).
+    ///
+    /// - Returns: for each, in order, the new deadline, or `nil` when the token holds no
+    ///   live lease.
+    public func renew(_ leases: [(id: Int64, token: FencingToken, leaseMilliseconds: Int64?)]) async throws -> [Int64?] {
+        guard !leases.isEmpty else { return [] }
+        let rows = try await self.connection.query(
             """
-            UPDATE jobs SET lease_ms = coalesce($3, lease_ms), lease_deadline = baton_now_ms() + coalesce($3, lease_ms)
-            WHERE id = $1 AND state = 'running' AND \(Self.liveLease) RETURNING lease_deadline
-            """, leaseMilliseconds
-        ).first(Int64.self)
+            WITH renewal AS (
+                SELECT * FROM unnest(\(leases.map(\.id))::bigint[], \(leases.map(\.token.rawValue))::bigint[],
+                    \(leases.map { $0.leaseMilliseconds ?? -1 })::bigint[]) WITH ORDINALITY AS r(id, token, lease, n)
+            )
+            UPDATE jobs SET lease_ms = coalesce(nullif(renewal.lease, -1), lease_ms),
+                lease_deadline = baton_now_ms() + coalesce(nullif(renewal.lease, -1), lease_ms)
+            FROM renewal
+            WHERE jobs.id = renewal.id AND jobs.state = 'running' AND jobs.lease_token = renewal.token
+                AND jobs.lease_deadline > baton_now_ms()
+            RETURNING renewal.n, jobs.lease_deadline
+            """, logger: self.logger)
+        var deadlines = [Int64?](repeating: nil, count: leases.count)
+        for try await (n, deadline) in rows.decode((Int, Int64).self) {
+            deadlines[n - 1] = deadline
+        }
+        return deadlines
     }
 
     /// Stores a checkpoint (and progress, if given) for the job whose live lease `token`
@@ -296,18 +345,36 @@ public struct PostgresTransaction {
         ).first(Int64.self) != nil
     }
 
-    /// Completes the running job whose live lease `token` holds.
-    ///
-    /// - Returns: whether it did; `false` when the token holds no live lease.
+    /// Completes the running job whose live lease `token` holds; see ``complete(_:)``.
     public func complete(id: Int64, token: FencingToken, result: String?) async throws -> Bool {
-        try await self.fenced(
-            id, token,
+        try await self.complete([(id, token, result)])[0]
+    }
+
+    /// Completes a batch's jobs with one statement, each whose live lease its token holds.
+    ///
+    /// - Returns: for each, in order, whether it completed; `false` when the token holds no
+    ///   live lease (or the job came twice in the batch: the first completes it).
+    public func complete(_ jobs: [(id: Int64, token: FencingToken, result: String?)]) async throws -> [Bool] {
+        guard !jobs.isEmpty else { return [] }
+        // No result travels as "", which is not JSON.
+        let rows = try await self.connection.query(
             """
-            UPDATE jobs SET state = '\(JobMove.complete.to.rawValue)', result = $3, finished_at = baton_now_ms(),
-                lease_deadline = NULL
-            WHERE id = $1 AND \(JobMove.complete.sqlGuard) AND \(Self.liveLease) RETURNING id
-            """, result
-        ).first(Int64.self) != nil
+            WITH done AS (
+                SELECT * FROM unnest(\(jobs.map(\.id))::bigint[], \(jobs.map(\.token.rawValue))::bigint[],
+                    \(jobs.map { $0.result ?? "" })::text[]) WITH ORDINALITY AS d(id, token, result, n)
+            )
+            UPDATE jobs SET state = '\(unescaped: JobMove.complete.to.rawValue)', result = nullif(done.result, ''),
+                finished_at = baton_now_ms(), lease_deadline = NULL
+            FROM done
+            WHERE jobs.id = done.id AND jobs.\(unescaped: JobMove.complete.sqlGuard) AND jobs.lease_token = done.token
+                AND jobs.lease_deadline > baton_now_ms()
+            RETURNING done.n
+            """, logger: self.logger)
+        var completed = [Bool](repeating: false, count: jobs.count)
+        for try await n in rows.decode(Int.self) {
+            completed[n - 1] = true
+        }
+        return completed
     }
 
     /// Ends the attempt of the job whose live lease `token` holds unsuccessfully: to

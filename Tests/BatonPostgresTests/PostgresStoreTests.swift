@@ -418,6 +418,45 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("a batch's enqueues, renewals and completions are one statement each, answered per request")
+    func writesInOneBatch() async throws {
+        try await Self.withHosts(2) { hosts in
+            let inserted = try await hosts[0].write { tx in
+                try await tx.insert([Self.job(uniqueKey: "a"), Self.job(), Self.job(uniqueKey: "a"), Self.job(uniqueKey: "b")])
+            }
+            #expect(inserted.map(\.inserted) == [true, true, false, true])
+            #expect(inserted[2].id == inserted[0].id, "a key taken earlier in the same batch names that job")
+            #expect(Set(inserted.map(\.id)).count == 3)
+            let claims = try await hosts[1].write { tx in
+                try await tx.claim(Array(repeating: PostgresTransaction.ClaimWish(queues: ["q"]), count: 3), host: "b")
+            }.compactMap { $0 }
+            #expect(claims.count == 3)
+            let stale = FencingToken(rawValue: claims[0].token.rawValue + 1_000)
+            let renewed = try await hosts[0].write { tx in
+                try await tx.renew([(claims[0].job.id, claims[0].token, 90_000), (claims[1].job.id, stale, nil), (claims[2].job.id, claims[2].token, nil)])
+            }
+            #expect(renewed[0] != nil && renewed[1] == nil && renewed[2] != nil)
+            #expect(renewed[0]! - renewed[2]! > 50_000, "a renewal with its own period keeps it")
+            let completed = try await hosts[1].write { tx in
+                try await tx.complete([
+                    (claims[0].job.id, claims[0].token, #"{"pages": 3}"#), (claims[1].job.id, stale, nil),
+                    (claims[2].job.id, claims[2].token, nil), (claims[0].job.id, claims[0].token, "2"),
+                ])
+            }
+            #expect(completed == [true, false, true, false])
+            let results = try await hosts[0].write { tx in
+                var results: [Int64: String?] = [:]
+                for try await (id, result) in try await tx.connection.query(
+                    "SELECT id, result FROM jobs WHERE state = 'completed'", logger: tx.logger).decode((Int64, String?).self)
+                {
+                    results[id] = result
+                }
+                return results
+            }
+            #expect(results == [claims[0].job.id: #"{"pages": 3}"#, claims[2].job.id: nil])
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in
