@@ -119,6 +119,21 @@ enum PostgresSchema {
                 // A limited queue's running jobs are counted at each claim (at most its limit).
                 "CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'running'",
                 """
+                -- Each host's share of the job counts by queue and state: a host adds its own
+                -- batches' moves to its own rows, and the fleet's count is the sum.
+                CREATE TABLE job_counts (
+                    host text NOT NULL,
+                    queue text NOT NULL,
+                    state text NOT NULL,
+                    n bigint NOT NULL,
+                    PRIMARY KEY (host, queue, state)
+                )
+                """,
+                """
+                -- The fleet's batond processes, each as it last reported itself.
+                CREATE TABLE hosts (name text PRIMARY KEY, started_at bigint NOT NULL, seen_at bigint NOT NULL)
+                """,
+                """
                 CREATE TABLE job_dependencies (
                     job_id bigint NOT NULL,
                     depends_on bigint NOT NULL,

@@ -457,6 +457,81 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("the audit trail keeps a batch's events in order, and a job reads back whole")
+    func trailAndReads() async throws {
+        try await Self.withHosts(2) { hosts in
+            let id = try await hosts[0].write { try await $0.insert(Self.job(uniqueKey: "u", concurrencyKey: "c")).id }
+            let claim = try #require(try await Self.claim(hosts[1]))
+            try await hosts[1].write { tx in
+                try await tx.recordEvents([
+                    (id, JobEvent(.enqueued, at: 1, state: .queued)),
+                    (id, JobEvent(.claimed, at: 2, state: .running, token: claim.token, peerPID: 42, detail: "w1")),
+                    (id, JobEvent(.failed, at: 3, state: .retrying, token: claim.token, detail: "")),
+                ])
+            }
+            let events = try await hosts[0].write { try await $0.events(of: id) }
+            #expect(events.map(\.kind) == [.enqueued, .claimed, .failed])
+            #expect(events[1].token == claim.token && events[1].peerPID == 42 && events[1].detail == "w1")
+            #expect(events[0].token == nil && events[0].detail == nil && events[2].detail == "", "absent and empty stay apart")
+            let job = try #require(try await hosts[0].write { try await $0.job(id: id) })
+            #expect(job.state == .running && job.uniqueKey == "u" && job.concurrencyKey == "c" && job.leaseToken == claim.token)
+            #expect(job.payload == #"{"n": 1}"# && job.attempts == 1 && job.backoff.factor == 1 && job.parent == nil)
+            #expect(try await hosts[0].write { try await $0.job(id: id + 100) } == nil)
+        }
+    }
+
+    @Test("job counts are the sum of every host's share; hosts report in; one host at a time does a chore")
+    func fleetBookkeeping() async throws {
+        try await Self.withHosts(2) { hosts in
+            try await hosts[0].write { tx in
+                try await tx.addToCounts(host: "a", [("q", .queued, 3)])
+                try await tx.hostSeen("a", startedAt: 10)
+            }
+            try await hosts[1].write { tx in
+                try await tx.addToCounts(host: "b", [("q", .queued, -2), ("q", .running, 1), ("q", .running, 1), ("r", .queued, 0)])
+                try await tx.hostSeen("b", startedAt: 20)
+            }
+            let counts = try await hosts[0].write { try await $0.jobCounts() }
+            #expect(counts == ["q": [.queued: 1, .running: 2]])
+            #expect(try await hosts[1].write { try await $0.hosts(seenWithin: 60_000) }.map(\.name) == ["a", "b"])
+            // Host 0 holds the chore in an open transaction; host 1 is turned away until it ends.
+            let holding = Flag()
+            let done = Flag()
+            async let held: Bool = hosts[0].write { tx in
+                let took = try await tx.take(.retention)
+                await holding.set()
+                _ = await done.wait(seconds: 10)
+                return took
+            }
+            #expect(await holding.wait(seconds: 10))
+            #expect(!(try await hosts[1].write { try await $0.take(.retention) }))
+            await done.set()
+            #expect(try await held)
+            #expect(try await hosts[1].write { try await $0.take(.retention) }, "free again once that transaction ended")
+        }
+    }
+
+    @Test("retention deletes the oldest finished jobs past their cut-off, with their events")
+    func retention() async throws {
+        try await Self.withHosts(1) { hosts in
+            let store = hosts[0]
+            let ids = try await store.write { tx in try await tx.insert([Self.job(), Self.job(), Self.job()]).map(\.id) }
+            for _ in 0..<3 {
+                let claim = try #require(try await Self.claim(store))
+                #expect(try await store.write { try await $0.complete(id: claim.job.id, token: claim.token, result: nil) })
+            }
+            try await store.write { tx in
+                try await tx.recordEvents([(ids[0], JobEvent(.completed, at: 1, state: .completed))])
+                try await tx.connection.query("UPDATE jobs SET finished_at = id * 100", logger: tx.logger)
+            }
+            let pruned = try await store.write { try await $0.pruneFinishedJobs(completedBefore: ids[1] * 100 + 1, failedBefore: 0, limit: 10) }
+            #expect(pruned.count == 2 && pruned.allSatisfy { $0.queue == "q" && $0.state == .completed })
+            #expect(try await store.write { try await $0.job(id: ids[0]) } == nil)
+            #expect(try await store.write { try await $0.events(of: ids[0]) }.isEmpty)
+            #expect(try await store.write { try await $0.job(id: ids[2]) } != nil)
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in

@@ -1,0 +1,185 @@
+import BatonCore
+import PostgresNIO
+
+/// The audit trail, the fleet's job counts, its hosts, its chores and whole-job reads.
+extension PostgresTransaction {
+    // MARK: Audit trail
+
+    /// Records a batch's state changes with one statement, numbered from the fleet's event
+    /// sequence in the order given.
+    public func recordEvents(_ events: [(job: Int64, event: JobEvent)]) async throws {
+        guard !events.isEmpty else { return }
+        // Absent tokens, pids and details travel as sentinels (-1, -1, and a detail flag).
+        try await self.connection.query(
+            """
+            INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail)
+            SELECT job, nextval('baton_events'), at, event, state, nullif(token, -1), nullif(pid, -1)::integer,
+                CASE WHEN has_detail THEN detail END
+            FROM unnest(\(events.map(\.job))::bigint[], \(events.map(\.event.at))::bigint[],
+                \(events.map(\.event.kind.rawValue))::text[], \(events.map(\.event.state.rawValue))::text[],
+                \(events.map { $0.event.token?.rawValue ?? -1 })::bigint[], \(events.map { Int64($0.event.peerPID ?? -1) })::bigint[],
+                \(events.map { $0.event.detail ?? "" })::text[], \(events.map { $0.event.detail != nil })::boolean[]
+            ) WITH ORDINALITY AS e(job, at, event, state, token, pid, detail, has_detail, n)
+            ORDER BY n
+            """, logger: self.logger)
+    }
+
+    /// A job's recorded events, oldest first.
+    public func events(of job: Int64) async throws -> [JobEvent] {
+        let rows = try await self.connection.query(
+            "SELECT at, event, state, token, peer_pid, detail FROM job_events WHERE job_id = \(job) ORDER BY seq",
+            logger: self.logger)
+        var events: [JobEvent] = []
+        for try await (at, kind, state, token, pid, detail) in rows.decode((Int64, String, String, Int64?, Int32?, String?).self) {
+            guard let kind = JobEvent.Kind(rawValue: kind), let state = JobState(rawValue: state) else {
+                throw PostgresStoreError("job \(job) has an event this version does not know: \(kind) to \(state)")
+            }
+            events.append(
+                JobEvent(kind, at: at, state: state, token: token.map(FencingToken.init(rawValue:)), peerPID: pid, detail: detail))
+        }
+        return events
+    }
+
+    // MARK: Job counts
+
+    /// Adds a batch's moves to this host's share of the job counts, in one statement.
+    ///
+    /// Each host writes only its own rows, so hosts never contend for a counter; the fleet's
+    /// count of a queue and state is the sum over hosts (``jobCounts()``), and a host's own
+    /// share may be negative (it completed jobs another host enqueued).
+    public func addToCounts(host: String, _ deltas: [(queue: String, state: JobState, delta: Int64)]) async throws {
+        let moved = deltas.filter { $0.delta != 0 }
+        guard !moved.isEmpty else { return }
+        try await self.connection.query(
+            """
+            INSERT INTO job_counts (host, queue, state, n)
+            SELECT \(host), queue, state, sum(delta)
+            FROM unnest(\(moved.map(\.queue))::text[], \(moved.map(\.state.rawValue))::text[], \(moved.map(\.delta))::bigint[])
+                AS d(queue, state, delta)
+            GROUP BY queue, state
+            ON CONFLICT (host, queue, state) DO UPDATE SET n = job_counts.n + excluded.n
+            """, logger: self.logger)
+    }
+
+    /// How many jobs each queue holds in each state, fleet-wide: O(hosts × queues × states),
+    /// whatever the number of jobs.
+    public func jobCounts() async throws -> [String: [JobState: Int]] {
+        let rows = try await self.connection.query(
+            "SELECT queue, state, sum(n)::bigint FROM job_counts GROUP BY queue, state HAVING sum(n) <> 0", logger: self.logger)
+        var counts: [String: [JobState: Int]] = [:]
+        for try await (queue, state, n) in rows.decode((String, String, Int64).self) {
+            guard let state = JobState(rawValue: state) else { continue }
+            counts[queue, default: [:]][state] = Int(n)
+        }
+        return counts
+    }
+
+    // MARK: Hosts
+
+    /// Records that `host` is alive, now on the database's clock.
+    public func hostSeen(_ host: String, startedAt: Int64) async throws {
+        try await self.connection.query(
+            """
+            INSERT INTO hosts (name, started_at, seen_at) VALUES (\(host), \(startedAt), baton_now_ms())
+            ON CONFLICT (name) DO UPDATE SET started_at = excluded.started_at, seen_at = excluded.seen_at
+            """, logger: self.logger)
+    }
+
+    /// A host of the fleet, as it last reported itself.
+    public struct Host: Hashable, Sendable {
+        public var name: String
+        public var startedAt: Int64
+        public var seenAt: Int64
+    }
+
+    /// The hosts seen within the last `milliseconds`, by name.
+    public func hosts(seenWithin milliseconds: Int64) async throws -> [Host] {
+        let rows = try await self.connection.query(
+            "SELECT name, started_at, seen_at FROM hosts WHERE seen_at > baton_now_ms() - \(milliseconds) ORDER BY name",
+            logger: self.logger)
+        var hosts: [Host] = []
+        for try await (name, startedAt, seenAt) in rows.decode((String, Int64, Int64).self) {
+            hosts.append(Host(name: name, startedAt: startedAt, seenAt: seenAt))
+        }
+        return hosts
+    }
+
+    // MARK: Fleet chores
+
+    /// A chore that one host at a time does for the fleet.
+    public enum Chore: Int64, Sendable {
+        /// Deleting finished jobs past their retention.
+        case retention = 0x62_61_74_6F_6E_01
+    }
+
+    /// Takes the chore for the rest of this transaction if no other host has it now.
+    ///
+    /// - Returns: whether this host has it; `false` means another host is doing it.
+    public func take(_ chore: Chore) async throws -> Bool {
+        try await self.connection.query("SELECT pg_try_advisory_xact_lock(\(chore.rawValue))", logger: self.logger)
+            .first(Bool.self) ?? false
+    }
+
+    // MARK: Retention
+
+    /// Deletes up to `limit` finished jobs that finished before their cut-off (wall-clock
+    /// milliseconds), oldest first, with their events and the records of what waited on them.
+    ///
+    /// - Returns: each deleted job's queue and state.
+    public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) async throws -> [(queue: String, state: JobState)] {
+        let rows = try await self.connection.query(
+            """
+            WITH gone AS (
+                DELETE FROM jobs WHERE id IN (
+                    SELECT id FROM jobs WHERE finished_at IS NOT NULL
+                        AND finished_at < CASE state WHEN 'completed' THEN \(completedBefore) ELSE \(failedBefore) END
+                    ORDER BY finished_at LIMIT \(limit) FOR UPDATE SKIP LOCKED)
+                RETURNING id, queue, state
+            ),
+            events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone)),
+            dependents AS (DELETE FROM job_dependencies WHERE depends_on IN (SELECT id FROM gone))
+            SELECT queue, state FROM gone
+            """, logger: self.logger)
+        var pruned: [(queue: String, state: JobState)] = []
+        for try await (queue, state) in rows.decode((String, String).self) {
+            if let state = JobState(rawValue: state) { pruned.append((queue, state)) }
+        }
+        return pruned
+    }
+
+    // MARK: Reads
+
+    /// The whole job, or `nil` when no job has that id.
+    public func job(id: Int64) async throws -> Job? {
+        let rows = try await self.connection.query(
+            """
+            SELECT id, queue, state, payload, priority, run_at, attempts, max_attempts, backoff_initial_ms,
+                backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, checkpoint, progress, result,
+                last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent
+            FROM jobs WHERE id = \(id)
+            """, logger: self.logger)
+        for try await (
+            id, queue, stateName, payload, priority, runAt, attempts, maxAttempts, initial, factor, maximum, lease,
+            uniqueKey, concurrencyKey, checkpoint, progress, result, lastError, token, worker, pid, uid,
+            createdAt, startedAt, finishedAt, parent
+        ) in rows.decode(
+            (Int64, String, String, String, Int64, Int64, Int, Int, Int64, Double, Int64, Int64,
+             String?, String?, String?, String?, String?, String?, Int64?, String?, Int32?, Int64?,
+             Int64, Int64?, Int64?, Int64?).self)
+        {
+            guard let state = JobState(rawValue: stateName) else {
+                throw PostgresStoreError("job \(id) has a state this version does not know: '\(stateName)'")
+            }
+            return Job(
+                id: id, queue: queue, state: state, payload: payload, priority: priority, runAt: runAt,
+                attempts: attempts, maxAttempts: maxAttempts,
+                backoff: BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum),
+                leaseMilliseconds: lease, uniqueKey: uniqueKey, concurrencyKey: concurrencyKey, checkpoint: checkpoint,
+                progress: progress, result: result, lastError: lastError, leaseToken: token.map(FencingToken.init(rawValue:)),
+                worker: worker, peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
+                createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent
+            )
+        }
+        return nil
+    }
+}
