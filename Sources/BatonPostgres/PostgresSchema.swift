@@ -78,6 +78,8 @@ enum PostgresSchema {
                 """,
                 // The claim: best priority, then oldest, among one queue's ready jobs.
                 "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id) WHERE ready",
+                // How long a queue's oldest ready job has waited (stats, health): one probe.
+                "CREATE INDEX jobs_ready_since ON jobs (queue, run_at) WHERE ready",
                 // Delayed and backing-off jobs, by when they become ready.
                 """
                 CREATE INDEX jobs_scheduled ON jobs (run_at)

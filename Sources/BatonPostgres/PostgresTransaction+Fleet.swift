@@ -149,15 +149,39 @@ extension PostgresTransaction {
 
     // MARK: Reads
 
+    /// The columns every whole-job read selects, in the order ``jobs(_:)`` decodes them.
+    static let jobColumns = """
+        id, queue, state, payload, priority, run_at, attempts, max_attempts, backoff_initial_ms,
+        backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, checkpoint, progress, result,
+        last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent
+        """
+
     /// The whole job, or `nil` when no job has that id.
     public func job(id: Int64) async throws -> Job? {
-        let rows = try await self.connection.query(
-            """
-            SELECT id, queue, state, payload, priority, run_at, attempts, max_attempts, backoff_initial_ms,
-                backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, checkpoint, progress, result,
-                last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent
-            FROM jobs WHERE id = \(id)
-            """, logger: self.logger)
+        try await self.jobs(
+            self.connection.query("SELECT \(unescaped: Self.jobColumns) FROM jobs WHERE id = \(id)", logger: self.logger)
+        ).first
+    }
+
+    /// A page of jobs by id, newest or oldest first, optionally of one queue and state,
+    /// walking the primary key from the cursor.
+    public func listJobs(queue: String?, state: JobState?, after cursor: Int64?, limit: Int, oldestFirst: Bool) async throws -> [Job] {
+        let start = cursor ?? (oldestFirst ? 0 : .max)
+        // Two texts, not a CASE: the planner walks the primary key in the page's direction.
+        let (comparison, order) = oldestFirst ? (">", "ASC") : ("<", "DESC")
+        return try await self.jobs(
+            self.connection.query(
+                """
+                SELECT \(unescaped: Self.jobColumns) FROM jobs
+                WHERE id \(unescaped: comparison) \(start)
+                    AND (\(queue)::text IS NULL OR queue = \(queue)) AND (\(state?.rawValue)::text IS NULL OR state = \(state?.rawValue))
+                ORDER BY id \(unescaped: order) LIMIT \(limit)
+                """, logger: self.logger))
+    }
+
+    /// Jobs read with ``jobColumns``.
+    private func jobs(_ rows: PostgresRowSequence) async throws -> [Job] {
+        var jobs: [Job] = []
         for try await (
             id, queue, stateName, payload, priority, runAt, attempts, maxAttempts, initial, factor, maximum, lease,
             uniqueKey, concurrencyKey, checkpoint, progress, result, lastError, token, worker, pid, uid,
@@ -170,16 +194,126 @@ extension PostgresTransaction {
             guard let state = JobState(rawValue: stateName) else {
                 throw PostgresStoreError("job \(id) has a state this version does not know: '\(stateName)'")
             }
-            return Job(
-                id: id, queue: queue, state: state, payload: payload, priority: priority, runAt: runAt,
-                attempts: attempts, maxAttempts: maxAttempts,
-                backoff: BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum),
-                leaseMilliseconds: lease, uniqueKey: uniqueKey, concurrencyKey: concurrencyKey, checkpoint: checkpoint,
-                progress: progress, result: result, lastError: lastError, leaseToken: token.map(FencingToken.init(rawValue:)),
-                worker: worker, peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
-                createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent
-            )
+            jobs.append(
+                Job(
+                    id: id, queue: queue, state: state, payload: payload, priority: priority, runAt: runAt,
+                    attempts: attempts, maxAttempts: maxAttempts,
+                    backoff: BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum),
+                    leaseMilliseconds: lease, uniqueKey: uniqueKey, concurrencyKey: concurrencyKey, checkpoint: checkpoint,
+                    progress: progress, result: result, lastError: lastError, leaseToken: token.map(FencingToken.init(rawValue:)),
+                    worker: worker, peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
+                    createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent
+                ))
+        }
+        return jobs
+    }
+
+    /// The jobs a job's completion enqueued, by id.
+    public func followUps(of id: Int64) async throws -> [Int64] {
+        var ids: [Int64] = []
+        for try await child in try await self.connection.query(
+            "SELECT id FROM jobs WHERE parent = \(id) ORDER BY id", logger: self.logger
+        ).decode(Int64.self) {
+            ids.append(child)
+        }
+        return ids
+    }
+
+    /// A queue's longest-waiting ready job and when it became due: one probe of an index.
+    public func oldestReady(queue: String) async throws -> (job: Int64, runAt: Int64)? {
+        for try await (id, runAt) in try await self.connection.query(
+            "SELECT id, run_at FROM jobs WHERE ready AND queue = \(queue) ORDER BY run_at LIMIT 1", logger: self.logger
+        ).decode((Int64, Int64).self) {
+            return (id, runAt)
         }
         return nil
+    }
+
+    /// The earliest `run_at` among jobs waiting for their time.
+    public func nextScheduledRunAt() async throws -> Int64? {
+        try await self.connection.query(
+            "SELECT min(run_at) FROM jobs WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0",
+            logger: self.logger
+        ).first(Int64?.self) ?? nil
+    }
+
+    // MARK: Dependencies
+
+    /// The states of the jobs a new job names in `after`; a missing id has no entry.
+    ///
+    /// The rows are share-locked until the transaction ends: a dependency that another
+    /// host is completing right now is either seen completed here, or its completion waits
+    /// for this transaction and then counts the new dependent.
+    public func states(of ids: [Int64]) async throws -> [Int64: JobState] {
+        var states: [Int64: JobState] = [:]
+        guard !ids.isEmpty else { return states }
+        for try await (id, state) in try await self.connection.query(
+            "SELECT id, state FROM jobs WHERE id = ANY(\(ids)::bigint[]) FOR SHARE", logger: self.logger
+        ).decode((Int64, String).self) {
+            states[id] = JobState(rawValue: state)
+        }
+        return states
+    }
+
+    /// Records that `job` waits for `dependencies` (unfinished ones) and holds it back.
+    public func addDependencies(job: Int64, on dependencies: [Int64]) async throws {
+        try await self.connection.query(
+            """
+            WITH added AS (
+                INSERT INTO job_dependencies (job_id, depends_on)
+                SELECT \(job), depends_on FROM unnest(\(dependencies)::bigint[]) AS d(depends_on)
+                ON CONFLICT DO NOTHING RETURNING 1
+            )
+            UPDATE jobs SET waiting_on = (SELECT count(*) FROM added), ready = false WHERE id = \(job)
+            """, logger: self.logger)
+    }
+
+    /// Counts one dependency of each of `dependency`'s dependents as done.
+    ///
+    /// - Returns: the dependents now waiting on nothing, with their queue and `run_at`; the
+    ///   ones whose time has come are already marked ready.
+    public func dependencyCompleted(_ dependency: Int64) async throws -> [(id: Int64, queue: String, runAt: Int64)] {
+        var freed: [(id: Int64, queue: String, runAt: Int64)] = []
+        for try await (id, queue, runAt, waiting) in try await self.connection.query(
+            """
+            UPDATE jobs SET waiting_on = waiting_on - 1,
+                ready = (waiting_on - 1 = 0 AND run_at <= baton_now_ms() AND state IN ('queued', 'retrying'))
+            WHERE id IN (SELECT job_id FROM job_dependencies WHERE depends_on = \(dependency)) AND waiting_on > 0
+            RETURNING id, queue, run_at, waiting_on
+            """, logger: self.logger
+        ).decode((Int64, String, Int64, Int).self) where waiting == 0 {
+            freed.append((id, queue, runAt))
+        }
+        return freed
+    }
+
+    /// The unfinished jobs that wait on `dependency`.
+    public func unfinishedDependents(of dependency: Int64) async throws -> [(id: Int64, state: JobState, queue: String)] {
+        var dependents: [(id: Int64, state: JobState, queue: String)] = []
+        for try await (id, state, queue) in try await self.connection.query(
+            """
+            SELECT j.id, j.state, j.queue FROM job_dependencies d JOIN jobs j ON j.id = d.job_id
+            WHERE d.depends_on = \(dependency) AND j.finished_at IS NULL ORDER BY j.id
+            """, logger: self.logger
+        ).decode((Int64, String, String).self) {
+            if let state = JobState(rawValue: state) { dependents.append((id, state, queue)) }
+        }
+        return dependents
+    }
+
+    // MARK: All or nothing
+
+    /// Runs `body` all or nothing within the transaction (a savepoint): if it throws,
+    /// every write it made is undone and the rest of the transaction is untouched.
+    public func atomically<T>(_ body: () async throws -> T) async throws -> T {
+        try await self.connection.query("SAVEPOINT baton_atomically", logger: self.logger)
+        do {
+            let value = try await body()
+            try await self.connection.query("RELEASE SAVEPOINT baton_atomically", logger: self.logger)
+            return value
+        } catch {
+            try await self.connection.query("ROLLBACK TO SAVEPOINT baton_atomically", logger: self.logger)
+            throw error
+        }
     }
 }

@@ -532,6 +532,85 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("a dependent waits for its dependencies, even when one completes on another host while it is enqueued")
+    func dependencies() async throws {
+        try await Self.withHosts(2) { hosts in
+            let (first, second) = try await hosts[0].write { tx in
+                (try await tx.insert(Self.job("deps")).id, try await tx.insert(Self.job("deps")).id)
+            }
+            let claims = try await hosts[1].write { try await $0.claim(Array(repeating: .init(queues: ["deps"]), count: 2), host: "b") }
+            // Host 0 enqueues the dependent, holding its transaction open while host 1
+            // completes the first dependency: the completion must wait, then count it.
+            let read = Flag()
+            let completing = Flag()
+            async let dependent: Int64 = hosts[0].write { tx in
+                let states = try await tx.states(of: [first, second])
+                #expect(states == [first: .running, second: .running])
+                await read.set()
+                _ = await completing.wait(seconds: 1)
+                let id = try await tx.insert(Self.job("after")).id
+                try await tx.addDependencies(job: id, on: [first, second])
+                return id
+            }
+            #expect(await read.wait(seconds: 10))
+            async let completed: (Bool, Int) = hosts[1].write { tx in
+                await completing.set()
+                let done = try await tx.complete(id: first, token: claims[0]!.token, result: nil)
+                return (done, try await tx.dependencyCompleted(first).count)
+            }
+            let id = try await dependent
+            let (done, freedEarly) = try await completed
+            #expect(done && freedEarly == 0, "the second dependency is still running")
+            #expect(try await hosts[1].write { try await $0.unfinishedDependents(of: second) }.map(\.id) == [id])
+            #expect(try await Self.claim(hosts[0], "after") == nil, "still waiting on the second")
+            let freed = try await hosts[1].write { tx in
+                #expect(try await tx.complete(id: second, token: claims[1]!.token, result: nil))
+                return try await tx.dependencyCompleted(second)
+            }
+            #expect(freed.map(\.id) == [id] && freed[0].queue == "after")
+            #expect(try await Self.claim(hosts[0], "after")?.job.id == id)
+        }
+    }
+
+    @Test("list pages by id both ways; the oldest ready job and the next scheduled time are one probe each")
+    func listsAndProbes() async throws {
+        try await Self.withHosts(1) { hosts in
+            let store = hosts[0]
+            var later = Self.job("b")
+            later.runAt = Int64.max / 2
+            let ids = try await store.write { tx in try await tx.insert([Self.job("a"), Self.job("b"), Self.job("a"), later]).map(\.id) }
+            let newest = try await store.write { try await $0.listJobs(queue: nil, state: nil, after: nil, limit: 3, oldestFirst: false) }
+            #expect(newest.map(\.id) == [ids[3], ids[2], ids[1]])
+            let next = try await store.write { try await $0.listJobs(queue: nil, state: nil, after: ids[1], limit: 3, oldestFirst: false) }
+            #expect(next.map(\.id) == [ids[0]])
+            let oldestA = try await store.write { try await $0.listJobs(queue: "a", state: .queued, after: nil, limit: 10, oldestFirst: true) }
+            #expect(oldestA.map(\.id) == [ids[0], ids[2]])
+            #expect(try await store.write { try await $0.oldestReady(queue: "a") }?.job == ids[0])
+            #expect(try await store.write { try await $0.oldestReady(queue: "none") } == nil)
+            #expect(try await store.write { try await $0.nextScheduledRunAt() } == Int64.max / 2)
+        }
+    }
+
+    @Test("atomically undoes only its own writes")
+    func savepoints() async throws {
+        try await Self.withHosts(1) { hosts in
+            struct Refused: Error {}
+            let kept = try await hosts[0].write { tx in
+                let kept = try await tx.insert(Self.job()).id
+                await #expect(throws: Refused.self) {
+                    try await tx.atomically {
+                        _ = try await tx.insert(Self.job())
+                        throw Refused()
+                    }
+                }
+                let also = try await tx.atomically { try await tx.insert(Self.job()).id }
+                return [kept, also]
+            }
+            let all = try await hosts[0].write { try await $0.listJobs(queue: nil, state: nil, after: nil, limit: 10, oldestFirst: true) }
+            #expect(all.map(\.id) == kept)
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in
