@@ -60,8 +60,9 @@ public final class PostgresStore: Sendable {
     }
 
     /// Runs `body` in one transaction, committed when it returns and rolled back when it throws.
-    @discardableResult
+    ///
     /// An error `body` throws is rethrown as it is once the transaction has rolled back.
+    @discardableResult
     public func write<Result: Sendable>(_ body: (PostgresTransaction) async throws -> Result) async throws -> Result {
         do {
             return try await self.client.withTransaction(logger: self.logger) { connection in
@@ -72,6 +73,50 @@ public final class PostgresStore: Sendable {
                 throw thrown
             }
             throw error
+        }
+    }
+
+    /// Runs `body` in one transaction as ``write(_:)`` does, but gives up after `timeout`:
+    /// while the database is unreachable, the pool would otherwise wait for a connection
+    /// for a minute. Giving up cancels the transaction, which PostgreSQL then rolls back.
+    ///
+    /// - Throws: ``PostgresUnavailable`` when the time ran out or the database could not
+    ///   be reached, and whatever `body` threw otherwise.
+    @discardableResult
+    public func write<Result: Sendable>(
+        timeout: Duration, _ body: @escaping @Sendable (PostgresTransaction) async throws -> Result
+    ) async throws -> Result {
+        do {
+            return try await withThrowingTaskGroup(of: Result?.self) { group in
+                group.addTask { try await self.write(body) }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                defer { group.cancelAll() }
+                guard let first = try await group.next(), let result = first else {
+                    throw PostgresUnavailable("no answer from \(self.location) within \(timeout)")
+                }
+                return result
+            }
+        } catch let error where Self.isUnreachable(error) {
+            throw PostgresUnavailable("\(self.location) is unreachable: \(error)")
+        }
+    }
+
+    /// Whether `error` says the database could not be reached or the connection was lost,
+    /// as opposed to a statement that failed.
+    static func isUnreachable(_ error: any Error) -> Bool {
+        switch error {
+        case let error as PSQLError:
+            return [.connectionError, .serverClosedConnection, .clientClosedConnection, .uncleanShutdown, .poolClosed]
+                .contains(error.code)
+        case is ChannelError, is IOError, is NIOConnectionError:
+            return true
+        case let error as PostgresTransactionError:
+            return [error.beginError, error.closureError, error.commitError].contains { $0.map(Self.isUnreachable) ?? false }
+        default:
+            return false
         }
     }
 
@@ -106,6 +151,13 @@ public final class PostgresStore: Sendable {
         }
         return versions
     }
+}
+
+/// The database cannot be reached now: nothing of the transaction was committed, unless
+/// the connection was lost after its COMMIT was sent, which no client can tell apart.
+public struct PostgresUnavailable: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Something the PostgreSQL store cannot do, in words for the log.
