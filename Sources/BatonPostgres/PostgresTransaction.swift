@@ -284,9 +284,12 @@ public struct PostgresTransaction {
 
     // MARK: Fenced writes
 
-    /// The guard of every fenced write: the token holds the job's lease, and the lease is
-    /// live on the database's clock when the statement runs, on whichever host.
-    static let liveLease = "lease_token = $2 AND lease_deadline > baton_now_ms()"
+    /// The guard of every fenced write: the token (an SQL expression, a column of the
+    /// statement's requests) holds the job's lease, and the lease is live on the database's
+    /// clock when the statement runs, on whichever host.
+    static func liveLease(_ token: String) -> String {
+        "jobs.lease_token = \(token) AND jobs.lease_deadline > baton_now_ms()"
+    }
 
     /// Renews the lease `token` holds on a running job, if it is live; see ``renew(_:)``.
     public func renew(id: Int64, token: FencingToken, leaseMilliseconds: Int64? = nil) async throws -> Int64? {
@@ -309,8 +312,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET lease_ms = coalesce(nullif(renewal.lease, -1), lease_ms),
                 lease_deadline = baton_now_ms() + coalesce(nullif(renewal.lease, -1), lease_ms)
             FROM renewal
-            WHERE jobs.id = renewal.id AND jobs.state = 'running' AND jobs.lease_token = renewal.token
-                AND jobs.lease_deadline > baton_now_ms()
+            WHERE jobs.id = renewal.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("renewal.token"))
             RETURNING renewal.n, jobs.lease_deadline
             """, logger: self.logger)
         var deadlines = [Int64?](repeating: nil, count: leases.count)
@@ -320,29 +322,61 @@ public struct PostgresTransaction {
         return deadlines
     }
 
-    /// Stores a checkpoint (and progress, if given) for the job whose live lease `token`
-    /// holds, and renews the lease: a checkpoint is proof of life.
-    ///
-    /// - Returns: the new deadline, or `nil` when the token holds no live lease.
+    /// Stores a checkpoint for the job whose live lease `token` holds; see ``saveCheckpoints(_:)``.
     public func saveCheckpoint(id: Int64, token: FencingToken, state: String, progress: String?) async throws -> Int64? {
-        try await self.fenced(
-            id, token,
-            """
-            UPDATE jobs SET checkpoint = $3, progress = coalesce($4, progress), lease_deadline = baton_now_ms() + lease_ms
-            WHERE id = $1 AND state = 'running' AND \(Self.liveLease) RETURNING lease_deadline
-            """, state, progress
-        ).first(Int64.self)
+        try await self.saveCheckpoints([(id, token, state, progress)])[0]
     }
 
-    /// Stores progress for the job whose live lease `token` holds.
+    /// Stores a batch's checkpoints (and progress, where given) with one statement, each for
+    /// the job whose live lease its token holds, and renews those leases: a checkpoint is
+    /// proof of life.
     ///
-    /// - Returns: whether it did.
+    /// - Returns: for each, in order, the new deadline, or `nil` when the token holds no live lease.
+    public func saveCheckpoints(_ checkpoints: [(id: Int64, token: FencingToken, state: String, progress: String?)]) async throws -> [Int64?] {
+        guard !checkpoints.isEmpty else { return [] }
+        // No progress travels as "", which is not JSON.
+        let rows = try await self.connection.query(
+            """
+            WITH saved AS (
+                SELECT * FROM unnest(\(checkpoints.map(\.id))::bigint[], \(checkpoints.map(\.token.rawValue))::bigint[],
+                    \(checkpoints.map(\.state))::text[], \(checkpoints.map { $0.progress ?? "" })::text[])
+                    WITH ORDINALITY AS c(id, token, state, progress, n)
+            )
+            UPDATE jobs SET checkpoint = saved.state, progress = coalesce(nullif(saved.progress, ''), jobs.progress),
+                lease_deadline = baton_now_ms() + jobs.lease_ms
+            FROM saved
+            WHERE jobs.id = saved.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("saved.token"))
+            RETURNING saved.n, jobs.lease_deadline
+            """, logger: self.logger)
+        var deadlines = [Int64?](repeating: nil, count: checkpoints.count)
+        for try await (n, deadline) in rows.decode((Int, Int64).self) {
+            deadlines[n - 1] = deadline
+        }
+        return deadlines
+    }
+
+    /// Stores progress for the job whose live lease `token` holds; see ``saveProgress(_:)``.
     public func saveProgress(id: Int64, token: FencingToken, progress: String) async throws -> Bool {
-        try await self.fenced(
-            id, token,
-            "UPDATE jobs SET progress = $3 WHERE id = $1 AND state = 'running' AND \(Self.liveLease) RETURNING id",
-            progress
-        ).first(Int64.self) != nil
+        try await self.saveProgress([(id, token, progress)])[0]
+    }
+
+    /// Stores a batch's progress reports with one statement, each for the job whose live
+    /// lease its token holds.
+    ///
+    /// - Returns: for each, in order, whether it was stored.
+    public func saveProgress(_ reports: [(id: Int64, token: FencingToken, progress: String)]) async throws -> [Bool] {
+        guard !reports.isEmpty else { return [] }
+        let rows = try await self.connection.query(
+            """
+            WITH report AS (
+                SELECT * FROM unnest(\(reports.map(\.id))::bigint[], \(reports.map(\.token.rawValue))::bigint[],
+                    \(reports.map(\.progress))::text[]) WITH ORDINALITY AS p(id, token, progress, n)
+            )
+            UPDATE jobs SET progress = report.progress FROM report
+            WHERE jobs.id = report.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("report.token"))
+            RETURNING report.n
+            """, logger: self.logger)
+        return try await rows.numbered(count: reports.count)
     }
 
     /// Completes the running job whose live lease `token` holds; see ``complete(_:)``.
@@ -366,76 +400,81 @@ public struct PostgresTransaction {
             UPDATE jobs SET state = '\(unescaped: JobMove.complete.to.rawValue)', result = nullif(done.result, ''),
                 finished_at = baton_now_ms(), lease_deadline = NULL
             FROM done
-            WHERE jobs.id = done.id AND jobs.\(unescaped: JobMove.complete.sqlGuard) AND jobs.lease_token = done.token
-                AND jobs.lease_deadline > baton_now_ms()
+            WHERE jobs.id = done.id AND jobs.\(unescaped: JobMove.complete.sqlGuard)
+                AND \(unescaped: Self.liveLease("done.token"))
             RETURNING done.n
             """, logger: self.logger)
-        var completed = [Bool](repeating: false, count: jobs.count)
-        for try await n in rows.decode(Int.self) {
-            completed[n - 1] = true
-        }
-        return completed
+        return try await rows.numbered(count: jobs.count)
     }
 
-    /// Ends the attempt of the job whose live lease `token` holds unsuccessfully: to
-    /// `retrying` at `decision`'s time, or `failed`.
-    ///
-    /// - Returns: whether it did.
+    /// Ends the attempt of the job whose live lease `token` holds unsuccessfully; see
+    /// ``endAttempts(_:expired:)``.
     public func markUnsuccessful(id: Int64, token: FencingToken, decision: RetryDecision, error: String) async throws -> Bool {
-        try await self.endAttempt(id: id, token: token, decision: decision, error: error, guard: Self.liveLease)
+        try await self.endAttempts([(id, token, decision, error)])[0]
     }
 
-    /// Hands the running job whose live lease `token` holds back to `queued` at `runAt`,
-    /// without spending its attempt.
+    /// Ends a batch's attempts unsuccessfully with one statement: each to `retrying` at its
+    /// decision's time, or `failed`.
     ///
-    /// - Returns: the job's queue, or `nil` when the token holds no live lease.
-    public func markReleased(id: Int64, token: FencingToken, runAt: Int64) async throws -> String? {
-        try await self.fenced(
-            id, token,
+    /// - Parameter expired: `false` for workers' `fail`s, each applied only while its token
+    ///   holds a live lease; `true` for an expiry, where the lease that ran out is the guard.
+    /// - Returns: for each, in order, whether it applied.
+    public func endAttempts(
+        _ attempts: [(id: Int64, token: FencingToken, decision: RetryDecision, error: String)], expired: Bool = false
+    ) async throws -> [Bool] {
+        guard !attempts.isEmpty else { return [] }
+        // A retry and a failure start from the same states, so one guard serves both.
+        precondition(JobMove.retry.from == JobMove.fail.from)
+        let states = attempts.map(\.decision.state.rawValue)
+        let runAts = attempts.map { if case .retry(let runAt) = $0.decision { runAt } else { Int64(-1) } }
+        let rows = try await self.connection.query(
             """
-            UPDATE jobs SET state = '\(JobMove.release.to.rawValue)', ready = $3 <= baton_now_ms(), run_at = $3,
-                attempts = greatest(attempts - 1, 0), lease_deadline = NULL
-            WHERE id = $1 AND \(JobMove.release.sqlGuard) AND \(Self.liveLease) RETURNING queue
-            """, runAt
-        ).first(String.self)
+            WITH ending AS (
+                SELECT * FROM unnest(\(attempts.map(\.id))::bigint[], \(attempts.map(\.token.rawValue))::bigint[],
+                    \(states)::text[], \(runAts)::bigint[], \(attempts.map(\.error))::text[])
+                    WITH ORDINALITY AS e(id, token, state, run_at, error, n)
+            )
+            UPDATE jobs SET state = ending.state, last_error = ending.error, lease_deadline = NULL,
+                run_at = CASE WHEN ending.run_at >= 0 THEN ending.run_at ELSE jobs.run_at END,
+                ready = ending.run_at >= 0 AND ending.run_at <= baton_now_ms(),
+                finished_at = CASE WHEN ending.state = '\(unescaped: JobMove.fail.to.rawValue)' THEN baton_now_ms() END
+            FROM ending
+            WHERE jobs.id = ending.id AND jobs.\(unescaped: JobMove.retry.sqlGuard)
+                AND \(unescaped: expired ? "jobs.lease_token = ending.token" : Self.liveLease("ending.token"))
+            RETURNING ending.n
+            """, logger: self.logger)
+        return try await rows.numbered(count: attempts.count)
     }
 
-    /// Runs a fenced statement: `$1` is the job, `$2` the token, `$3`… the `values`.
-    private func fenced(
-        _ id: Int64, _ token: FencingToken, _ sql: String, _ values: (any PostgresEncodable & Sendable)?...
-    ) async throws -> PostgresRowSequence {
-        var bindings = PostgresBindings(capacity: 2 + values.count)
-        bindings.append(id)
-        bindings.append(token.rawValue)
-        for value in values {
-            if let value { try bindings.append(value) } else { bindings.appendNull() }
-        }
-        return try await self.connection.query(PostgresQuery(unsafeSQL: sql, binds: bindings), logger: self.logger)
+    /// Hands the running job whose live lease `token` holds back to `queued`; see ``release(_:)``.
+    public func markReleased(id: Int64, token: FencingToken, runAt: Int64) async throws -> String? {
+        try await self.release([(id, token, runAt)])[0]
     }
 
-    /// The update that ends an attempt, for a worker's `fail` (guarded by a live lease) and
-    /// for an expiry (guarded by the lease that ran out).
-    private func endAttempt(id: Int64, token: FencingToken, decision: RetryDecision, error: String, guard condition: String) async throws -> Bool {
-        switch decision {
-        case .retry(let runAt):
-            return try await self.fenced(
-                id, token,
-                """
-                UPDATE jobs SET state = '\(JobMove.retry.to.rawValue)', ready = $3 <= baton_now_ms(), run_at = $3,
-                    last_error = $4, lease_deadline = NULL
-                WHERE id = $1 AND \(JobMove.retry.sqlGuard) AND \(condition) RETURNING id
-                """, runAt, error
-            ).first(Int64.self) != nil
-        case .fail:
-            return try await self.fenced(
-                id, token,
-                """
-                UPDATE jobs SET state = '\(JobMove.fail.to.rawValue)', last_error = $3, finished_at = baton_now_ms(),
-                    lease_deadline = NULL
-                WHERE id = $1 AND \(JobMove.fail.sqlGuard) AND \(condition) RETURNING id
-                """, error
-            ).first(Int64.self) != nil
+    /// Hands a batch's running jobs back to `queued` with one statement, each at its
+    /// `runAt` and without spending its attempt, where its token holds a live lease.
+    ///
+    /// - Returns: for each, in order, the job's queue, or `nil` when the token holds no live lease.
+    public func release(_ releases: [(id: Int64, token: FencingToken, runAt: Int64)]) async throws -> [String?] {
+        guard !releases.isEmpty else { return [] }
+        let rows = try await self.connection.query(
+            """
+            WITH released AS (
+                SELECT * FROM unnest(\(releases.map(\.id))::bigint[], \(releases.map(\.token.rawValue))::bigint[],
+                    \(releases.map(\.runAt))::bigint[]) WITH ORDINALITY AS r(id, token, run_at, n)
+            )
+            UPDATE jobs SET state = '\(unescaped: JobMove.release.to.rawValue)', ready = released.run_at <= baton_now_ms(),
+                run_at = released.run_at, attempts = greatest(jobs.attempts - 1, 0), lease_deadline = NULL
+            FROM released
+            WHERE jobs.id = released.id AND jobs.\(unescaped: JobMove.release.sqlGuard)
+                AND \(unescaped: Self.liveLease("released.token"))
+            RETURNING released.n, jobs.queue
+            """, logger: self.logger)
+        var queues = [String?](repeating: nil, count: releases.count)
+        for try await (n, queue) in rows.decode((Int, String).self) {
+            queues[n - 1] = queue
         }
+        return queues
     }
 
     /// A running job whose lease has run out, as the expiry found it.
@@ -471,10 +510,7 @@ public struct PostgresTransaction {
             )
             expired.append(Expired(id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision))
         }
-        for job in expired {
-            _ = try await self.endAttempt(
-                id: job.id, token: job.token, decision: job.decision, error: "lease expired", guard: "lease_token = $2")
-        }
+        _ = try await self.endAttempts(expired.map { ($0.id, $0.token, $0.decision, "lease expired") }, expired: true)
         return expired
     }
 
@@ -584,6 +620,16 @@ public struct PostgresTransaction {
 }
 
 extension PostgresRowSequence {
+    /// For a statement over numbered requests that returns the number (from 1) of each
+    /// request it applied: whether each of `count` requests applied, in order.
+    func numbered(count: Int) async throws -> [Bool] {
+        var applied = [Bool](repeating: false, count: count)
+        for try await n in self.decode(Int.self) {
+            applied[n - 1] = true
+        }
+        return applied
+    }
+
     /// The first row's single column, if there is a row; the rest are read and dropped.
     func first<Value: PostgresDecodable & Sendable>(_ type: Value.Type) async throws -> Value? {
         var first: Value?

@@ -611,6 +611,41 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("a batch's failures, releases, checkpoints and progress are one statement each, answered per request")
+    func endingsInOneBatch() async throws {
+        try await Self.withHosts(2) { hosts in
+            _ = try await hosts[0].write { tx in try await tx.insert(Array(repeating: Self.job(maxAttempts: 2), count: 5)) }
+            let claims = try await hosts[1].write { tx in
+                try await tx.claim(Array(repeating: PostgresTransaction.ClaimWish(queues: ["q"]), count: 5), host: "b")
+            }.map { $0! }
+            let stale = FencingToken(rawValue: claims[4].token.rawValue + 1_000)
+            let now = try await hosts[0].write { try await $0.now() }
+            let (progress, saved, ended, released) = try await hosts[0].write { tx in
+                let progress = try await tx.saveProgress([(claims[0].job.id, claims[0].token, "10"), (claims[4].job.id, stale, "10")])
+                let saved = try await tx.saveCheckpoints([(claims[0].job.id, claims[0].token, "1", nil), (claims[1].job.id, claims[1].token, "2", "50")])
+                let ended = try await tx.endAttempts([
+                    (claims[0].job.id, claims[0].token, .retry(runAt: now + 60_000), "later"),
+                    (claims[1].job.id, claims[1].token, .fail, "for good"),
+                    (claims[4].job.id, stale, .fail, "not mine"),
+                ])
+                let released = try await tx.release([(claims[2].job.id, claims[2].token, 0), (claims[1].job.id, claims[1].token, 0)])
+                return (progress, saved, ended, released)
+            }
+            #expect(progress == [true, false])
+            #expect(saved.allSatisfy { $0 != nil })
+            #expect(ended == [true, true, false])
+            #expect(released == ["q", nil], "a job that failed in the same batch is no longer the token's")
+            let jobs = try await hosts[1].write { tx in try await tx.listJobs(queue: "q", state: nil, after: nil, limit: 10, oldestFirst: true) }
+            let byID = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0) })
+            let first = byID[claims[0].job.id]!, second = byID[claims[1].job.id]!, third = byID[claims[2].job.id]!
+            #expect(first.state == .retrying && first.lastError == "later" && first.runAt == now + 60_000 && first.checkpoint == "1")
+            #expect(first.progress == "10")
+            #expect(second.state == .failed && second.lastError == "for good" && second.finishedAt != nil && second.progress == "50")
+            #expect(third.state == .queued && third.attempts == 0)
+            #expect(byID[claims[4].job.id]!.state == .running)
+        }
+    }
+
     @Test("a unique key is held fleet-wide by the unfinished job")
     func uniqueKeys() async throws {
         try await Self.withHosts(2) { hosts in
