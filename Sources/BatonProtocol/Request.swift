@@ -83,6 +83,17 @@ public struct EnqueueRequest: Sendable {
         case at(epochMilliseconds: Int64)
     }
 
+    /// When the job becomes due, enqueued at wall-clock `now`. A time already past means
+    /// now: the job cannot have waited before it existed, and a wait counted from
+    /// `run_at: 0` would read as 56 years in `health` and the wait histogram.
+    public func runAt(now: Int64) -> Int64 {
+        switch self.schedule {
+        case .none: now
+        case .delay(let milliseconds): now + milliseconds
+        case .at(let epochMilliseconds): max(epochMilliseconds, now)
+        }
+    }
+
     public init(queue: String, payload: String, priority: Int64, schedule: Schedule? = nil, maxAttempts: Int? = nil, backoff: BackoffPolicy? = nil, leaseMilliseconds: Int64? = nil, uniqueKey: String? = nil) {
         self.queue = queue
         self.payload = payload

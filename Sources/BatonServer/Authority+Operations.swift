@@ -252,20 +252,11 @@ extension Authority {
         if let key = request.uniqueKey, let existing = try context.tx.unfinishedJob(queue: request.queue, uniqueKey: key) {
             return (existing, true)
         }
-        let dependencies = try context.tx.states(of: request.after)
-        if let missing = request.after.first(where: { dependencies[$0] == nil }) {
-            // Only existing jobs can be named, so a new job can never close a cycle.
+        let plan = DependencyPlan(after: request.after, states: try context.tx.states(of: request.after))
+        if case .missing(let missing) = plan {
             throw BatonError.invalidArgument("after", "names job \(missing), which does not exist")
         }
-        let runAt: Int64
-        switch request.schedule {
-        case .none: runAt = context.wallNow
-        case .delay(let milliseconds): runAt = context.wallNow + milliseconds
-        // A time already past means "now": the job cannot have waited before it existed,
-        // and a wait counted from `run_at: 0` would read as 56 years in `health` and the
-        // wait histogram.
-        case .at(let epochMilliseconds): runAt = max(epochMilliseconds, context.wallNow)
-        }
+        let runAt = request.runAt(now: context.wallNow)
         let (jobID, reservation) = self.jobIDs.next()
         if let reservation {
             try context.tx.saveReservation(.jobID, upTo: reservation)
@@ -286,8 +277,7 @@ extension Authority {
             id: jobID,
             now: context.wallNow
         )
-        if let dead = request.after.first(where: { dependencies[$0] == .failed || dependencies[$0] == .cancelled }) {
-            let reason = "dependency \(dead) \(dependencies[dead] == .failed ? "failed" : "was cancelled")"
+        if case .cancelled(let reason) = plan {
             _ = try context.tx.markCancelled(id: jobID, from: .queued, reason: reason, now: context.wallNow)
             self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, from: nil, &context)
             try self.record(
@@ -297,11 +287,10 @@ extension Authority {
             return (jobID, false)
         }
         self.noteChange(JobEvent(.enqueued, at: context.wallNow, state: .queued), job: jobID, queue: request.queue, from: nil, &context)
-        let unfinished = Array(Set(request.after.filter { dependencies[$0] != .completed }))
-        if unfinished.isEmpty {
-            self.noteWaiting(queue: request.queue, runAt: runAt, &context)
-        } else {
+        if case .waiting(let unfinished) = plan {
             try context.tx.addDependencies(job: jobID, on: unfinished)
+        } else {
+            self.noteWaiting(queue: request.queue, runAt: runAt, &context)
         }
         return (jobID, false)
     }

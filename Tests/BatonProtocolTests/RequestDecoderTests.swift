@@ -89,3 +89,18 @@ struct RequestDecoderTests {
         #expect(BatonError.Code(wireValue: "no_such_code") == nil)
     }
 }
+
+@Suite("When an enqueued job becomes due")
+struct EnqueueScheduleTests {
+    func request(_ schedule: EnqueueRequest.Schedule?) -> EnqueueRequest {
+        EnqueueRequest(queue: "q", payload: "1", priority: 0, schedule: schedule)
+    }
+
+    @Test("now, after a delay, or at a time, never before now")
+    func runAt() {
+        #expect(self.request(nil).runAt(now: 1_000) == 1_000)
+        #expect(self.request(.delay(milliseconds: 250)).runAt(now: 1_000) == 1_250)
+        #expect(self.request(.at(epochMilliseconds: 5_000)).runAt(now: 1_000) == 5_000)
+        #expect(self.request(.at(epochMilliseconds: 0)).runAt(now: 1_000) == 1_000, "a time already past means now")
+    }
+}
