@@ -146,10 +146,12 @@ final class Authority: @unchecked Sendable {
     }
 
     /// Rebuilds, from the store, everything the authority keeps beside it that a batch
-    /// changes as it applies: the sequences, the leases, the gate, the worker registry, the
-    /// schedule and the paused queues. Used at start, and after a batch rolled back.
+    /// changes as it applies: the sequences, the running jobs, the schedule and the paused
+    /// queues. Used at start, and after a batch rolled back.
     ///
-    /// Every lease live in the store is given a full lease period from now.
+    /// Every lease live in the store is given a full lease period from now. The connected
+    /// workers are not in the store and are kept; after a rollback, a running job stays
+    /// with the connection that held it.
     ///
     /// - Returns: the number of running jobs.
     private func loadLeaseState(_ tx: StoreTransaction) throws -> Int {
@@ -159,18 +161,19 @@ final class Authority: @unchecked Sendable {
         self.tokens = ReservedSequence(resumingAfter: reservations.token)
         self.jobIDs = ReservedSequence(resumingAfter: reservations.jobID)
         self.eventNumbers = ReservedSequence(resumingAfter: reservations.event)
+        let before = self.running
         self.running = RunningJobs()
         for (queue, limit) in try tx.queueLimits() {
             self.running.setLimit(limit, of: queue)
         }
-        self.workers = WorkerRegistry()
         let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
         let running = try tx.runningLeases()
         for lease in running {
-            // No connection holds it until its worker renews it.
+            // At start, no connection holds it until its worker renews it.
+            let holder = before[lease.id].flatMap { $0.lease.token == lease.token ? $0.connection : nil }
             self.running.start(
                 jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now, holder: lease.holder,
-                queue: lease.queue, concurrencyKey: lease.concurrencyKey, startedAt: lease.startedAt
+                queue: lease.queue, concurrencyKey: lease.concurrencyKey, startedAt: lease.startedAt, connection: holder
             )
         }
         self.nextScheduledRunAt = try tx.nextScheduledRunAt()

@@ -52,6 +52,9 @@ struct DiskFullTests {
         let client = try server.connect()
         var acknowledged: [Int] = []
         for index in 0..<20 { acknowledged.append(try client.enqueue(queue: "q", payload: ["n": index])) }
+        let worker = try server.connect()
+        #expect(try worker.request(["op": "hello", "client": "indexer-3"]).ok)
+        let held = try #require(try worker.claim(queues: ["q"]))
         disk.fill()
 
         // 200 pipelined writes with large payloads: every one is answered, with its id.
@@ -78,6 +81,10 @@ struct DiskFullTests {
         #expect(health.string("health") == "degraded", "\(health)")
         #expect("\(health)".contains("disk is full"), "\(health)")
         #expect(server.log.contains("the disk is full"))
+        // The refused batches rolled back; the connected worker, its name and its job did not go with them.
+        let workers = try client.request(["op": "workers"]).fields["workers"] as? [[String: Any]] ?? []
+        let listed = workers.first { $0["worker"] as? String == "indexer-3" }
+        #expect(listed?["jobs"] as? [Int] == [held.id], "\(workers)")
 
         // Space returns: writes are accepted again, with no restart.
         disk.makeRoom()
