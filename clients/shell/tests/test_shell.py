@@ -203,6 +203,21 @@ def test_baton_run_leaves_no_process_behind(batond, stop):
     assert send(batond, {"op": "get", "job": job})["job"]["state"] == ("cancelled" if stop == "cancel" else "queued")
 
 
+def test_a_chosen_exit_status_fails_the_job_for_good(batond):
+    job = send(batond, {"op": "enqueue", "queue": "cron", "payload": 1})["job"]
+    done = run(batond, "-p", "65", "cron", "sh", "-c", "echo 'page 3 is not a PDF' >&2; exit 65")
+    assert done.returncode == 65
+    record = send(batond, {"op": "get", "job": job})["job"]
+    assert record["state"] == "failed" and record["attempts"] == 1 and record["max_attempts"] > 1
+    assert "page 3 is not a PDF" in record["last_error"]
+    # Any other status is still retried.
+    other = send(batond, {"op": "enqueue", "queue": "cron", "payload": 2})["job"]
+    assert run(batond, "-p", "65", "cron", "sh", "-c", "exit 3").returncode == 3
+    assert send(batond, {"op": "get", "job": other})["job"]["state"] == "retrying"
+    assert subprocess.run([BATON_RUN, "-p", "0", "cron", "true"], capture_output=True).returncode == 64
+    assert subprocess.run([BATON_RUN, "-p", "x", "cron", "true"], capture_output=True).returncode == 64
+
+
 def test_a_command_does_not_outlive_a_killed_baton_run(batond):
     # SIGKILL gives baton-run no say; its lease lapses and the job goes to another worker,
     # so the command it started must stop too.
