@@ -13,7 +13,7 @@ import NIOCore
 /// being fsync'd and are then applied together in the next transaction, so one fsync
 /// acknowledges a whole batch from many connections (group commit). A reply is released
 /// only after the transaction holding its request has committed.
-final class Authority: @unchecked Sendable {
+final class Authority: JobAuthority, @unchecked Sendable {
     // @unchecked: every mutable property below is touched only on `loop`.
 
     let loop: any EventLoop
@@ -88,15 +88,6 @@ final class Authority: @unchecked Sendable {
         case draining
         /// A commit failed: nothing can be trusted to be durable, every request is refused.
         case failed(String)
-    }
-
-    struct Submission {
-        var id: String?
-        var request: Request
-        var connection: ConnectionIdentity
-        var reply: ReplySink
-        /// When the connection read the request, on the authority clock's monotonic time.
-        var receivedAt: Int64
     }
 
     init(

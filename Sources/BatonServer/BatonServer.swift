@@ -22,7 +22,7 @@ public final class BatonServer: Service {
     private let clock: any AuthorityClock
     private let logger: Logger
     private let fatalError = NIOLockedValueBox<(any Error)?>(nil)
-    private let running = NIOLockedValueBox<Authority?>(nil)
+    private let running = NIOLockedValueBox<(any JobAuthority)?>(nil)
     /// Open client connections, for the status line.
     private let openConnections = NIOLockedValueBox(0)
     private let events: ServerEvents
@@ -230,7 +230,7 @@ public final class BatonServer: Service {
         }
     }
 
-    private func bind(authority: Authority, quiesce: ServerQuiescingHelper, group: any EventLoopGroup) async throws -> any Channel {
+    private func bind(authority: any JobAuthority, quiesce: ServerQuiescingHelper, group: any EventLoopGroup) async throws -> any Channel {
         let path = self.configuration.socketPath
         let decoder = RequestDecoder(limits: self.configuration.limits)
         let maximumLine = self.configuration.limits.maximumLineBytes

@@ -16,7 +16,7 @@ final class RequestHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let authority: Authority
+    private let authority: any JobAuthority
     private let decoder: RequestDecoder
     private let connection: ConnectionIdentity
     private let logger: Logger
@@ -27,7 +27,7 @@ final class RequestHandler: ChannelDuplexHandler {
     private let maximumInFlight: Int
     private var readPending = false
     /// Requests decoded from the current read, handed to the authority together.
-    private var decoded: [Authority.Submission] = []
+    private var decoded: [Submission] = []
     /// Whether a flush of written replies is already queued on the event loop.
     private var flushQueued = false
     /// Set when the server is stopping or the client has finished sending: close as soon
@@ -44,7 +44,7 @@ final class RequestHandler: ChannelDuplexHandler {
     /// the authority nor this connection's event loop, which serves other clients, waits.
     private static let renderQueue = DispatchQueue(label: "batond.replies")
 
-    init(authority: Authority, decoder: RequestDecoder, connection: ConnectionIdentity, maximumInFlight: Int, logger: Logger) {
+    init(authority: any JobAuthority, decoder: RequestDecoder, connection: ConnectionIdentity, maximumInFlight: Int, logger: Logger) {
         self.authority = authority
         self.decoder = decoder
         self.connection = connection
@@ -87,7 +87,7 @@ final class RequestHandler: ChannelDuplexHandler {
                 self.deliver(outcome)
             }
             self.decoded.append(
-                Authority.Submission(
+                Submission(
                     id: request.id, request: request.request, connection: self.connection, reply: promise,
                     receivedAt: self.authority.clock.monotonicMilliseconds()
                 )
@@ -235,7 +235,7 @@ final class RequestHandler: ChannelDuplexHandler {
         let promise = eventLoop.makePromise(of: Outcome.self)
         promise.futureResult.whenComplete { _ in }
         self.authority.submit([
-            Authority.Submission(
+            Submission(
                 id: nil, request: .release(ReleaseRequest(lease: lease, delayMilliseconds: 0)),
                 connection: self.connection, reply: promise, receivedAt: self.authority.clock.monotonicMilliseconds()
             )
