@@ -315,11 +315,7 @@ public struct PostgresTransaction {
             WHERE jobs.id = renewal.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("renewal.token"))
             RETURNING renewal.n, jobs.lease_deadline
             """, logger: self.logger)
-        var deadlines = [Int64?](repeating: nil, count: leases.count)
-        for try await (n, deadline) in rows.decode((Int, Int64).self) {
-            deadlines[n - 1] = deadline
-        }
-        return deadlines
+        return try await rows.numbered(Int64.self, count: leases.count)
     }
 
     /// Stores a checkpoint for the job whose live lease `token` holds; see ``saveCheckpoints(_:)``.
@@ -348,11 +344,7 @@ public struct PostgresTransaction {
             WHERE jobs.id = saved.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("saved.token"))
             RETURNING saved.n, jobs.lease_deadline
             """, logger: self.logger)
-        var deadlines = [Int64?](repeating: nil, count: checkpoints.count)
-        for try await (n, deadline) in rows.decode((Int, Int64).self) {
-            deadlines[n - 1] = deadline
-        }
-        return deadlines
+        return try await rows.numbered(Int64.self, count: checkpoints.count)
     }
 
     /// Stores progress for the job whose live lease `token` holds; see ``saveProgress(_:)``.
@@ -470,11 +462,7 @@ public struct PostgresTransaction {
                 AND \(unescaped: Self.liveLease("released.token"))
             RETURNING released.n, jobs.queue
             """, logger: self.logger)
-        var queues = [String?](repeating: nil, count: releases.count)
-        for try await (n, queue) in rows.decode((Int, String).self) {
-            queues[n - 1] = queue
-        }
-        return queues
+        return try await rows.numbered(String.self, count: releases.count)
     }
 
     /// A running job whose lease has run out, as the expiry found it.
@@ -628,6 +616,17 @@ extension PostgresRowSequence {
             applied[n - 1] = true
         }
         return applied
+    }
+
+    /// For a statement over numbered requests that returns, for each request it applied,
+    /// its number (from 1) and one value: each of `count` requests' value, in order, `nil`
+    /// where it did not apply.
+    func numbered<Value: PostgresDecodable & Sendable>(_ type: Value.Type, count: Int) async throws -> [Value?] {
+        var values = [Value?](repeating: nil, count: count)
+        for try await (n, value) in self.decode((Int, Value).self) {
+            values[n - 1] = value
+        }
+        return values
     }
 
     /// The first row's single column, if there is a row; the rest are read and dropped.
