@@ -134,7 +134,7 @@ let package = Package(
         .executableTarget(
             name: "BatonBench",
             dependencies: [
-                "BatonTestSupport",
+                "BatonTestSupport", "BatonPostgres", "BatonCore",
                 server("ArgumentParser", "swift-argument-parser"),
             ]
         ),

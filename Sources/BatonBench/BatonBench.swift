@@ -53,7 +53,22 @@ struct BatonBench: ParsableCommand {
     @Flag(help: "Workers claim their next job with each complete (`complete {claim}`): one request per job.")
     var completeAndClaim = false
 
+    @Option(
+        help: """
+            Instead of a batond, probe the PostgreSQL store at this URL directly: --jobs jobs in \
+            transactions of --batch, each inserting, claiming and completing its batch with one \
+            statement apiece, as a host's group commit will.
+            """
+    )
+    var postgresStore: String?
+
+    @Option(help: "Jobs per transaction for --postgres-store.")
+    var batch: Int = 64
+
     func run() throws {
+        if let url = self.postgresStore {
+            return try PostgresStoreProbe(url: url, jobs: self.jobs, batch: self.batch).run()
+        }
         if self.jobs > 0 {
             try self.throughput()
         }
