@@ -14,7 +14,7 @@ public struct PostgresTransaction {
 
     // MARK: Enqueue
 
-    /// Inserts a queued job under the next id of the fleet's sequence; see ``insert(_:)-([NewJob])``.
+    /// Inserts a queued job under the next id of the fleet's sequence; see the batch form below.
     public func insert(_ job: NewJob) async throws -> (id: Int64, inserted: Bool) {
         try await self.insert([job])[0]
     }
