@@ -77,11 +77,11 @@ let package = Package(
             name: "BatonSystemd",
             dependencies: ["CSystemd", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
-        // The authority (single writer, group commit, leases, parked claims) and the socket server.
+        // The authorities (SQLite's single writer; a host of a PostgreSQL fleet) and the socket server.
         .target(
             name: "BatonServer",
             dependencies: [
-                "BatonCore", "BatonProtocol", "BatonStore",
+                "BatonCore", "BatonProtocol", "BatonStore", "BatonPostgres",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -110,7 +110,7 @@ let package = Package(
         .executableTarget(
             name: "batond",
             dependencies: [
-                "BatonServer", "BatonSystemd", "CMalloc",
+                "BatonServer", "BatonPostgres", "BatonSystemd", "CMalloc",
                 server("ArgumentParser", "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -45,7 +45,7 @@ struct PostgresStoreProbe {
                 _ = try await tx.insert(Array(repeating: job, count: self.batch))
                 let claims = try await tx.claim(wishes, host: "probe").compactMap { $0 }
                 let done = try await tx.complete(claims.map { ($0.job.id, $0.token, nil) })
-                return done.filter { $0 }.count
+                return done.filter { $0 != nil }.count
             }
         }
         let elapsed = ContinuousClock.now - started

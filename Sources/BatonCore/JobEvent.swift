@@ -46,3 +46,22 @@ public struct JobEvent: Hashable, Sendable {
         self.detail = detail
     }
 }
+
+extension JobEvent {
+    /// A job's whole audit trail, oldest first: its enqueue and its completion come from the
+    /// job's row, which records them, and every other change from the `recorded` events.
+    ///
+    /// - Parameter followUps: the jobs its completion enqueued, for a completed job.
+    public static func trail(of job: Job, recorded: [JobEvent], followUps: [Int64]) -> [JobEvent] {
+        var enqueued = JobEvent(.enqueued, at: job.createdAt, state: .queued)
+        enqueued.parent = job.parent
+        var events = [enqueued]
+        events += recorded
+        if job.state == .completed, let finishedAt = job.finishedAt {
+            var completed = JobEvent(.completed, at: finishedAt, state: .completed, token: job.leaseToken)
+            completed.followUps = followUps
+            events.append(completed)
+        }
+        return events
+    }
+}

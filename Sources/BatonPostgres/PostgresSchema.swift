@@ -133,7 +133,11 @@ enum PostgresSchema {
                 """,
                 """
                 -- The fleet's batond processes, each as it last reported itself.
-                CREATE TABLE hosts (name text PRIMARY KEY, started_at bigint NOT NULL, seen_at bigint NOT NULL)
+                -- pruned: finished jobs the host's retention chores deleted; the fleet's is the sum.
+                CREATE TABLE hosts (
+                    name text PRIMARY KEY, started_at bigint NOT NULL, seen_at bigint NOT NULL,
+                    pruned bigint NOT NULL DEFAULT 0
+                )
                 """,
                 """
                 CREATE TABLE job_dependencies (

@@ -123,10 +123,13 @@ extension PostgresTransaction {
     // MARK: Retention
 
     /// Deletes up to `limit` finished jobs that finished before their cut-off (wall-clock
-    /// milliseconds), oldest first, with their events and the records of what waited on them.
+    /// milliseconds), oldest first, with their events and the records of what waited on them,
+    /// and counts them to `host` (see ``prunedCount()``).
     ///
     /// - Returns: each deleted job's queue and state.
-    public func pruneFinishedJobs(completedBefore: Int64, failedBefore: Int64, limit: Int) async throws -> [(queue: String, state: JobState)] {
+    public func pruneFinishedJobs(
+        completedBefore: Int64, failedBefore: Int64, limit: Int, host: String = ""
+    ) async throws -> [(queue: String, state: JobState)] {
         let rows = try await self.connection.query(
             """
             WITH gone AS (
@@ -137,7 +140,8 @@ extension PostgresTransaction {
                 RETURNING id, queue, state
             ),
             events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone)),
-            dependents AS (DELETE FROM job_dependencies WHERE depends_on IN (SELECT id FROM gone))
+            dependents AS (DELETE FROM job_dependencies WHERE depends_on IN (SELECT id FROM gone)),
+            counted AS (UPDATE hosts SET pruned = pruned + (SELECT count(*) FROM gone) WHERE name = \(host))
             SELECT queue, state FROM gone
             """, logger: self.logger)
         var pruned: [(queue: String, state: JobState)] = []
@@ -147,25 +151,60 @@ extension PostgresTransaction {
         return pruned
     }
 
+    /// Finished jobs retention has deleted, fleet-wide.
+    public func prunedCount() async throws -> Int64 {
+        try await self.connection.query("SELECT coalesce(sum(pruned), 0)::bigint FROM hosts", logger: self.logger)
+            .first(Int64.self) ?? 0
+    }
+
     // MARK: Reads
 
     /// The columns every whole-job read selects, in the order ``jobs(_:)`` decodes them.
     static let jobColumns = """
         id, queue, state, payload, priority, run_at, attempts, max_attempts, backoff_initial_ms,
         backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, checkpoint, progress, result,
-        last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent
+        last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent,
+        lease_deadline
         """
 
     /// The whole job, or `nil` when no job has that id.
     public func job(id: Int64) async throws -> Job? {
+        try await self.leasedJob(id: id)?.job
+    }
+
+    /// A job as it is stored, with the deadline of its live lease while it runs.
+    public struct LeasedJob: Sendable {
+        public var job: Job
+        /// When the running attempt's lease runs out, on the database's clock.
+        public var leaseDeadline: Int64?
+    }
+
+    /// The whole job with its lease deadline, or `nil` when no job has that id.
+    ///
+    /// - Parameter locking: lock the row until the transaction ends, for a change decided
+    ///   from what is read (an operator's move), so that no other host moves it meanwhile.
+    public func leasedJob(id: Int64, locking: Bool = false) async throws -> LeasedJob? {
         try await self.jobs(
-            self.connection.query("SELECT \(unescaped: Self.jobColumns) FROM jobs WHERE id = \(id)", logger: self.logger)
+            self.connection.query(
+                "SELECT \(unescaped: Self.jobColumns) FROM jobs WHERE id = \(id) \(unescaped: locking ? "FOR UPDATE" : "")",
+                logger: self.logger)
         ).first
+    }
+
+    /// The earliest time something falls due: a lease deadline or a scheduled job's `run_at`.
+    public func nextDue() async throws -> Int64? {
+        try await self.connection.query(
+            """
+            SELECT least(
+                (SELECT min(lease_deadline) FROM jobs WHERE state = 'running'),
+                (SELECT min(run_at) FROM jobs WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0))
+            """, logger: self.logger
+        ).first(Int64?.self).flatMap { $0 }
     }
 
     /// A page of jobs by id, newest or oldest first, optionally of one queue and state,
     /// walking the primary key from the cursor.
-    public func listJobs(queue: String?, state: JobState?, after cursor: Int64?, limit: Int, oldestFirst: Bool) async throws -> [Job] {
+    public func listJobs(queue: String?, state: JobState?, after cursor: Int64?, limit: Int, oldestFirst: Bool) async throws -> [LeasedJob] {
         let start = cursor ?? (oldestFirst ? 0 : .max)
         // Two texts, not a CASE: the planner walks the primary key in the page's direction.
         let (comparison, order) = oldestFirst ? (">", "ASC") : ("<", "DESC")
@@ -180,32 +219,121 @@ extension PostgresTransaction {
     }
 
     /// Jobs read with ``jobColumns``.
-    private func jobs(_ rows: PostgresRowSequence) async throws -> [Job] {
-        var jobs: [Job] = []
+    private func jobs(_ rows: PostgresRowSequence) async throws -> [LeasedJob] {
+        var jobs: [LeasedJob] = []
         for try await (
             id, queue, stateName, payload, priority, runAt, attempts, maxAttempts, initial, factor, maximum, lease,
             uniqueKey, concurrencyKey, checkpoint, progress, result, lastError, token, worker, pid, uid,
-            createdAt, startedAt, finishedAt, parent
+            createdAt, startedAt, finishedAt, parent, deadline
         ) in rows.decode(
             (Int64, String, String, String, Int64, Int64, Int, Int, Int64, Double, Int64, Int64,
              String?, String?, String?, String?, String?, String?, Int64?, String?, Int32?, Int64?,
-             Int64, Int64?, Int64?, Int64?).self)
+             Int64, Int64?, Int64?, Int64?, Int64?).self)
         {
             guard let state = JobState(rawValue: stateName) else {
                 throw PostgresStoreError("job \(id) has a state this version does not know: '\(stateName)'")
             }
-            jobs.append(
-                Job(
-                    id: id, queue: queue, state: state, payload: payload, priority: priority, runAt: runAt,
-                    attempts: attempts, maxAttempts: maxAttempts,
-                    backoff: BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum),
-                    leaseMilliseconds: lease, uniqueKey: uniqueKey, concurrencyKey: concurrencyKey, checkpoint: checkpoint,
-                    progress: progress, result: result, lastError: lastError, leaseToken: token.map(FencingToken.init(rawValue:)),
-                    worker: worker, peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
-                    createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent
-                ))
+            let job = Job(
+                id: id, queue: queue, state: state, payload: payload, priority: priority, runAt: runAt,
+                attempts: attempts, maxAttempts: maxAttempts,
+                backoff: BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum),
+                leaseMilliseconds: lease, uniqueKey: uniqueKey, concurrencyKey: concurrencyKey, checkpoint: checkpoint,
+                progress: progress, result: result, lastError: lastError, leaseToken: token.map(FencingToken.init(rawValue:)),
+                worker: worker, peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
+                createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent
+            )
+            jobs.append(LeasedJob(job: job, leaseDeadline: state == .running ? deadline : nil))
         }
         return jobs
+    }
+
+    /// What decides how a refused fenced request is answered, and who may touch a job.
+    public struct LeaseFacts: Sendable {
+        public var queue: String
+        public var state: JobState
+        /// The latest lease's token; it stays after the job stops running.
+        public var token: FencingToken?
+        public var lastError: String?
+        /// The uid of the process holding the lease, while the job runs.
+        public var holder: UInt32?
+        /// Whether the job is running and its lease has run out, on the database's clock.
+        public var overdue: Bool
+    }
+
+    /// The lease facts of the jobs among `ids` that exist, with one statement.
+    public func leaseFacts(of ids: [Int64]) async throws -> [Int64: LeaseFacts] {
+        var facts: [Int64: LeaseFacts] = [:]
+        guard !ids.isEmpty else { return facts }
+        for try await (id, queue, state, token, lastError, uid, overdue) in try await self.connection.query(
+            """
+            SELECT id, queue, state, lease_token, last_error, CASE WHEN state = 'running' THEN peer_uid END,
+                state = 'running' AND lease_deadline <= baton_now_ms()
+            FROM jobs WHERE id = ANY(\(ids)::bigint[])
+            """, logger: self.logger
+        ).decode((Int64, String, String, Int64?, String?, Int64?, Bool).self) {
+            guard let state = JobState(rawValue: state) else { continue }
+            facts[id] = LeaseFacts(
+                queue: queue, state: state, token: token.map(FencingToken.init(rawValue:)), lastError: lastError,
+                holder: uid.map { UInt32(truncatingIfNeeded: $0) }, overdue: overdue)
+        }
+        return facts
+    }
+
+    /// The queues with settings: which are paused, and each limited one's limit and running jobs.
+    public struct QueueSettings: Sendable {
+        public var paused: [String] = []
+        public var limits: [(queue: String, maxRunning: Int, running: Int)] = []
+    }
+
+    /// Every queue's settings, fleet-wide: O(queues with settings).
+    public func queueSettings() async throws -> QueueSettings {
+        var settings = QueueSettings()
+        for try await (name, paused, limit, running) in try await self.connection.query(
+            """
+            SELECT q.name, q.paused, q.max_running,
+                CASE WHEN q.max_running IS NULL THEN 0 ELSE (SELECT count(*) FROM jobs WHERE queue = q.name AND state = 'running') END
+            FROM queues q ORDER BY q.name
+            """, logger: self.logger
+        ).decode((String, Bool, Int?, Int).self) {
+            if paused { settings.paused.append(name) }
+            if let limit { settings.limits.append((name, limit, running)) }
+        }
+        return settings
+    }
+
+    /// How far the earliest lease deadline is overdue now, fleet-wide (0 when none is).
+    public func expiryLag() async throws -> Int64 {
+        try await self.connection.query(
+            "SELECT greatest(baton_now_ms() - min(lease_deadline), 0)::bigint FROM jobs WHERE state = 'running'",
+            logger: self.logger
+        ).first(Int64?.self).flatMap { $0 } ?? 0
+    }
+
+    /// Running jobs that started before `startedBefore`, longest-running first, at most `limit`.
+    public func runningSince(before startedBefore: Int64, limit: Int) async throws -> [(id: Int64, queue: String, startedAt: Int64)] {
+        var jobs: [(id: Int64, queue: String, startedAt: Int64)] = []
+        for try await (id, queue, startedAt) in try await self.connection.query(
+            """
+            SELECT id, queue, started_at FROM jobs WHERE state = 'running' AND started_at < \(startedBefore)
+            ORDER BY started_at LIMIT \(limit)
+            """, logger: self.logger
+        ).decode((Int64, String, Int64).self) {
+            jobs.append((id, queue, startedAt))
+        }
+        return jobs
+    }
+
+    /// Which of `ids` are running under a lease this host granted.
+    public func runningHere(_ ids: [Int64], host: String) async throws -> Set<Int64> {
+        var running = Set<Int64>()
+        guard !ids.isEmpty else { return running }
+        for try await id in try await self.connection.query(
+            "SELECT id FROM jobs WHERE id = ANY(\(ids)::bigint[]) AND state = 'running' AND lease_host = \(host)",
+            logger: self.logger
+        ).decode(Int64.self) {
+            running.insert(id)
+        }
+        return running
     }
 
     /// The jobs a job's completion enqueued, by id.
@@ -268,17 +396,29 @@ extension PostgresTransaction {
             """, logger: self.logger)
     }
 
-    /// Counts one dependency of each of `dependency`'s dependents as done.
+    /// Counts one dependency of each of `dependency`'s dependents as done; see
+    /// ``dependenciesCompleted(_:)``.
+    public func dependencyCompleted(_ dependency: Int64) async throws -> [(id: Int64, queue: String, runAt: Int64)] {
+        try await self.dependenciesCompleted([dependency])
+    }
+
+    /// Counts the completed `dependencies` as done for each of their dependents, with one
+    /// statement for a whole batch's completions.
     ///
     /// - Returns: the dependents now waiting on nothing, with their queue and `run_at`; the
     ///   ones whose time has come are already marked ready.
-    public func dependencyCompleted(_ dependency: Int64) async throws -> [(id: Int64, queue: String, runAt: Int64)] {
+    public func dependenciesCompleted(_ dependencies: [Int64]) async throws -> [(id: Int64, queue: String, runAt: Int64)] {
         var freed: [(id: Int64, queue: String, runAt: Int64)] = []
+        guard !dependencies.isEmpty else { return freed }
         for try await (id, queue, runAt, waiting) in try await self.connection.query(
             """
-            UPDATE jobs SET waiting_on = waiting_on - 1,
-                ready = (waiting_on - 1 = 0 AND run_at <= baton_now_ms() AND state IN ('queued', 'retrying'))
-            WHERE id IN (SELECT job_id FROM job_dependencies WHERE depends_on = \(dependency)) AND waiting_on > 0
+            UPDATE jobs SET waiting_on = waiting_on - done.n,
+                ready = (waiting_on - done.n = 0 AND run_at <= baton_now_ms() AND state IN ('queued', 'retrying'))
+            FROM (
+                SELECT job_id, count(*)::integer AS n FROM job_dependencies
+                WHERE depends_on = ANY(\(dependencies)::bigint[]) GROUP BY job_id
+            ) done
+            WHERE jobs.id = done.job_id AND waiting_on > 0
             RETURNING id, queue, run_at, waiting_on
             """, logger: self.logger
         ).decode((Int64, String, Int64, Int).self) where waiting == 0 {

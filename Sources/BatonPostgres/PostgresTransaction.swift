@@ -373,14 +373,21 @@ public struct PostgresTransaction {
 
     /// Completes the running job whose live lease `token` holds; see ``complete(_:)``.
     public func complete(id: Int64, token: FencingToken, result: String?) async throws -> Bool {
-        try await self.complete([(id, token, result)])[0]
+        try await self.complete([(id, token, result)])[0] != nil
+    }
+
+    /// A job a completion moved to `completed`.
+    public struct Completed: Sendable {
+        public var queue: String
+        /// When its attempt started, on the database's clock.
+        public var startedAt: Int64?
     }
 
     /// Completes a batch's jobs with one statement, each whose live lease its token holds.
     ///
-    /// - Returns: for each, in order, whether it completed; `false` when the token holds no
+    /// - Returns: for each, in order, the completed job, or `nil` when the token holds no
     ///   live lease (or the job came twice in the batch: the first completes it).
-    public func complete(_ jobs: [(id: Int64, token: FencingToken, result: String?)]) async throws -> [Bool] {
+    public func complete(_ jobs: [(id: Int64, token: FencingToken, result: String?)]) async throws -> [Completed?] {
         guard !jobs.isEmpty else { return [] }
         // No result travels as "", which is not JSON.
         let rows = try await self.connection.query(
@@ -394,9 +401,13 @@ public struct PostgresTransaction {
             FROM done
             WHERE jobs.id = done.id AND jobs.\(unescaped: JobMove.complete.sqlGuard)
                 AND \(unescaped: Self.liveLease("done.token"))
-            RETURNING done.n
+            RETURNING done.n, jobs.queue, jobs.started_at
             """, logger: self.logger)
-        return try await rows.numbered(count: jobs.count)
+        var completed = [Completed?](repeating: nil, count: jobs.count)
+        for try await (n, queue, startedAt) in rows.decode((Int, String, Int64?).self) {
+            completed[n - 1] = Completed(queue: queue, startedAt: startedAt)
+        }
+        return completed
     }
 
     /// Ends the attempt of the job whose live lease `token` holds unsuccessfully; see

@@ -22,6 +22,7 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
             case tooLarge = "too_large"
             case shuttingDown = "shutting_down"
             case storageFull = "storage_full"
+            case unavailable = "unavailable"
             case tooManyConnections = "too_many_connections"
             case forbidden = "forbidden"
             case `internal` = "internal"
@@ -52,6 +53,8 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
         /// The store's disk is full: the write was rolled back, and nothing of it applied.
         /// Retry later; reads and ops that free space still work.
         public static let storageFull = Code(base: .storageFull)
+        /// The shared job store (PostgreSQL) cannot be reached: retry later, as across a restart.
+        public static let unavailable = Code(base: .unavailable)
         /// The server is at its connection limit; the connection is closed. Retry later.
         public static let tooManyConnections = Code(base: .tooManyConnections)
         /// The access policy does not grant the request to the connection's user; the message

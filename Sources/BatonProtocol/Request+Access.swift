@@ -10,6 +10,14 @@ public enum AccessNeed: Hashable, Sendable {
     case lease(jobID: Int64)
     /// The role on every queue: the op reaches across the whole server.
     case server(AccessPolicy.Role)
+
+    /// The job the need is about, if any.
+    public var jobID: Int64? {
+        switch self {
+        case .job(_, let jobID), .lease(let jobID): jobID
+        case .queue, .server: nil
+        }
+    }
 }
 
 extension Request {

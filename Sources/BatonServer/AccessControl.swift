@@ -21,16 +21,24 @@ public final class AccessControl: Sendable {
     }
 }
 
-extension Authority {
-    /// Refuses with `forbidden` whatever `policy` does not grant the request's sender.
+extension AccessControl {
+    /// Refuses with `forbidden` whatever `policy` does not grant the request's sender: the
+    /// one access rule, for every store.
     ///
     /// Runs before the op, so a refused request changes nothing. A job the request names that
     /// does not exist is left for the op to answer `not_found`, and a lease that is not live
     /// for it to answer `lease_lost`.
-    func authorize(_ submission: Submission, under policy: AccessPolicy, _ context: inout BatchContext) throws {
-        let peer = submission.connection.peer
-        let op = submission.request.op
-        for need in submission.request.accessNeeds {
+    ///
+    /// - Parameters:
+    ///   - queueOfJob: the queue of a job, `nil` for no such job.
+    ///   - holderOfLease: for a job with a live lease, the uid that holds it (`.some(nil)`
+    ///     when batond could not identify it); `nil` when the job has no live lease.
+    static func authorize(
+        _ request: Request, from peer: PeerIdentity?, under policy: AccessPolicy,
+        queueOfJob: (Int64) throws -> String?, holderOfLease: (Int64) -> UInt32??
+    ) throws {
+        let op = request.op
+        for need in request.accessNeeds {
             switch need {
             case .queue(let role, let queue):
                 guard policy.allows(role, on: queue, for: peer) else {
@@ -41,14 +49,14 @@ extension Authority {
                     throw Self.forbidden(op, role, "every queue (a grant for \"*\")", peer)
                 }
             case .job(let role, let jobID):
-                guard let queue = try context.tx.queue(ofJob: jobID) else { continue }
+                guard let queue = try queueOfJob(jobID) else { continue }
                 guard policy.allows(role, on: queue, for: peer) else {
                     throw Self.forbidden(op, role, "queue \"\(queue)\" (job \(jobID))", peer)
                 }
             case .lease(let jobID):
-                guard let lease = self.running[jobID]?.lease else { continue }
-                guard let holder = lease.holder, holder == peer?.uid else {
-                    let owner = lease.holder.map { "uid \($0)" } ?? "a process batond could not identify"
+                guard let holder = holderOfLease(jobID) else { continue }
+                guard let holder, holder == peer?.uid else {
+                    let owner = holder.map { "uid \($0)" } ?? "a process batond could not identify"
                     throw BatonError(
                         .forbidden, "\(op) of job \(jobID) by \(Self.describe(peer)): its lease belongs to \(owner), which claimed it")
                 }
@@ -65,12 +73,30 @@ extension Authority {
         return "uid \(peer.uid)" + (peer.gid.map { " (gid \($0))" } ?? "")
     }
 
-    /// Whether a reply may show `queue`'s lease tokens to the sender: with a policy, only an
-    /// admin of the queue or the uid that holds the job's lease sees them.
-    func showsTokens(of job: Job, to peer: PeerIdentity?) -> Bool {
-        guard let policy = self.access.policy else { return true }
+    /// Whether a reply may show a job's lease tokens to the sender: with a policy, only an
+    /// admin of the job's queue or the uid that holds its lease (`holder`) sees them.
+    func showsTokens(of job: Job, holder: UInt32?, to peer: PeerIdentity?) -> Bool {
+        guard let policy = self.policy else { return true }
         if policy.allows(.admin, on: job.queue, for: peer) { return true }
-        guard let peer, let holder = self.running[job.id]?.lease.holder else { return false }
+        guard let peer, let holder else { return false }
         return holder == peer.uid
+    }
+}
+
+extension Authority {
+    /// Refuses with `forbidden` whatever `policy` does not grant the request's sender; see
+    /// ``AccessControl/authorize(_:from:under:queueOfJob:holderOfLease:)``.
+    func authorize(_ submission: Submission, under policy: AccessPolicy, _ context: inout BatchContext) throws {
+        let tx = context.tx
+        try AccessControl.authorize(
+            submission.request, from: submission.connection.peer, under: policy,
+            queueOfJob: { try tx.queue(ofJob: $0) },
+            holderOfLease: { jobID in self.running[jobID].map { $0.lease.holder } }
+        )
+    }
+
+    /// Whether a reply may show a job's lease tokens to the sender.
+    func showsTokens(of job: Job, to peer: PeerIdentity?) -> Bool {
+        self.access.showsTokens(of: job, holder: self.running[job.id]?.lease.holder, to: peer)
     }
 }

@@ -114,31 +114,7 @@ extension Authority {
     // MARK: Reads
 
     private func hello(id: String?, client: String?) -> [UInt8] {
-        Reply.success(id: id) { reply in
-            reply.member("server", "batond")
-            reply.member("version", batondVersion)
-            reply.member("protocol", batonProtocolVersion)
-            reply.member("durability", self.store.durability.rawValue)
-            reply.key("limits")
-            reply.beginObject()
-            reply.member("max_line_bytes", self.limits.maximumLineBytes)
-            reply.member("max_depth", self.limits.maximumDepth)
-            reply.member("max_name_bytes", self.limits.maximumNameBytes)
-            reply.member("max_wait_ms", self.limits.maximumWaitMilliseconds)
-            reply.member("max_lease_ms", self.limits.maximumLeaseMilliseconds)
-            reply.member("max_claim_queues", self.limits.maximumClaimQueues)
-            reply.member("max_values", self.limits.maximumValues)
-            reply.endObject()
-            reply.key("defaults")
-            reply.beginObject()
-            reply.member("max_attempts", self.defaults.maxAttempts)
-            reply.member("lease_ms", self.defaults.leaseMilliseconds)
-            reply.member("backoff_initial_ms", self.defaults.backoff.initialMilliseconds)
-            reply.key("backoff_factor")
-            reply.double(self.defaults.backoff.factor)
-            reply.member("backoff_max_ms", self.defaults.backoff.maximumMilliseconds)
-            reply.endObject()
-        }
+        Reply.hello(id: id, durability: self.store.durability.rawValue, limits: self.limits, defaults: self.defaults)
     }
 
     private func get(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
@@ -173,26 +149,11 @@ extension Authority {
     /// uid that holds its lease.
     private func events(_ jobID: Int64, id: String?, for peer: PeerIdentity?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
-        let showsTokens = self.showsTokens(of: job, to: peer)
-        var enqueued = JobEvent(.enqueued, at: job.createdAt, state: .queued)
-        enqueued.parent = job.parent
-        var events = [enqueued]
-        events += try context.tx.events(of: jobID)
-        if job.state == .completed, let finishedAt = job.finishedAt {
-            var completed = JobEvent(.completed, at: finishedAt, state: .completed, token: job.leaseToken)
-            completed.followUps = try context.tx.followUps(of: jobID)
-            events.append(completed)
-        }
-        return Reply.success(id: id) { reply in
-            reply.member("job", jobID)
-            reply.key("events")
-            reply.beginArray()
-            for var event in events {
-                if !showsTokens { event.token = nil }
-                reply.jobEvent(event)
-            }
-            reply.endArray()
-        }
+        let trail = JobEvent.trail(
+            of: job, recorded: try context.tx.events(of: jobID),
+            followUps: job.state == .completed ? try context.tx.followUps(of: jobID) : []
+        )
+        return Reply.events(id: id, of: jobID, trail, showsTokens: self.showsTokens(of: job, to: peer))
     }
 
     private func stats(id: String?, _ context: inout BatchContext) throws -> [UInt8] {
@@ -203,37 +164,11 @@ extension Authority {
             oldestReady[queue] = try context.tx.oldestReady(queue: queue)?.runAt
         }
         let pruned = try context.tx.prunedCount()
-        return Reply.success(id: id) { reply in
-            reply.key("queues")
-            reply.beginObject()
-            for name in counts.keys.sorted() {
-                reply.key(name)
-                reply.beginObject()
-                for state in JobState.allCases {
-                    reply.member(state.rawValue, counts[name]?[state] ?? 0)
-                }
-                reply.member("oldest_ready_age_ms", optional: oldestReady[name].map { max(context.wallNow - $0, 0) })
-                reply.endObject()
-            }
-            reply.endObject()
-            reply.key("paused_queues")
-            reply.beginArray()
-            for queue in self.pausedQueues.sorted() { reply.string(queue) }
-            reply.endArray()
-            reply.key("queue_limits")
-            reply.beginObject()
-            for (queue, limit) in self.running.allLimits.sorted(by: { $0.key < $1.key }) {
-                reply.key(queue)
-                reply.beginObject()
-                reply.member("max_running", limit)
-                reply.member("running", self.running.runningCount(of: queue))
-                reply.endObject()
-            }
-            reply.endObject()
-            reply.member("pruned", pruned)
-            reply.member("leases", self.running.count)
-            reply.member("parked_claims", self.parked.count)
-        }
+        return Reply.stats(
+            id: id, counts: counts, oldestReady: oldestReady, now: context.wallNow, pausedQueues: self.pausedQueues.sorted(),
+            limits: self.running.allLimits.sorted(by: { $0.key < $1.key }).map { ($0.key, $0.value, self.running.runningCount(of: $0.key)) },
+            pruned: Int64(pruned), leases: self.running.count, parkedClaims: self.parked.count
+        )
     }
 
     // MARK: Enqueue and claim
@@ -538,7 +473,7 @@ extension Authority {
     /// The job, or `not_found`.
     private func requireJob(_ jobID: Int64, _ context: inout BatchContext) throws -> Job {
         guard let job = try context.tx.job(id: jobID) else {
-            throw BatonError(.notFound, "no job \(jobID)")
+            throw LeaseRefusal.notFound(jobID)
         }
         return job
     }
@@ -598,12 +533,7 @@ extension Authority {
     // MARK: Leases
 
     /// Checks that `reference` holds a live lease; expires it on the spot if its time is up.
-    ///
-    /// A worker whose job was cancelled or paused under it is told so: its heartbeat or
-    /// checkpoint is refused with `cancelled` or `paused`, and an attempt to end the job
-    /// (`ending` names how) with `invalid_transition`, since a cancelled or paused job cannot
-    /// be completed, failed or released. Every other token that does not hold the lease gets
-    /// `lease_lost`. Each refusal carries the job's current state.
+    /// A token that does not hold it is refused as ``LeaseRefusal`` says.
     ///
     /// - Throws: those refusals, or `not_found` for an unknown job.
     private func requireLiveLease(_ reference: LeaseReference, ending: String? = nil, _ context: inout BatchContext) throws {
@@ -619,30 +549,9 @@ extension Authority {
             throw BatonError(.leaseLost, "the lease on job \(reference.jobID) expired", state: decision.state)
         case .notHeld:
             let job = try self.requireJob(reference.jobID, &context)
-            let revokedUnderIt = job.leaseToken == reference.token && (job.state == .cancelled || job.state == .paused)
-            switch (revokedUnderIt, ending) {
-            case (true, let verb?):
-                self.metrics.lateOutcomes.increment()
-                throw BatonError(
-                    .invalidTransition, "job \(reference.jobID) is \(job.state.rawValue): it cannot be \(verb)", state: job.state
-                )
-            case (true, nil) where job.state == .cancelled:
-                throw BatonError(
-                    .cancelled, "job \(reference.jobID) was cancelled: \(job.lastError ?? "cancelled"); stop working on it",
-                    state: job.state
-                )
-            case (true, nil):
-                throw BatonError(
-                    .paused, "job \(reference.jobID) was paused; stop working on it, it resumes from its checkpoint",
-                    state: job.state
-                )
-            case (false, _):
-                self.metrics.staleTokenRefusals.increment()
-                throw BatonError(
-                    .leaseLost, "token \(reference.token) does not hold job \(reference.jobID) (it is \(job.state.rawValue))",
-                    state: job.state
-                )
-            }
+            let refusal = LeaseRefusal(reference, state: job.state, leaseToken: job.leaseToken, lastError: job.lastError, ending: ending)
+            if refusal.late { self.metrics.lateOutcomes.increment() } else { self.metrics.staleTokenRefusals.increment() }
+            throw refusal.error
         }
     }
 
@@ -726,26 +635,8 @@ extension Authority {
 
     /// The workers op's reply: who is connected, and what they hold.
     func workersReply(id: String?) -> [UInt8] {
-        Reply.success(id: id) { reply in
-            reply.key("workers")
-            reply.beginArray()
-            let held = self.running.jobsByConnection
-            for worker in self.workers.all {
-                reply.beginObject()
-                reply.member("connection", Int64(worker.connection.number))
-                reply.member("worker", optional: worker.name)
-                reply.member("pid", optional: worker.connection.peer.map { Int64($0.pid) })
-                reply.member("uid", optional: worker.connection.peer.map { Int64($0.uid) })
-                reply.member("since", worker.since)
-                reply.member("last_heartbeat_at", optional: worker.lastHeartbeatAt)
-                reply.key("jobs")
-                reply.beginArray()
-                for job in held[worker.connection.number] ?? [] { reply.integer(job) }
-                reply.endArray()
-                reply.endObject()
-            }
-            reply.endArray()
-        }
+        let held = self.running.jobsByConnection
+        return Reply.workers(id: id, self.workers.all.map { ($0, held[$0.connection.number] ?? []) })
     }
 
     /// Appends to a job's audit trail, in the same transaction as the change it records,

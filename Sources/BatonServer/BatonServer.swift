@@ -1,4 +1,5 @@
 import BatonCore
+import BatonPostgres
 import BatonProtocol
 import BatonStore
 import Logging
@@ -116,23 +117,10 @@ public final class BatonServer: Service {
         if configuration.inheritedSocket == nil {
             try Self.checkSocketPath(configuration.socketPath)
         }
-        // The store holds every payload and live token: whatever the umask, the files
-        // SQLite creates (the database, its WAL and shared memory) and the owner lock are
-        // readable by batond's user alone. No other thread runs yet, so the process-wide
-        // mask is set only around the opening.
-        let umaskBefore = umask(0o077)
-        let store: JobStore
-        do {
-            store = try JobStore(path: configuration.storePath, durability: configuration.durability)
-            umask(umaskBefore)
-        } catch {
-            umask(umaskBefore)
-            throw error
-        }
         let authorityGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let connectionGroup = MultiThreadedEventLoopGroup(numberOfThreads: max(configuration.connectionThreads, 1))
         do {
-            try await self.serve(store: store, authorityGroup: authorityGroup, connectionGroup: connectionGroup)
+            try await self.serve(authorityGroup: authorityGroup, connectionGroup: connectionGroup)
         } catch {
             try? await connectionGroup.shutdownGracefully()
             try? await authorityGroup.shutdownGracefully()
@@ -146,24 +134,53 @@ public final class BatonServer: Service {
         self.logger.info("batond stopped")
     }
 
-    private func serve(
-        store: JobStore, authorityGroup: MultiThreadedEventLoopGroup, connectionGroup: MultiThreadedEventLoopGroup
-    ) async throws {
+    /// The authority over the configured store: a PostgreSQL fleet's host for a
+    /// `postgres://` location, else the single writer over a SQLite file.
+    private func makeAuthority(
+        loop: any EventLoop, onFatalError: @escaping @Sendable (any Error) -> Void
+    ) async throws -> (authority: any JobAuthority, durability: String) {
+        let configuration = self.configuration
+        if PostgresLocation.isLocation(configuration.storePath) {
+            let store = try await PostgresStore.open(try PostgresLocation(configuration.storePath), logger: self.logger)
+            let authority = FleetAuthority(
+                loop: loop, store: store, host: configuration.hostName, clock: self.clock, defaults: configuration.jobDefaults,
+                retention: configuration.retention, limits: configuration.limits, logger: self.logger, metrics: self.metrics,
+                healthThresholds: configuration.health, access: self.access
+            )
+            return (authority, "postgres")
+        }
+        // The store holds every payload and live token: whatever the umask, the files
+        // SQLite creates (the database, its WAL and shared memory) and the owner lock are
+        // readable by batond's user alone. No other thread runs yet, so the process-wide
+        // mask is set only around the opening.
+        let umaskBefore = umask(0o077)
+        let store: JobStore
+        do {
+            store = try JobStore(path: configuration.storePath, durability: configuration.durability)
+            umask(umaskBefore)
+        } catch {
+            umask(umaskBefore)
+            throw error
+        }
+        let authority = Authority(
+            loop: loop, store: store, clock: self.clock, defaults: configuration.jobDefaults,
+            retention: configuration.retention, limits: configuration.limits, logger: self.logger,
+            metrics: self.metrics, healthThresholds: configuration.health, access: self.access, onFatalError: onFatalError
+        )
+        return (authority, configuration.durability.rawValue)
+    }
+
+    private func serve(authorityGroup: MultiThreadedEventLoopGroup, connectionGroup: MultiThreadedEventLoopGroup) async throws {
         let configuration = self.configuration
         let quiesce = ServerQuiescingHelper(group: connectionGroup)
         // The authority reaches the helper only through this box, emptied on the way out,
         // so the helper never outlives the event loops it completes its promise on.
         let shutdownOnFatalError = NIOLockedValueBox<ServerQuiescingHelper?>(quiesce)
         defer { shutdownOnFatalError.withLockedValue { $0 = nil } }
-        let authority = Authority(
-            loop: authorityGroup.next(), store: store, clock: self.clock, defaults: configuration.jobDefaults,
-            retention: configuration.retention, limits: configuration.limits, logger: self.logger,
-            metrics: self.metrics, healthThresholds: configuration.health, access: self.access,
-            onFatalError: { [fatalError] error in
-                fatalError.withLockedValue { $0 = error }
-                shutdownOnFatalError.withLockedValue { $0 }?.initiateShutdown(promise: nil)
-            }
-        )
+        let (authority, durability) = try await self.makeAuthority(loop: authorityGroup.next()) { [fatalError] error in
+            fatalError.withLockedValue { $0 = error }
+            shutdownOnFatalError.withLockedValue { $0 }?.initiateShutdown(promise: nil)
+        }
         self.events.recovering()
         let recovered = try await authority.recover().get()
 
@@ -194,8 +211,8 @@ public final class BatonServer: Service {
         self.logger.info(
             "batond ready",
             metadata: [
-                "socket": "\(configuration.socketPath)", "store": "\(configuration.storePath)",
-                "durability": "\(configuration.durability.rawValue)", "leases.recovered": "\(recovered)",
+                "socket": "\(configuration.socketPath)", "store": "\(Self.describe(store: configuration.storePath))",
+                "durability": "\(durability)", "leases.recovered": "\(recovered)",
             ]
         )
 
@@ -216,6 +233,12 @@ public final class BatonServer: Service {
         quiesce.initiateShutdown(promise: closed)
         try? await closed.futureResult.get()
         try await authority.closeStore().get()
+    }
+
+    /// The store for the log: a PostgreSQL location without its password.
+    static func describe(store: String) -> String {
+        guard PostgresLocation.isLocation(store) else { return store }
+        return (try? PostgresLocation(store)).map { "\($0)" } ?? "a PostgreSQL URL that does not parse"
     }
 
     /// Refuses a socket path that is not a socket, or that a live server answers on; a

@@ -29,7 +29,7 @@ protocol JobAuthority: AnyObject, Sendable {
 }
 
 /// One decoded request on its way to the authority.
-struct Submission {
+struct Submission: Sendable {
     var id: String?
     var request: Request
     var connection: ConnectionIdentity

@@ -7,7 +7,7 @@ import DequeModule
 /// A parked claim is served the moment a job becomes ready in one of its queues, in the
 /// same commit that made it ready, so a parked worker gets a new job without a poll tick.
 struct ParkedClaims {
-    struct Waiter {
+    struct Waiter: Sendable {
         var id: String?
         var request: ClaimRequest
         var connection: ConnectionIdentity

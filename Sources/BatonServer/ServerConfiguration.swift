@@ -2,6 +2,10 @@ import BatonCore
 import BatonProtocol
 import BatonStore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Everything a ``BatonServer`` needs to know to run, with defaults for a local sidecar.
 ///
 /// Command-line flags and environment variables are mapped onto this in the `batond`
@@ -9,8 +13,11 @@ import BatonStore
 public struct ServerConfiguration: Sendable {
     /// Where the unix socket is bound.
     public var socketPath: String
-    /// The SQLite store file; a `.lock` file beside it marks its owner.
+    /// The store: a SQLite file (a `.lock` file beside it marks its owner), or a
+    /// `postgres://` URL for a PostgreSQL store that the `batond` of many hosts share.
     public var storePath: String
+    /// This host's name in a fleet sharing a PostgreSQL store: unique in the fleet.
+    public var hostName: String
     public var durability: Durability
     public var limits: ProtocolLimits
     public var jobDefaults: JobDefaults
@@ -56,8 +63,10 @@ public struct ServerConfiguration: Sendable {
         reservedAdminConnections: Int = 16,
         partialLineTimeoutMilliseconds: Int64 = 30_000,
         inputBudgetBytes: Int = 256 << 20,
-        policyPath: String? = nil
+        policyPath: String? = nil,
+        hostName: String = ServerConfiguration.defaultHostName
     ) {
+        self.hostName = hostName
         self.policyPath = policyPath
         self.maximumConnections = maximumConnections
         self.reservedAdminConnections = reservedAdminConnections
@@ -74,5 +83,12 @@ public struct ServerConfiguration: Sendable {
         self.connectionThreads = connectionThreads
         self.maximumInFlightPerConnection = maximumInFlightPerConnection
         self.inheritedSocket = inheritedSocket
+    }
+
+    /// The machine's host name.
+    public static var defaultHostName: String {
+        var name = [CChar](repeating: 0, count: 256)
+        guard gethostname(&name, name.count - 1) == 0 else { return "localhost" }
+        return String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

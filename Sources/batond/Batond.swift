@@ -1,5 +1,6 @@
 import ArgumentParser
 import BatonCore
+import BatonPostgres
 import BatonProtocol
 import BatonServer
 import BatonStore
@@ -29,8 +30,16 @@ struct Batond: AsyncParsableCommand {
     @Option(name: .long, help: "The unix socket to listen on.")
     var socket: String = "baton-data/baton.sock"
 
-    @Option(name: .long, help: "The SQLite store file.")
+    @Option(
+        name: .long,
+        help: """
+            The SQLite store file, or a postgres://USER@HOST:PORT/DB URL for a PostgreSQL store \
+            that the batond of many hosts share (?host=/dir for a unix socket, ?sslmode=require).
+            """)
     var store: String = "baton-data/baton.sqlite"
+
+    @Option(name: .long, help: "This host's name in a fleet sharing a PostgreSQL store; unique in the fleet. Default: the host name.")
+    var hostName: String = ServerConfiguration.defaultHostName
 
     @Option(name: .long, help: "full: fsync every commit (default). normal: survive process crashes, not power loss.")
     var durability: DurabilityOption = .full
@@ -160,7 +169,9 @@ struct Batond: AsyncParsableCommand {
         if inherited == nil {
             try Self.createParentDirectory(of: self.socket)
         }
-        try Self.createParentDirectory(of: self.store)
+        if !PostgresLocation.isLocation(self.store) {
+            try Self.createParentDirectory(of: self.store)
+        }
         let notifier = SystemdNotifier()
         let connections = Self.fitConnections(self.maxConnections, reserved: self.adminConnections, logger: logger)
 
@@ -186,7 +197,8 @@ struct Batond: AsyncParsableCommand {
                 reservedAdminConnections: self.adminConnections,
                 partialLineTimeoutMilliseconds: self.partialLineTimeoutMs,
                 inputBudgetBytes: self.inputBudgetBytes,
-                policyPath: self.policy
+                policyPath: self.policy,
+                hostName: self.hostName
             ),
             logger: logger,
             events: BatonServer.ServerEvents(

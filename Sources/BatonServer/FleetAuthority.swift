@@ -1,0 +1,499 @@
+import BatonCore
+import BatonPostgres
+import BatonProtocol
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// The authority of one host in a fleet whose `batond` processes share a PostgreSQL store.
+///
+/// Where the SQLite ``Authority`` keeps leases, admission and sequences in memory as the one
+/// writer, this one keeps nothing that must agree between hosts: tokens, ids and lease
+/// deadlines come from the database, claims take rows with `FOR UPDATE SKIP LOCKED`, and
+/// every fenced write is guarded by the token and the deadline on the database's clock. What
+/// it keeps is this host's own: its connections' parked claims, its workers, its metrics.
+///
+/// Group commit works as on SQLite: requests that arrive while a transaction is in flight
+/// are applied together in the next one, one commit answering them all, and no reply leaves
+/// before its transaction has committed. The hot requests of a batch (enqueues, heartbeats,
+/// completions, claims) are applied set-wise, one statement per kind for the whole batch.
+///
+/// All mutable state is confined to one driver task (``drive()``), which takes letters from
+/// a mailbox: requests, closed connections, health and metrics requests, wake-ups that other
+/// hosts announce over LISTEN/NOTIFY, and timers.
+final class FleetAuthority: JobAuthority, @unchecked Sendable {
+    // @unchecked: every `var` below is touched only by the driver task, one letter at a time.
+
+    let loop: any EventLoop
+    let clock: any AuthorityClock
+    let store: PostgresStore
+    /// This host's name in the fleet: on its leases, its job counts and the hosts table.
+    let host: String
+    let defaults: JobDefaults
+    let retention: RetentionPolicy
+    let limits: ProtocolLimits
+    let logger: Logger
+    let metrics: ServerMetrics
+    let healthThresholds: HealthThresholds
+    let changeLog: ChangeLog
+    let access: AccessControl
+    /// How long one transaction may take before the database counts as unreachable.
+    let transactionTimeout: Duration
+    let startedAt: Int64
+
+    private let mailbox = FleetMailbox()
+    private var driver: Task<Void, Never>?
+    private var listener: Task<Void, Never>?
+
+    var parked = ParkedClaims()
+    var workers = WorkerRegistry()
+    /// The jobs this host leased, by the connection that holds each; a read checks them
+    /// against the store, since a lease may have run out and gone to another host.
+    var held: [Int64: UInt64] = [:]
+    var queueMetrics: [String: QueueMetrics] = [:]
+    /// The job counts as of the last commit that read them, for the metrics endpoint.
+    var lastCounts: [String: [JobState: Int]] = [:]
+    var lastCommitAt: Int64?
+    var random = SystemRandomNumberGenerator()
+    var phase = Phase.serving
+    /// Since when (wall-clock milliseconds) the database has been unreachable, and why.
+    var unreachable: (since: Int64, reason: String)?
+    /// While unreachable: when (monotonic) to try the database again, and the wait after that.
+    var retryAt: Int64 = 0
+    var retryBackoff: Int64 = 50
+    /// Queues other hosts announced ready jobs in, not yet offered to the parked claims.
+    var announced: Set<String> = []
+    /// Whether the listener hears announcements; while not, parked claims look more often.
+    var listening = false
+    /// Monotonic times of the next chores.
+    var nextSweepAt: Int64 = 0
+    var nextHeartbeatAt: Int64 = 0
+    var nextPruneAt: Int64 = 0
+    var nextParkedLookAt: Int64 = .max
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: Int64 = .max
+
+    enum Phase {
+        case serving
+        /// Stopping: new requests are refused with `shutting_down`.
+        case draining
+    }
+
+    /// How often a host looks for overdue leases and due jobs when it knows of none sooner:
+    /// the bound on how late a dead host's leases expire.
+    static let sweepIntervalMilliseconds: Int64 = 250
+    /// How often a host records that it is alive.
+    static let heartbeatIntervalMilliseconds: Int64 = 5_000
+    /// How long a host counts as alive after its last heartbeat.
+    static let hostAliveMilliseconds: Int64 = 15_000
+    /// How often parked claims look for jobs without a wake-up: they are woken by
+    /// announcements, so this only covers a lost one (or a listener reconnecting).
+    static let parkedLookMilliseconds: Int64 = 1_000
+    /// The most overdue leases one batch expires.
+    static let sweepLimit = 256
+
+    init(
+        loop: any EventLoop, store: PostgresStore, host: String, clock: any AuthorityClock, defaults: JobDefaults,
+        retention: RetentionPolicy, limits: ProtocolLimits, logger: Logger, metrics: ServerMetrics,
+        healthThresholds: HealthThresholds, access: AccessControl, transactionTimeout: Duration = .seconds(5)
+    ) {
+        self.loop = loop
+        self.store = store
+        self.host = host
+        self.clock = clock
+        self.defaults = defaults
+        self.retention = retention
+        self.limits = limits
+        self.logger = logger
+        self.metrics = metrics
+        self.healthThresholds = healthThresholds
+        self.changeLog = ChangeLog(logger: logger)
+        self.access = access
+        self.transactionTimeout = transactionTimeout
+        self.startedAt = clock.wallMilliseconds()
+    }
+
+    // MARK: JobAuthority
+
+    /// Registers this host, starts the driver and the listener; the number of running jobs
+    /// this host's leases hold (none survive a restart here: their workers renew them).
+    func recover() -> EventLoopFuture<Int> {
+        let promise = self.loop.makePromise(of: Int.self)
+        promise.completeWithTask {
+            let (host, startedAt) = (self.host, self.startedAt)
+            let running = try await self.store.write(timeout: self.transactionTimeout) { tx in
+                try await tx.hostSeen(host, startedAt: startedAt)
+                return try await tx.jobCounts()
+            }
+            self.lastCounts = running
+            for queue in running.keys { self.queueMetrics[queue] = QueueMetrics() }
+            self.driver = Task { await self.drive() }
+            self.listener = Task { await self.listen() }
+            return running.values.reduce(0) { $0 + ($1[.running] ?? 0) }
+        }
+        return promise.futureResult
+    }
+
+    func submit(_ submissions: [Submission]) {
+        self.mailbox.post(.submissions(submissions))
+    }
+
+    func connectionClosed(_ connection: ConnectionIdentity) {
+        self.mailbox.post(.closed(connection))
+    }
+
+    func drain() -> EventLoopFuture<Void> {
+        let promise = self.loop.makePromise(of: Void.self)
+        self.mailbox.post(.drain(promise))
+        return promise.futureResult
+    }
+
+    func health() -> EventLoopFuture<HealthReport> {
+        let promise = self.loop.makePromise(of: HealthReport.self)
+        self.mailbox.post(.health(promise))
+        return promise.futureResult
+    }
+
+    func scrape() -> EventLoopFuture<MetricsSnapshot> {
+        let promise = self.loop.makePromise(of: MetricsSnapshot.self)
+        self.mailbox.post(.scrape(promise))
+        return promise.futureResult
+    }
+
+    func closeStore() -> EventLoopFuture<Void> {
+        let promise = self.loop.makePromise(of: Void.self)
+        guard self.driver != nil else {
+            promise.completeWithTask { await self.store.close() }
+            return promise.futureResult
+        }
+        self.mailbox.post(.close(promise))
+        return promise.futureResult
+    }
+
+    // MARK: The driver
+
+    /// Takes the mailbox's letters and applies what they ask, one batch at a time, until the
+    /// store is closed.
+    private func drive() async {
+        while true {
+            let letters = await self.mailbox.take()
+            var batch: [Submission] = []
+            var reports: [EventLoopPromise<HealthReport>] = []
+            var scrapes: [EventLoopPromise<MetricsSnapshot>] = []
+            var drained: [EventLoopPromise<Void>] = []
+            var closing: EventLoopPromise<Void>?
+            for letter in letters {
+                switch letter {
+                case .submissions(let submissions):
+                    if case .serving = self.phase {
+                        batch += submissions
+                    } else {
+                        for submission in submissions {
+                            submission.reply.succeed(
+                                Outcome(line: Reply.failure(id: submission.id, BatonError(.shuttingDown, "batond is stopping"))))
+                        }
+                    }
+                case .closed(let connection):
+                    self.workers.disconnected(connection)
+                    for waiter in self.parked.removeAll(of: connection) {
+                        waiter.reply.succeed(Outcome(line: []))
+                    }
+                case .health(let promise):
+                    reports.append(promise)
+                case .scrape(let promise):
+                    scrapes.append(promise)
+                case .announced(let queue):
+                    self.announced.insert(queue)
+                case .listening(let listening):
+                    self.listening = listening
+                    // Announcements made while nobody listened are lost: look now.
+                    if listening { self.nextParkedLookAt = 0 }
+                case .tick:
+                    self.timer = nil
+                    self.timerDeadline = .max
+                case .drain(let promise):
+                    self.phase = .draining
+                    for waiter in self.parked.removeAll() {
+                        waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
+                    }
+                    drained.append(promise)
+                case .close(let promise):
+                    closing = promise
+                }
+            }
+            await self.step(batch, reports: reports, scrapes: scrapes)
+            for promise in drained { promise.succeed(()) }
+            if let closing {
+                self.timer?.cancel()
+                self.listener?.cancel()
+                await self.listener?.value
+                await self.store.close()
+                closing.succeed(())
+                return
+            }
+            self.scheduleTimer()
+        }
+    }
+
+    /// Runs one batch if anything asks for one: requests, a health or metrics request, a chore
+    /// that is due, or jobs announced where claims are parked.
+    private func step(
+        _ batch: [Submission], reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>]
+    ) async {
+        let now = self.clock.monotonicMilliseconds()
+        for waiter in self.parked.removeTimedOut(now: now) {
+            waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
+        }
+        var lookFor = self.announced.filter { queue in self.parked.waiters.contains { $0.request.queues.contains(queue) } }
+        if !self.parked.isEmpty, now >= self.nextParkedLookAt {
+            // The slow look: every parked queue, in case an announcement was lost.
+            for waiter in self.parked.waiters { lookFor.formUnion(waiter.request.queues) }
+        }
+        let choresDue = now >= self.nextSweepAt || now >= self.nextHeartbeatAt || now >= self.nextPruneAt
+        guard !batch.isEmpty || !reports.isEmpty || !scrapes.isEmpty || choresDue || !lookFor.isEmpty else { return }
+        if let unreachable = self.unreachable, now < self.retryAt {
+            // Not yet time to try the database again: answer at once.
+            return self.refuse(batch, reports: reports, scrapes: scrapes, reason: unreachable.reason)
+        }
+        self.announced.removeAll()
+        let work = FleetWork(
+            batch: batch, reports: reports.count, scrape: !scrapes.isEmpty, lookFor: lookFor,
+            parked: self.parked.waiters.filter { $0.request.queues.contains(where: lookFor.contains) },
+            sweep: now >= self.nextSweepAt, heartbeat: now >= self.nextHeartbeatAt, prune: now >= self.nextPruneAt,
+            policy: self.access.policy
+        )
+        let started = ContinuousClock.now
+        let done: FleetBatch
+        do {
+            done = try await self.store.write(timeout: self.transactionTimeout) { tx in
+                try await self.apply(work, tx)
+            }
+        } catch let error as PostgresUnavailable {
+            self.lostTheDatabase(error.description)
+            return self.refuse(batch, reports: reports, scrapes: scrapes, reason: error.description)
+        } catch {
+            // The transaction rolled back whole: nothing of the batch applied. Say so, and go on.
+            self.logger.error("a batch failed and was rolled back", metadata: ["error": "\(error)"])
+            let refusal = BatonError(.internal, "the batch failed and was rolled back, nothing of it applied: \(error)")
+            for submission in batch {
+                submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
+            }
+            for promise in reports { promise.succeed(self.unreachableReport("a batch failed: \(error)")) }
+            for promise in scrapes { promise.succeed(self.metricsSnapshot()) }
+            return
+        }
+        if let unreachable = self.unreachable {
+            self.logger.notice(
+                "PostgreSQL answers again",
+                metadata: ["unreachable.ms": "\(max(self.clock.wallMilliseconds() - unreachable.since, 0))"])
+            self.unreachable = nil
+            self.retryBackoff = 50
+        }
+        self.committed(done, started: started, work: work, reports: reports, scrapes: scrapes)
+    }
+
+    /// What a committed batch leaves behind: replies, parked claims, workers, metrics.
+    private func committed(
+        _ done: FleetBatch, started: ContinuousClock.Instant, work: FleetWork,
+        reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>]
+    ) {
+        let now = self.clock.monotonicMilliseconds()
+        let commit = ContinuousClock.now - started
+        self.metrics.commitTime.recordNanoseconds(commit.components.seconds * 1_000_000_000 + commit.components.attoseconds / 1_000_000_000)
+        if !work.batch.isEmpty { self.metrics.batchSize.record(work.batch.count) }
+        self.lastCommitAt = self.clock.wallMilliseconds()
+        if let counts = done.counts { self.lastCounts = counts }
+        // The database's clock, read by the batch, turned into this host's monotonic time.
+        let monotonic = { (databaseTime: Int64) in now + max(databaseTime - done.now, 0) }
+        if work.sweep {
+            self.nextSweepAt = now + Self.sweepIntervalMilliseconds
+        }
+        if let due = done.nextDue {
+            self.nextSweepAt = min(self.nextSweepAt, monotonic(due))
+        }
+        if work.heartbeat { self.nextHeartbeatAt = now + Self.heartbeatIntervalMilliseconds }
+        if work.prune {
+            self.nextPruneAt = now + (done.prunedFull ? 10 : self.retention.intervalMilliseconds)
+        }
+        if !work.lookFor.isEmpty || self.nextParkedLookAt == 0 {
+            self.nextParkedLookAt = now + (self.listening ? Self.parkedLookMilliseconds : Self.parkedLookMilliseconds / 4)
+        }
+        for (connection, name) in done.workersSeen {
+            self.workers.seen(connection, name: name, now: done.now)
+        }
+        for connection in done.workersRenewed {
+            self.workers.renewed(on: connection, now: done.now)
+        }
+        for (job, connection) in done.granted { self.held[job] = connection }
+        for job in done.ended { self.held.removeValue(forKey: job) }
+        let served = Set(done.servedParked.map { ObjectIdentifier($0.reply.futureResult) })
+        if !served.isEmpty {
+            _ = self.parked.remove { served.contains(ObjectIdentifier($0.reply.futureResult)) }
+        }
+        for waiter in done.parking {
+            if case .serving = self.phase {
+                self.parked.park(waiter)
+            } else {
+                waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
+            }
+        }
+        if self.parked.count > 0, self.nextParkedLookAt == .max {
+            self.nextParkedLookAt = now + Self.parkedLookMilliseconds
+        }
+        self.metrics.parkedClaims.set(self.parked.count)
+        self.metrics.leases.set(self.held.count)
+        for change in done.changes {
+            guard let queue = change.queue else { continue }
+            self.queueMetrics[queue, default: QueueMetrics()].count(change)
+        }
+        self.changeLog.write(done.changes)
+        for reply in done.replies {
+            reply.sink.succeed(reply.outcome)
+        }
+        for (promise, report) in zip(reports, done.reports) {
+            var report = report
+            report.parkedClaims = self.parked.count
+            report.lastCommitAgeMilliseconds = 0
+            promise.succeed(report)
+        }
+        for promise in scrapes { promise.succeed(self.metricsSnapshot()) }
+    }
+
+    /// The database could not be reached: health turns `failing` and requests are answered
+    /// `unavailable` until a retry, with backoff, reaches it again.
+    private func lostTheDatabase(_ reason: String) {
+        let now = self.clock.monotonicMilliseconds()
+        if self.unreachable == nil {
+            self.unreachable = (self.clock.wallMilliseconds(), reason)
+            self.logger.error("PostgreSQL is unreachable: requests are answered unavailable", metadata: ["error": "\(reason)"])
+        } else {
+            self.unreachable?.reason = reason
+            self.retryBackoff = min(self.retryBackoff * 2, 2_000)
+        }
+        self.retryAt = now + self.retryBackoff
+    }
+
+    /// Answers a batch the database cannot take now.
+    private func refuse(
+        _ batch: [Submission], reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>], reason: String
+    ) {
+        let refusal = BatonError(
+            .unavailable, "the job store cannot be reached (\(reason)); nothing of this request was applied: retry later")
+        for submission in batch {
+            submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
+        }
+        for promise in reports { promise.succeed(self.unreachableReport(reason)) }
+        for promise in scrapes { promise.succeed(self.metricsSnapshot()) }
+    }
+
+    private func unreachableReport(_ reason: String) -> HealthReport {
+        var report = HealthReport()
+        let since = self.unreachable.map { max(self.clock.wallMilliseconds() - $0.since, 0) / 1_000 } ?? 0
+        report.flag(.failing, "PostgreSQL is unreachable for \(since) s: \(reason)")
+        report.parkedClaims = self.parked.count
+        report.lastCommitAgeMilliseconds = self.lastCommitAt.map { max(self.clock.wallMilliseconds() - $0, 0) }
+        return report
+    }
+
+    func metricsSnapshot() -> MetricsSnapshot {
+        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: self.lastCounts)
+    }
+
+    /// Wakes the driver for the next parked-claim timeout or chore.
+    private func scheduleTimer() {
+        guard case .serving = self.phase else { return }
+        let now = self.clock.monotonicMilliseconds()
+        var deadline = min(self.nextSweepAt, self.nextHeartbeatAt, self.nextPruneAt)
+        if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
+        if !self.parked.isEmpty { deadline = min(deadline, self.nextParkedLookAt) }
+        if self.unreachable != nil { deadline = min(deadline, self.retryAt) }
+        guard deadline < self.timerDeadline || self.timer == nil else { return }
+        self.timer?.cancel()
+        self.timerDeadline = deadline
+        let mailbox = self.mailbox
+        self.timer = self.loop.scheduleTask(in: .milliseconds(max(deadline - now, 0))) {
+            mailbox.post(.tick)
+        }
+    }
+
+    // MARK: Wake-ups from other hosts
+
+    /// Listens for the queues other hosts (and this one) announce ready jobs in, and hands
+    /// them to the driver; reconnects with backoff when the connection is lost.
+    private func listen() async {
+        var backoff: Duration = .milliseconds(50)
+        let mailbox = self.mailbox
+        while !Task.isCancelled {
+            do {
+                try await self.store.listenForReadyQueues(listening: { mailbox.post(.listening(true)) }) { queue in
+                    mailbox.post(.announced(queue))
+                }
+                backoff = .milliseconds(50)
+            } catch {
+                if Task.isCancelled { break }
+                self.logger.debug("the listener lost PostgreSQL; parked claims look on a timer meanwhile", metadata: ["error": "\(error)"])
+            }
+            mailbox.post(.listening(false))
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+    }
+}
+
+/// Letters to the fleet authority's driver.
+final class FleetMailbox: Sendable {
+    enum Letter: Sendable {
+        case submissions([Submission])
+        case closed(ConnectionIdentity)
+        case health(EventLoopPromise<HealthReport>)
+        case scrape(EventLoopPromise<MetricsSnapshot>)
+        case drain(EventLoopPromise<Void>)
+        case close(EventLoopPromise<Void>)
+        /// Another host (or this one) made jobs ready in the queue.
+        case announced(String)
+        case listening(Bool)
+        /// A timer: something may be due.
+        case tick
+    }
+
+    private struct State {
+        var letters: [Letter] = []
+        var waiter: CheckedContinuation<[Letter], Never>?
+    }
+
+    private let state = NIOLockedValueBox(State())
+
+    /// Posts a letter; safe from any thread.
+    func post(_ letter: Letter) {
+        let waiter = self.state.withLockedValue { state -> CheckedContinuation<[Letter], Never>? in
+            state.letters.append(letter)
+            guard let waiter = state.waiter else { return nil }
+            state.waiter = nil
+            return waiter
+        }
+        if let waiter {
+            waiter.resume(returning: self.takeAll())
+        }
+    }
+
+    /// Every letter posted so far, waiting for one if there are none.
+    func take() async -> [Letter] {
+        await withCheckedContinuation { continuation in
+            let ready = self.state.withLockedValue { state -> Bool in
+                if state.letters.isEmpty {
+                    state.waiter = continuation
+                    return false
+                }
+                return true
+            }
+            if ready { continuation.resume(returning: self.takeAll()) }
+        }
+    }
+
+    private func takeAll() -> [Letter] {
+        self.state.withLockedValue { state in
+            defer { state.letters.removeAll(keepingCapacity: true) }
+            return state.letters
+        }
+    }
+}

@@ -1,0 +1,44 @@
+import BatonCore
+import BatonProtocol
+
+/// How a fenced request whose token holds no live lease is answered: one rule for every store.
+///
+/// A worker whose job was cancelled or paused under it is told so: its heartbeat or
+/// checkpoint is refused with `cancelled` or `paused`, and an attempt to end the job
+/// (`ending` names how) with `invalid_transition`, since a cancelled or paused job cannot be
+/// completed, failed or released. Every other token gets `lease_lost`. Each refusal carries
+/// the job's current state.
+struct LeaseRefusal {
+    var error: BatonError
+    /// Whether it is a late outcome (an end reported for a job cancelled or paused under its
+    /// worker) rather than a stale token, for the metrics.
+    var late: Bool
+
+    /// - Parameters:
+    ///   - state: the job's state now.
+    ///   - leaseToken: the token of the job's latest lease.
+    ///   - lastError: the job's last error, which holds a cancellation's reason.
+    init(_ reference: LeaseReference, state: JobState, leaseToken: FencingToken?, lastError: String?, ending: String?) {
+        let revokedUnderIt = leaseToken == reference.token && (state == .cancelled || state == .paused)
+        self.late = false
+        switch (revokedUnderIt, ending) {
+        case (true, let verb?):
+            self.late = true
+            self.error = BatonError(.invalidTransition, "job \(reference.jobID) is \(state.rawValue): it cannot be \(verb)", state: state)
+        case (true, nil) where state == .cancelled:
+            self.error = BatonError(
+                .cancelled, "job \(reference.jobID) was cancelled: \(lastError ?? "cancelled"); stop working on it", state: state)
+        case (true, nil):
+            self.error = BatonError(
+                .paused, "job \(reference.jobID) was paused; stop working on it, it resumes from its checkpoint", state: state)
+        case (false, _):
+            self.error = BatonError(
+                .leaseLost, "token \(reference.token) does not hold job \(reference.jobID) (it is \(state.rawValue))", state: state)
+        }
+    }
+
+    /// The refusal of a request naming a job that does not exist.
+    static func notFound(_ jobID: Int64) -> BatonError {
+        BatonError(.notFound, "no job \(jobID)")
+    }
+}

@@ -1,0 +1,134 @@
+import BatonCore
+import BatonProtocol
+
+/// The replies whose shape does not depend on the store: every authority answers `hello`,
+/// `events`, `stats` and `workers` through these, from the figures its store gives.
+extension Reply {
+    static func hello(id: String?, durability: String, limits: ProtocolLimits, defaults: JobDefaults) -> [UInt8] {
+        Reply.success(id: id) { reply in
+            reply.member("server", "batond")
+            reply.member("version", batondVersion)
+            reply.member("protocol", batonProtocolVersion)
+            reply.member("durability", durability)
+            reply.key("limits")
+            reply.beginObject()
+            reply.member("max_line_bytes", limits.maximumLineBytes)
+            reply.member("max_depth", limits.maximumDepth)
+            reply.member("max_name_bytes", limits.maximumNameBytes)
+            reply.member("max_wait_ms", limits.maximumWaitMilliseconds)
+            reply.member("max_lease_ms", limits.maximumLeaseMilliseconds)
+            reply.member("max_claim_queues", limits.maximumClaimQueues)
+            reply.member("max_values", limits.maximumValues)
+            reply.endObject()
+            reply.key("defaults")
+            reply.beginObject()
+            reply.member("max_attempts", defaults.maxAttempts)
+            reply.member("lease_ms", defaults.leaseMilliseconds)
+            reply.member("backoff_initial_ms", defaults.backoff.initialMilliseconds)
+            reply.key("backoff_factor")
+            reply.double(defaults.backoff.factor)
+            reply.member("backoff_max_ms", defaults.backoff.maximumMilliseconds)
+            reply.endObject()
+        }
+    }
+
+    /// A job's audit trail (``JobEvent/trail(of:recorded:followUps:)``), with its tokens
+    /// only where the sender may see them.
+    static func events(id: String?, of jobID: Int64, _ events: [JobEvent], showsTokens: Bool) -> [UInt8] {
+        Reply.success(id: id) { reply in
+            reply.member("job", jobID)
+            reply.key("events")
+            reply.beginArray()
+            for var event in events {
+                if !showsTokens { event.token = nil }
+                reply.jobEvent(event)
+            }
+            reply.endArray()
+        }
+    }
+
+    /// The `stats` reply.
+    ///
+    /// - Parameters:
+    ///   - oldestReady: each queue's oldest ready job's `run_at`, where it has one.
+    ///   - limits: each limited queue's `max_running` and running jobs, by name.
+    static func stats(
+        id: String?, counts: [String: [JobState: Int]], oldestReady: [String: Int64], now: Int64, pausedQueues: [String],
+        limits: [(queue: String, maxRunning: Int, running: Int)], pruned: Int64, leases: Int, parkedClaims: Int
+    ) -> [UInt8] {
+        Reply.success(id: id) { reply in
+            reply.key("queues")
+            reply.beginObject()
+            for name in counts.keys.sorted() {
+                reply.key(name)
+                reply.beginObject()
+                for state in JobState.allCases {
+                    reply.member(state.rawValue, counts[name]?[state] ?? 0)
+                }
+                reply.member("oldest_ready_age_ms", optional: oldestReady[name].map { max(now - $0, 0) })
+                reply.endObject()
+            }
+            reply.endObject()
+            reply.key("paused_queues")
+            reply.beginArray()
+            for queue in pausedQueues { reply.string(queue) }
+            reply.endArray()
+            reply.key("queue_limits")
+            reply.beginObject()
+            for limit in limits {
+                reply.key(limit.queue)
+                reply.beginObject()
+                reply.member("max_running", limit.maxRunning)
+                reply.member("running", limit.running)
+                reply.endObject()
+            }
+            reply.endObject()
+            reply.member("pruned", pruned)
+            reply.member("leases", leases)
+            reply.member("parked_claims", parkedClaims)
+        }
+    }
+
+    /// A host of a fleet sharing one store, as the `workers` reply lists it.
+    struct FleetHost {
+        var name: String
+        var startedAt: Int64
+        var seenAt: Int64
+    }
+
+    /// The `workers` reply: this server's connected workers with the jobs each holds, and,
+    /// on a store many hosts share, the hosts seen lately.
+    static func workers(id: String?, _ workers: [(WorkerRegistry.Worker, jobs: [Int64])], hosts: [FleetHost]? = nil) -> [UInt8] {
+        Reply.success(id: id) { reply in
+            reply.key("workers")
+            reply.beginArray()
+            for (worker, jobs) in workers {
+                reply.beginObject()
+                reply.member("connection", Int64(worker.connection.number))
+                reply.member("worker", optional: worker.name)
+                reply.member("pid", optional: worker.connection.peer.map { Int64($0.pid) })
+                reply.member("uid", optional: worker.connection.peer.map { Int64($0.uid) })
+                reply.member("since", worker.since)
+                reply.member("last_heartbeat_at", optional: worker.lastHeartbeatAt)
+                reply.key("jobs")
+                reply.beginArray()
+                for job in jobs { reply.integer(job) }
+                reply.endArray()
+                reply.endObject()
+            }
+            reply.endArray()
+            if let hosts {
+                reply.key("hosts")
+                reply.beginArray()
+                for host in hosts {
+                    reply.beginObject()
+                    reply.member("host", host.name)
+                    reply.member("started_at", host.startedAt)
+                    reply.member("seen_at", host.seenAt)
+                    reply.endObject()
+                }
+                reply.endArray()
+            }
+        }
+    }
+}
