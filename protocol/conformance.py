@@ -11,6 +11,8 @@ import re
 import subprocess
 import tempfile
 import time
+import urllib.parse
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Protocol
 
@@ -117,6 +119,19 @@ def match(expected: Any, actual: Any, captured: Dict[str, Any], where: str) -> N
     assert expected == actual and type(expected) is type(actual), f"{where}: {actual!r}, expected {expected!r}"
 
 
+def test_store(directory: str) -> str:
+    """A new store for one test's batond: a SQLite file in `directory`, or, with
+    ``BATON_TEST_STORE=postgres``, a fresh database on the PostgreSQL server that
+    ``$BATON_TEST_POSTGRES`` names (``scripts/test`` runs the suites both ways; the
+    throwaway server goes, with its databases, when it ends)."""
+    server = os.environ.get("BATON_TEST_POSTGRES")
+    if os.environ.get("BATON_TEST_STORE") != "postgres" or not server:
+        return os.path.join(directory, "store.sqlite")
+    name = "baton_test_" + uuid.uuid4().hex
+    subprocess.run(["psql", server, "-q", "-v", "ON_ERROR_STOP=1", "-c", f"CREATE DATABASE {name}"], check=True)
+    return urllib.parse.urlsplit(server)._replace(path="/" + name).geturl()
+
+
 class Batond:
     """A real batond on a private socket and store, for tests; it may be restarted.
 
@@ -125,6 +140,7 @@ class Batond:
 
     def __init__(self, flags: Optional[List[str]] = None) -> None:
         self.directory = tempfile.mkdtemp(prefix="baton-test-")
+        self.store = test_store(self.directory)
         self.socket_path = os.path.join(self.directory, "b.sock")
         self.flags = flags or []
         self.process: Optional[subprocess.Popen] = None
@@ -134,7 +150,7 @@ class Batond:
         # Its log goes to a file: a pipe nobody reads would fill up and stall its writer.
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [BATOND, "--socket", self.socket_path, "--store", os.path.join(self.directory, "store.sqlite"), *self.flags],
+                [BATOND, "--socket", self.socket_path, "--store", self.store, *self.flags],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )

@@ -28,10 +28,12 @@ enum PostgresSchema {
             statements: [
                 """
                 -- The database's wall clock, which every lease deadline is set and judged by.
-                -- clock_timestamp(), not now(): a transaction's start time would stand still
-                -- through a long batch.
-                CREATE FUNCTION baton_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
-                    AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$
+                -- A transaction's start: a batch is one instant, as on SQLite, so a completion
+                -- and the next claim it leases share a time. A batch is bounded (batond gives
+                -- up on one after a few seconds), and a write judged a moment late is still
+                -- fenced: a row another host expired or leased meanwhile no longer matches.
+                CREATE FUNCTION baton_now_ms() RETURNS bigint LANGUAGE sql STABLE
+                    AS $$ SELECT (extract(epoch FROM transaction_timestamp()) * 1000)::bigint $$
                 """,
                 // Job ids, fencing tokens and event numbers: one sequence each for the
                 // fleet, strictly increasing across hosts and restarts.

@@ -9,8 +9,13 @@ import PostgresNIO
 /// tokens come from its sequences, lease deadlines from its clock, and a claim takes a
 /// ready job with `FOR UPDATE SKIP LOCKED`, so two hosts never lease one job and never
 /// wait on each other's claims.
-public final class PostgresStore: Sendable {
+public final class PostgresStore: @unchecked Sendable {
+    // @unchecked: `durability` is set once, in `open`, before the store is shared.
     public let location: PostgresLocation
+    /// What a commit survives, as `hello` reports it: `full` when PostgreSQL waits for its
+    /// WAL to reach the disk before a commit returns (`synchronous_commit` on, the default),
+    /// `normal` when it does not (`off`: a crash of the database may lose the last commits).
+    public private(set) var durability = "full"
     let client: PostgresClient
     let logger: Logger
     /// Runs the client's connection pool until the store is closed.
@@ -25,9 +30,13 @@ public final class PostgresStore: Sendable {
 
     /// Starts the client's pool in a task, and returns once it is running: a connection
     /// asked for before then would still come, but with a warning in the log.
+    ///
+    /// The task is detached: a client's `run` also ends at a graceful shutdown of the
+    /// service group it finds itself in, and the pool must outlive batond's drain, whose
+    /// last batches still commit. ``close()`` ends it.
     static func run(_ client: PostgresClient) async -> Task<Void, Never> {
         let started = NIOLockedValueBox(false)
-        let pool = Task {
+        let pool = Task.detached {
             started.withLockedValue { $0 = true }
             await client.run()
         }
@@ -46,6 +55,8 @@ public final class PostgresStore: Sendable {
             if applied > 0 {
                 logger.notice("migrated the PostgreSQL store", metadata: ["migrations": "\(applied)", "store": "\(location)"])
             }
+            let synchronous = try await store.client.query("SHOW synchronous_commit", logger: logger).first(String.self)
+            store.durability = synchronous == "off" ? "normal" : "full"
         } catch {
             await store.close()
             throw error

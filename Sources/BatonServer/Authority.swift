@@ -27,6 +27,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
     let healthThresholds: HealthThresholds
     let changeLog: ChangeLog
     let access: AccessControl
+    /// This server's name and start, for `workers`.
+    let host: String
+    let startedAt: Int64
     private let onFatalError: @Sendable (any Error) -> Void
 
     /// Every running job: its lease, its place in the admission rules, who holds it.
@@ -94,9 +97,12 @@ final class Authority: JobAuthority, @unchecked Sendable {
         loop: any EventLoop, store: JobStore, clock: any AuthorityClock, defaults: JobDefaults,
         retention: RetentionPolicy = RetentionPolicy(), limits: ProtocolLimits, logger: Logger,
         metrics: ServerMetrics = ServerMetrics(), healthThresholds: HealthThresholds = HealthThresholds(),
-        access: AccessControl = AccessControl(), onFatalError: @escaping @Sendable (any Error) -> Void
+        access: AccessControl = AccessControl(), host: String = ServerConfiguration.defaultHostName,
+        onFatalError: @escaping @Sendable (any Error) -> Void
     ) {
         self.access = access
+        self.host = host
+        self.startedAt = clock.wallMilliseconds()
         self.metrics = metrics
         self.healthThresholds = healthThresholds
         self.changeLog = ChangeLog(logger: logger)

@@ -147,7 +147,7 @@ public final class BatonServer: Service {
                 retention: configuration.retention, limits: configuration.limits, logger: self.logger, metrics: self.metrics,
                 healthThresholds: configuration.health, access: self.access
             )
-            return (authority, "postgres")
+            return (authority, store.durability)
         }
         // The store holds every payload and live token: whatever the umask, the files
         // SQLite creates (the database, its WAL and shared memory) and the owner lock are
@@ -165,7 +165,8 @@ public final class BatonServer: Service {
         let authority = Authority(
             loop: loop, store: store, clock: self.clock, defaults: configuration.jobDefaults,
             retention: configuration.retention, limits: configuration.limits, logger: self.logger,
-            metrics: self.metrics, healthThresholds: configuration.health, access: self.access, onFatalError: onFatalError
+            metrics: self.metrics, healthThresholds: configuration.health, access: self.access, host: configuration.hostName,
+            onFatalError: onFatalError
         )
         return (authority, configuration.durability.rawValue)
     }

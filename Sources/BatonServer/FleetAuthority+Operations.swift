@@ -1,7 +1,6 @@
 import BatonCore
 import BatonPostgres
 import BatonProtocol
-import BatonStore
 import NIOCore
 
 /// What the driver hands one batch: its requests and what else is due.
@@ -392,7 +391,7 @@ extension FleetAuthority {
             switch submission.request {
             case .hello(let client):
                 if client != nil { batch.workersSeen.append((submission.connection, client)) }
-                outcome = Outcome(line: Reply.hello(id: id, durability: Durability.full.rawValue, limits: self.limits, defaults: self.defaults))
+                outcome = Outcome(line: Reply.hello(id: id, durability: self.store.durability, limits: self.limits, defaults: self.defaults))
             case .enqueue(let request):
                 let result = try await self.enqueueOne(request, parent: nil, &batch, tx)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("job", result.jobID); $0.member("duplicate", result.duplicate) })

@@ -10,6 +10,8 @@ public final class TestServer: @unchecked Sendable {
 
     public let directory: URL
     public let socketPath: String
+    /// The store `batond` runs on: a SQLite file in ``directory``, or, when the tests run
+    /// against PostgreSQL (``TestStore``), a `postgres://` URL of a database of its own.
     public let storePath: String
     public private(set) var arguments: [String]
     /// Extra environment variables for the server process.
@@ -24,7 +26,7 @@ public final class TestServer: @unchecked Sendable {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.directory = directory
         self.socketPath = directory.appendingPathComponent("b.sock").path
-        self.storePath = directory.appendingPathComponent("store.sqlite").path
+        self.storePath = try TestStore.current.makeStore(in: directory)
         self.logPath = directory.appendingPathComponent("batond.log").path
         self.arguments = arguments
         self.environment = environment
@@ -37,6 +39,7 @@ public final class TestServer: @unchecked Sendable {
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: self.directory)
+        TestStore.current.removeStore(self.storePath)
     }
 
     /// The `batond` binary: `BATOND_PATH`, else the one built beside the test bundle.
@@ -151,5 +154,55 @@ public struct TestServerError: Error, CustomStringConvertible {
 
     public init(_ description: String) {
         self.description = description
+    }
+}
+
+/// The store the integration tests run `batond` on.
+///
+/// SQLite by default. With `BATON_TEST_STORE=postgres` and `BATON_TEST_POSTGRES` naming a
+/// server (`scripts/test` starts a throwaway one and runs the suites both ways), each
+/// ``TestServer`` gets a fresh database of its own there, dropped when it goes.
+public enum TestStore: Sendable {
+    case sqlite
+    case postgres(server: String)
+
+    public static let current: TestStore = {
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["BATON_TEST_STORE"] == "postgres", let server = environment["BATON_TEST_POSTGRES"] else { return .sqlite }
+        return .postgres(server: server)
+    }()
+
+    public var isPostgres: Bool {
+        if case .postgres = self { return true }
+        return false
+    }
+
+    /// A new, empty store for one server.
+    func makeStore(in directory: URL) throws -> String {
+        switch self {
+        case .sqlite:
+            return directory.appendingPathComponent("store.sqlite").path
+        case .postgres(let server):
+            let name = "batond_test_\(UInt64.random(in: 0...UInt64.max))"
+            try Self.psql(server, "CREATE DATABASE \(name)")
+            return Self.url(server, database: name)
+        }
+    }
+
+    func removeStore(_ store: String) {
+        guard case .postgres(let server) = self, let name = store.split(separator: "/").last?.split(separator: "?").first else { return }
+        try? Self.psql(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    }
+
+    /// `server`'s URL with another database.
+    static func url(_ server: String, database: String) -> String {
+        var components = URLComponents(string: server)!
+        components.path = "/" + database
+        return components.string!
+    }
+
+    private static func psql(_ server: String, _ statement: String) throws {
+        let run = try CommandRun.run("/usr/bin/psql", [server, "-q", "-v", "ON_ERROR_STOP=1", "-c", statement], mergingErrors: true)
+        guard run.status == 0 else { throw TestServerError("psql failed: \(statement): \(run.output)") }
     }
 }

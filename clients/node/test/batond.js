@@ -1,5 +1,6 @@
 // Starts the real batond for a test. BATOND names the binary (default: the debug build).
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -10,9 +11,26 @@ import { Client } from '../src/index.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const BATOND = process.env.BATOND ?? path.join(ROOT, '.build', 'debug', 'batond');
 
+/**
+ * A new store for one test's batond: a SQLite file in `directory`, or, with
+ * BATON_TEST_STORE=postgres, a fresh database on the PostgreSQL server BATON_TEST_POSTGRES
+ * names (scripts/test runs the suites both ways; the throwaway server goes, with its
+ * databases, when it ends).
+ */
+function testStore(directory) {
+  const server = process.env.BATON_TEST_POSTGRES;
+  if (process.env.BATON_TEST_STORE !== 'postgres' || !server) return path.join(directory, 'store.sqlite');
+  const name = `baton_test_${randomUUID().replaceAll('-', '')}`;
+  execFileSync('psql', [server, '-q', '-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${name}`]);
+  const url = new URL(server);
+  url.pathname = `/${name}`;
+  return url.toString();
+}
+
 export class Batond {
   constructor(flags = []) {
     this.directory = mkdtempSync(path.join(tmpdir(), 'baton-node-'));
+    this.store = testStore(this.directory);
     this.socketPath = path.join(this.directory, 'b.sock');
     this.flags = flags;
   }
@@ -25,7 +43,7 @@ export class Batond {
 
   async start() {
     let errors = '';
-    this.process = spawn(BATOND, ['--socket', this.socketPath, '--store', path.join(this.directory, 'store.sqlite'), ...this.flags], {
+    this.process = spawn(BATOND, ['--socket', this.socketPath, '--store', this.store, ...this.flags], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.process.stderr.on('data', (chunk) => { errors += chunk; });
