@@ -143,7 +143,7 @@ let package = Package(
         .testTarget(name: "BatonCoreTests", dependencies: ["BatonCore"]),
         .testTarget(name: "BatonProtocolTests", dependencies: ["BatonProtocol"]),
         .testTarget(name: "BatonStoreTests", dependencies: ["BatonStore", server("GRDB", "GRDB.swift")]),
-        .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", server("PostgresNIO", "postgres-nio")]),
+        .testTarget(name: "BatonPostgresTests", dependencies: ["BatonPostgres", "BatonTestSupport", server("PostgresNIO", "postgres-nio")]),
         .testTarget(
             name: "BatonSystemdTests",
             dependencies: [

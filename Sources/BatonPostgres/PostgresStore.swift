@@ -89,29 +89,47 @@ public final class PostgresStore: @unchecked Sendable {
 
     /// Runs `body` in one transaction as ``write(_:)`` does, but gives up after `timeout`:
     /// while the database is unreachable, the pool would otherwise wait for a connection
-    /// for a minute. Giving up cancels the transaction, which PostgreSQL then rolls back.
+    /// for a minute, and a transaction on a connection the server dropped may never end.
+    ///
+    /// Giving up cancels the transaction and returns at once, without waiting for it to
+    /// wind down: `body` must not touch anything the caller goes on to change. A
+    /// transaction given up on is rolled back unless its COMMIT had already been sent, which
+    /// no client can tell apart; the caller must say so.
     ///
     /// - Throws: ``PostgresUnavailable`` when the time ran out or the database could not
     ///   be reached, and whatever `body` threw otherwise.
     @discardableResult
-    public func write<Result: Sendable>(
-        timeout: Duration, _ body: @escaping @Sendable (PostgresTransaction) async throws -> Result
-    ) async throws -> Result {
-        do {
-            return try await withThrowingTaskGroup(of: Result?.self) { group in
-                group.addTask { try await self.write(body) }
-                group.addTask {
-                    try await Task.sleep(for: timeout)
-                    return nil
+    public func write<Value: Sendable>(
+        timeout: Duration, _ body: @escaping @Sendable (PostgresTransaction) async throws -> Value
+    ) async throws -> Value {
+        let waiting = NIOLockedValueBox<CheckedContinuation<Value, any Error>?>(nil)
+        let finish = { @Sendable (result: Result<Value, any Error>) in
+            waiting.withLockedValue { continuation in
+                defer { continuation = nil }
+                return continuation
+            }?.resume(with: result)
+        }
+        return try await withCheckedThrowingContinuation { continuation in
+            waiting.withLockedValue { $0 = continuation }
+            let timer = NIOLockedValueBox<Task<Void, any Error>?>(nil)
+            let work = Task {
+                do {
+                    let value = try await self.write(body)
+                    finish(.success(value))
+                } catch let error where Self.isUnreachable(error) {
+                    finish(.failure(PostgresUnavailable("\(self.location) is unreachable: \(error)")))
+                } catch {
+                    finish(.failure(error))
                 }
-                defer { group.cancelAll() }
-                guard let first = try await group.next(), let result = first else {
-                    throw PostgresUnavailable("no answer from \(self.location) within \(timeout)")
-                }
-                return result
+                timer.withLockedValue { $0 }?.cancel()
             }
-        } catch let error where Self.isUnreachable(error) {
-            throw PostgresUnavailable("\(self.location) is unreachable: \(error)")
+            timer.withLockedValue { timer in
+                timer = Task {
+                    try await Task.sleep(for: timeout)
+                    work.cancel()
+                    finish(.failure(PostgresUnavailable("no answer from \(self.location) within \(timeout)")))
+                }
+            }
         }
     }
 

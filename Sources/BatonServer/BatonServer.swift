@@ -145,7 +145,8 @@ public final class BatonServer: Service {
             let authority = FleetAuthority(
                 loop: loop, store: store, host: configuration.hostName, clock: self.clock, defaults: configuration.jobDefaults,
                 retention: configuration.retention, limits: configuration.limits, logger: self.logger, metrics: self.metrics,
-                healthThresholds: configuration.health, access: self.access
+                healthThresholds: configuration.health, access: self.access,
+                parkedLookMilliseconds: configuration.parkedLookMilliseconds
             )
             return (authority, store.durability)
         }

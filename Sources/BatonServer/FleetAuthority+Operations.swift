@@ -18,12 +18,25 @@ struct FleetWork: Sendable {
     var heartbeat: Bool
     var prune: Bool
     var policy: AccessPolicy?
+    var view: DriverView
+}
+
+/// The driver's state as a batch sees it: a copy, since a batch given up on (the database
+/// unreachable) may still run while the driver goes on.
+struct DriverView: Sendable {
+    var serving: Bool
+    var held: [Int64: UInt64]
+    var workers: WorkerRegistry
+    var queueMetrics: [String: QueueMetrics]
+    var parkedClaims: Int
+    var lastCommitAt: Int64?
 }
 
 /// What one batch did, handed back to the driver once it has committed.
 struct FleetBatch: Sendable {
     /// The database's clock when the batch began.
     let now: Int64
+    let view: DriverView
     var replies: [Authority.PendingReply] = []
     var events: [(job: Int64, event: JobEvent)] = []
     var changes: [ChangeLog.Change] = []
@@ -47,8 +60,9 @@ struct FleetBatch: Sendable {
     /// How many of `changes` the job counts already hold.
     var countedChanges = 0
 
-    init(now: Int64) {
+    init(now: Int64, view: DriverView) {
         self.now = now
+        self.view = view
     }
 
     mutating func reply(_ submission: Submission, _ outcome: Outcome) {
@@ -106,11 +120,11 @@ private struct Segment {
 }
 
 extension FleetAuthority {
-    /// Applies a batch inside its transaction. Runs while the driver awaits it, so it may
-    /// read the driver's state; what it changes, it returns, for the driver to keep once the
+    /// Applies a batch inside its transaction. It sees the driver's state only through the
+    /// work's copy, and what it changes it returns, for the driver to keep once the
     /// transaction has committed.
     func apply(_ work: FleetWork, _ tx: PostgresTransaction) async throws -> FleetBatch {
-        var batch = FleetBatch(now: try await tx.now())
+        var batch = FleetBatch(now: try await tx.now(), view: work.view)
         let monotonicNow = self.clock.monotonicMilliseconds()
         if work.heartbeat {
             try await tx.hostSeen(self.host, startedAt: self.startedAt)
@@ -177,7 +191,7 @@ extension FleetAuthority {
 
     /// Expires overdue leases (any host's) and makes due jobs ready.
     private func sweep(_ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
-        let expired = try await tx.expireOverdueLeases(limit: Self.sweepLimit) { Double.random(in: 0..<1, using: &self.random) }
+        let expired = try await tx.expireOverdueLeases(limit: Self.sweepLimit) { Double.random(in: 0..<1) }
         for job in expired {
             batch.note(
                 JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token), job: job.id, queue: job.queue, from: .running)
@@ -290,7 +304,7 @@ extension FleetAuthority {
         for ((submission, request), claim) in zip(segment.claims, leased) {
             if let claim {
                 batch.reply(submission, self.claimed(claim, id: submission.id))
-            } else if request.waitMilliseconds > 0, case .serving = self.phase {
+            } else if request.waitMilliseconds > 0, batch.view.serving {
                 batch.parking.append(
                     ParkedClaims.Waiter(
                         id: submission.id, request: request, connection: submission.connection,
@@ -489,23 +503,23 @@ extension FleetAuthority {
                     id: id, of: jobID, trail, showsTokens: self.access.showsTokens(of: job, holder: holder, to: submission.connection.peer)))
             case .metrics(let json):
                 try await self.flushCounts(&batch, tx)
-                let snapshot = MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: try await tx.jobCounts())
+                let snapshot = MetricsSnapshot(serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: try await tx.jobCounts())
                 outcome = Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:
                 let report = try await self.health(&batch, tx)
                 outcome = Outcome(line: Reply.success(id: id) { $0.health(report) })
             case .workers:
-                let running = try await tx.runningHere(Array(self.held.keys), host: self.host)
+                let running = try await tx.runningHere(Array(batch.view.held.keys), host: self.host)
                 var jobs: [UInt64: [Int64]] = [:]
-                for (job, connection) in self.held where running.contains(job) { jobs[connection, default: []].append(job) }
+                for (job, connection) in batch.view.held where running.contains(job) { jobs[connection, default: []].append(job) }
                 let hosts = try await tx.hosts(seenWithin: Self.hostAliveMilliseconds).map {
                     Reply.FleetHost(name: $0.name, startedAt: $0.startedAt, seenAt: $0.seenAt)
                 }
                 outcome = Outcome(line: Reply.workers(
-                    id: id, self.workers.all.map { ($0, (jobs[$0.connection.number] ?? []).sorted()) }, hosts: hosts))
+                    id: id, batch.view.workers.all.map { ($0, (jobs[$0.connection.number] ?? []).sorted()) }, hosts: hosts))
             case .stats:
                 try await self.flushCounts(&batch, tx)
-                outcome = Outcome(line: try await self.stats(id: id, tx))
+                outcome = Outcome(line: try await self.stats(id: id, parkedClaims: batch.view.parkedClaims, tx))
             case .backup:
                 throw BatonError(
                     .invalidArgument,
@@ -616,7 +630,7 @@ extension FleetAuthority {
         let job = try await self.requireJob(reference.jobID, tx).job
         let decision = RetryDecision.afterUnsuccessfulAttempt(
             job.attempts, maxAttempts: job.maxAttempts, retryAllowed: request.retry, retryInMilliseconds: request.retryInMilliseconds,
-            backoff: job.backoff, jitter: Double.random(in: 0..<1, using: &self.random), now: batch.now)
+            backoff: job.backoff, jitter: Double.random(in: 0..<1), now: batch.now)
         guard try await tx.markUnsuccessful(id: reference.jobID, token: reference.token, decision: decision, error: request.error) else {
             throw self.refusal(reference, try await tx.leaseFacts(of: [reference.jobID])[reference.jobID], ending: "failed")
         }
@@ -667,7 +681,7 @@ extension FleetAuthority {
 
     // MARK: Reads
 
-    private func stats(id: String?, _ tx: PostgresTransaction) async throws -> [UInt8] {
+    private func stats(id: String?, parkedClaims: Int, _ tx: PostgresTransaction) async throws -> [UInt8] {
         let counts = try await tx.jobCounts()
         var oldestReady: [String: Int64] = [:]
         for queue in counts.keys {
@@ -678,7 +692,7 @@ extension FleetAuthority {
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: now, pausedQueues: settings.paused, limits: settings.limits,
             pruned: try await tx.prunedCount(), leases: counts.values.reduce(0) { $0 + ($1[.running] ?? 0) },
-            parkedClaims: self.parked.count)
+            parkedClaims: parkedClaims)
     }
 
     /// The health checks, fleet-wide where the store is shared, from the database.
@@ -688,8 +702,8 @@ extension FleetAuthority {
         let thresholds = self.healthThresholds
         let counts = try await tx.jobCounts()
         batch.counts = counts
-        report.parkedClaims = self.parked.count
-        report.lastCommitAgeMilliseconds = self.lastCommitAt.map { max(self.clock.wallMilliseconds() - $0, 0) }
+        report.parkedClaims = batch.view.parkedClaims
+        report.lastCommitAgeMilliseconds = batch.view.lastCommitAt.map { max(self.clock.wallMilliseconds() - $0, 0) }
         report.expirySweepLagMilliseconds = try await tx.expiryLag()
         if report.expirySweepLagMilliseconds > 1_000 + Self.sweepIntervalMilliseconds {
             report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")

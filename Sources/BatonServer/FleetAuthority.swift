@@ -40,6 +40,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     /// How long one transaction may take before the database counts as unreachable.
     let transactionTimeout: Duration
     let startedAt: Int64
+    /// How often parked claims look for jobs without a wake-up: they are woken by
+    /// announcements, so this only covers a lost one (or a listener reconnecting).
+    let parkedLookMilliseconds: Int64
 
     private let mailbox = FleetMailbox()
     private var driver: Task<Void, Never>?
@@ -54,7 +57,6 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     /// The job counts as of the last commit that read them, for the metrics endpoint.
     var lastCounts: [String: [JobState: Int]] = [:]
     var lastCommitAt: Int64?
-    var random = SystemRandomNumberGenerator()
     var phase = Phase.serving
     /// Since when (wall-clock milliseconds) the database has been unreachable, and why.
     var unreachable: (since: Int64, reason: String)?
@@ -86,17 +88,16 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     static let heartbeatIntervalMilliseconds: Int64 = 5_000
     /// How long a host counts as alive after its last heartbeat.
     static let hostAliveMilliseconds: Int64 = 15_000
-    /// How often parked claims look for jobs without a wake-up: they are woken by
-    /// announcements, so this only covers a lost one (or a listener reconnecting).
-    static let parkedLookMilliseconds: Int64 = 1_000
     /// The most overdue leases one batch expires.
     static let sweepLimit = 256
 
     init(
         loop: any EventLoop, store: PostgresStore, host: String, clock: any AuthorityClock, defaults: JobDefaults,
         retention: RetentionPolicy, limits: ProtocolLimits, logger: Logger, metrics: ServerMetrics,
-        healthThresholds: HealthThresholds, access: AccessControl, transactionTimeout: Duration = .seconds(5)
+        healthThresholds: HealthThresholds, access: AccessControl, parkedLookMilliseconds: Int64 = 1_000,
+        transactionTimeout: Duration = .seconds(5)
     ) {
+        self.parkedLookMilliseconds = parkedLookMilliseconds
         self.loop = loop
         self.store = store
         self.host = host
@@ -260,7 +261,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             batch: batch, reports: reports.count, scrape: !scrapes.isEmpty, lookFor: lookFor,
             parked: self.parked.waiters.filter { $0.request.queues.contains(where: lookFor.contains) },
             sweep: now >= self.nextSweepAt, heartbeat: now >= self.nextHeartbeatAt, prune: now >= self.nextPruneAt,
-            policy: self.access.policy
+            policy: self.access.policy,
+            view: DriverView(
+                serving: { if case .serving = self.phase { true } else { false } }(), held: self.held, workers: self.workers,
+                queueMetrics: self.queueMetrics, parkedClaims: self.parked.count, lastCommitAt: self.lastCommitAt)
         )
         let started = ContinuousClock.now
         let done: FleetBatch
@@ -316,7 +320,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             self.nextPruneAt = now + (done.prunedFull ? 10 : self.retention.intervalMilliseconds)
         }
         if !work.lookFor.isEmpty || self.nextParkedLookAt == 0 {
-            self.nextParkedLookAt = now + (self.listening ? Self.parkedLookMilliseconds : Self.parkedLookMilliseconds / 4)
+            self.nextParkedLookAt = now + (self.listening ? self.parkedLookMilliseconds : self.parkedLookMilliseconds / 4)
         }
         for (connection, name) in done.workersSeen {
             self.workers.seen(connection, name: name, now: done.now)
@@ -338,7 +342,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             }
         }
         if self.parked.count > 0, self.nextParkedLookAt == .max {
-            self.nextParkedLookAt = now + Self.parkedLookMilliseconds
+            self.nextParkedLookAt = now + self.parkedLookMilliseconds
         }
         self.metrics.parkedClaims.set(self.parked.count)
         self.metrics.leases.set(self.held.count)
@@ -378,8 +382,16 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         _ batch: [Submission], reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>], reason: String
     ) {
         let refusal = BatonError(
-            .unavailable, "the job store cannot be reached (\(reason)); nothing of this request was applied: retry later")
+            .unavailable,
+            "the job store cannot be reached (\(reason)); the request was not applied, unless the store was lost as it committed: "
+                + "retry later, as after a lost connection")
         for submission in batch {
+            if case .health = submission.request {
+                // The health op answers, and its answer is that batond is failing.
+                let report = self.unreachableReport(reason)
+                submission.reply.succeed(Outcome(line: Reply.success(id: submission.id) { $0.health(report) }))
+                continue
+            }
             submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
         }
         for promise in reports { promise.succeed(self.unreachableReport(reason)) }

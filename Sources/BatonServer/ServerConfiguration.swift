@@ -18,6 +18,9 @@ public struct ServerConfiguration: Sendable {
     public var storePath: String
     /// This host's name in a fleet sharing a PostgreSQL store: unique in the fleet.
     public var hostName: String
+    /// On a PostgreSQL store, how often parked claims look for jobs without a wake-up:
+    /// they are woken by LISTEN/NOTIFY, so this only covers a lost notification.
+    public var parkedLookMilliseconds: Int64
     public var durability: Durability
     public var limits: ProtocolLimits
     public var jobDefaults: JobDefaults
@@ -64,9 +67,11 @@ public struct ServerConfiguration: Sendable {
         partialLineTimeoutMilliseconds: Int64 = 30_000,
         inputBudgetBytes: Int = 256 << 20,
         policyPath: String? = nil,
-        hostName: String = ServerConfiguration.defaultHostName
+        hostName: String = ServerConfiguration.defaultHostName,
+        parkedLookMilliseconds: Int64 = 1_000
     ) {
         self.hostName = hostName
+        self.parkedLookMilliseconds = parkedLookMilliseconds
         self.policyPath = policyPath
         self.maximumConnections = maximumConnections
         self.reservedAdminConnections = reservedAdminConnections

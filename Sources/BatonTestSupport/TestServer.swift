@@ -19,14 +19,21 @@ public final class TestServer: @unchecked Sendable {
     private var process: Process?
     private let logPath: String
 
+    /// Whether the store is this server's own, removed with it.
+    private let ownsStore: Bool
+
     /// Starts `batond` with extra command-line arguments and waits until it answers.
-    public init(arguments: [String] = [], environment: [String: String] = [:]) throws {
+    ///
+    /// - Parameter store: a store to run on that someone else owns (a database several
+    ///   servers share); by default, a new one of the server's own (``TestStore``).
+    public init(arguments: [String] = [], environment: [String: String] = [:], store: String? = nil) throws {
         let directory = FileManager.default.temporaryDirectory
             .appendingPathComponent("batond-test-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         self.directory = directory
         self.socketPath = directory.appendingPathComponent("b.sock").path
-        self.storePath = try TestStore.current.makeStore(in: directory)
+        self.storePath = try store ?? TestStore.current.makeStore(in: directory)
+        self.ownsStore = store == nil
         self.logPath = directory.appendingPathComponent("batond.log").path
         self.arguments = arguments
         self.environment = environment
@@ -39,7 +46,7 @@ public final class TestServer: @unchecked Sendable {
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(at: self.directory)
-        TestStore.current.removeStore(self.storePath)
+        if self.ownsStore { TestStore.current.removeStore(self.storePath) }
     }
 
     /// The `batond` binary: `BATOND_PATH`, else the one built beside the test bundle.
@@ -178,7 +185,7 @@ public enum TestStore: Sendable {
     }
 
     /// A new, empty store for one server.
-    func makeStore(in directory: URL) throws -> String {
+    public func makeStore(in directory: URL) throws -> String {
         switch self {
         case .sqlite:
             return directory.appendingPathComponent("store.sqlite").path
@@ -189,7 +196,7 @@ public enum TestStore: Sendable {
         }
     }
 
-    func removeStore(_ store: String) {
+    public func removeStore(_ store: String) {
         guard case .postgres(let server) = self, let name = store.split(separator: "/").last?.split(separator: "?").first else { return }
         try? Self.psql(server, "DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
     }

@@ -41,6 +41,11 @@ struct Batond: AsyncParsableCommand {
     @Option(name: .long, help: "This host's name in a fleet sharing a PostgreSQL store; unique in the fleet. Default: the host name.")
     var hostName: String = ServerConfiguration.defaultHostName
 
+    @Option(
+        name: .long,
+        help: "PostgreSQL store: how often parked claims look for jobs without a wake-up (LISTEN/NOTIFY wakes them; this covers a lost one).")
+    var parkedLookMs: Int64 = 1_000
+
     @Option(name: .long, help: "full: fsync every commit (default). normal: survive process crashes, not power loss.")
     var durability: DurabilityOption = .full
 
@@ -198,7 +203,8 @@ struct Batond: AsyncParsableCommand {
                 partialLineTimeoutMilliseconds: self.partialLineTimeoutMs,
                 inputBudgetBytes: self.inputBudgetBytes,
                 policyPath: self.policy,
-                hostName: self.hostName
+                hostName: self.hostName,
+                parkedLookMilliseconds: max(self.parkedLookMs, 10)
             ),
             logger: logger,
             events: BatonServer.ServerEvents(
