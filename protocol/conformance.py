@@ -132,15 +132,43 @@ def test_store(directory: str) -> str:
     return urllib.parse.urlsplit(server)._replace(path="/" + name).geturl()
 
 
+class ThrowawayPostgres:
+    """A PostgreSQL server of a test's own (``scripts/postgres``), which it can take down
+    and bring back without disturbing the one the other tests share."""
+
+    SCRIPT = str(HERE.parent / "scripts" / "postgres")
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mktemp(prefix="baton-pg-")
+        self._run("start")
+        # From the file the script leaves: the server inherits its standard output, so a
+        # pipe would not reach its end while the server runs.
+        with open(os.path.join(self.directory, "url")) as url:
+            self.url = url.read().strip()
+
+    def _run(self, command: str) -> None:
+        subprocess.run([self.SCRIPT, command, self.directory], stdout=subprocess.DEVNULL, check=True)
+
+    def down(self) -> None:
+        """Stops the server at once, as a crash would."""
+        self._run("down")
+
+    def up(self) -> None:
+        self._run("up")
+
+    def remove(self) -> None:
+        self._run("stop")
+
+
 class Batond:
     """A real batond on a private socket and store, for tests; it may be restarted.
 
     ``$BATOND`` names the binary (default: the repository's debug build).
     """
 
-    def __init__(self, flags: Optional[List[str]] = None) -> None:
+    def __init__(self, flags: Optional[List[str]] = None, store: Optional[str] = None) -> None:
         self.directory = tempfile.mkdtemp(prefix="baton-test-")
-        self.store = test_store(self.directory)
+        self.store = store or test_store(self.directory)
         self.socket_path = os.path.join(self.directory, "b.sock")
         self.flags = flags or []
         self.process: Optional[subprocess.Popen] = None

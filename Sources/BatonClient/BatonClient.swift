@@ -157,7 +157,17 @@ public final class BatonClient: Sendable {
                 self.logger.debug("connection lost; sending again", metadata: ["op": "\(op)"])
                 continue
             }
-            return try Self.check(reply.fields)
+            do {
+                return try Self.check(reply.fields)
+            } catch let error as BatonError
+                where ClientContract.retryLaterCodes.contains(error.code) && ClientContract.resendableOps.contains(op)
+                && ContinuousClock.now + pause < deadline
+            {
+                // "Not now": sent again after a pause, as after a lost reply (PROTOCOL.md).
+                self.logger.debug("batond cannot serve it now; sending again", metadata: ["op": "\(op)", "code": "\(error.code)"])
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .seconds(1))
+            }
         }
     }
 

@@ -20,6 +20,10 @@ public enum ClientContract {
         "heartbeat", "checkpoint", "complete", "pause_queue", "resume_queue", "set_queue",
     ]
 
+    /// Codes that mean "not now": an op safe to resend is sent again after a pause, as
+    /// after a lost reply, until the reconnect time runs out.
+    public static let retryLaterCodes: Set<BatonError.Code> = [.unavailable]
+
     /// Codes that, on a fenced op, mean the worker no longer holds the job: it stops and
     /// reports nothing more for that attempt.
     public static let leaseEndingCodes: Set<BatonError.Code> = [

@@ -191,3 +191,31 @@ struct BatonClientTests {
     }
 }
 
+
+@Suite(
+    "The Swift client while the PostgreSQL store is away",
+    .enabled(if: ProcessInfo.processInfo.environment["BATON_TEST_POSTGRES"] != nil, "needs PostgreSQL (scripts/test installs it)")
+)
+struct UnavailableStoreTests {
+    @Test("reads wait while the store is unreachable and are answered once it is back; other ops say unavailable")
+    func readsWaitOthersAreTold() async throws {
+        let postgres = try ThrowawayPostgres.start()
+        defer { postgres.remove() }
+        let server = try TestServer(store: postgres.url)
+        try await withClient(of: server) { client in
+            _ = try await client.stats()
+            try postgres.down()
+            // An enqueue may not be sent twice: the caller is told, and decides.
+            await #expect {
+                try await client.enqueue(queue: "q", payload: 1)
+            } throws: { error in
+                (error as? BatonError)?.code == .unavailable
+            }
+            async let reading = client.stats()
+            try await Task.sleep(for: .milliseconds(500))
+            try postgres.up()
+            // Answered once the store is back (it throws `unavailable` if it was not resent).
+            _ = try await reading
+        }
+    }
+}

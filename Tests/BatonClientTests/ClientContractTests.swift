@@ -35,6 +35,12 @@ struct ClientContractTests {
         #expect(Set(ClientContract.leaseEndingCodes.map(\.description)) == documented)
     }
 
+    @Test("the codes retried later are the documented ones")
+    func retryLaterCodes() throws {
+        let documented = try Self.documentedNames(under: "Codes to retry later")
+        #expect(Set(ClientContract.retryLaterCodes.map(\.description)) == documented)
+    }
+
     @Test("the socket is the explicit path, else $BATON_SOCKET, else baton-data/baton.sock")
     func socketDiscovery() {
         #expect(ClientContract.socketPath(explicit: "/a.sock", environment: ["BATON_SOCKET": "/b.sock"]) == "/a.sock")

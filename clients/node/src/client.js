@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Connection } from './connection.js';
-import { BatonError, ConnectionLost } from './errors.js';
+import { BatonError, ConnectionLost, RETRY_LATER_CODES } from './errors.js';
 
 export const DEFAULT_SOCKET = path.join('baton-data', 'baton.sock');
 
@@ -58,14 +58,23 @@ export class Client {
     for (const [name, value] of Object.entries(fields)) if (value !== undefined) message[name] = value;
     const deadline = Date.now() + this.reconnectTimeoutMs;
     let reply;
+    let pauseMs = 50;
     for (;;) {
       const connection = await this.#connect(deadline);
       try {
         reply = await connection.request(message, this.timeoutMs + (message.wait_ms ?? 0));
-        break;
       } catch (error) {
         if (!(error instanceof ConnectionLost) || !REPEATABLE.has(op) || Date.now() > deadline || this.closed) throw error;
+        continue;
       }
+      // "Not now": sent again after a pause, like a lost reply (PROTOCOL.md).
+      const code = reply.error?.code;
+      if (RETRY_LATER_CODES.has(code) && REPEATABLE.has(op) && Date.now() + pauseMs < deadline && !this.closed) {
+        await new Promise((resolve) => setTimeout(resolve, pauseMs));
+        pauseMs = Math.min(pauseMs * 2, 1000);
+        continue;
+      }
+      break;
     }
     if (!reply.ok) {
       const error = reply.error ?? {};

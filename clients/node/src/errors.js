@@ -34,4 +34,7 @@ export class RequestTimeout extends Error {
 }
 
 /** The codes after which a worker must stop working on its job. */
+// Codes after which an op safe to resend is sent again after a pause ("Codes to retry later").
+export const RETRY_LATER_CODES = new Set(['unavailable']);
+
 export const LEASE_ENDING_CODES = new Set(['lease_lost', 'cancelled', 'paused', 'invalid_transition', 'not_found', 'forbidden']);

@@ -1,7 +1,7 @@
 // Starts the real batond for a test. BATOND names the binary (default: the debug build).
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,16 +27,34 @@ function testStore(directory) {
   return url.toString();
 }
 
+/** A PostgreSQL server of a test's own (scripts/postgres), to take down and bring back. */
+export class ThrowawayPostgres {
+  constructor() {
+    this.directory = path.join(tmpdir(), `baton-pg-${randomUUID()}`);
+    this.run('start');
+    this.url = readFileSync(path.join(this.directory, 'url'), 'utf8').trim();
+  }
+
+  run(command) {
+    // Standard output ignored: the server the script starts would hold a pipe open.
+    execFileSync(path.join(ROOT, 'scripts', 'postgres'), [command, this.directory], { stdio: 'ignore' });
+  }
+
+  down() { this.run('down'); }
+  up() { this.run('up'); }
+  remove() { this.run('stop'); }
+}
+
 export class Batond {
-  constructor(flags = []) {
+  constructor(flags = [], store = undefined) {
     this.directory = mkdtempSync(path.join(tmpdir(), 'baton-node-'));
-    this.store = testStore(this.directory);
+    this.store = store ?? testStore(this.directory);
     this.socketPath = path.join(this.directory, 'b.sock');
     this.flags = flags;
   }
 
-  static async start(flags = []) {
-    const server = new Batond(flags);
+  static async start(flags = [], store = undefined) {
+    const server = new Batond(flags, store);
     await server.start();
     return server;
   }

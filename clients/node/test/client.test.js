@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import { BatonError, Client, ConnectionLost, ProtocolError, RequestTimeout } from '../src/index.js';
-import { useBatond } from './batond.js';
+import { Batond, ThrowawayPostgres, useBatond } from './batond.js';
 
 const fixture = useBatond();
 
@@ -156,4 +156,27 @@ test('a client that was connected waits for batond to come back, its socket gone
   await fixture.server.start();
   assert.ok((await stats).queues !== undefined);
   client.close();
+});
+
+test('while the store is unreachable reads wait and other ops say unavailable', { skip: !process.env.BATON_TEST_POSTGRES && 'needs PostgreSQL (scripts/test installs it)' }, async () => {
+  const postgres = new ThrowawayPostgres();
+  const server = await Batond.start([], postgres.url);
+  const client = new Client({ socketPath: server.socketPath, timeoutMs: 10000, reconnectTimeoutMs: 30000 });
+  try {
+    assert.ok('queues' in (await client.stats()));
+    postgres.down();
+    // An enqueue may not be sent twice: the caller is told, and decides.
+    await assert.rejects(client.enqueue('q', 1), (error) => error instanceof BatonError && error.code === 'unavailable');
+    let answered = null;
+    const reading = client.stats().then((stats) => { answered = stats; });
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    assert.equal(answered, null, 'a read waits while the store is away');
+    postgres.up();
+    await reading;
+    assert.ok('queues' in answered, 'and is answered once it is back');
+  } finally {
+    client.close();
+    await server.stop();
+    postgres.remove();
+  }
 });

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { DEFAULT_SOCKET, REPEATABLE } from '../src/client.js';
-import { LEASE_ENDING_CODES } from '../src/errors.js';
+import { LEASE_ENDING_CODES, RETRY_LATER_CODES } from '../src/errors.js';
 import { ROOT } from './batond.js';
 
 /** The backquoted first cells of the table under `### heading` in PROTOCOL.md. */
@@ -27,6 +27,10 @@ test('the ops resent after a lost reply are the documented ones', () => {
 
 test('the codes that stop a worker are the documented ones', () => {
   assert.deepEqual([...LEASE_ENDING_CODES].sort(), [...documentedNames('Codes that end a lease')].sort());
+});
+
+test('the codes retried later are the documented ones', () => {
+  assert.deepEqual([...RETRY_LATER_CODES].sort(), [...documentedNames('Codes to retry later')].sort());
 });
 
 test('the default socket is the documented one', () => {

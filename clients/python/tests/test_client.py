@@ -110,6 +110,33 @@ def test_with_batond_down_a_request_fails_once_the_reconnect_time_is_up(batond, 
         client.enqueue("q", 1)
 
 
+@pytest.mark.skipif(not os.environ.get("BATON_TEST_POSTGRES"), reason="needs PostgreSQL (scripts/test installs it)")
+def test_while_the_store_is_unreachable_reads_wait_and_other_ops_say_unavailable():
+    from conformance import Batond, ThrowawayPostgres
+
+    postgres = ThrowawayPostgres()
+    server = Batond(store=postgres.url)
+    try:
+        with Client(server.socket_path, timeout=10, reconnect_timeout=30) as client:
+            assert "queues" in client.stats()
+            postgres.down()
+            # An enqueue may not be sent twice: the caller is told, and decides.
+            with pytest.raises(BatonError) as refused:
+                client.enqueue("q", 1)
+            assert refused.value.code == "unavailable"
+            answered = []
+            reader = threading.Thread(target=lambda: answered.append(client.stats()))
+            reader.start()
+            time.sleep(0.5)
+            assert not answered, "a read waits while the store is away"
+            postgres.up()
+            reader.join(30)
+            assert answered and "queues" in answered[0], "and is answered once it is back"
+    finally:
+        server.stop()
+        postgres.remove()
+
+
 def test_a_path_with_no_socket_fails_at_once_naming_it(tmp_path):
     missing = str(tmp_path / "nothing.sock")
     # With the default 30 s of reconnecting, only an immediate refusal names the path so.

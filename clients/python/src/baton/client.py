@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
 from .connection import Connection
-from .errors import BatonError, ConnectionLost
+from .errors import RETRY_LATER_CODES, BatonError, ConnectionLost
 
 DEFAULT_SOCKET = os.path.join("baton-data", "baton.sock")
 
@@ -99,14 +99,22 @@ class Client:
                 message[name] = None if value is NULL else value
         wait = (message.get("wait_ms") or 0) / 1000
         deadline = time.monotonic() + self.reconnect_timeout
+        pause = 0.05
         while True:
             connection = self._connect(deadline)
             try:
                 reply = connection.request(message, self.timeout + wait)
-                break
             except ConnectionLost:
                 if op not in REPEATABLE or time.monotonic() > deadline or self._closed:
                     raise
+                continue
+            code = (reply.get("error") or {}).get("code")
+            # "Not now": sent again after a pause, like a lost reply (PROTOCOL.md).
+            if code in RETRY_LATER_CODES and op in REPEATABLE and time.monotonic() + pause < deadline and not self._closed:
+                time.sleep(pause)
+                pause = min(pause * 2, 1.0)
+                continue
+            break
         if not reply["ok"]:
             error = reply.get("error") or {}
             raise BatonError(str(error.get("code", "internal")), str(error.get("message", "")), error.get("state"))

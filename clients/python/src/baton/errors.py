@@ -24,4 +24,7 @@ class ProtocolError(Exception):
     """batond sent something that is not a valid reply; the connection is closed."""
 
 
+# Codes after which an op safe to resend is sent again after a pause ("Codes to retry later").
+RETRY_LATER_CODES = frozenset({"unavailable"})
+
 LEASE_ENDING_CODES = frozenset({"lease_lost", "cancelled", "paused", "invalid_transition", "not_found", "forbidden"})
