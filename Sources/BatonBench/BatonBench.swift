@@ -20,8 +20,13 @@ struct BatonBench: ParsableCommand {
         abstract: "Measure a running batond: full enqueue → claim → complete cycles, and wake-up latency."
     )
 
-    @Option(help: "The batond socket.")
-    var socket: String = "baton-data/baton.sock"
+    @Option(
+        help: """
+            A batond socket; give it once per host to drive a fleet sharing a PostgreSQL store. \
+            Connections are spread over the sockets in turn, and the latency run's worker parks \
+            on the last socket while its producer enqueues on the first: a wake-up across hosts.
+            """)
+    var socket: [String] = ["baton-data/baton.sock"]
 
     @Option(help: "Producer connections.")
     var producers: Int = 8
@@ -83,18 +88,21 @@ struct BatonBench: ParsableCommand {
         let shared = SharedProgress(jobs: total)
         var agents: [[Agent]] = Array(repeating: [], count: max(self.threads, 1))
         for index in 0..<self.producers {
-            let agent = Producer(connection: try LineConnection(path: self.socket), queue: self.queue, jobs: perProducer, window: self.window)
+            let agent = Producer(
+                connection: try LineConnection(path: self.socket[index % self.socket.count]), queue: self.queue, jobs: perProducer,
+                window: self.window)
             agents[index % agents.count].append(agent)
         }
         for index in 0..<self.workers {
             let agent = Worker(
-                connection: try LineConnection(path: self.socket), queue: self.queue, pipelined: self.window > 1,
+                connection: try LineConnection(path: self.socket[index % self.socket.count]), queue: self.queue,
+                pipelined: self.window > 1,
                 combined: self.completeAndClaim, progress: shared
             )
             agents[(self.producers + index) % agents.count].append(agent)
         }
-        let observer = try LineConnection(path: self.socket)
-        let commitsBefore = try CommitTotals(from: observer)
+        let observers = try self.socket.map { try LineConnection(path: $0) }
+        let commitsBefore = try CommitTotals(from: observers)
         let started = monotonicNanoseconds()
         let group = DispatchGroup()
         let failures = Failures()
@@ -116,7 +124,7 @@ struct BatonBench: ParsableCommand {
         )
         print(String(format: "  %.0f cycles/s (enqueue → claim → complete, %.2f s)", Double(total) / seconds, seconds))
         print("  enqueue-to-claim latency: \(percentiles(latencies))")
-        let commits = try CommitTotals(from: observer) - commitsBefore
+        let commits = try CommitTotals(from: observers) - commitsBefore
         if commits.commits > 0, commits.batches > 0 {
             print(
                 String(
@@ -129,8 +137,8 @@ struct BatonBench: ParsableCommand {
     }
 
     private func idleWorkerLatency() throws {
-        let producer = try LineConnection(path: self.socket)
-        let worker = try LineConnection(path: self.socket)
+        let producer = try LineConnection(path: self.socket[0])
+        let worker = try LineConnection(path: self.socket[self.socket.count - 1])
         var latencies: [Int64] = []
         latencies.reserveCapacity(self.latencyJobs)
         for _ in 0..<self.latencyJobs {
@@ -150,7 +158,9 @@ struct BatonBench: ParsableCommand {
             _ = try worker.readLine()
         }
         latencies.sort()
-        print("idle parked worker: \(self.latencyJobs) jobs, one at a time")
+        print(
+            "idle parked worker: \(self.latencyJobs) jobs, one at a time"
+                + (self.socket.count > 1 ? ", parked on another host than the producer's" : ""))
         print("  enqueue-to-claim latency: \(percentiles(latencies))")
     }
 }
@@ -298,16 +308,19 @@ private struct CommitTotals {
 
     init() {}
 
-    init(from connection: LineConnection) throws {
-        try connection.send(#"{"op":"metrics","format":"json"}"# + "\n")
-        let reply = try JSONSerialization.jsonObject(with: Data(connection.readLine().utf8)) as? [String: Any]
-        for histogram in reply?["histograms"] as? [[String: Any]] ?? [] {
-            let count = (histogram["count"] as? NSNumber)?.doubleValue ?? 0
-            let sum = (histogram["sum"] as? NSNumber)?.doubleValue ?? 0
-            switch histogram["name"] as? String {
-            case "baton_commit_seconds": (self.commits, self.seconds) = (count, sum)
-            case "baton_commit_batch_size": (self.batches, self.requests) = (count, sum)
-            default: break
+    /// The totals of every host.
+    init(from connections: [LineConnection]) throws {
+        for connection in connections {
+            try connection.send(#"{"op":"metrics","format":"json"}"# + "\n")
+            let reply = try JSONSerialization.jsonObject(with: Data(connection.readLine().utf8)) as? [String: Any]
+            for histogram in reply?["histograms"] as? [[String: Any]] ?? [] {
+                let count = (histogram["count"] as? NSNumber)?.doubleValue ?? 0
+                let sum = (histogram["sum"] as? NSNumber)?.doubleValue ?? 0
+                switch histogram["name"] as? String {
+                case "baton_commit_seconds": (self.commits, self.seconds) = (self.commits + count, self.seconds + sum)
+                case "baton_commit_batch_size": (self.batches, self.requests) = (self.batches + count, self.requests + sum)
+                default: break
+                }
             }
         }
     }

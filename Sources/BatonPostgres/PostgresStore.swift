@@ -93,8 +93,8 @@ public final class PostgresStore: @unchecked Sendable {
     ///
     /// Giving up cancels the transaction and returns at once, without waiting for it to
     /// wind down: `body` must not touch anything the caller goes on to change. A
-    /// transaction given up on is rolled back unless its COMMIT had already been sent, which
-    /// no client can tell apart; the caller must say so.
+    /// transaction given up on rolls back when its body returns, unless its COMMIT had
+    /// already been sent, which no client can tell apart; the caller must say so.
     ///
     /// - Throws: ``PostgresUnavailable`` when the time ran out or the database could not
     ///   be reached, and whatever `body` threw otherwise.
@@ -114,7 +114,13 @@ public final class PostgresStore: @unchecked Sendable {
             let timer = NIOLockedValueBox<Task<Void, any Error>?>(nil)
             let work = Task {
                 do {
-                    let value = try await self.write(body)
+                    let value = try await self.write { tx in
+                        let value = try await body(tx)
+                        // Given up on while it ran: roll back rather than commit what the
+                        // caller was told did not happen.
+                        try Task.checkCancellation()
+                        return value
+                    }
                     finish(.success(value))
                 } catch let error where Self.isUnreachable(error) {
                     finish(.failure(PostgresUnavailable("\(self.location) is unreachable: \(error)")))
@@ -131,6 +137,13 @@ public final class PostgresStore: @unchecked Sendable {
                 }
             }
         }
+    }
+
+    /// Whether `error` is PostgreSQL giving up on a transaction that ran into another (a
+    /// deadlock, or a serialization failure): rolled back whole, it may simply run again.
+    public static func isConflict(_ error: any Error) -> Bool {
+        guard let error = error as? PSQLError, let state = error.serverInfo?[.sqlState] else { return false }
+        return state == "40P01" || state == "40001"
     }
 
     /// Whether `error` says the database could not be reached or the connection was lost,

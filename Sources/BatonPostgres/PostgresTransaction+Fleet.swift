@@ -24,6 +24,41 @@ extension PostgresTransaction {
             """, logger: self.logger)
     }
 
+    /// The end of a batch in one statement: its events recorded (``recordEvents(_:)``), its
+    /// moves added to `host`'s job counts (``addToCounts(host:_:)``) and the queues that
+    /// gained ready jobs announced (``announceReady(_:)``).
+    public func finishBatch(
+        host: String, events: [(job: Int64, event: JobEvent)], counts deltas: [(queue: String, state: JobState, delta: Int64)],
+        ready: Set<String>
+    ) async throws {
+        let moved = deltas.filter { $0.delta != 0 }
+        guard !events.isEmpty || !moved.isEmpty || !ready.isEmpty else { return }
+        try await self.connection.query(
+            """
+            WITH recorded AS (
+                INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail)
+                SELECT job, nextval('baton_events'), at, event, state, nullif(token, -1), nullif(pid, -1)::integer,
+                    CASE WHEN has_detail THEN detail END
+                FROM unnest(\(events.map(\.job))::bigint[], \(events.map(\.event.at))::bigint[],
+                    \(events.map(\.event.kind.rawValue))::text[], \(events.map(\.event.state.rawValue))::text[],
+                    \(events.map { $0.event.token?.rawValue ?? -1 })::bigint[], \(events.map { Int64($0.event.peerPID ?? -1) })::bigint[],
+                    \(events.map { $0.event.detail ?? "" })::text[], \(events.map { $0.event.detail != nil })::boolean[]
+                ) WITH ORDINALITY AS e(job, at, event, state, token, pid, detail, has_detail, n)
+                ORDER BY n
+            ),
+            counted AS (
+                INSERT INTO job_counts (host, queue, state, n)
+                SELECT \(host), queue, state, sum(delta)
+                FROM unnest(\(moved.map(\.queue))::text[], \(moved.map(\.state.rawValue))::text[], \(moved.map(\.delta))::bigint[])
+                    AS d(queue, state, delta)
+                GROUP BY queue, state
+                ORDER BY queue, state
+                ON CONFLICT (host, queue, state) DO UPDATE SET n = job_counts.n + excluded.n
+            )
+            SELECT pg_notify(\(PostgresStore.readyChannel), queue) FROM unnest(\(Array(ready))::text[]) AS q(queue)
+            """, logger: self.logger)
+    }
+
     /// A job's recorded events, oldest first.
     public func events(of job: Int64) async throws -> [JobEvent] {
         let rows = try await self.connection.query(
@@ -57,6 +92,8 @@ extension PostgresTransaction {
             FROM unnest(\(moved.map(\.queue))::text[], \(moved.map(\.state.rawValue))::text[], \(moved.map(\.delta))::bigint[])
                 AS d(queue, state, delta)
             GROUP BY queue, state
+            -- In one order, so that two of a host's batches committing at once never deadlock.
+            ORDER BY queue, state
             ON CONFLICT (host, queue, state) DO UPDATE SET n = job_counts.n + excluded.n
             """, logger: self.logger)
     }

@@ -162,9 +162,11 @@ extension FleetAuthority {
         }
         try await self.flush(&segment, &batch, tx, monotonicNow: monotonicNow)
         try await self.serveParked(work, &batch, tx)
-        try await tx.recordEvents(batch.events)
-        try await self.flushCounts(&batch, tx)
-        try await tx.announceReady(batch.readyQueues)
+        try await tx.finishBatch(
+            host: self.host, events: batch.events, counts: Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned),
+            ready: batch.readyQueues)
+        batch.countedChanges = batch.changes.count
+        batch.pruned.removeAll()
         if work.reports > 0 {
             let report = try await self.health(&batch, tx)
             batch.reports = Array(repeating: report, count: work.reports)

@@ -37,7 +37,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     let healthThresholds: HealthThresholds
     let changeLog: ChangeLog
     let access: AccessControl
-    /// How long one transaction may take before the database counts as unreachable.
+    /// How long one transaction may take before the database counts as unreachable: long
+    /// enough for a slow disk's fsync, since a commit given up on is in doubt.
     let transactionTimeout: Duration
     let startedAt: Int64
     /// How often parked claims look for jobs without a wake-up: they are woken by
@@ -72,6 +73,19 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     var nextHeartbeatAt: Int64 = 0
     var nextPruneAt: Int64 = 0
     var nextParkedLookAt: Int64 = .max
+    /// Requests not yet in a batch.
+    var waiting: [Submission] = []
+    var reports: [EventLoopPromise<HealthReport>] = []
+    var scrapes: [EventLoopPromise<MetricsSnapshot>] = []
+    var drained: [EventLoopPromise<Void>] = []
+    var closing: EventLoopPromise<Void>?
+    /// Batches running now, and the connections with requests in them (with how many).
+    var inFlight = 0
+    var busyConnections: [UInt64: Int] = [:]
+    /// Connections that closed while batches ran, whose lent parked claims are not taken back.
+    var closedMeanwhile: Set<UInt64> = []
+    /// Whether a batch running now does the chores, which one batch at a time does.
+    var choresInFlight = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: Int64 = .max
 
@@ -84,6 +98,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     /// How often a host looks for overdue leases and due jobs when it knows of none sooner:
     /// the bound on how late a dead host's leases expire.
     static let sweepIntervalMilliseconds: Int64 = 250
+    /// Transactions one host runs at once: while one commits, the next applies, on
+    /// another pooled connection.
+    static let batchesInFlight = 2
     /// How often a host records that it is alive.
     static let heartbeatIntervalMilliseconds: Int64 = 5_000
     /// How long a host counts as alive after its last heartbeat.
@@ -95,7 +112,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         loop: any EventLoop, store: PostgresStore, host: String, clock: any AuthorityClock, defaults: JobDefaults,
         retention: RetentionPolicy, limits: ProtocolLimits, logger: Logger, metrics: ServerMetrics,
         healthThresholds: HealthThresholds, access: AccessControl, parkedLookMilliseconds: Int64 = 1_000,
-        transactionTimeout: Duration = .seconds(5)
+        transactionTimeout: Duration = .seconds(15)
     ) {
         self.parkedLookMilliseconds = parkedLookMilliseconds
         self.loop = loop
@@ -173,36 +190,33 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
 
     // MARK: The driver
 
-    /// Takes the mailbox's letters and applies what they ask, one batch at a time, until the
-    /// store is closed.
+    /// Takes the mailbox's letters and starts batches for what they ask, up to
+    /// ``batchesInFlight`` at a time, until the store is closed.
     private func drive() async {
         while true {
-            let letters = await self.mailbox.take()
-            var batch: [Submission] = []
-            var reports: [EventLoopPromise<HealthReport>] = []
-            var scrapes: [EventLoopPromise<MetricsSnapshot>] = []
-            var drained: [EventLoopPromise<Void>] = []
-            var closing: EventLoopPromise<Void>?
-            for letter in letters {
+            for letter in await self.mailbox.take() {
                 switch letter {
                 case .submissions(let submissions):
                     if case .serving = self.phase {
-                        batch += submissions
+                        self.waiting += submissions
                     } else {
                         for submission in submissions {
                             submission.reply.succeed(
                                 Outcome(line: Reply.failure(id: submission.id, BatonError(.shuttingDown, "batond is stopping"))))
                         }
                     }
+                case .finished(let finished):
+                    self.finished(finished)
                 case .closed(let connection):
                     self.workers.disconnected(connection)
                     for waiter in self.parked.removeAll(of: connection) {
                         waiter.reply.succeed(Outcome(line: []))
                     }
+                    if self.inFlight > 0 { self.closedMeanwhile.insert(connection.number) }
                 case .health(let promise):
-                    reports.append(promise)
+                    self.reports.append(promise)
                 case .scrape(let promise):
-                    scrapes.append(promise)
+                    self.scrapes.append(promise)
                 case .announced(let queue):
                     self.announced.insert(queue)
                 case .listening(let listening):
@@ -217,83 +231,161 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                     for waiter in self.parked.removeAll() {
                         waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
                     }
-                    drained.append(promise)
+                    self.drained.append(promise)
                 case .close(let promise):
-                    closing = promise
+                    self.closing = promise
                 }
             }
-            await self.step(batch, reports: reports, scrapes: scrapes)
-            for promise in drained { promise.succeed(()) }
-            if let closing {
-                self.timer?.cancel()
-                self.listener?.cancel()
-                await self.listener?.value
-                await self.store.close()
-                closing.succeed(())
-                return
+            while self.inFlight < Self.batchesInFlight, self.startBatch() {}
+            if self.inFlight == 0 {
+                self.closedMeanwhile.removeAll()
+                if self.waiting.isEmpty {
+                    // Everything taken before the drain has committed and been answered.
+                    for promise in self.drained { promise.succeed(()) }
+                    self.drained.removeAll()
+                }
+                if let closing = self.closing {
+                    self.timer?.cancel()
+                    self.listener?.cancel()
+                    await self.listener?.value
+                    await self.store.close()
+                    closing.succeed(())
+                    return
+                }
             }
             self.scheduleTimer()
         }
     }
 
-    /// Runs one batch if anything asks for one: requests, a health or metrics request, a chore
-    /// that is due, or jobs announced where claims are parked.
-    private func step(
-        _ batch: [Submission], reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>]
-    ) async {
+    /// Starts a batch if anything asks for one: requests, a health or metrics request, a
+    /// chore that is due, or jobs announced where claims are parked.
+    ///
+    /// A connection's requests never run in two batches at once: one that has requests in
+    /// a batch in flight waits for it, so its requests apply in the order it sent them.
+    /// The parked claims are lent to the batch, which serves what it can and hands the rest
+    /// back.
+    ///
+    /// - Returns: whether it started one.
+    private func startBatch() -> Bool {
         let now = self.clock.monotonicMilliseconds()
         for waiter in self.parked.removeTimedOut(now: now) {
             waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
+        }
+        var batch: [Submission] = []
+        var deferred: [Submission] = []
+        for submission in self.waiting {
+            if self.busyConnections[submission.connection.number] != nil {
+                deferred.append(submission)
+            } else {
+                batch.append(submission)
+            }
         }
         var lookFor = self.announced.filter { queue in self.parked.waiters.contains { $0.request.queues.contains(queue) } }
         if !self.parked.isEmpty, now >= self.nextParkedLookAt {
             // The slow look: every parked queue, in case an announcement was lost.
             for waiter in self.parked.waiters { lookFor.formUnion(waiter.request.queues) }
         }
-        let choresDue = now >= self.nextSweepAt || now >= self.nextHeartbeatAt || now >= self.nextPruneAt
-        guard !batch.isEmpty || !reports.isEmpty || !scrapes.isEmpty || choresDue || !lookFor.isEmpty else { return }
+        let chores = !self.choresInFlight && (now >= self.nextSweepAt || now >= self.nextHeartbeatAt || now >= self.nextPruneAt)
+        guard !batch.isEmpty || !self.reports.isEmpty || !self.scrapes.isEmpty || chores || !lookFor.isEmpty else { return false }
+        self.waiting = deferred
+        let (reports, scrapes) = (self.reports, self.scrapes)
+        self.reports.removeAll()
+        self.scrapes.removeAll()
         if let unreachable = self.unreachable, now < self.retryAt {
-            // Not yet time to try the database again: answer at once.
-            return self.refuse(batch, reports: reports, scrapes: scrapes, reason: unreachable.reason)
+            // Not yet time to try the database again: answer at once, and start nothing.
+            self.refuse(batch, reports: reports, scrapes: scrapes, reason: unreachable.reason)
+            return false
         }
         self.announced.removeAll()
+        let lent = self.parked.removeAll()
         let work = FleetWork(
             batch: batch, reports: reports.count, scrape: !scrapes.isEmpty, lookFor: lookFor,
-            parked: self.parked.waiters.filter { $0.request.queues.contains(where: lookFor.contains) },
-            sweep: now >= self.nextSweepAt, heartbeat: now >= self.nextHeartbeatAt, prune: now >= self.nextPruneAt,
+            parked: lent,
+            sweep: chores && now >= self.nextSweepAt, heartbeat: chores && now >= self.nextHeartbeatAt,
+            prune: chores && now >= self.nextPruneAt,
             policy: self.access.policy,
             view: DriverView(
                 serving: { if case .serving = self.phase { true } else { false } }(), held: self.held, workers: self.workers,
-                queueMetrics: self.queueMetrics, parkedClaims: self.parked.count, lastCommitAt: self.lastCommitAt)
+                queueMetrics: self.queueMetrics, parkedClaims: lent.count,
+                lastCommitAt: self.lastCommitAt)
         )
+        self.inFlight += 1
+        if chores { self.choresInFlight = true }
+        for submission in batch { self.busyConnections[submission.connection.number, default: 0] += 1 }
         let started = ContinuousClock.now
-        let done: FleetBatch
-        do {
-            done = try await self.store.write(timeout: self.transactionTimeout) { tx in
-                try await self.apply(work, tx)
+        let mailbox = self.mailbox
+        Task {
+            var outcome: FinishedBatch.Outcome
+            var attempt = 1
+            while true {
+                do {
+                    outcome = .committed(try await self.store.write(timeout: self.transactionTimeout) { tx in try await self.apply(work, tx) })
+                } catch let error as PostgresUnavailable {
+                    outcome = .unreachable(error.description)
+                } catch where PostgresStore.isConflict(error) && attempt < 3 {
+                    // Rolled back whole, as if never sent: run it again.
+                    attempt += 1
+                    continue
+                } catch {
+                    // PostgreSQL's errors describe themselves only when reflected.
+                    outcome = .failed(String(reflecting: error))
+                }
+                break
             }
-        } catch let error as PostgresUnavailable {
-            self.lostTheDatabase(error.description)
-            return self.refuse(batch, reports: reports, scrapes: scrapes, reason: error.description)
-        } catch {
+            mailbox.post(.finished(FinishedBatch(work: work, reports: reports, scrapes: scrapes, started: started, outcome: outcome)))
+        }
+        return true
+    }
+
+    /// A batch has committed, or failed: answer it, and keep what it changed.
+    private func finished(_ finished: FinishedBatch) {
+        let work = finished.work
+        self.inFlight -= 1
+        if work.sweep || work.heartbeat || work.prune { self.choresInFlight = false }
+        for submission in work.batch {
+            let connection = submission.connection.number
+            self.busyConnections[connection]! -= 1
+            if self.busyConnections[connection] == 0 { self.busyConnections.removeValue(forKey: connection) }
+        }
+        switch finished.outcome {
+        case .committed(let done):
+            if let unreachable = self.unreachable {
+                self.logger.notice(
+                    "PostgreSQL answers again",
+                    metadata: ["unreachable.ms": "\(max(self.clock.wallMilliseconds() - unreachable.since, 0))"])
+                self.unreachable = nil
+                self.retryBackoff = 50
+            }
+            self.committed(done, started: finished.started, work: work, reports: finished.reports, scrapes: finished.scrapes)
+        case .unreachable(let reason):
+            self.giveBack(work.parked)
+            self.lostTheDatabase(reason)
+            self.refuse(work.batch, reports: finished.reports, scrapes: finished.scrapes, reason: reason)
+        case .failed(let error):
             // The transaction rolled back whole: nothing of the batch applied. Say so, and go on.
+            self.giveBack(work.parked)
             self.logger.error("a batch failed and was rolled back", metadata: ["error": "\(error)"])
             let refusal = BatonError(.internal, "the batch failed and was rolled back, nothing of it applied: \(error)")
-            for submission in batch {
+            for submission in work.batch {
                 submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
             }
-            for promise in reports { promise.succeed(self.unreachableReport("a batch failed: \(error)")) }
-            for promise in scrapes { promise.succeed(self.metricsSnapshot()) }
-            return
+            for promise in finished.reports { promise.succeed(self.unreachableReport("a batch failed: \(error)")) }
+            for promise in finished.scrapes { promise.succeed(self.metricsSnapshot()) }
         }
-        if let unreachable = self.unreachable {
-            self.logger.notice(
-                "PostgreSQL answers again",
-                metadata: ["unreachable.ms": "\(max(self.clock.wallMilliseconds() - unreachable.since, 0))"])
-            self.unreachable = nil
-            self.retryBackoff = 50
+    }
+
+    /// Parks again the claims a batch was lent and did not serve, ahead of newer ones;
+    /// those whose connection closed meanwhile are dropped, and all are answered `job: null`
+    /// once batond is stopping.
+    private func giveBack(_ waiters: [ParkedClaims.Waiter]) {
+        let kept = waiters.filter { waiter in
+            guard case .serving = self.phase, !self.closedMeanwhile.contains(waiter.connection.number) else {
+                waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
+                return false
+            }
+            return true
         }
-        self.committed(done, started: started, work: work, reports: reports, scrapes: scrapes)
+        self.parked.restore(kept)
     }
 
     /// What a committed batch leaves behind: replies, parked claims, workers, metrics.
@@ -331,9 +423,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         for (job, connection) in done.granted { self.held[job] = connection }
         for job in done.ended { self.held.removeValue(forKey: job) }
         let served = Set(done.servedParked.map { ObjectIdentifier($0.reply.futureResult) })
-        if !served.isEmpty {
-            _ = self.parked.remove { served.contains(ObjectIdentifier($0.reply.futureResult)) }
-        }
+        self.giveBack(work.parked.filter { !served.contains(ObjectIdentifier($0.reply.futureResult)) })
         for waiter in done.parking {
             if case .serving = self.phase {
                 self.parked.park(waiter)
@@ -466,6 +556,8 @@ final class FleetMailbox: Sendable {
         case listening(Bool)
         /// A timer: something may be due.
         case tick
+        /// A batch committed or failed.
+        case finished(FinishedBatch)
     }
 
     private struct State {
@@ -508,4 +600,19 @@ final class FleetMailbox: Sendable {
             return state.letters
         }
     }
+}
+
+/// A batch that has run, with what it was given and how it ended.
+struct FinishedBatch: Sendable {
+    enum Outcome: Sendable {
+        case committed(FleetBatch)
+        case unreachable(String)
+        case failed(String)
+    }
+
+    var work: FleetWork
+    var reports: [EventLoopPromise<HealthReport>]
+    var scrapes: [EventLoopPromise<MetricsSnapshot>]
+    var started: ContinuousClock.Instant
+    var outcome: Outcome
 }

@@ -25,6 +25,11 @@ struct ParkedClaims {
         self.waiters.append(waiter)
     }
 
+    /// Parks again waiters taken out earlier, oldest first, ahead of any parked since.
+    mutating func restore(_ waiters: [Waiter]) {
+        self.waiters.insert(contentsOf: waiters, at: self.waiters.startIndex)
+    }
+
     /// The earliest deadline among the waiters.
     var nextDeadline: Int64? {
         // Waiters are few (one per idle worker); a scan is cheaper than keeping a heap in step.

@@ -137,7 +137,7 @@ struct FleetTests {
         }
         let completions = tally.completions
         #expect(tally.refusals.isEmpty)
-        #expect(completions.count == 1_000, "\(completions.count) completions")
+        #expect(completions.count == 1_000, "\(completions.count) completions; \(fleet.hosts.map(\.log).joined(separator: "\n"))")
         #expect(Set(completions).count == 1_000, "no job completed twice")
         let stats = try fleet[2].connect().request(["op": "stats"])
         let drain = (stats.object("queues")?["drain"]) as? [String: Any]
