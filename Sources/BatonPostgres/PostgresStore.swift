@@ -183,6 +183,19 @@ public final class PostgresStore: @unchecked Sendable {
         }
     }
 
+    /// Tells every host's listener that `queues` gained ready jobs, outside any transaction:
+    /// for jobs already committed.
+    ///
+    /// PostgreSQL serializes the commits of transactions that notify, fsync included, across
+    /// the whole server; a batch that notified in its own transaction would stop every other
+    /// host's commits from sharing a flush. Notified after the commit, a wake-up costs one
+    /// small statement off the batch's path.
+    public func announceReady(_ queues: Set<String>) async throws {
+        guard !queues.isEmpty else { return }
+        try await self.client.query(
+            "SELECT pg_notify(\(Self.readyChannel), queue) FROM unnest(\(Array(queues))::text[]) AS q(queue)", logger: self.logger)
+    }
+
     /// The schema versions applied to the database, oldest first.
     public func schemaVersions() async throws -> [Int] {
         var versions: [Int] = []

@@ -162,9 +162,10 @@ extension FleetAuthority {
         }
         try await self.flush(&segment, &batch, tx, monotonicNow: monotonicNow)
         try await self.serveParked(work, &batch, tx)
+        // The wake-ups go out once the batch has committed (FleetAuthority.announce).
         try await tx.finishBatch(
             host: self.host, events: batch.events, counts: Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned),
-            ready: batch.readyQueues)
+            ready: [])
         batch.countedChanges = batch.changes.count
         batch.pruned.removeAll()
         if work.reports > 0 {

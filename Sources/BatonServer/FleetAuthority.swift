@@ -46,6 +46,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     let parkedLookMilliseconds: Int64
 
     private let mailbox = FleetMailbox()
+    private lazy var announcer = ReadyAnnouncer(store: self.store, logger: self.logger)
     private var driver: Task<Void, Never>?
     private var listener: Task<Void, Never>?
 
@@ -441,6 +442,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             self.queueMetrics[queue, default: QueueMetrics()].count(change)
         }
         self.changeLog.write(done.changes)
+        self.announcer.announce(done.readyQueues)
         for reply in done.replies {
             reply.sink.succeed(reply.outcome)
         }
@@ -615,4 +617,48 @@ struct FinishedBatch: Sendable {
     var scrapes: [EventLoopPromise<MetricsSnapshot>]
     var started: ContinuousClock.Instant
     var outcome: Outcome
+}
+
+/// Sends the wake-ups of committed batches to every host, one statement at a time: queues
+/// that gain jobs while one is on its way go together in the next.
+final class ReadyAnnouncer: Sendable {
+    private let store: PostgresStore
+    private let logger: Logger
+    private struct State {
+        var pending: Set<String> = []
+        var sending = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    init(store: PostgresStore, logger: Logger) {
+        self.store = store
+        self.logger = logger
+    }
+
+    func announce(_ queues: Set<String>) {
+        guard !queues.isEmpty else { return }
+        let start = self.state.withLockedValue { state -> Bool in
+            state.pending.formUnion(queues)
+            guard !state.sending else { return false }
+            state.sending = true
+            return true
+        }
+        guard start else { return }
+        Task {
+            while true {
+                let queues = self.state.withLockedValue { state -> Set<String> in
+                    defer { state.pending.removeAll() }
+                    if state.pending.isEmpty { state.sending = false }
+                    return state.pending
+                }
+                guard !queues.isEmpty else { return }
+                do {
+                    try await self.store.announceReady(queues)
+                } catch {
+                    // Parked claims elsewhere find the jobs by their slow look instead.
+                    self.logger.debug("a wake-up was not sent", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
 }
