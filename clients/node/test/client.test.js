@@ -161,7 +161,8 @@ test('a client that was connected waits for batond to come back, its socket gone
 test('while the store is unreachable reads wait and other ops say unavailable', { skip: !process.env.BATON_TEST_POSTGRES && 'needs PostgreSQL (scripts/test installs it)' }, async () => {
   const postgres = new ThrowawayPostgres();
   const server = await Batond.start([], postgres.url);
-  const client = new Client({ socketPath: server.socketPath, timeoutMs: 10000, reconnectTimeoutMs: 30000 });
+  // The first request after the loss may wait out batond's 15 s before it gives up.
+  const client = new Client({ socketPath: server.socketPath, timeoutMs: 30000, reconnectTimeoutMs: 30000 });
   try {
     assert.ok('queues' in (await client.stats()));
     postgres.down();

@@ -117,7 +117,8 @@ def test_while_the_store_is_unreachable_reads_wait_and_other_ops_say_unavailable
     postgres = ThrowawayPostgres()
     server = Batond(store=postgres.url)
     try:
-        with Client(server.socket_path, timeout=10, reconnect_timeout=30) as client:
+        # The first request after the loss may wait out batond's 15 s before it gives up.
+        with Client(server.socket_path, timeout=30, reconnect_timeout=30) as client:
             assert "queues" in client.stats()
             postgres.down()
             # An enqueue may not be sent twice: the caller is told, and decides.
