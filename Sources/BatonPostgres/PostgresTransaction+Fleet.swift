@@ -8,20 +8,7 @@ extension PostgresTransaction {
     /// Records a batch's state changes with one statement, numbered from the fleet's event
     /// sequence in the order given.
     public func recordEvents(_ events: [(job: Int64, event: JobEvent)]) async throws {
-        guard !events.isEmpty else { return }
-        // Absent tokens, pids and details travel as sentinels (-1, -1, and a detail flag).
-        try await self.connection.query(
-            """
-            INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail)
-            SELECT job, nextval('baton_events'), at, event, state, nullif(token, -1), nullif(pid, -1)::integer,
-                CASE WHEN has_detail THEN detail END
-            FROM unnest(\(events.map(\.job))::bigint[], \(events.map(\.event.at))::bigint[],
-                \(events.map(\.event.kind.rawValue))::text[], \(events.map(\.event.state.rawValue))::text[],
-                \(events.map { $0.event.token?.rawValue ?? -1 })::bigint[], \(events.map { Int64($0.event.peerPID ?? -1) })::bigint[],
-                \(events.map { $0.event.detail ?? "" })::text[], \(events.map { $0.event.detail != nil })::boolean[]
-            ) WITH ORDINALITY AS e(job, at, event, state, token, pid, detail, has_detail, n)
-            ORDER BY n
-            """, logger: self.logger)
+        try await self.finishBatch(host: "", events: events, counts: [], ready: [])
     }
 
     /// The end of a batch in one statement: its events recorded (``recordEvents(_:)``), its
