@@ -75,6 +75,10 @@ enum PostgresSchema {
                     started_at bigint,
                     finished_at bigint,
                     waiting_on integer NOT NULL DEFAULT 0,
+                    -- Whether jobs wait on this one: set by the enqueue that names it in
+                    -- `after`, in the row a completion updates, so the completion learns of
+                    -- a dependent added while it waited for that enqueue's lock.
+                    has_dependents boolean NOT NULL DEFAULT false,
                     parent bigint
                 )
                 """,
@@ -124,13 +128,16 @@ enum PostgresSchema {
                 "CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'running'",
                 """
                 -- Each host's share of the job counts by queue and state: a host adds its own
-                -- batches' moves to its own rows, and the fleet's count is the sum.
+                -- batches' moves to its own rows, and the fleet's count is the sum. Each of a
+                -- host's batches in flight has a lane of rows to itself, so that one batch
+                -- never waits for another's commit to count.
                 CREATE TABLE job_counts (
                     host text NOT NULL,
+                    lane smallint NOT NULL,
                     queue text NOT NULL,
                     state text NOT NULL,
                     n bigint NOT NULL,
-                    PRIMARY KEY (host, queue, state)
+                    PRIMARY KEY (host, lane, queue, state)
                 )
                 """,
                 """

@@ -18,13 +18,19 @@ public final class PostgresStore: @unchecked Sendable {
     public private(set) var durability = "full"
     let client: PostgresClient
     let logger: Logger
+    /// Runs tasks on the loop of the store's connections; a caller's tasks that run
+    /// transactions should prefer it too.
+    public let executor: any TaskExecutor
     /// Runs the client's connection pool until the store is closed.
     private let pool: Task<Void, Never>
 
-    private init(location: PostgresLocation, logger: Logger, client: PostgresClient, pool: Task<Void, Never>) {
+    private init(
+        location: PostgresLocation, logger: Logger, client: PostgresClient, executor: any TaskExecutor, pool: Task<Void, Never>
+    ) {
         self.location = location
         self.logger = logger
         self.client = client
+        self.executor = executor
         self.pool = pool
     }
 
@@ -46,10 +52,15 @@ public final class PostgresStore: @unchecked Sendable {
         return pool
     }
 
-    /// Connects to the database and brings its schema up to date.
-    public static func open(_ location: PostgresLocation, logger: Logger) async throws -> PostgresStore {
-        let client = PostgresClient(configuration: location.configuration, backgroundLogger: logger)
-        let store = PostgresStore(location: location, logger: logger, client: client, pool: await Self.run(client))
+    /// Connects to the database and brings its schema up to date. Every connection lives on
+    /// `loop` (by default one of NIO's shared loops), and tasks that prefer ``executor`` run
+    /// there too.
+    public static func open(
+        _ location: PostgresLocation, on loop: any EventLoop = MultiThreadedEventLoopGroup.singleton.any(), logger: Logger
+    ) async throws -> PostgresStore {
+        let client = PostgresClient(configuration: location.configuration, eventLoopGroup: loop, backgroundLogger: logger)
+        let store = PostgresStore(
+            location: location, logger: logger, client: client, executor: EventLoopTaskExecutor(loop), pool: await Self.run(client))
         do {
             let applied = try await PostgresSchema.migrate(store.client, logger: logger)
             if applied > 0 {
@@ -112,7 +123,7 @@ public final class PostgresStore: @unchecked Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             waiting.withLockedValue { $0 = continuation }
             let timer = NIOLockedValueBox<Task<Void, any Error>?>(nil)
-            let work = Task {
+            let work = Task(executorPreference: self.executor) {
                 do {
                     let value = try await self.write { tx in
                         let value = try await body(tx)
@@ -189,11 +200,16 @@ public final class PostgresStore: @unchecked Sendable {
     /// PostgreSQL serializes the commits of transactions that notify, fsync included, across
     /// the whole server; a batch that notified in its own transaction would stop every other
     /// host's commits from sharing a flush. Notified after the commit, a wake-up costs one
-    /// small statement off the batch's path.
+    /// small statement off the batch's path. Its own commit does not wait for the disk
+    /// (`synchronous_commit` off for it alone): a notification does not outlive a crash of
+    /// the database anyway, and a lost one only leaves parked claims to their slow look.
     public func announceReady(_ queues: Set<String>) async throws {
         guard !queues.isEmpty else { return }
         try await self.client.query(
-            "SELECT pg_notify(\(Self.readyChannel), queue) FROM unnest(\(Array(queues))::text[]) AS q(queue)", logger: self.logger)
+            """
+            SELECT pg_notify(\(Self.readyChannel), queue)
+            FROM set_config('synchronous_commit', 'off', true), unnest(\(Array(queues))::text[]) AS q(queue)
+            """, logger: self.logger)
     }
 
     /// The schema versions applied to the database, oldest first.

@@ -8,42 +8,64 @@ extension PostgresTransaction {
     /// Records a batch's state changes with one statement, numbered from the fleet's event
     /// sequence in the order given.
     public func recordEvents(_ events: [(job: Int64, event: JobEvent)]) async throws {
-        try await self.finishBatch(host: "", events: events, counts: [], ready: [])
+        try await self.finishBatch(host: "", lane: 0, events: events, counts: [])
     }
 
-    /// The end of a batch in one statement: its events recorded (``recordEvents(_:)``), its
-    /// moves added to `host`'s job counts (``addToCounts(host:_:)``) and the queues that
-    /// gained ready jobs announced (``announceReady(_:)``).
+    /// The end of a batch in one statement: its events recorded (``recordEvents(_:)``) and
+    /// its moves added to `host`'s job counts in `lane` (``addToCounts(host:lane:_:)``).
     public func finishBatch(
-        host: String, events: [(job: Int64, event: JobEvent)], counts deltas: [(queue: String, state: JobState, delta: Int64)],
-        ready: Set<String>
+        host: String, lane: Int, events: [(job: Int64, event: JobEvent)], counts deltas: [(queue: String, state: JobState, delta: Int64)]
     ) async throws {
         let moved = deltas.filter { $0.delta != 0 }
-        guard !events.isEmpty || !moved.isEmpty || !ready.isEmpty else { return }
-        try await self.connection.query(
-            """
+        guard !events.isEmpty || !moved.isEmpty else { return }
+        // Absent tokens and pids travel as -1; a detail as "" with has_detail false.
+        for try await _ in try await self.run(
+            FinishBatch(
+                jobs: events.map(\.job), at: events.map(\.event.at), kinds: events.map(\.event.kind.rawValue),
+                states: events.map(\.event.state.rawValue), tokens: events.map { $0.event.token?.rawValue ?? -1 },
+                pids: events.map { Int64($0.event.peerPID ?? -1) }, details: events.map { $0.event.detail ?? "" },
+                hasDetails: events.map { $0.event.detail != nil }, host: host, lane: Int16(clamping: lane), queues: moved.map(\.queue),
+                countedStates: moved.map(\.state.rawValue), deltas: moved.map(\.delta)))
+        {}
+    }
+
+    private struct FinishBatch: PreparedBatchStatement {
+        static let name = "baton_finish_batch"
+        static let sql = """
             WITH recorded AS (
                 INSERT INTO job_events (job_id, seq, at, event, state, token, peer_pid, detail)
                 SELECT job, nextval('baton_events'), at, event, state, nullif(token, -1), nullif(pid, -1)::integer,
                     CASE WHEN has_detail THEN detail END
-                FROM unnest(\(events.map(\.job))::bigint[], \(events.map(\.event.at))::bigint[],
-                    \(events.map(\.event.kind.rawValue))::text[], \(events.map(\.event.state.rawValue))::text[],
-                    \(events.map { $0.event.token?.rawValue ?? -1 })::bigint[], \(events.map { Int64($0.event.peerPID ?? -1) })::bigint[],
-                    \(events.map { $0.event.detail ?? "" })::text[], \(events.map { $0.event.detail != nil })::boolean[]
-                ) WITH ORDINALITY AS e(job, at, event, state, token, pid, detail, has_detail, n)
+                FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::text[], $8::boolean[])
+                    WITH ORDINALITY AS e(job, at, event, state, token, pid, detail, has_detail, n)
                 ORDER BY n
-            ),
-            counted AS (
-                INSERT INTO job_counts (host, queue, state, n)
-                SELECT \(host), queue, state, sum(delta)
-                FROM unnest(\(moved.map(\.queue))::text[], \(moved.map(\.state.rawValue))::text[], \(moved.map(\.delta))::bigint[])
-                    AS d(queue, state, delta)
-                GROUP BY queue, state
-                ORDER BY queue, state
-                ON CONFLICT (host, queue, state) DO UPDATE SET n = job_counts.n + excluded.n
             )
-            SELECT pg_notify(\(PostgresStore.readyChannel), queue) FROM unnest(\(Array(ready))::text[]) AS q(queue)
-            """, logger: self.logger)
+            INSERT INTO job_counts (host, lane, queue, state, n)
+            SELECT $9, $10, queue, state, sum(delta)
+            FROM unnest($11::text[], $12::text[], $13::bigint[]) AS d(queue, state, delta)
+            GROUP BY queue, state
+            ORDER BY queue, state
+            ON CONFLICT (host, lane, queue, state) DO UPDATE SET n = job_counts.n + excluded.n
+            """
+        var jobs: [Int64]
+        var at: [Int64]
+        var kinds: [String]
+        var states: [String]
+        var tokens: [Int64]
+        var pids: [Int64]
+        var details: [String]
+        var hasDetails: [Bool]
+        var host: String
+        var lane: Int16
+        var queues: [String]
+        var countedStates: [String]
+        var deltas: [Int64]
+
+        func makeBindings() -> PostgresBindings {
+            PostgresBindings(
+                self.jobs, self.at, self.kinds, self.states, self.tokens, self.pids, self.details, self.hasDetails, self.host,
+                self.lane, self.queues, self.countedStates, self.deltas)
+        }
     }
 
     /// A job's recorded events, oldest first.
@@ -66,22 +88,22 @@ extension PostgresTransaction {
 
     /// Adds a batch's moves to this host's share of the job counts, in one statement.
     ///
-    /// Each host writes only its own rows, so hosts never contend for a counter; the fleet's
-    /// count of a queue and state is the sum over hosts (``jobCounts()``), and a host's own
-    /// share may be negative (it completed jobs another host enqueued).
-    public func addToCounts(host: String, _ deltas: [(queue: String, state: JobState, delta: Int64)]) async throws {
+    /// Each host writes only its own rows, and each batch a host has in flight only those of
+    /// its own `lane`, so batches never contend for a counter; the fleet's count of a queue
+    /// and state is the sum over hosts and lanes (``jobCounts()``), and one row may be
+    /// negative (its host completed jobs another host enqueued).
+    public func addToCounts(host: String, lane: Int = 0, _ deltas: [(queue: String, state: JobState, delta: Int64)]) async throws {
         let moved = deltas.filter { $0.delta != 0 }
         guard !moved.isEmpty else { return }
         try await self.connection.query(
             """
-            INSERT INTO job_counts (host, queue, state, n)
-            SELECT \(host), queue, state, sum(delta)
+            INSERT INTO job_counts (host, lane, queue, state, n)
+            SELECT \(host), \(Int16(clamping: lane)), queue, state, sum(delta)
             FROM unnest(\(moved.map(\.queue))::text[], \(moved.map(\.state.rawValue))::text[], \(moved.map(\.delta))::bigint[])
                 AS d(queue, state, delta)
             GROUP BY queue, state
-            -- In one order, so that two of a host's batches committing at once never deadlock.
             ORDER BY queue, state
-            ON CONFLICT (host, queue, state) DO UPDATE SET n = job_counts.n + excluded.n
+            ON CONFLICT (host, lane, queue, state) DO UPDATE SET n = job_counts.n + excluded.n
             """, logger: self.logger)
     }
 
@@ -407,14 +429,18 @@ extension PostgresTransaction {
         return states
     }
 
-    /// Records that `job` waits for `dependencies` (unfinished ones) and holds it back.
+    /// Records that `job` waits for `dependencies` (unfinished ones, share-locked by
+    /// ``states(of:)``) and holds it back; marks them as having dependents.
     public func addDependencies(job: Int64, on dependencies: [Int64]) async throws {
         try await self.connection.query(
             """
             WITH added AS (
                 INSERT INTO job_dependencies (job_id, depends_on)
                 SELECT \(job), depends_on FROM unnest(\(dependencies)::bigint[]) AS d(depends_on)
-                ON CONFLICT DO NOTHING RETURNING 1
+                ON CONFLICT DO NOTHING RETURNING depends_on
+            ),
+            marked AS (
+                UPDATE jobs SET has_dependents = true WHERE id IN (SELECT depends_on FROM added) AND NOT has_dependents
             )
             UPDATE jobs SET waiting_on = (SELECT count(*) FROM added), ready = false WHERE id = \(job)
             """, logger: self.logger)

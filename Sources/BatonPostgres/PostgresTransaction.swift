@@ -27,32 +27,7 @@ public struct PostgresTransaction {
     public func insert(_ jobs: [NewJob]) async throws -> [(id: Int64, inserted: Bool)] {
         guard !jobs.isEmpty else { return [] }
         // Absent keys and parents travel as sentinels ("" never names a key: see RequestDecoder).
-        let rows = try await self.connection.query(
-            """
-            WITH new AS (
-                SELECT *, nextval('baton_job_ids') AS id FROM unnest(
-                    \(jobs.map(\.queue))::text[], \(jobs.map(\.payload))::text[], \(jobs.map(\.priority))::bigint[],
-                    \(jobs.map(\.runAt))::bigint[], \(jobs.map { Int64($0.maxAttempts) })::bigint[],
-                    \(jobs.map(\.backoff.initialMilliseconds))::bigint[], \(jobs.map(\.backoff.factor))::float8[],
-                    \(jobs.map(\.backoff.maximumMilliseconds))::bigint[], \(jobs.map(\.leaseMilliseconds))::bigint[],
-                    \(jobs.map { $0.uniqueKey ?? "" })::text[], \(jobs.map { $0.concurrencyKey ?? "" })::text[],
-                    \(jobs.map { $0.parent ?? -1 })::bigint[]
-                ) WITH ORDINALITY AS n(queue, payload, priority, run_at, max_attempts, backoff_initial_ms,
-                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, n)
-            ),
-            inserted AS (
-                INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
-                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
-                    concurrency_key, parent, created_at)
-                SELECT id, queue, 'queued', run_at <= baton_now_ms(), payload, priority, run_at, max_attempts,
-                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, nullif(unique_key, ''),
-                    nullif(concurrency_key, ''), nullif(parent, -1), baton_now_ms()
-                FROM new ORDER BY n
-                ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
-                RETURNING id
-            )
-            SELECT new.n, inserted.id FROM new LEFT JOIN inserted ON inserted.id = new.id
-            """, logger: self.logger)
+        let rows = try await self.run(InsertJobs(jobs: jobs))
         var results = [(id: Int64, inserted: Bool)](repeating: (0, false), count: jobs.count)
         var held: [Int] = []
         for try await (n, id) in rows.decode((Int, Int64?).self) {
@@ -73,6 +48,40 @@ public struct PostgresTransaction {
             results[index] = (id, false)
         }
         return results
+    }
+
+    private struct InsertJobs: PreparedBatchStatement {
+        static let name = "baton_insert_jobs"
+        static let sql = """
+            WITH new AS (
+                SELECT *, nextval('baton_job_ids') AS id FROM unnest(
+                    $1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::float8[], $8::bigint[],
+                    $9::bigint[], $10::text[], $11::text[], $12::bigint[]
+                ) WITH ORDINALITY AS n(queue, payload, priority, run_at, max_attempts, backoff_initial_ms,
+                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, n)
+            ),
+            inserted AS (
+                INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
+                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
+                    concurrency_key, parent, created_at)
+                SELECT id, queue, 'queued', run_at <= baton_now_ms(), payload, priority, run_at, max_attempts,
+                    backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, nullif(unique_key, ''),
+                    nullif(concurrency_key, ''), nullif(parent, -1), baton_now_ms()
+                FROM new ORDER BY n
+                ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
+                RETURNING id
+            )
+            SELECT new.n, inserted.id FROM new LEFT JOIN inserted ON inserted.id = new.id
+            """
+        var jobs: [NewJob]
+
+        func makeBindings() -> PostgresBindings {
+            PostgresBindings(
+                self.jobs.map(\.queue), self.jobs.map(\.payload), self.jobs.map(\.priority), self.jobs.map(\.runAt),
+                self.jobs.map { Int64($0.maxAttempts) }, self.jobs.map(\.backoff.initialMilliseconds), self.jobs.map(\.backoff.factor),
+                self.jobs.map(\.backoff.maximumMilliseconds), self.jobs.map(\.leaseMilliseconds), self.jobs.map { $0.uniqueKey ?? "" },
+                self.jobs.map { $0.concurrencyKey ?? "" }, self.jobs.map { $0.parent ?? -1 })
+        }
     }
 
     // MARK: Claim
@@ -122,9 +131,11 @@ public struct PostgresTransaction {
     /// there are, in the order they arrived; sets of queues are served in the order the
     /// first claim of each arrived. The statement probes the claim index once per queue,
     /// and skips a job another transaction has locked (another host claiming it right now)
-    /// instead of waiting, so hosts never queue up behind one another's claims. Only a queue with a limit serializes
-    /// its claims: its row is locked while its running jobs are counted, so two hosts
-    /// cannot both take its last free place.
+    /// instead of waiting, so hosts never queue up behind one another's claims. It reads the
+    /// queues' settings itself, so a claim from queues without a limit is that one statement.
+    /// Only a queue with a limit serializes its claims: its row is locked while its running
+    /// jobs are counted, so two hosts cannot both take its last free place; the statement
+    /// leases nothing then, and runs again with the counted room.
     ///
     /// - Returns: one entry per wish, in order; `nil` where no job could be leased.
     public func claim(_ wishes: [ClaimWish], host: String) async throws -> [Claim?] {
@@ -137,18 +148,25 @@ public struct PostgresTransaction {
         }
         for queues in order {
             var waiting = groups[queues]!
+            // -1: the statement reads each queue's settings itself (see claimRound).
+            var room = [Int32](repeating: -1, count: queues.count)
+            var counted = false
             // A job whose key another host took a moment ago is claimed by no one here; the
             // next round, in a new snapshot, sees the key held and passes that job over.
             for _ in 0..<8 where !waiting.isEmpty {
-                let room = try await self.room(in: queues)
-                guard room.contains(where: { $0 > 0 }) else { break }
-                let round = try await self.claimRound(
-                    queues: queues, room: room, wishes: waiting.map { wishes[$0] }, host: host)
+                let round = try await self.claimRound(queues: queues, room: room, wishes: waiting.map { wishes[$0] }, host: host)
                 for (position, claim) in round.claims {
                     claims[waiting[position]] = claim
                 }
                 waiting = waiting.indices.filter { round.claims[$0] == nil }.map { waiting[$0] }
-                guard round.keyTaken else { break }
+                guard round.limited || round.keyTaken else { break }
+                if round.limited || counted {
+                    // A queue with a limit: its room is counted under its row's lock, and
+                    // again before each round, since the last one took some of it.
+                    room = try await self.room(in: queues)
+                    counted = true
+                    guard room.contains(where: { $0 > 0 }) else { break }
+                }
             }
         }
         return claims
@@ -182,70 +200,31 @@ public struct PostgresTransaction {
 
     /// One statement that leases up to `wishes.count` jobs across `queues`, at most
     /// `room[i]` from `queues[i]` and at most one per concurrency key, best first, the
-    /// best to the first wish.
+    /// best to the first wish. A room of -1 is read from the queue's settings: none if it is
+    /// paused, no bound if it has no limit; if it has one, the statement leases nothing and
+    /// says `limited`.
     private func claimRound(
         queues: [String], room: [Int32], wishes: [ClaimWish], host: String
-    ) async throws -> (claims: [Int: Claim], keyTaken: Bool) {
+    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool) {
         // Absent values travel as sentinels (-1, ""): the arrays hold plain values.
         let leases = wishes.map { $0.leaseMilliseconds ?? -1 }
         let workers = wishes.map { $0.worker ?? "" }
         let pids = wishes.map { $0.peer.map { Int64($0.pid) } ?? -1 }
         let uids = wishes.map { $0.peer.map { Int64($0.uid) } ?? -1 }
-        let rows = try await self.connection.query(
-            """
-            WITH locked AS (
-                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, q.room
-                FROM unnest(\(queues)::text[], \(room)::integer[]) AS q(name, room)
-                CROSS JOIN LATERAL (
-                    SELECT id, state, priority, queue, concurrency_key FROM jobs
-                    WHERE ready AND queue = q.name AND (concurrency_key IS NULL
-                        OR NOT EXISTS (SELECT 1 FROM concurrency_keys k WHERE k.key = jobs.concurrency_key))
-                    ORDER BY priority DESC, id LIMIT \(wishes.count) FOR UPDATE SKIP LOCKED
-                ) j
-                WHERE q.room > 0
-            ),
-            ranked AS (
-                SELECT *, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, id) AS in_queue,
-                    row_number() OVER (PARTITION BY coalesce(concurrency_key, '#' || id) ORDER BY priority DESC, id) AS in_key
-                FROM locked
-            ),
-            chosen AS (
-                SELECT id, state, concurrency_key, row_number() OVER (ORDER BY priority DESC, id) AS n
-                FROM ranked WHERE in_queue <= room AND in_key = 1
-                ORDER BY priority DESC, id LIMIT \(wishes.count)
-            ),
-            wish AS (
-                SELECT * FROM unnest(\(leases)::bigint[], \(workers)::text[], \(pids)::bigint[], \(uids)::bigint[])
-                    WITH ORDINALITY AS w(lease, worker, pid, uid, n)
-            ),
-            -- Waits only for a transaction inserting the same key, then yields nothing if it committed.
-            key AS (
-                INSERT INTO concurrency_keys (key, job)
-                SELECT concurrency_key, id FROM chosen WHERE concurrency_key IS NOT NULL
-                ON CONFLICT (key) DO NOTHING RETURNING job
-            ),
-            claimed AS (
-                UPDATE jobs SET state = '\(unescaped: JobMove.claim.to.rawValue)', ready = false, attempts = attempts + 1,
-                    lease_token = nextval('baton_tokens'), lease_ms = coalesce(nullif(wish.lease, -1), jobs.lease_ms),
-                    lease_deadline = baton_now_ms() + coalesce(nullif(wish.lease, -1), jobs.lease_ms), lease_host = \(host),
-                    worker = nullif(wish.worker, ''), peer_pid = nullif(wish.pid, -1), peer_uid = nullif(wish.uid, -1),
-                    started_at = baton_now_ms()
-                FROM chosen JOIN wish ON wish.n = chosen.n
-                WHERE jobs.id = chosen.id AND (chosen.concurrency_key IS NULL OR chosen.id IN (SELECT job FROM key))
-                RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.lease_ms,
-                    jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline
-            )
-            SELECT chosen.n, chosen.id, chosen.state, claimed.queue, claimed.payload, claimed.attempts,
-                claimed.max_attempts, claimed.lease_ms, claimed.checkpoint, claimed.progress, claimed.run_at,
-                claimed.lease_token, claimed.lease_deadline
-            FROM chosen LEFT JOIN claimed ON claimed.id = chosen.id
-            """, logger: self.logger)
+        let rows = try await self.run(
+            ClaimRound(
+                queues: queues, room: room, limit: wishes.count, leases: leases, workers: workers, pids: pids, uids: uids, host: host))
         var claims: [Int: Claim] = [:]
         var keyTaken = false
+        var limited = false
         for try await (n, id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline)
             in rows.decode(
                 (Int, Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?).self)
         {
+            guard n > 0 else {
+                limited = true
+                continue
+            }
             guard let queue, let payload, let attempts, let maxAttempts, let lease, let runAt, let token, let deadline else {
                 keyTaken = true
                 continue
@@ -259,7 +238,82 @@ public struct PostgresTransaction {
             )
             claims[n - 1] = Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
         }
-        return (claims, keyTaken)
+        return (claims, keyTaken, limited)
+    }
+
+    private struct ClaimRound: PreparedBatchStatement {
+        static let name = "baton_claim_round"
+        static let sql = """
+            WITH q AS (
+                SELECT a.name, CASE WHEN a.room >= 0 THEN a.room WHEN s.paused OR s.max_running IS NOT NULL THEN 0
+                    ELSE 2147483647 END AS room,
+                    a.room < 0 AND NOT coalesce(s.paused, false) AND s.max_running IS NOT NULL AS limited
+                FROM unnest($1::text[], $2::integer[]) AS a(name, room) LEFT JOIN queues s ON s.name = a.name
+            ),
+            locked AS (
+                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, q.room
+                FROM q
+                CROSS JOIN LATERAL (
+                    SELECT id, state, priority, queue, concurrency_key FROM jobs
+                    WHERE ready AND queue = q.name AND (concurrency_key IS NULL
+                        OR NOT EXISTS (SELECT 1 FROM concurrency_keys k WHERE k.key = jobs.concurrency_key))
+                    ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED
+                ) j
+                WHERE q.room > 0 AND NOT EXISTS (SELECT 1 FROM q WHERE limited)
+            ),
+            ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, id) AS in_queue,
+                    row_number() OVER (PARTITION BY coalesce(concurrency_key, '#' || id) ORDER BY priority DESC, id) AS in_key
+                FROM locked
+            ),
+            chosen AS (
+                SELECT id, state, concurrency_key, row_number() OVER (ORDER BY priority DESC, id) AS n
+                FROM ranked WHERE in_queue <= room AND in_key = 1
+                ORDER BY priority DESC, id LIMIT $3
+            ),
+            wish AS (
+                SELECT * FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::bigint[])
+                    WITH ORDINALITY AS w(lease, worker, pid, uid, n)
+            ),
+            -- Waits only for a transaction inserting the same key, then yields nothing if it committed.
+            key AS (
+                INSERT INTO concurrency_keys (key, job)
+                SELECT concurrency_key, id FROM chosen WHERE concurrency_key IS NOT NULL
+                ON CONFLICT (key) DO NOTHING RETURNING job
+            ),
+            claimed AS (
+                UPDATE jobs SET state = '\(JobMove.claim.to.rawValue)', ready = false, attempts = attempts + 1,
+                    lease_token = nextval('baton_tokens'), lease_ms = coalesce(nullif(wish.lease, -1), jobs.lease_ms),
+                    lease_deadline = baton_now_ms() + coalesce(nullif(wish.lease, -1), jobs.lease_ms), lease_host = $8,
+                    worker = nullif(wish.worker, ''), peer_pid = nullif(wish.pid, -1), peer_uid = nullif(wish.uid, -1),
+                    started_at = baton_now_ms()
+                FROM chosen JOIN wish ON wish.n = chosen.n
+                WHERE jobs.id = chosen.id AND (chosen.concurrency_key IS NULL OR chosen.id IN (SELECT job FROM key))
+                RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.lease_ms,
+                    jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline
+            )
+            SELECT chosen.n, chosen.id, chosen.state, claimed.queue, claimed.payload, claimed.attempts,
+                claimed.max_attempts, claimed.lease_ms, claimed.checkpoint, claimed.progress, claimed.run_at,
+                claimed.lease_token, claimed.lease_deadline
+            FROM chosen LEFT JOIN claimed ON claimed.id = chosen.id
+            UNION ALL
+            SELECT 0, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM q WHERE limited)
+            """
+        var queues: [String]
+        /// How many jobs each queue may start.
+        var room: [Int32]
+        /// The most jobs to lease: one per wish.
+        var limit: Int
+        /// Each wish's lease period (-1 for the job's own), worker (""), pid and uid (-1).
+        var leases: [Int64]
+        var workers: [String]
+        var pids: [Int64]
+        var uids: [Int64]
+        var host: String
+
+        func makeBindings() -> PostgresBindings {
+            PostgresBindings(self.queues, self.room, self.limit, self.leases, self.workers, self.pids, self.uids, self.host)
+        }
     }
 
     // MARK: Queue settings
@@ -303,19 +357,29 @@ public struct PostgresTransaction {
     ///   live lease.
     public func renew(_ leases: [(id: Int64, token: FencingToken, leaseMilliseconds: Int64?)]) async throws -> [Int64?] {
         guard !leases.isEmpty else { return [] }
-        let rows = try await self.connection.query(
-            """
+        let rows = try await self.run(
+            RenewLeases(ids: leases.map(\.id), tokens: leases.map(\.token.rawValue), leases: leases.map { $0.leaseMilliseconds ?? -1 }))
+        return try await rows.numbered(Int64.self, count: leases.count)
+    }
+
+    private struct RenewLeases: PreparedBatchStatement {
+        static let name = "baton_renew_leases"
+        static let sql = """
             WITH renewal AS (
-                SELECT * FROM unnest(\(leases.map(\.id))::bigint[], \(leases.map(\.token.rawValue))::bigint[],
-                    \(leases.map { $0.leaseMilliseconds ?? -1 })::bigint[]) WITH ORDINALITY AS r(id, token, lease, n)
+                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(id, token, lease, n)
             )
             UPDATE jobs SET lease_ms = coalesce(nullif(renewal.lease, -1), lease_ms),
                 lease_deadline = baton_now_ms() + coalesce(nullif(renewal.lease, -1), lease_ms)
             FROM renewal
-            WHERE jobs.id = renewal.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("renewal.token"))
+            WHERE jobs.id = renewal.id AND jobs.state = 'running' AND \(PostgresTransaction.liveLease("renewal.token"))
             RETURNING renewal.n, jobs.lease_deadline
-            """, logger: self.logger)
-        return try await rows.numbered(Int64.self, count: leases.count)
+            """
+        var ids: [Int64]
+        var tokens: [Int64]
+        /// The new lease periods, -1 for the job's own.
+        var leases: [Int64]
+
+        func makeBindings() -> PostgresBindings { PostgresBindings(self.ids, self.tokens, self.leases) }
     }
 
     /// Stores a checkpoint for the job whose live lease `token` holds; see ``saveCheckpoints(_:)``.
@@ -358,17 +422,26 @@ public struct PostgresTransaction {
     /// - Returns: for each, in order, whether it was stored.
     public func saveProgress(_ reports: [(id: Int64, token: FencingToken, progress: String)]) async throws -> [Bool] {
         guard !reports.isEmpty else { return [] }
-        let rows = try await self.connection.query(
-            """
+        let rows = try await self.run(
+            SaveProgress(ids: reports.map(\.id), tokens: reports.map(\.token.rawValue), progress: reports.map(\.progress)))
+        return try await rows.numbered(count: reports.count)
+    }
+
+    private struct SaveProgress: PreparedBatchStatement {
+        static let name = "baton_save_progress"
+        static let sql = """
             WITH report AS (
-                SELECT * FROM unnest(\(reports.map(\.id))::bigint[], \(reports.map(\.token.rawValue))::bigint[],
-                    \(reports.map(\.progress))::text[]) WITH ORDINALITY AS p(id, token, progress, n)
+                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS p(id, token, progress, n)
             )
             UPDATE jobs SET progress = report.progress FROM report
-            WHERE jobs.id = report.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("report.token"))
+            WHERE jobs.id = report.id AND jobs.state = 'running' AND \(PostgresTransaction.liveLease("report.token"))
             RETURNING report.n
-            """, logger: self.logger)
-        return try await rows.numbered(count: reports.count)
+            """
+        var ids: [Int64]
+        var tokens: [Int64]
+        var progress: [String]
+
+        func makeBindings() -> PostgresBindings { PostgresBindings(self.ids, self.tokens, self.progress) }
     }
 
     /// Completes the running job whose live lease `token` holds; see ``complete(_:)``.
@@ -381,6 +454,8 @@ public struct PostgresTransaction {
         public var queue: String
         /// When its attempt started, on the database's clock.
         public var startedAt: Int64?
+        /// Whether other jobs wait on it: only then has ``dependenciesCompleted(_:)`` work to do.
+        public var hasDependents: Bool
     }
 
     /// Completes a batch's jobs with one statement, each whose live lease its token holds.
@@ -390,24 +465,33 @@ public struct PostgresTransaction {
     public func complete(_ jobs: [(id: Int64, token: FencingToken, result: String?)]) async throws -> [Completed?] {
         guard !jobs.isEmpty else { return [] }
         // No result travels as "", which is not JSON.
-        let rows = try await self.connection.query(
-            """
-            WITH done AS (
-                SELECT * FROM unnest(\(jobs.map(\.id))::bigint[], \(jobs.map(\.token.rawValue))::bigint[],
-                    \(jobs.map { $0.result ?? "" })::text[]) WITH ORDINALITY AS d(id, token, result, n)
-            )
-            UPDATE jobs SET state = '\(unescaped: JobMove.complete.to.rawValue)', result = nullif(done.result, ''),
-                finished_at = baton_now_ms(), lease_deadline = NULL
-            FROM done
-            WHERE jobs.id = done.id AND jobs.\(unescaped: JobMove.complete.sqlGuard)
-                AND \(unescaped: Self.liveLease("done.token"))
-            RETURNING done.n, jobs.queue, jobs.started_at
-            """, logger: self.logger)
+        let rows = try await self.run(
+            CompleteJobs(ids: jobs.map(\.id), tokens: jobs.map(\.token.rawValue), results: jobs.map { $0.result ?? "" }))
         var completed = [Completed?](repeating: nil, count: jobs.count)
-        for try await (n, queue, startedAt) in rows.decode((Int, String, Int64?).self) {
-            completed[n - 1] = Completed(queue: queue, startedAt: startedAt)
+        for try await (n, queue, startedAt, hasDependents) in rows.decode((Int, String, Int64?, Bool).self) {
+            completed[n - 1] = Completed(queue: queue, startedAt: startedAt, hasDependents: hasDependents)
         }
         return completed
+    }
+
+    private struct CompleteJobs: PreparedBatchStatement {
+        static let name = "baton_complete_jobs"
+        static let sql = """
+            WITH done AS (
+                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS d(id, token, result, n)
+            )
+            UPDATE jobs SET state = '\(JobMove.complete.to.rawValue)', result = nullif(done.result, ''),
+                finished_at = baton_now_ms(), lease_deadline = NULL
+            FROM done
+            WHERE jobs.id = done.id AND jobs.\(JobMove.complete.sqlGuard) AND \(PostgresTransaction.liveLease("done.token"))
+            RETURNING done.n, jobs.queue, jobs.started_at, jobs.has_dependents
+            """
+        var ids: [Int64]
+        var tokens: [Int64]
+        /// The results, "" for none.
+        var results: [String]
+
+        func makeBindings() -> PostgresBindings { PostgresBindings(self.ids, self.tokens, self.results) }
     }
 
     /// Ends the attempt of the job whose live lease `token` holds unsuccessfully; see
@@ -612,40 +696,13 @@ public struct PostgresTransaction {
 
     /// The database's clock, in milliseconds since the epoch.
     public func now() async throws -> Int64 {
-        let rows = try await self.connection.query("SELECT baton_now_ms()", logger: self.logger)
-        guard let now = try await rows.first(Int64.self) else { throw PostgresStoreError("baton_now_ms() returned nothing") }
+        guard let now = try await self.run(Now()).first(Int64.self) else { throw PostgresStoreError("baton_now_ms() returned nothing") }
         return now
     }
-}
 
-extension PostgresRowSequence {
-    /// For a statement over numbered requests that returns the number (from 1) of each
-    /// request it applied: whether each of `count` requests applied, in order.
-    func numbered(count: Int) async throws -> [Bool] {
-        var applied = [Bool](repeating: false, count: count)
-        for try await n in self.decode(Int.self) {
-            applied[n - 1] = true
-        }
-        return applied
-    }
-
-    /// For a statement over numbered requests that returns, for each request it applied,
-    /// its number (from 1) and one value: each of `count` requests' value, in order, `nil`
-    /// where it did not apply.
-    func numbered<Value: PostgresDecodable & Sendable>(_ type: Value.Type, count: Int) async throws -> [Value?] {
-        var values = [Value?](repeating: nil, count: count)
-        for try await (n, value) in self.decode((Int, Value).self) {
-            values[n - 1] = value
-        }
-        return values
-    }
-
-    /// The first row's single column, if there is a row; the rest are read and dropped.
-    func first<Value: PostgresDecodable & Sendable>(_ type: Value.Type) async throws -> Value? {
-        var first: Value?
-        for try await value in self.decode(Value.self) where first == nil {
-            first = value
-        }
-        return first
+    private struct Now: PreparedBatchStatement {
+        static let name = "baton_now"
+        static let sql = "SELECT baton_now_ms()"
+        func makeBindings() -> PostgresBindings { PostgresBindings() }
     }
 }

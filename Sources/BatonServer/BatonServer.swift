@@ -141,7 +141,8 @@ public final class BatonServer: Service {
     ) async throws -> (authority: any JobAuthority, durability: String) {
         let configuration = self.configuration
         if PostgresLocation.isLocation(configuration.storePath) {
-            let store = try await PostgresStore.open(try PostgresLocation(configuration.storePath), logger: self.logger)
+            // The authority's loop carries the store's connections: a batch and its statements share a thread.
+            let store = try await PostgresStore.open(try PostgresLocation(configuration.storePath), on: loop, logger: self.logger)
             let authority = FleetAuthority(
                 loop: loop, store: store, host: configuration.hostName, clock: self.clock, defaults: configuration.jobDefaults,
                 retention: configuration.retention, limits: configuration.limits, logger: self.logger, metrics: self.metrics,

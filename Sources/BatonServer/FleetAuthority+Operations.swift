@@ -19,6 +19,8 @@ struct FleetWork: Sendable {
     var prune: Bool
     var policy: AccessPolicy?
     var view: DriverView
+    /// The lane of job counts this batch writes: its own among the batches in flight.
+    var lane: Int
 }
 
 /// The driver's state as a batch sees it: a copy, since a batch given up on (the database
@@ -37,6 +39,8 @@ struct FleetBatch: Sendable {
     /// The database's clock when the batch began.
     let now: Int64
     let view: DriverView
+    /// The lane of job counts the batch writes (``FleetWork/lane``).
+    let lane: Int
     var replies: [Authority.PendingReply] = []
     var events: [(job: Int64, event: JobEvent)] = []
     var changes: [ChangeLog.Change] = []
@@ -60,9 +64,10 @@ struct FleetBatch: Sendable {
     /// How many of `changes` the job counts already hold.
     var countedChanges = 0
 
-    init(now: Int64, view: DriverView) {
+    init(now: Int64, view: DriverView, lane: Int) {
         self.now = now
         self.view = view
+        self.lane = lane
     }
 
     mutating func reply(_ submission: Submission, _ outcome: Outcome) {
@@ -124,7 +129,7 @@ extension FleetAuthority {
     /// work's copy, and what it changes it returns, for the driver to keep once the
     /// transaction has committed.
     func apply(_ work: FleetWork, _ tx: PostgresTransaction) async throws -> FleetBatch {
-        var batch = FleetBatch(now: try await tx.now(), view: work.view)
+        var batch = FleetBatch(now: try await tx.now(), view: work.view, lane: work.lane)
         let monotonicNow = self.clock.monotonicMilliseconds()
         if work.heartbeat {
             try await tx.hostSeen(self.host, startedAt: self.startedAt)
@@ -164,8 +169,7 @@ extension FleetAuthority {
         try await self.serveParked(work, &batch, tx)
         // The wake-ups go out once the batch has committed (FleetAuthority.announce).
         try await tx.finishBatch(
-            host: self.host, events: batch.events, counts: Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned),
-            ready: [])
+            host: self.host, lane: batch.lane, events: batch.events, counts: Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned))
         batch.countedChanges = batch.changes.count
         batch.pruned.removeAll()
         if work.reports > 0 {
@@ -268,7 +272,8 @@ extension FleetAuthority {
         var completed: [(Submission, CompleteRequest)] = []
         if !segment.completes.isEmpty {
             let done = try await tx.complete(segment.completes.map { ($0.1.lease.jobID, $0.1.lease.token, $0.1.result) })
-            var finished: [Int64] = []
+            // The completed jobs that others wait on.
+            var awaited: [Int64] = []
             for ((submission, request), job) in zip(segment.completes, done) {
                 guard let job else {
                     refused.append((submission, request.lease, "completed"))
@@ -278,10 +283,10 @@ extension FleetAuthority {
                     JobEvent(.completed, at: batch.now, state: .completed, token: request.lease.token), job: request.lease.jobID,
                     queue: job.queue, from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
                 batch.ended.append(request.lease.jobID)
-                finished.append(request.lease.jobID)
+                if job.hasDependents { awaited.append(request.lease.jobID) }
                 completed.append((submission, request))
             }
-            for dependent in try await tx.dependenciesCompleted(finished) {
+            for dependent in try await tx.dependenciesCompleted(awaited) {
                 batch.waiting(queue: dependent.queue, runAt: dependent.runAt)
             }
         }
@@ -541,7 +546,7 @@ extension FleetAuthority {
 
     /// Adds the batch's moves so far to the job counts, for a read of them in the same batch.
     private func flushCounts(_ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
-        try await tx.addToCounts(host: self.host, Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned))
+        try await tx.addToCounts(host: self.host, lane: batch.lane, Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned))
         // Counted: the metrics still see the changes, the counts must not take them twice.
         batch.pruned.removeAll()
         batch.countedChanges = batch.changes.count
@@ -612,7 +617,7 @@ extension FleetAuthority {
                 JobEvent(.completed, at: batch.now, state: .completed, token: reference.token), job: reference.jobID, queue: job.queue,
                 from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
             batch.ended.append(reference.jobID)
-            for dependent in try await tx.dependenciesCompleted([reference.jobID]) {
+            for dependent in try await tx.dependenciesCompleted(job.hasDependents ? [reference.jobID] : []) {
                 batch.waiting(queue: dependent.queue, runAt: dependent.runAt)
             }
             var results: [(jobID: Int64, duplicate: Bool)] = []

@@ -80,8 +80,12 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     var scrapes: [EventLoopPromise<MetricsSnapshot>] = []
     var drained: [EventLoopPromise<Void>] = []
     var closing: EventLoopPromise<Void>?
-    /// Batches running now, and the connections with requests in them (with how many).
-    var inFlight = 0
+    /// The lanes of job counts no batch running now holds (``FleetWork/lane``): one per
+    /// batch that may yet start.
+    var freeLanes = Array(0..<FleetAuthority.batchesInFlight)
+    /// How many batches run now.
+    var inFlight: Int { Self.batchesInFlight - self.freeLanes.count }
+    /// The connections with requests in the batches running now, with how many.
     var busyConnections: [UInt64: Int] = [:]
     /// Connections that closed while batches ran, whose lent parked claims are not taken back.
     var closedMeanwhile: Set<UInt64> = []
@@ -146,7 +150,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             }
             self.lastCounts = running
             for queue in running.keys { self.queueMetrics[queue] = QueueMetrics() }
-            self.driver = Task { await self.drive() }
+            self.driver = Task(executorPreference: self.store.executor) { await self.drive() }
             self.listener = Task { await self.listen() }
             return running.values.reduce(0) { $0 + ($1[.running] ?? 0) }
         }
@@ -237,7 +241,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                     self.closing = promise
                 }
             }
-            while self.inFlight < Self.batchesInFlight, self.startBatch() {}
+            while !self.freeLanes.isEmpty, self.startBatch() {}
             if self.inFlight == 0 {
                 self.closedMeanwhile.removeAll()
                 if self.waiting.isEmpty {
@@ -308,14 +312,14 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             view: DriverView(
                 serving: { if case .serving = self.phase { true } else { false } }(), held: self.held, workers: self.workers,
                 queueMetrics: self.queueMetrics, parkedClaims: lent.count,
-                lastCommitAt: self.lastCommitAt)
+                lastCommitAt: self.lastCommitAt),
+            lane: self.freeLanes.removeLast()
         )
-        self.inFlight += 1
         if chores { self.choresInFlight = true }
         for submission in batch { self.busyConnections[submission.connection.number, default: 0] += 1 }
         let started = ContinuousClock.now
         let mailbox = self.mailbox
-        Task {
+        Task(executorPreference: self.store.executor) {
             var outcome: FinishedBatch.Outcome
             var attempt = 1
             while true {
@@ -341,7 +345,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     /// A batch has committed, or failed: answer it, and keep what it changed.
     private func finished(_ finished: FinishedBatch) {
         let work = finished.work
-        self.inFlight -= 1
+        self.freeLanes.append(work.lane)
         if work.sweep || work.heartbeat || work.prune { self.choresInFlight = false }
         for submission in work.batch {
             let connection = submission.connection.number
@@ -442,6 +446,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             self.queueMetrics[queue, default: QueueMetrics()].count(change)
         }
         self.changeLog.write(done.changes)
+        // This host's claims parked meanwhile look at once; every other host's when told.
+        self.announced.formUnion(done.readyQueues)
         self.announcer.announce(done.readyQueues)
         for reply in done.replies {
             reply.sink.succeed(reply.outcome)
@@ -504,10 +510,14 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     }
 
     /// Wakes the driver for the next parked-claim timeout or chore.
+    ///
+    /// Everything a timer is for starts a batch, so while no batch can start (every lane is
+    /// taken, or the chores are running already) the commit that frees one looks instead: a
+    /// timer already due would only wake the driver again and again until then.
     private func scheduleTimer() {
-        guard case .serving = self.phase else { return }
+        guard case .serving = self.phase, !self.freeLanes.isEmpty else { return }
         let now = self.clock.monotonicMilliseconds()
-        var deadline = min(self.nextSweepAt, self.nextHeartbeatAt, self.nextPruneAt)
+        var deadline = self.choresInFlight ? Int64.max : min(self.nextSweepAt, self.nextHeartbeatAt, self.nextPruneAt)
         if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
         if !self.parked.isEmpty { deadline = min(deadline, self.nextParkedLookAt) }
         if self.unreachable != nil { deadline = min(deadline, self.retryAt) }
@@ -644,7 +654,7 @@ final class ReadyAnnouncer: Sendable {
             return true
         }
         guard start else { return }
-        Task {
+        Task(executorPreference: self.store.executor) {
             while true {
                 let queues = self.state.withLockedValue { state -> Set<String> in
                     defer { state.pending.removeAll() }
