@@ -21,16 +21,19 @@ public final class PostgresStore: @unchecked Sendable {
     /// Runs tasks on the loop of the store's connections; a caller's tasks that run
     /// transactions should prefer it too.
     public let executor: any TaskExecutor
+    /// The loop of the store's connections, which also keeps its timers.
+    let loop: any EventLoop
     /// Runs the client's connection pool until the store is closed.
     private let pool: Task<Void, Never>
 
     private init(
-        location: PostgresLocation, logger: Logger, client: PostgresClient, executor: any TaskExecutor, pool: Task<Void, Never>
+        location: PostgresLocation, logger: Logger, client: PostgresClient, executor: EventLoopTaskExecutor, pool: Task<Void, Never>
     ) {
         self.location = location
         self.logger = logger
         self.client = client
         self.executor = executor
+        self.loop = executor.loop
         self.pool = pool
     }
 
@@ -122,7 +125,7 @@ public final class PostgresStore: @unchecked Sendable {
         }
         return try await withCheckedThrowingContinuation { continuation in
             waiting.withLockedValue { $0 = continuation }
-            let timer = NIOLockedValueBox<Task<Void, any Error>?>(nil)
+            let timer = NIOLockedValueBox<Scheduled<Void>?>(nil)
             let work = Task(executorPreference: self.executor) {
                 do {
                     let value = try await self.write { tx in
@@ -140,9 +143,9 @@ public final class PostgresStore: @unchecked Sendable {
                 }
                 timer.withLockedValue { $0 }?.cancel()
             }
+            let (seconds, attoseconds) = timeout.components
             timer.withLockedValue { timer in
-                timer = Task {
-                    try await Task.sleep(for: timeout)
+                timer = self.loop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
                     work.cancel()
                     finish(.failure(PostgresUnavailable("no answer from \(self.location) within \(timeout)")))
                 }

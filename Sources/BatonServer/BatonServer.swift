@@ -147,7 +147,7 @@ public final class BatonServer: Service {
                 loop: loop, store: store, host: configuration.hostName, clock: self.clock, defaults: configuration.jobDefaults,
                 retention: configuration.retention, limits: configuration.limits, logger: self.logger, metrics: self.metrics,
                 healthThresholds: configuration.health, access: self.access,
-                parkedLookMilliseconds: configuration.parkedLookMilliseconds
+                parkedLookMilliseconds: configuration.parkedLookMilliseconds, batchesInFlight: configuration.batchesInFlight
             )
             return (authority, store.durability)
         }

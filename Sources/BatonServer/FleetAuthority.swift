@@ -44,6 +44,11 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     /// How often parked claims look for jobs without a wake-up: they are woken by
     /// announcements, so this only covers a lost one (or a listener reconnecting).
     let parkedLookMilliseconds: Int64
+    /// Transactions this host runs at once, each on its own pooled connection: while one
+    /// commits, the next applies. Each costs its statements whatever its size, so where
+    /// the database shares the machine's cores, one (bigger) batch at a time goes further;
+    /// across a network, a second overlaps one batch's round trips with the next's.
+    let batchesInFlight: Int
 
     private let mailbox = FleetMailbox()
     private lazy var announcer = ReadyAnnouncer(store: self.store, logger: self.logger)
@@ -82,9 +87,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     var closing: EventLoopPromise<Void>?
     /// The lanes of job counts no batch running now holds (``FleetWork/lane``): one per
     /// batch that may yet start.
-    var freeLanes = Array(0..<FleetAuthority.batchesInFlight)
+    var freeLanes: [Int]
     /// How many batches run now.
-    var inFlight: Int { Self.batchesInFlight - self.freeLanes.count }
+    var inFlight: Int { self.batchesInFlight - self.freeLanes.count }
     /// The connections with requests in the batches running now, with how many.
     var busyConnections: [UInt64: Int] = [:]
     /// Connections that closed while batches ran, whose lent parked claims are not taken back.
@@ -103,9 +108,6 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     /// How often a host looks for overdue leases and due jobs when it knows of none sooner:
     /// the bound on how late a dead host's leases expire.
     static let sweepIntervalMilliseconds: Int64 = 250
-    /// Transactions one host runs at once: while one commits, the next applies, on
-    /// another pooled connection.
-    static let batchesInFlight = 2
     /// How often a host records that it is alive.
     static let heartbeatIntervalMilliseconds: Int64 = 5_000
     /// How long a host counts as alive after its last heartbeat.
@@ -117,8 +119,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         loop: any EventLoop, store: PostgresStore, host: String, clock: any AuthorityClock, defaults: JobDefaults,
         retention: RetentionPolicy, limits: ProtocolLimits, logger: Logger, metrics: ServerMetrics,
         healthThresholds: HealthThresholds, access: AccessControl, parkedLookMilliseconds: Int64 = 1_000,
-        transactionTimeout: Duration = .seconds(15)
+        batchesInFlight: Int = 1, transactionTimeout: Duration = .seconds(15)
     ) {
+        self.batchesInFlight = max(batchesInFlight, 1)
+        self.freeLanes = Array(0..<self.batchesInFlight)
         self.parkedLookMilliseconds = parkedLookMilliseconds
         self.loop = loop
         self.store = store
@@ -196,7 +200,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     // MARK: The driver
 
     /// Takes the mailbox's letters and starts batches for what they ask, up to
-    /// ``batchesInFlight`` at a time, until the store is closed.
+    /// `batchesInFlight` at a time, until the store is closed.
     private func drive() async {
         while true {
             for letter in await self.mailbox.take() {

@@ -21,6 +21,8 @@ public struct ServerConfiguration: Sendable {
     /// On a PostgreSQL store, how often parked claims look for jobs without a wake-up:
     /// they are woken by LISTEN/NOTIFY, so this only covers a lost notification.
     public var parkedLookMilliseconds: Int64
+    /// On a PostgreSQL store, how many transactions this host runs at once.
+    public var batchesInFlight: Int
     public var durability: Durability
     public var limits: ProtocolLimits
     public var jobDefaults: JobDefaults
@@ -68,8 +70,10 @@ public struct ServerConfiguration: Sendable {
         inputBudgetBytes: Int = 256 << 20,
         policyPath: String? = nil,
         hostName: String = ServerConfiguration.defaultHostName,
-        parkedLookMilliseconds: Int64 = 1_000
+        parkedLookMilliseconds: Int64 = 1_000,
+        batchesInFlight: Int = 1
     ) {
+        self.batchesInFlight = batchesInFlight
         self.hostName = hostName
         self.parkedLookMilliseconds = parkedLookMilliseconds
         self.policyPath = policyPath

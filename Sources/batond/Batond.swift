@@ -46,6 +46,14 @@ struct Batond: AsyncParsableCommand {
         help: "PostgreSQL store: how often parked claims look for jobs without a wake-up (LISTEN/NOTIFY wakes them; this covers a lost one).")
     var parkedLookMs: Int64 = 1_000
 
+    @Option(
+        name: .long,
+        help: """
+            PostgreSQL store: transactions this host runs at once. 1 (the default) makes the biggest batches, the \
+            least work for a database on the same machine; 2 overlaps round trips to one across a network.
+            """)
+    var batchesInFlight: Int = 1
+
     @Option(name: .long, help: "full: fsync every commit (default). normal: survive process crashes, not power loss.")
     var durability: DurabilityOption = .full
 
@@ -204,7 +212,8 @@ struct Batond: AsyncParsableCommand {
                 inputBudgetBytes: self.inputBudgetBytes,
                 policyPath: self.policy,
                 hostName: self.hostName,
-                parkedLookMilliseconds: max(self.parkedLookMs, 10)
+                parkedLookMilliseconds: max(self.parkedLookMs, 10),
+                batchesInFlight: min(max(self.batchesInFlight, 1), 8)
             ),
             logger: logger,
             events: BatonServer.ServerEvents(

@@ -114,9 +114,9 @@ struct FleetTests {
         #expect(hosts == ["host-0", "host-1", "host-2"], "\(workers)")
     }
 
-    @Test("workers on three hosts drain a thousand jobs, and each is completed exactly once")
+    @Test("workers on three hosts, each with two transactions in flight, drain a thousand jobs: each completed exactly once, and counted once")
     func drainOnce() throws {
-        let fleet = try Fleet()
+        let fleet = try Fleet(arguments: ["--batches-in-flight", "2"])
         let producer = try fleet[0].connect()
         for batch in 0..<10 {
             let jobs = (0..<100).map { ["queue": "drain", "payload": ["n": batch * 100 + $0]] as [String: Any] }
@@ -158,9 +158,9 @@ struct FleetTests {
         #expect((reply.object("job")?["id"]) as? Int == id, "\(reply)")
     }
 
-    @Test("a queue limit and a concurrency key hold across hosts under load")
+    @Test("a queue limit and a concurrency key hold across hosts under load, with two transactions in flight on each")
     func admissionAcrossHosts() throws {
-        let fleet = try Fleet()
+        let fleet = try Fleet(arguments: ["--batches-in-flight", "2"])
         let admin = try fleet[0].connect()
         #expect(try admin.request(["op": "set_queue", "queue": "limited", "max_running": 2]).ok)
         for index in 0..<30 {
