@@ -239,13 +239,17 @@ extension PostgresTransaction {
 
     /// The earliest time something falls due: a lease deadline or a scheduled job's `run_at`.
     public func nextDue() async throws -> Int64? {
-        try await self.connection.query(
-            """
+        try await self.run(NextDue()).first(Int64?.self).flatMap { $0 }
+    }
+
+    private struct NextDue: PreparedBatchStatement {
+        static let name = "baton_next_due"
+        static let sql = """
             SELECT least(
                 (SELECT min(lease_deadline) FROM jobs WHERE state = 'running'),
                 (SELECT min(run_at) FROM jobs WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0))
-            """, logger: self.logger
-        ).first(Int64?.self).flatMap { $0 }
+            """
+        func makeBindings() -> PostgresBindings { PostgresBindings() }
     }
 
     /// A page of jobs by id, newest or oldest first, optionally of one queue and state,

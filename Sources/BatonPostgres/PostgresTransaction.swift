@@ -575,13 +575,7 @@ public struct PostgresTransaction {
     ///
     /// - Parameter jitter: the backoff's jitter for each job, a number in `0..<1`.
     public func expireOverdueLeases(limit: Int, jitter: () -> Double) async throws -> [Expired] {
-        let overdue = try await self.connection.query(
-            """
-            SELECT id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor,
-                backoff_max_ms, baton_now_ms()
-            FROM jobs WHERE state = 'running' AND lease_deadline <= baton_now_ms()
-            ORDER BY lease_deadline LIMIT \(limit) FOR UPDATE SKIP LOCKED
-            """, logger: self.logger)
+        let overdue = try await self.run(OverdueLeases(limit: limit))
         var expired: [Expired] = []
         for try await (id, queue, token, attempts, maxAttempts, initial, factor, maximum, now)
             in overdue.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64).self)
@@ -595,6 +589,20 @@ public struct PostgresTransaction {
         }
         _ = try await self.endAttempts(expired.map { ($0.id, $0.token, $0.decision, "lease expired") }, expired: true)
         return expired
+    }
+
+    // The sweep's statements run on every host a few times a second: prepared too.
+    private struct OverdueLeases: PreparedBatchStatement {
+        static let name = "baton_overdue_leases"
+        static let sql = """
+            SELECT id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor,
+                backoff_max_ms, baton_now_ms()
+            FROM jobs WHERE state = 'running' AND lease_deadline <= baton_now_ms()
+            ORDER BY lease_deadline LIMIT $1 FOR UPDATE SKIP LOCKED
+            """
+        var limit: Int
+
+        func makeBindings() -> PostgresBindings { PostgresBindings(self.limit) }
     }
 
     // MARK: An operator's moves
@@ -661,17 +669,21 @@ public struct PostgresTransaction {
     ///
     /// - Returns: the queues that gained ready jobs.
     public func promoteDueJobs() async throws -> Set<String> {
-        let rows = try await self.connection.query(
-            """
-            UPDATE jobs SET ready = true
-            WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0 AND run_at <= baton_now_ms()
-            RETURNING queue
-            """, logger: self.logger)
         var queues = Set<String>()
-        for try await queue in rows.decode(String.self) {
+        for try await queue in try await self.run(PromoteDueJobs()).decode(String.self) {
             queues.insert(queue)
         }
         return queues
+    }
+
+    private struct PromoteDueJobs: PreparedBatchStatement {
+        static let name = "baton_promote_due_jobs"
+        static let sql = """
+            UPDATE jobs SET ready = true
+            WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0 AND run_at <= baton_now_ms()
+            RETURNING queue
+            """
+        func makeBindings() -> PostgresBindings { PostgresBindings() }
     }
 
     // MARK: Wake-ups

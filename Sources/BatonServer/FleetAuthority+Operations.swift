@@ -21,6 +21,9 @@ struct FleetWork: Sendable {
     var view: DriverView
     /// The lane of job counts this batch writes: its own among the batches in flight.
     var lane: Int
+
+    /// Whether the batch does chores and nothing else.
+    var isChoresAlone: Bool { self.batch.isEmpty && self.reports == 0 && !self.scrape && self.lookFor.isEmpty }
 }
 
 /// The driver's state as a batch sees it: a copy, since a batch given up on (the database

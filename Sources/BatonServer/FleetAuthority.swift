@@ -86,10 +86,15 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     var drained: [EventLoopPromise<Void>] = []
     var closing: EventLoopPromise<Void>?
     /// The lanes of job counts no batch running now holds (``FleetWork/lane``): one per
-    /// batch that may yet start.
+    /// batch that may yet start, and one more for the chores alone, so that a sweep with
+    /// nothing else to do never holds up the requests that arrive while it runs.
     var freeLanes: [Int]
     /// How many batches run now.
-    var inFlight: Int { self.batchesInFlight - self.freeLanes.count }
+    var inFlight: Int { self.batchesInFlight + 1 - self.freeLanes.count }
+    /// Whether a batch of chores alone (no requests, parked claims or reports) runs now.
+    var choresAloneInFlight = false
+    /// Whether a batch with requests may start: fewer than `batchesInFlight` of them run.
+    var requestsMayStart: Bool { self.inFlight - (self.choresAloneInFlight ? 1 : 0) < self.batchesInFlight }
     /// The connections with requests in the batches running now, with how many.
     var busyConnections: [UInt64: Int] = [:]
     /// Connections that closed while batches ran, whose lent parked claims are not taken back.
@@ -122,7 +127,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         batchesInFlight: Int = 1, transactionTimeout: Duration = .seconds(15)
     ) {
         self.batchesInFlight = max(batchesInFlight, 1)
-        self.freeLanes = Array(0..<self.batchesInFlight)
+        self.freeLanes = Array(0...self.batchesInFlight)
         self.parkedLookMilliseconds = parkedLookMilliseconds
         self.loop = loop
         self.store = store
@@ -280,6 +285,13 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         for waiter in self.parked.removeTimedOut(now: now) {
             waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
         }
+        let chores = !self.choresInFlight && (now >= self.nextSweepAt || now >= self.nextHeartbeatAt || now >= self.nextPruneAt)
+        guard self.requestsMayStart else {
+            // Every lane for requests is taken: the chores may still start, alone.
+            guard chores, self.unreachable == nil || now >= self.retryAt else { return false }
+            self.launch(batch: [], reports: [], scrapes: [], lookFor: [], chores: true, now: now)
+            return true
+        }
         var batch: [Submission] = []
         var deferred: [Submission] = []
         for submission in self.waiting {
@@ -294,7 +306,6 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             // The slow look: every parked queue, in case an announcement was lost.
             for waiter in self.parked.waiters { lookFor.formUnion(waiter.request.queues) }
         }
-        let chores = !self.choresInFlight && (now >= self.nextSweepAt || now >= self.nextHeartbeatAt || now >= self.nextPruneAt)
         guard !batch.isEmpty || !self.reports.isEmpty || !self.scrapes.isEmpty || chores || !lookFor.isEmpty else { return false }
         self.waiting = deferred
         let (reports, scrapes) = (self.reports, self.scrapes)
@@ -306,29 +317,46 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             return false
         }
         self.announced.removeAll()
-        let lent = self.parked.removeAll()
-        let work = FleetWork(
+        self.launch(batch: batch, reports: reports, scrapes: scrapes, lookFor: lookFor, chores: chores, now: now)
+        return true
+    }
+
+    /// Starts a batch of `batch`, with the chores that are due if `chores`, and the parked
+    /// claims lent to it unless it is chores alone, on a free lane.
+    private func launch(
+        batch: [Submission], reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>],
+        lookFor: Set<String>, chores: Bool, now: Int64
+    ) {
+        var work = FleetWork(
             batch: batch, reports: reports.count, scrape: !scrapes.isEmpty, lookFor: lookFor,
-            parked: lent,
+            parked: [],
             sweep: chores && now >= self.nextSweepAt, heartbeat: chores && now >= self.nextHeartbeatAt,
             prune: chores && now >= self.nextPruneAt,
             policy: self.access.policy,
             view: DriverView(
                 serving: { if case .serving = self.phase { true } else { false } }(), held: self.held, workers: self.workers,
-                queueMetrics: self.queueMetrics, parkedClaims: lent.count,
+                queueMetrics: self.queueMetrics, parkedClaims: 0,
                 lastCommitAt: self.lastCommitAt),
             lane: self.freeLanes.removeLast()
         )
+        if work.isChoresAlone {
+            // It serves no parked claim: they stay parked for the next batch.
+            self.choresAloneInFlight = true
+        } else {
+            work.parked = self.parked.removeAll()
+            work.view.parkedClaims = work.parked.count
+        }
         if chores { self.choresInFlight = true }
         for submission in batch { self.busyConnections[submission.connection.number, default: 0] += 1 }
         let started = ContinuousClock.now
         let mailbox = self.mailbox
+        let launched = work
         Task(executorPreference: self.store.executor) {
             var outcome: FinishedBatch.Outcome
             var attempt = 1
             while true {
                 do {
-                    outcome = .committed(try await self.store.write(timeout: self.transactionTimeout) { tx in try await self.apply(work, tx) })
+                    outcome = .committed(try await self.store.write(timeout: self.transactionTimeout) { tx in try await self.apply(launched, tx) })
                 } catch let error as PostgresUnavailable {
                     outcome = .unreachable(error.description)
                 } catch where PostgresStore.isConflict(error) && attempt < 3 {
@@ -341,9 +369,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                 }
                 break
             }
-            mailbox.post(.finished(FinishedBatch(work: work, reports: reports, scrapes: scrapes, started: started, outcome: outcome)))
+            mailbox.post(.finished(FinishedBatch(work: launched, reports: reports, scrapes: scrapes, started: started, outcome: outcome)))
         }
-        return true
     }
 
     /// A batch has committed, or failed: answer it, and keep what it changed.
@@ -351,6 +378,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         let work = finished.work
         self.freeLanes.append(work.lane)
         if work.sweep || work.heartbeat || work.prune { self.choresInFlight = false }
+        if work.isChoresAlone { self.choresAloneInFlight = false }
         for submission in work.batch {
             let connection = submission.connection.number
             self.busyConnections[connection]! -= 1
@@ -515,16 +543,19 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
 
     /// Wakes the driver for the next parked-claim timeout or chore.
     ///
-    /// Everything a timer is for starts a batch, so while no batch can start (every lane is
-    /// taken, or the chores are running already) the commit that frees one looks instead: a
-    /// timer already due would only wake the driver again and again until then.
+    /// Everything a timer is for starts a batch, so what cannot start now (the chores while
+    /// they run, the rest while every lane for requests is taken) waits for the commit that
+    /// frees it: a timer already due would only wake the driver again and again until then.
     private func scheduleTimer() {
-        guard case .serving = self.phase, !self.freeLanes.isEmpty else { return }
+        guard case .serving = self.phase else { return }
         let now = self.clock.monotonicMilliseconds()
         var deadline = self.choresInFlight ? Int64.max : min(self.nextSweepAt, self.nextHeartbeatAt, self.nextPruneAt)
-        if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
-        if !self.parked.isEmpty { deadline = min(deadline, self.nextParkedLookAt) }
-        if self.unreachable != nil { deadline = min(deadline, self.retryAt) }
+        if self.requestsMayStart {
+            if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
+            if !self.parked.isEmpty { deadline = min(deadline, self.nextParkedLookAt) }
+        }
+        // While the database is unreachable, nothing starts before the next try.
+        if self.unreachable != nil { deadline = max(deadline, self.retryAt) }
         guard deadline < self.timerDeadline || self.timer == nil else { return }
         self.timer?.cancel()
         self.timerDeadline = deadline
