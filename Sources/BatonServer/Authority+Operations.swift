@@ -426,17 +426,7 @@ extension Authority {
         if let next = request.next {
             leased = try self.lease(next, connection: connection, &context)
         }
-        let line = Reply.success(id: id) { reply in
-            if let followUps, !request.followUps.isEmpty { reply.enqueued(followUps) }
-            guard request.next != nil else { return }
-            reply.key("job")
-            if let leased {
-                reply.claimedJob(leased.job, token: leased.token, leaseExpiresAt: leased.expiresAt)
-            } else {
-                reply.null()
-            }
-        }
-        return Outcome(line: line, granted: leased.map { LeaseReference(jobID: $0.job.id, token: $0.token) })
+        return .completed(request, followUps: followUps, next: leased.map { ($0.job, $0.token, $0.expiresAt) }, id: id)
     }
 
     private func fail(_ request: FailRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {

@@ -329,7 +329,7 @@ extension FleetAuthority {
             uniquingKeysWith: { first, _ in first })
         for (submission, request) in completed {
             let next = nextLeases[ObjectIdentifier(submission.reply.futureResult)] ?? nil
-            batch.reply(submission, self.completedReply(request, followUps: nil, next: next, id: submission.id))
+            batch.reply(submission, Outcome.completed(request, followUps: nil, next: next.map { ($0.job, $0.token, $0.deadline) }, id: submission.id))
         }
     }
 
@@ -361,23 +361,6 @@ extension FleetAuthority {
             reply.claimedJob(claim.job, token: claim.token, leaseExpiresAt: claim.deadline)
         }
         return Outcome(line: line, granted: LeaseReference(jobID: claim.job.id, token: claim.token))
-    }
-
-    /// The reply to a completion: its follow-ups, and the next job when it claims one.
-    private func completedReply(
-        _ request: CompleteRequest, followUps: [(jobID: Int64, duplicate: Bool)]?, next: PostgresTransaction.Claim?, id: String?
-    ) -> Outcome {
-        let line = Reply.success(id: id) { reply in
-            if let followUps, !request.followUps.isEmpty { reply.enqueued(followUps) }
-            guard request.next != nil else { return }
-            reply.key("job")
-            if let next {
-                reply.claimedJob(next.job, token: next.token, leaseExpiresAt: next.deadline)
-            } else {
-                reply.null()
-            }
-        }
-        return Outcome(line: line, granted: next.map { LeaseReference(jobID: $0.job.id, token: $0.token) })
     }
 
     /// The refusal of a fenced request, from the job's lease facts.
@@ -633,7 +616,7 @@ extension FleetAuthority {
         if let claim = request.next {
             next = try await self.lease([claim], connections: [submission.connection], &batch, tx)[0]
         }
-        return self.completedReply(request, followUps: followUps, next: next, id: submission.id)
+        return Outcome.completed(request, followUps: followUps, next: next.map { ($0.job, $0.token, $0.deadline) }, id: submission.id)
     }
 
     private func fail(_ request: FailRequest, id: String?, _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws -> [UInt8] {

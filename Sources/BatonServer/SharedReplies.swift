@@ -132,3 +132,24 @@ extension Reply {
         }
     }
 }
+
+extension Outcome {
+    /// The answer to a completion: its follow-ups' ids when it named some, and, when it
+    /// asked for the next job, that job with its lease (`null` when none was ready).
+    static func completed(
+        _ request: CompleteRequest, followUps: [(jobID: Int64, duplicate: Bool)]?,
+        next: (job: ClaimedJob, token: FencingToken, expiresAt: Int64)?, id: String?
+    ) -> Outcome {
+        let line = Reply.success(id: id) { reply in
+            if let followUps, !request.followUps.isEmpty { reply.enqueued(followUps) }
+            guard request.next != nil else { return }
+            reply.key("job")
+            if let next {
+                reply.claimedJob(next.job, token: next.token, leaseExpiresAt: next.expiresAt)
+            } else {
+                reply.null()
+            }
+        }
+        return Outcome(line: line, granted: next.map { LeaseReference(jobID: $0.job.id, token: $0.token) })
+    }
+}
