@@ -160,7 +160,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             self.lastCounts = running
             for queue in running.keys { self.queueMetrics[queue] = QueueMetrics() }
             self.driver = Task(executorPreference: self.store.executor) { await self.drive() }
-            self.listener = Task { await self.listen() }
+            self.listener = Task(executorPreference: self.store.executor) { await self.listen() }
             return running.values.reduce(0) { $0 + ($1[.running] ?? 0) }
         }
         return promise.futureResult
