@@ -18,11 +18,12 @@ public final class PostgresStore: @unchecked Sendable {
     public private(set) var durability = "full"
     let client: PostgresClient
     let logger: Logger
+    private let loopExecutor: EventLoopTaskExecutor
     /// Runs tasks on the loop of the store's connections; a caller's tasks that run
     /// transactions should prefer it too.
-    public let executor: any TaskExecutor
+    public var executor: any TaskExecutor { self.loopExecutor }
     /// The loop of the store's connections, which also keeps its timers.
-    let loop: any EventLoop
+    var loop: any EventLoop { self.loopExecutor.loop }
     /// Runs the client's connection pool until the store is closed.
     private let pool: Task<Void, Never>
 
@@ -32,8 +33,7 @@ public final class PostgresStore: @unchecked Sendable {
         self.location = location
         self.logger = logger
         self.client = client
-        self.executor = executor
-        self.loop = executor.loop
+        self.loopExecutor = executor
         self.pool = pool
     }
 

@@ -170,7 +170,7 @@ extension FleetAuthority {
         }
         try await self.flush(&segment, &batch, tx, monotonicNow: monotonicNow)
         try await self.serveParked(work, &batch, tx)
-        // The wake-ups go out once the batch has committed (FleetAuthority.announce).
+        // The wake-ups go out once the batch has committed (ReadyAnnouncer).
         try await tx.finishBatch(
             host: self.host, lane: batch.lane, events: batch.events, counts: Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned))
         batch.countedChanges = batch.changes.count
