@@ -74,6 +74,18 @@ public struct PostgresLocation: Hashable, Sendable, CustomStringConvertible {
 
     /// The client configuration PostgresNIO connects with.
     var configuration: PostgresClient.Configuration {
+        var configuration = self.serverConfiguration
+        // Every statement batond sends walks an index in its order, and reads only as far as
+        // it needs: a claim takes the first ready jobs of the claim index, a completion finds
+        // each job by its key. A scan of the whole table, or a bitmap scan that reads every
+        // match and sorts, is never the plan for a table that grows, but the planner picks
+        // one while the table is small, and a prepared statement keeps the plan it settled
+        // on after a few runs (a fresh database's) however large the table grows.
+        configuration.options.additionalStartupParameters = [("enable_seqscan", "off"), ("enable_bitmapscan", "off")]
+        return configuration
+    }
+
+    private var serverConfiguration: PostgresClient.Configuration {
         if self.host.hasPrefix("/") {
             return PostgresClient.Configuration(
                 unixSocketPath: "\(self.host)/.s.PGSQL.\(self.port)", username: self.user,

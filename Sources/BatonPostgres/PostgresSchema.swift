@@ -85,7 +85,10 @@ enum PostgresSchema {
                 // The claim: best priority, then oldest, among one queue's ready jobs.
                 "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id) WHERE ready",
                 // How long a queue's oldest ready job has waited (stats, health): one probe.
-                "CREATE INDEX jobs_ready_since ON jobs (queue, run_at) WHERE ready",
+                // `run_at IS NOT NULL` (always true) is there so the claim, which does not say
+                // it, can never use this index in place of jobs_ready: a plan made while the
+                // table was small would read every ready job of the queue through it and sort.
+                "CREATE INDEX jobs_ready_since ON jobs (queue, run_at) WHERE ready AND run_at IS NOT NULL",
                 // Delayed and backing-off jobs, by when they become ready.
                 """
                 CREATE INDEX jobs_scheduled ON jobs (run_at)
@@ -125,7 +128,9 @@ enum PostgresSchema {
                     EXECUTE FUNCTION baton_free_concurrency_key()
                 """,
                 // A limited queue's running jobs are counted at each claim (at most its limit).
-                "CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'running'",
+                // `queue IS NOT NULL` (always true) keeps it to statements that name a queue:
+                // the sweep's and the deadlines' statements, which do not, use jobs_leases.
+                "CREATE INDEX jobs_running ON jobs (queue) WHERE state = 'running' AND queue IS NOT NULL",
                 """
                 -- Each host's share of the job counts by queue and state: a host adds its own
                 -- batches' moves to its own rows, and the fleet's count is the sum. Each of a

@@ -244,10 +244,13 @@ extension PostgresTransaction {
 
     private struct NextDue: PreparedBatchStatement {
         static let name = "baton_next_due"
+        // The first entry of each index, not min(): planned while the table was small,
+        // min() read the whole index.
         static let sql = """
             SELECT least(
-                (SELECT min(lease_deadline) FROM jobs WHERE state = 'running'),
-                (SELECT min(run_at) FROM jobs WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0))
+                (SELECT lease_deadline FROM jobs WHERE state = 'running' ORDER BY lease_deadline LIMIT 1),
+                (SELECT run_at FROM jobs WHERE NOT ready AND state IN ('queued', 'retrying') AND waiting_on = 0
+                    ORDER BY run_at LIMIT 1))
             """
         func makeBindings() -> PostgresBindings { PostgresBindings() }
     }
@@ -354,7 +357,10 @@ extension PostgresTransaction {
     /// How far the earliest lease deadline is overdue now, fleet-wide (0 when none is).
     public func expiryLag() async throws -> Int64 {
         try await self.connection.query(
-            "SELECT greatest(baton_now_ms() - min(lease_deadline), 0)::bigint FROM jobs WHERE state = 'running'",
+            """
+            SELECT greatest(baton_now_ms() - (SELECT lease_deadline FROM jobs WHERE state = 'running'
+                ORDER BY lease_deadline LIMIT 1), 0)::bigint
+            """,
             logger: self.logger
         ).first(Int64?.self).flatMap { $0 } ?? 0
     }
@@ -400,7 +406,7 @@ extension PostgresTransaction {
     /// A queue's longest-waiting ready job and when it became due: one probe of an index.
     public func oldestReady(queue: String) async throws -> (job: Int64, runAt: Int64)? {
         for try await (id, runAt) in try await self.connection.query(
-            "SELECT id, run_at FROM jobs WHERE ready AND queue = \(queue) ORDER BY run_at LIMIT 1", logger: self.logger
+            "SELECT id, run_at FROM jobs WHERE ready AND run_at IS NOT NULL AND queue = \(queue) ORDER BY run_at LIMIT 1", logger: self.logger
         ).decode((Int64, Int64).self) {
             return (id, runAt)
         }

@@ -266,14 +266,17 @@ public struct PostgresTransaction {
                     row_number() OVER (PARTITION BY coalesce(concurrency_key, '#' || id) ORDER BY priority DESC, id) AS in_key
                 FROM locked
             ),
-            chosen AS (
-                SELECT id, state, concurrency_key, row_number() OVER (ORDER BY priority DESC, id) AS n
+            best AS (
+                SELECT id, state, concurrency_key, (row_number() OVER (ORDER BY priority DESC, id))::integer AS n
                 FROM ranked WHERE in_queue <= room AND in_key = 1
                 ORDER BY priority DESC, id LIMIT $3
             ),
-            wish AS (
-                SELECT * FROM unnest($4::bigint[], $5::text[], $6::bigint[], $7::bigint[])
-                    WITH ORDINALITY AS w(lease, worker, pid, uid, n)
+            -- The nth best job goes to the nth wish, whose values are read by subscript: a join
+            -- with the unnested wishes is planned as a loop over both, quadratic in the batch.
+            chosen AS (
+                SELECT best.*, ($4::bigint[])[n] AS lease, ($5::text[])[n] AS worker, ($6::bigint[])[n] AS pid,
+                    ($7::bigint[])[n] AS uid
+                FROM best
             ),
             -- Waits only for a transaction inserting the same key, then yields nothing if it committed.
             key AS (
@@ -283,19 +286,20 @@ public struct PostgresTransaction {
             ),
             claimed AS (
                 UPDATE jobs SET state = '\(JobMove.claim.to.rawValue)', ready = false, attempts = attempts + 1,
-                    lease_token = nextval('baton_tokens'), lease_ms = coalesce(nullif(wish.lease, -1), jobs.lease_ms),
-                    lease_deadline = baton_now_ms() + coalesce(nullif(wish.lease, -1), jobs.lease_ms), lease_host = $8,
-                    worker = nullif(wish.worker, ''), peer_pid = nullif(wish.pid, -1), peer_uid = nullif(wish.uid, -1),
+                    lease_token = nextval('baton_tokens'), lease_ms = coalesce(nullif(chosen.lease, -1), jobs.lease_ms),
+                    lease_deadline = baton_now_ms() + coalesce(nullif(chosen.lease, -1), jobs.lease_ms), lease_host = $8,
+                    worker = nullif(chosen.worker, ''), peer_pid = nullif(chosen.pid, -1), peer_uid = nullif(chosen.uid, -1),
                     started_at = baton_now_ms()
-                FROM chosen JOIN wish ON wish.n = chosen.n
+                FROM chosen
                 WHERE jobs.id = chosen.id AND (chosen.concurrency_key IS NULL OR chosen.id IN (SELECT job FROM key))
-                RETURNING jobs.id, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts, jobs.lease_ms,
-                    jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline
+                RETURNING chosen.n, jobs.id, chosen.state, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts,
+                    jobs.lease_ms, jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline
             )
-            SELECT chosen.n, chosen.id, chosen.state, claimed.queue, claimed.payload, claimed.attempts,
-                claimed.max_attempts, claimed.lease_ms, claimed.checkpoint, claimed.progress, claimed.run_at,
-                claimed.lease_token, claimed.lease_deadline
-            FROM chosen LEFT JOIN claimed ON claimed.id = chosen.id
+            SELECT * FROM claimed
+            UNION ALL
+            -- Chosen, but its key went to another transaction first: claimed by no one.
+            SELECT n, id, state, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM chosen
+            WHERE concurrency_key IS NOT NULL AND id NOT IN (SELECT job FROM key)
             UNION ALL
             SELECT 0, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM q WHERE limited)
             """
@@ -345,6 +349,16 @@ public struct PostgresTransaction {
         "jobs.lease_token = \(token) AND jobs.lease_deadline > baton_now_ms()"
     }
 
+    /// The state guard of a fenced write: the job is in one of `states` (a move's starting
+    /// states). They are written as a subquery, not constants, so that no plan can take a
+    /// partial index on running jobs (jobs_leases) for the way to the rows: a plan made on
+    /// stale statistics would scan every running job and join each with the whole batch, a
+    /// cost that grows with the jobs running fleet-wide, where the primary key finds each
+    /// job in one probe.
+    static func fenced(from states: [JobState]) -> String {
+        "jobs.state = ANY((SELECT '{\(states.map(\.rawValue).joined(separator: ","))}'::text[])::text[])"
+    }
+
     /// Renews the lease `token` holds on a running job, if it is live; see ``renew(_:)``.
     public func renew(id: Int64, token: FencingToken, leaseMilliseconds: Int64? = nil) async throws -> Int64? {
         try await self.renew([(id, token, leaseMilliseconds)])[0]
@@ -371,7 +385,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET lease_ms = coalesce(nullif(renewal.lease, -1), lease_ms),
                 lease_deadline = baton_now_ms() + coalesce(nullif(renewal.lease, -1), lease_ms)
             FROM renewal
-            WHERE jobs.id = renewal.id AND jobs.state = 'running' AND \(PostgresTransaction.liveLease("renewal.token"))
+            WHERE jobs.id = renewal.id AND \(PostgresTransaction.fenced(from: [.running])) AND \(PostgresTransaction.liveLease("renewal.token"))
             RETURNING renewal.n, jobs.lease_deadline
             """
         var ids: [Int64]
@@ -405,7 +419,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET checkpoint = saved.state, progress = coalesce(nullif(saved.progress, ''), jobs.progress),
                 lease_deadline = baton_now_ms() + jobs.lease_ms
             FROM saved
-            WHERE jobs.id = saved.id AND jobs.state = 'running' AND \(unescaped: Self.liveLease("saved.token"))
+            WHERE jobs.id = saved.id AND \(unescaped: Self.fenced(from: [.running])) AND \(unescaped: Self.liveLease("saved.token"))
             RETURNING saved.n, jobs.lease_deadline
             """, logger: self.logger)
         return try await rows.numbered(Int64.self, count: checkpoints.count)
@@ -434,7 +448,7 @@ public struct PostgresTransaction {
                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS p(id, token, progress, n)
             )
             UPDATE jobs SET progress = report.progress FROM report
-            WHERE jobs.id = report.id AND jobs.state = 'running' AND \(PostgresTransaction.liveLease("report.token"))
+            WHERE jobs.id = report.id AND \(PostgresTransaction.fenced(from: [.running])) AND \(PostgresTransaction.liveLease("report.token"))
             RETURNING report.n
             """
         var ids: [Int64]
@@ -483,7 +497,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET state = '\(JobMove.complete.to.rawValue)', result = nullif(done.result, ''),
                 finished_at = baton_now_ms(), lease_deadline = NULL
             FROM done
-            WHERE jobs.id = done.id AND jobs.\(JobMove.complete.sqlGuard) AND \(PostgresTransaction.liveLease("done.token"))
+            WHERE jobs.id = done.id AND \(PostgresTransaction.fenced(from: JobMove.complete.from)) AND \(PostgresTransaction.liveLease("done.token"))
             RETURNING done.n, jobs.queue, jobs.started_at, jobs.has_dependents
             """
         var ids: [Int64]
@@ -526,7 +540,7 @@ public struct PostgresTransaction {
                 ready = ending.run_at >= 0 AND ending.run_at <= baton_now_ms(),
                 finished_at = CASE WHEN ending.state = '\(unescaped: JobMove.fail.to.rawValue)' THEN baton_now_ms() END
             FROM ending
-            WHERE jobs.id = ending.id AND jobs.\(unescaped: JobMove.retry.sqlGuard)
+            WHERE jobs.id = ending.id AND \(unescaped: Self.fenced(from: JobMove.retry.from))
                 AND \(unescaped: expired ? "jobs.lease_token = ending.token" : Self.liveLease("ending.token"))
             RETURNING ending.n
             """, logger: self.logger)
@@ -553,7 +567,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET state = '\(unescaped: JobMove.release.to.rawValue)', ready = released.run_at <= baton_now_ms(),
                 run_at = released.run_at, attempts = greatest(jobs.attempts - 1, 0), lease_deadline = NULL
             FROM released
-            WHERE jobs.id = released.id AND jobs.\(unescaped: JobMove.release.sqlGuard)
+            WHERE jobs.id = released.id AND \(unescaped: Self.fenced(from: JobMove.release.from))
                 AND \(unescaped: Self.liveLease("released.token"))
             RETURNING released.n, jobs.queue
             """, logger: self.logger)
