@@ -24,6 +24,13 @@ struct FleetWork: Sendable {
 
     /// Whether the batch does chores and nothing else.
     var isChoresAlone: Bool { self.batch.isEmpty && self.reports == 0 && !self.scrape && self.lookFor.isEmpty }
+
+    var hasChores: Bool { self.sweep || self.heartbeat || self.prune }
+
+    /// Drops the chores, for the rest to run again without them.
+    mutating func withoutChores() {
+        (self.sweep, self.heartbeat, self.prune) = (false, false, false)
+    }
 }
 
 /// The driver's state as a batch sees it: a copy, since a batch given up on (the database

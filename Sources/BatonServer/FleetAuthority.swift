@@ -285,7 +285,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         for waiter in self.parked.removeTimedOut(now: now) {
             waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
         }
-        let chores = !self.choresInFlight && (now >= self.nextSweepAt || now >= self.nextHeartbeatAt || now >= self.nextPruneAt)
+        // A stopping host leaves the chores to the others: the drain waits for no chore.
+        let serving = if case .serving = self.phase { true } else { false }
+        let chores = serving && !self.choresInFlight
+            && (now >= self.nextSweepAt || now >= self.nextHeartbeatAt || now >= self.nextPruneAt)
         guard self.requestsMayStart else {
             // Every lane for requests is taken: the chores may still start, alone.
             guard chores, self.unreachable == nil || now >= self.retryAt else { return false }
@@ -354,9 +357,12 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         Task(executorPreference: self.store.executor) {
             var outcome: FinishedBatch.Outcome
             var attempt = 1
+            var work = launched
+            var choresFailed: String?
             while true {
                 do {
-                    outcome = .committed(try await self.store.write(timeout: self.transactionTimeout) { tx in try await self.apply(launched, tx) })
+                    let attempted = work
+                    outcome = .committed(try await self.store.write(timeout: self.transactionTimeout) { tx in try await self.apply(attempted, tx) })
                 } catch let error as PostgresUnavailable {
                     outcome = .unreachable(error.description)
                 } catch where PostgresStore.isConflict(error) && attempt < 3 {
@@ -365,11 +371,22 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                     continue
                 } catch {
                     // PostgreSQL's errors describe themselves only when reflected.
-                    outcome = .failed(String(reflecting: error))
+                    let description = String(reflecting: error)
+                    if work.hasChores && !work.isChoresAlone {
+                        // A chore's failure never fails the requests: they run again without it.
+                        choresFailed = description
+                        work.withoutChores()
+                        continue
+                    }
+                    outcome = .failed(description)
                 }
                 break
             }
-            mailbox.post(.finished(FinishedBatch(work: launched, reports: reports, scrapes: scrapes, started: started, outcome: outcome)))
+            mailbox.post(
+                .finished(
+                    FinishedBatch(
+                        work: launched, reports: reports, scrapes: scrapes, started: started, outcome: outcome,
+                        choresFailed: choresFailed)))
         }
     }
 
@@ -377,7 +394,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     private func finished(_ finished: FinishedBatch) {
         let work = finished.work
         self.freeLanes.append(work.lane)
-        if work.sweep || work.heartbeat || work.prune { self.choresInFlight = false }
+        if work.hasChores { self.choresInFlight = false }
         if work.isChoresAlone { self.choresAloneInFlight = false }
         for submission in work.batch {
             let connection = submission.connection.number
@@ -386,6 +403,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         }
         switch finished.outcome {
         case .committed(let done):
+            if let error = finished.choresFailed {
+                self.logger.error("the chores failed and were rolled back; the requests ran without them", metadata: ["error": "\(error)"])
+            }
             if let unreachable = self.unreachable {
                 self.logger.notice(
                     "PostgreSQL answers again",
@@ -402,6 +422,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             // The transaction rolled back whole: nothing of the batch applied. Say so, and go on.
             self.giveBack(work.parked)
             self.logger.error("a batch failed and was rolled back", metadata: ["error": "\(error)"])
+            // A chore that failed is tried again when it is next due, not at once.
+            self.choresTried(work, now: self.clock.monotonicMilliseconds())
             let refusal = BatonError(.internal, "the batch failed and was rolled back, nothing of it applied: \(error)")
             for submission in work.batch {
                 submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
@@ -438,15 +460,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         if let counts = done.counts { self.lastCounts = counts }
         // The database's clock, read by the batch, turned into this host's monotonic time.
         let monotonic = { (databaseTime: Int64) in now + max(databaseTime - done.now, 0) }
-        if work.sweep {
-            self.nextSweepAt = now + Self.sweepIntervalMilliseconds
-        }
+        self.choresTried(work, now: now, prunedFull: done.prunedFull)
         if let due = done.nextDue {
             self.nextSweepAt = min(self.nextSweepAt, monotonic(due))
-        }
-        if work.heartbeat { self.nextHeartbeatAt = now + Self.heartbeatIntervalMilliseconds }
-        if work.prune {
-            self.nextPruneAt = now + (done.prunedFull ? 10 : self.retention.intervalMilliseconds)
         }
         if !work.lookFor.isEmpty || self.nextParkedLookAt == 0 {
             self.nextParkedLookAt = now + (self.listening ? self.parkedLookMilliseconds : self.parkedLookMilliseconds / 4)
@@ -491,6 +507,13 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             promise.succeed(report)
         }
         for promise in scrapes { promise.succeed(self.metricsSnapshot()) }
+    }
+
+    /// Schedules the next round of the chores `work` did, or tried.
+    private func choresTried(_ work: FleetWork, now: Int64, prunedFull: Bool = false) {
+        if work.sweep { self.nextSweepAt = now + Self.sweepIntervalMilliseconds }
+        if work.heartbeat { self.nextHeartbeatAt = now + Self.heartbeatIntervalMilliseconds }
+        if work.prune { self.nextPruneAt = now + (prunedFull ? 10 : self.retention.intervalMilliseconds) }
     }
 
     /// The database could not be reached: health turns `failing` and requests are answered
@@ -662,6 +685,8 @@ struct FinishedBatch: Sendable {
     var scrapes: [EventLoopPromise<MetricsSnapshot>]
     var started: ContinuousClock.Instant
     var outcome: Outcome
+    /// Why the chores failed, when the batch ran again without them.
+    var choresFailed: String?
 }
 
 /// Sends the wake-ups of committed batches to every host, one statement at a time: queues

@@ -126,6 +126,23 @@ public final class TestServer: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Stops the server with SIGTERM, waiting at most `seconds` for it to exit, and kills it
+    /// if it has not.
+    ///
+    /// - Returns: the exit status, or `nil` if it had to be killed.
+    public func stop(within seconds: Double) -> Int32? {
+        guard let process else { return -1 }
+        if process.isRunning { process.terminate() }
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        guard !process.isRunning else {
+            self.kill()
+            return nil
+        }
+        self.process = nil
+        return process.terminationStatus
+    }
+
     /// Kills the server with SIGKILL: no chance to flush or close anything.
     public func kill() {
         guard let process else { return }
@@ -208,8 +225,11 @@ public enum TestStore: Sendable {
         return components.string!
     }
 
-    private static func psql(_ server: String, _ statement: String) throws {
-        let run = try CommandRun.run("/usr/bin/psql", [server, "-q", "-v", "ON_ERROR_STOP=1", "-c", statement], mergingErrors: true)
+    /// Runs `statement` with psql against the database `url` names; its rows, unaligned.
+    @discardableResult
+    public static func psql(_ url: String, _ statement: String) throws -> String {
+        let run = try CommandRun.run("/usr/bin/psql", [url, "-qAt", "-v", "ON_ERROR_STOP=1", "-c", statement], mergingErrors: true)
         guard run.status == 0 else { throw TestServerError("psql failed: \(statement): \(run.output)") }
+        return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

@@ -222,6 +222,37 @@ struct FleetTests {
         }
     }
 
+    @Test("a chore that fails every time fails no request, is tried again when next due rather than at once, and holds up no stop")
+    func failingChore() throws {
+        let fleet = try Fleet(1, arguments: ["--prune-interval-ms", "200", "--retain-completed-ms", "0"])
+        // Retention's deletes fail from now on; each try counts in a sequence, which the rollback leaves alone.
+        try TestStore.psql(
+            fleet.store,
+            """
+            CREATE SEQUENCE prune_tries;
+            CREATE FUNCTION refuse_prune() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM nextval('prune_tries'); RAISE EXCEPTION 'no pruning today'; END $$;
+            CREATE TRIGGER refuse_prune BEFORE DELETE ON jobs FOR EACH ROW EXECUTE FUNCTION refuse_prune();
+            """)
+        let tries = { Int(try TestStore.psql(fleet.store, "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM prune_tries")) ?? -1 }
+        let client = try fleet[0].connect()
+        _ = try client.enqueue(queue: "q")
+        let job = try #require(try client.claim(queues: ["q"]))
+        #expect(try client.fenced("complete", job).ok)
+        // The finished job is past its retention at once: every prune from now on fails.
+        #expect(try waitUntil { try tries() >= 1 }, "\(fleet[0].log)")
+        let firstTry = Date()
+        var failures: [String] = []
+        while try tries() < 6, Date().timeIntervalSince(firstTry) < 20 {
+            let reply = try client.request(["op": "enqueue", "queue": "other", "payload": [String: Any]()])
+            if !reply.ok { failures.append("\(reply)") }
+        }
+        #expect(failures.isEmpty, "requests failed with the chores: \(failures.prefix(3))")
+        // Five more tries, each due 200 ms after the one before: not a loop.
+        #expect(Date().timeIntervalSince(firstTry) >= 0.8, "the failing prune ran again at once")
+        #expect(fleet[0].stop(within: 10) == 0, "batond did not stop while its chores failed: \(fleet[0].log)")
+    }
+
     @Test("PostgreSQL restarted under load: every batond reconnects, nothing acknowledged is lost or applied twice")
     func databaseRestarts() throws {
         let postgres = try ThrowawayPostgres.start()
