@@ -180,7 +180,7 @@ public final class PostgresStore: @unchecked Sendable {
     static let readyChannel = "baton_ready"
 
     /// Calls `wake` with each queue that some host's commit made jobs ready in (see
-    /// ``PostgresTransaction/announceReady(_:)``), until the task is cancelled or the
+    /// ``announceReady(_:)``), until the task is cancelled or the
     /// connection is lost (it throws then; the caller listens again, and in the meantime
     /// its parked claims fall back to their slow look).
     ///

@@ -131,21 +131,14 @@ extension PostgresTransaction {
             """, logger: self.logger)
     }
 
-    /// A host of the fleet, as it last reported itself.
-    public struct Host: Hashable, Sendable {
-        public var name: String
-        public var startedAt: Int64
-        public var seenAt: Int64
-    }
-
     /// The hosts seen within the last `milliseconds`, by name.
-    public func hosts(seenWithin milliseconds: Int64) async throws -> [Host] {
+    public func hosts(seenWithin milliseconds: Int64) async throws -> [FleetHost] {
         let rows = try await self.connection.query(
             "SELECT name, started_at, seen_at FROM hosts WHERE seen_at > baton_now_ms() - \(milliseconds) ORDER BY name",
             logger: self.logger)
-        var hosts: [Host] = []
+        var hosts: [FleetHost] = []
         for try await (name, startedAt, seenAt) in rows.decode((String, Int64, Int64).self) {
-            hosts.append(Host(name: name, startedAt: startedAt, seenAt: seenAt))
+            hosts.append(FleetHost(name: name, startedAt: startedAt, seenAt: seenAt))
         }
         return hosts
     }

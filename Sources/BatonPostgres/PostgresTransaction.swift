@@ -700,18 +700,6 @@ public struct PostgresTransaction {
         func makeBindings() -> PostgresBindings { PostgresBindings() }
     }
 
-    // MARK: Wake-ups
-
-    /// Tells every host's listener, once this transaction commits, that `queues` gained
-    /// ready jobs, so their parked claims look again at once. One statement for a whole
-    /// batch; PostgreSQL sends each queue once per transaction, and nothing if it rolls back.
-    public func announceReady(_ queues: Set<String>) async throws {
-        guard !queues.isEmpty else { return }
-        try await self.connection.query(
-            "SELECT pg_notify(\(PostgresStore.readyChannel), queue) FROM unnest(\(Array(queues))::text[]) AS q(queue)",
-            logger: self.logger)
-    }
-
     // MARK: Reads
 
     /// A job's state, or `nil` if there is no such job.

@@ -626,7 +626,7 @@ extension Authority {
     /// The workers op's reply: who is connected, and what they hold.
     func workersReply(id: String?) -> [UInt8] {
         let held = self.running.jobsByConnection
-        let me = Reply.FleetHost(name: self.host, startedAt: self.startedAt, seenAt: self.clock.wallMilliseconds())
+        let me = FleetHost(name: self.host, startedAt: self.startedAt, seenAt: self.clock.wallMilliseconds())
         return Reply.workers(id: id, self.workers.all.map { ($0, held[$0.connection.number] ?? []) }, hosts: [me])
     }
 

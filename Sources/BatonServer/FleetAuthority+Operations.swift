@@ -513,9 +513,7 @@ extension FleetAuthority {
                 let running = try await tx.runningHere(Array(batch.view.held.keys), host: self.host)
                 var jobs: [UInt64: [Int64]] = [:]
                 for (job, connection) in batch.view.held where running.contains(job) { jobs[connection, default: []].append(job) }
-                let hosts = try await tx.hosts(seenWithin: Self.hostAliveMilliseconds).map {
-                    Reply.FleetHost(name: $0.name, startedAt: $0.startedAt, seenAt: $0.seenAt)
-                }
+                let hosts = try await tx.hosts(seenWithin: Self.hostAliveMilliseconds)
                 outcome = Outcome(line: Reply.workers(
                     id: id, batch.view.workers.all.map { ($0, (jobs[$0.connection.number] ?? []).sorted()) }, hosts: hosts))
             case .stats:

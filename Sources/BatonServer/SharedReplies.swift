@@ -89,13 +89,6 @@ extension Reply {
         }
     }
 
-    /// A host of a fleet sharing one store, as the `workers` reply lists it.
-    struct FleetHost {
-        var name: String
-        var startedAt: Int64
-        var seenAt: Int64
-    }
-
     /// The `workers` reply: this server's connected workers with the jobs each holds, and,
     /// on a store many hosts share, the hosts seen lately.
     static func workers(id: String?, _ workers: [(WorkerRegistry.Worker, jobs: [Int64])], hosts: [FleetHost]? = nil) -> [UInt8] {
