@@ -5,9 +5,9 @@ import Foundation
 ///
 /// Each field is `*`, a value, a range `a-b`, any of those with a step (`*/15`, `8-18/2`),
 /// or a comma-separated list of them. Months may be named `jan`…`dec` and days of the week
-/// `sun`…`sat` (any case); day of week 0 and 7 are both Sunday. As in every common cron,
-/// when both the day of month and the day of week are restricted (neither is `*`), a day
-/// matches if either does.
+/// `sun`…`sat` (any case); day of week 0 and 7 are both Sunday. As in Vixie cron and its
+/// descendants, when both the day of month and the day of week are restricted (neither
+/// starts with `*`), a day matches if either does; otherwise it must match both.
 ///
 /// Times are wall-clock times in the schedule's zone, which makes daylight saving explicit:
 /// - a time that a spring-forward gap skips (02:30 on the night clocks go from 02:00 to
@@ -38,8 +38,8 @@ public struct CronSchedule: Hashable, Sendable {
         let days = try Self.field(fields[4], name: "day of week", range: 0...7, names: Self.dayNames, firstName: 0)
         // 7 is Sunday too.
         self.daysOfWeek = (days & ~(1 << 7)) | (days >> 7 & 1)
-        self.dayOfMonthRestricted = fields[2] != "*"
-        self.dayOfWeekRestricted = fields[4] != "*"
+        self.dayOfMonthRestricted = !fields[2].hasPrefix("*")
+        self.dayOfWeekRestricted = !fields[4].hasPrefix("*")
     }
 
     /// The first time after `date` (strictly) that the schedule names in `timeZone`, or
@@ -71,12 +71,7 @@ public struct CronSchedule: Hashable, Sendable {
         guard self.months >> month & 1 == 1 else { return false }
         let byMonthDay = self.daysOfMonth >> dayOfMonth & 1 == 1
         let byWeekday = self.daysOfWeek >> dayOfWeek & 1 == 1
-        switch (self.dayOfMonthRestricted, self.dayOfWeekRestricted) {
-        case (true, true): return byMonthDay || byWeekday
-        case (true, false): return byMonthDay
-        case (false, true): return byWeekday
-        case (false, false): return true
-        }
+        return self.dayOfMonthRestricted && self.dayOfWeekRestricted ? byMonthDay || byWeekday : byMonthDay && byWeekday
     }
 
     /// The instant a wall-clock time first shows in `calendar`'s zone; for a time a gap

@@ -41,6 +41,9 @@ struct CronScheduleTests {
         // The 13th, and every Friday: January 2026 has Friday the 2nd, 9th and the 13th a Tuesday.
         #expect(try Self.fires("0 12 13 * fri", after: "2026-01-01T00:00:00Z")
             == ["2026-01-02T12:00:00Z", "2026-01-09T12:00:00Z", "2026-01-13T12:00:00Z", "2026-01-16T12:00:00Z"])
+        // A day field that starts with `*` does not count as restricted: odd days that are Mondays.
+        #expect(try Self.fires("0 12 */2 * mon", after: "2026-01-01T00:00:00Z", count: 3)
+            == ["2026-01-05T12:00:00Z", "2026-01-19T12:00:00Z", "2026-02-09T12:00:00Z"])
     }
 
     @Test("a leap day is found years ahead; a day that never comes is none")
