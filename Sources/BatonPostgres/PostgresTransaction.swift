@@ -342,11 +342,12 @@ public struct PostgresTransaction {
 
     // MARK: Fenced writes
 
-    /// The guard of every fenced write: the token (an SQL expression, a column of the
-    /// statement's requests) holds the job's lease, and the lease is live on the database's
-    /// clock when the statement runs, on whichever host.
-    static func liveLease(_ token: String) -> String {
-        "jobs.lease_token = \(token) AND jobs.lease_deadline > baton_now_ms()"
+    /// The guard of every fenced write: the job is in one of `states` (a move's starting
+    /// states, running for all of them), the token (an SQL expression, a column of the
+    /// statement's requests) holds its lease, and the lease is live on the database's clock
+    /// when the statement runs, on whichever host.
+    static func liveLease(_ token: String, from states: [JobState] = [.running]) -> String {
+        "\(Self.fenced(from: states)) AND jobs.lease_token = \(token) AND jobs.lease_deadline > baton_now_ms()"
     }
 
     /// The state guard of a fenced write: the job is in one of `states` (a move's starting
@@ -385,7 +386,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET lease_ms = coalesce(nullif(renewal.lease, -1), lease_ms),
                 lease_deadline = baton_now_ms() + coalesce(nullif(renewal.lease, -1), lease_ms)
             FROM renewal
-            WHERE jobs.id = renewal.id AND \(PostgresTransaction.fenced(from: [.running])) AND \(PostgresTransaction.liveLease("renewal.token"))
+            WHERE jobs.id = renewal.id AND \(PostgresTransaction.liveLease("renewal.token"))
             RETURNING renewal.n, jobs.lease_deadline
             """
         var ids: [Int64]
@@ -419,7 +420,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET checkpoint = saved.state, progress = coalesce(nullif(saved.progress, ''), jobs.progress),
                 lease_deadline = baton_now_ms() + jobs.lease_ms
             FROM saved
-            WHERE jobs.id = saved.id AND \(unescaped: Self.fenced(from: [.running])) AND \(unescaped: Self.liveLease("saved.token"))
+            WHERE jobs.id = saved.id AND \(unescaped: Self.liveLease("saved.token"))
             RETURNING saved.n, jobs.lease_deadline
             """, logger: self.logger)
         return try await rows.numbered(Int64.self, count: checkpoints.count)
@@ -448,7 +449,7 @@ public struct PostgresTransaction {
                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[]) WITH ORDINALITY AS p(id, token, progress, n)
             )
             UPDATE jobs SET progress = report.progress FROM report
-            WHERE jobs.id = report.id AND \(PostgresTransaction.fenced(from: [.running])) AND \(PostgresTransaction.liveLease("report.token"))
+            WHERE jobs.id = report.id AND \(PostgresTransaction.liveLease("report.token"))
             RETURNING report.n
             """
         var ids: [Int64]
@@ -497,7 +498,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET state = '\(JobMove.complete.to.rawValue)', result = nullif(done.result, ''),
                 finished_at = baton_now_ms(), lease_deadline = NULL
             FROM done
-            WHERE jobs.id = done.id AND \(PostgresTransaction.fenced(from: JobMove.complete.from)) AND \(PostgresTransaction.liveLease("done.token"))
+            WHERE jobs.id = done.id AND \(PostgresTransaction.liveLease("done.token", from: JobMove.complete.from))
             RETURNING done.n, jobs.queue, jobs.started_at, jobs.has_dependents
             """
         var ids: [Int64]
@@ -540,8 +541,9 @@ public struct PostgresTransaction {
                 ready = ending.run_at >= 0 AND ending.run_at <= baton_now_ms(),
                 finished_at = CASE WHEN ending.state = '\(unescaped: JobMove.fail.to.rawValue)' THEN baton_now_ms() END
             FROM ending
-            WHERE jobs.id = ending.id AND \(unescaped: Self.fenced(from: JobMove.retry.from))
-                AND \(unescaped: expired ? "jobs.lease_token = ending.token" : Self.liveLease("ending.token"))
+            WHERE jobs.id = ending.id AND \(unescaped: expired
+                ? Self.fenced(from: JobMove.retry.from) + " AND jobs.lease_token = ending.token"
+                : Self.liveLease("ending.token", from: JobMove.retry.from))
             RETURNING ending.n
             """, logger: self.logger)
         return try await rows.numbered(count: attempts.count)
@@ -567,8 +569,7 @@ public struct PostgresTransaction {
             UPDATE jobs SET state = '\(unescaped: JobMove.release.to.rawValue)', ready = released.run_at <= baton_now_ms(),
                 run_at = released.run_at, attempts = greatest(jobs.attempts - 1, 0), lease_deadline = NULL
             FROM released
-            WHERE jobs.id = released.id AND \(unescaped: Self.fenced(from: JobMove.release.from))
-                AND \(unescaped: Self.liveLease("released.token"))
+            WHERE jobs.id = released.id AND \(unescaped: Self.liveLease("released.token", from: JobMove.release.from))
             RETURNING released.n, jobs.queue
             """, logger: self.logger)
         return try await rows.numbered(String.self, count: releases.count)
