@@ -131,6 +131,14 @@ extension BatonClient {
         try Self.state(of: await self.request("retry") { $0.member("job", id) })
     }
 
+    /// Gives an unfinished job a new priority: a queued job moves in the claim order at
+    /// once, a running one keeps it for its next attempt.
+    /// - Returns: the job's state, unchanged.
+    @discardableResult
+    public func setPriority(_ id: Int64, to priority: Int64) async throws -> JobState {
+        try Self.state(of: await self.request("set_priority") { $0.member("job", id); $0.member("priority", priority) })
+    }
+
     /// Stops claims from taking jobs of `queue`; running jobs finish normally. The pause
     /// survives restarts.
     public func pauseQueue(_ queue: String) async throws {

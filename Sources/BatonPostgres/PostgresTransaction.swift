@@ -650,6 +650,22 @@ public struct PostgresTransaction {
         ).first(Int64.self) != nil
     }
 
+    /// Gives an unfinished job a new priority: a ready job moves in the claim order at once,
+    /// a running one keeps it for its next attempt.
+    ///
+    /// - Returns: the job's state, or `nil` when it has finished or does not exist.
+    public func setPriority(id: Int64, priority: Int64) async throws -> JobState? {
+        let rows = try await self.connection.query(
+            """
+            UPDATE jobs SET priority = \(priority)
+            WHERE id = \(id) AND state IN ('queued', 'running', 'paused', 'retrying') RETURNING state
+            """, logger: self.logger)
+        for try await state in rows.decode(String.self) {
+            return JobState(rawValue: state)
+        }
+        return nil
+    }
+
     /// Moves a paused job back to `queued`, ready at once unless its `run_at` is ahead.
     ///
     /// - Returns: the job's queue and `run_at`, or `nil` when it was not paused.

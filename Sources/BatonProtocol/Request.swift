@@ -15,6 +15,9 @@ public enum Request: Sendable {
     case pause(jobID: Int64)
     case resume(jobID: Int64)
     case retry(jobID: Int64)
+    /// A new priority for an unfinished job: a queued job moves in the claim order at once,
+    /// a running one keeps it for its next attempt.
+    case setPriority(jobID: Int64, priority: Int64)
     case enqueueBatch([EnqueueRequest])
     case pauseQueue(String)
     case resumeQueue(String)
@@ -46,6 +49,7 @@ public enum Request: Sendable {
         case .pause: "pause"
         case .resume: "resume"
         case .retry: "retry"
+        case .setPriority: "set_priority"
         case .enqueueBatch: "enqueue_batch"
         case .pauseQueue: "pause_queue"
         case .resumeQueue: "resume_queue"

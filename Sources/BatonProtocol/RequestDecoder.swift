@@ -27,12 +27,15 @@ public struct RequestDecoder: Sendable {
     public static let ops = [
         "backup", "cancel", "checkpoint", "claim", "complete", "enqueue", "enqueue_batch", "events", "fail", "get",
         "health", "heartbeat", "hello", "list", "metrics", "pause", "pause_queue", "release", "resume", "resume_queue",
-        "retry", "set_queue", "stats", "workers",
+        "retry", "set_priority", "set_queue", "stats", "workers",
     ]
 
     /// The fields the server stores as the client wrote them, never reading inside: they are
     /// parsed only to check they are JSON, so their size costs no more than their bytes.
     static let verbatimKeys: Set<String> = ["payload", "result", "state"]
+
+    /// The priorities a job may have: a 32-bit integer, as every client's number type holds.
+    static let priorities = Int64(Int32.min)...Int64(Int32.max)
 
     /// Decodes one line (without its newline).
     public func decode(_ line: UnsafeBufferPointer<UInt8>) throws(Rejection) -> Decoded {
@@ -159,6 +162,12 @@ public struct RequestDecoder: Sendable {
             return .resume(jobID: try fields.jobID())
         case "retry":
             return .retry(jobID: try fields.jobID())
+        case "set_priority":
+            let jobID = try fields.jobID()
+            guard let priority = try fields.integer("priority", in: Self.priorities) else {
+                throw BatonError.invalidArgument("priority", "is required: an integer, higher claimed first")
+            }
+            return .setPriority(jobID: jobID, priority: priority)
         case "pause_queue", "resume_queue":
             guard let queue = try fields.name("queue") else {
                 throw BatonError.invalidArgument("queue", "is required")
@@ -269,7 +278,7 @@ public struct RequestDecoder: Sendable {
         var request = EnqueueRequest(
             queue: queue,
             payload: payload,
-            priority: try fields.integer("priority", in: Int64(Int32.min)...Int64(Int32.max)) ?? 0,
+            priority: try fields.integer("priority", in: Self.priorities) ?? 0,
             schedule: schedule,
             maxAttempts: try fields.integer("max_attempts", in: 1...1_000).map { Int($0) },
             backoff: try fields.backoff(),

@@ -62,6 +62,11 @@ extension Authority {
                 return Outcome(line: try self.resume(jobID, id: id, &context))
             case .retry(let jobID):
                 return Outcome(line: try self.retry(jobID, id: id, &context))
+            case .setPriority(let jobID, let priority):
+                guard let state = try context.tx.setPriority(id: jobID, priority: priority) else {
+                    throw LeaseRefusal.finished(try self.requireJob(jobID, &context), changing: "priority")
+                }
+                return Outcome(line: Reply.priority(id: id, state: state, priority: priority))
             case .pauseQueue(let queue):
                 try context.tx.setQueuePaused(queue, true)
                 self.pausedQueues.insert(queue)

@@ -480,6 +480,11 @@ extension FleetAuthority {
                 batch.note(JobEvent(.retried, at: batch.now, state: .queued), job: jobID, queue: queue, from: job.state)
                 batch.waiting(queue: queue, runAt: batch.now)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) })
+            case .setPriority(let jobID, let priority):
+                guard let state = try await tx.setPriority(id: jobID, priority: priority) else {
+                    throw LeaseRefusal.finished(try await self.requireJob(jobID, tx).job, changing: "priority")
+                }
+                outcome = Outcome(line: Reply.priority(id: id, state: state, priority: priority))
             case .pauseQueue(let queue):
                 try await tx.setQueuePaused(queue, true)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", true) })

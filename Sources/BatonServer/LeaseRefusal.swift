@@ -41,4 +41,9 @@ struct LeaseRefusal {
     static func notFound(_ jobID: Int64) -> BatonError {
         BatonError(.notFound, "no job \(jobID)")
     }
+
+    /// The refusal of a change to a finished job that only an unfinished one can take.
+    static func finished(_ job: Job, changing setting: String) -> BatonError {
+        BatonError(.invalidTransition, "job \(job.id) is \(job.state.rawValue): a finished job's \(setting) cannot change", state: job.state)
+    }
 }

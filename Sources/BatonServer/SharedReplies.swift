@@ -32,6 +32,11 @@ extension Reply {
         }
     }
 
+    /// `set_priority`'s answer: the job's state, and the priority it has now.
+    static func priority(id: String?, state: JobState, priority: Int64) -> [UInt8] {
+        Reply.success(id: id) { $0.member("state", state.rawValue); $0.member("priority", priority) }
+    }
+
     /// A job's audit trail (``JobEvent/trail(of:recorded:followUps:)``), with its tokens
     /// only where the sender may see them.
     static func events(id: String?, of jobID: Int64, _ events: [JobEvent], showsTokens: Bool) -> [UInt8] {

@@ -272,6 +272,17 @@ public struct StoreTransaction {
         return try statement.firstRow { $0.string(0) }
     }
 
+    /// Gives an unfinished job a new priority: a ready job moves in the claim order at once
+    /// (the ready index is ordered by it), a running one keeps it for its next attempt.
+    ///
+    /// - Returns: the job's state, or `nil` when it has finished or does not exist.
+    public func setPriority(id: Int64, priority: Int64) throws -> JobState? {
+        let statement = try DirectStatement(self.db, sql: Self.setPrioritySQL)
+        statement.bind(1, priority)
+        statement.bind(2, id)
+        return try statement.firstRow { $0.string(0) }.flatMap(JobState.init(rawValue:))
+    }
+
     /// Runs `body` all or nothing: if it throws, every write it made is undone and the
     /// rest of the batch's transaction is untouched.
     public func atomically<T>(_ body: () throws -> T) throws -> T {
@@ -680,6 +691,9 @@ extension StoreTransaction {
         "SELECT id, priority, concurrency_key FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id"
 
     /// A queue's longest-waiting ready job: the first entry of `jobs_ready_since` for it.
+    static let setPrioritySQL = """
+        UPDATE jobs SET priority = ? WHERE id = ? AND state IN ('queued', 'running', 'paused', 'retrying') RETURNING state
+        """
     public static let oldestReadySQL = "SELECT id, run_at FROM jobs WHERE ready = 1 AND queue = ? ORDER BY run_at LIMIT 1"
 
     /// Makes due jobs ready, walking `jobs_scheduled` (its predicate is repeated so that

@@ -65,6 +65,25 @@ struct Retry: AsyncParsableCommand {
     }
 }
 
+struct SetPriority: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "set-priority", abstract: "Give an unfinished job a new priority; a running one keeps it for its next attempt."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Argument(help: "The job's id.")
+    var job: Int64
+
+    @Option(parsing: .unconditional, help: "The new priority; higher is claimed first.")
+    var priority: Int32
+
+    func run() async throws {
+        let state = try await self.connection.withClient { client in try await client.setPriority(self.job, to: Int64(self.priority)) }
+        self.connection.report(state, of: self.job)
+    }
+}
+
 struct PauseQueue: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pause-queue", abstract: "Stop claims from a queue; running jobs finish normally."

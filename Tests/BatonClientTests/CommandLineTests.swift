@@ -164,6 +164,21 @@ struct CommandLineTests {
         #expect(retried.output == #"{"job":\#(id),"state":"queued"}"# + "\n", "\(retried.output)")
     }
 
+    @Test("set-priority moves a queued job ahead in the claim order, negative priorities included")
+    func setPriorityReorders() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        func enqueue() throws -> Int { try #require(Int(try baton(["enqueue", "docs", "1"] + socket).output.trimmingCharacters(in: .whitespacesAndNewlines))) }
+        let older = try enqueue()
+        let newer = try enqueue()
+        #expect(try baton(["set-priority", "\(older)", "--priority", "-3"] + socket).output == "\(older) queued\n")
+        let claimed = try baton(["claim", "docs", "--json"] + socket)
+        let job = try #require(try JSONSerialization.jsonObject(with: Data(claimed.output.utf8)) as? [String: Any])
+        #expect(job["id"] as? Int == newer)
+        let detail = try #require(try JSONSerialization.jsonObject(with: Data(try baton(["get", "\(older)", "--json"] + socket).output.utf8)) as? [String: Any])
+        #expect(detail["priority"] as? Int == -3)
+    }
+
     @Test("list shows progress as a person reads it")
     func listShowsProgress() throws {
         let server = try TestServer()

@@ -214,6 +214,11 @@ export class Client {
     await this.request('retry', { job });
   }
 
+  /** Gives an unfinished job a new priority; resolves to its state, unchanged. */
+  async setPriority(job, priority) {
+    return (await this.request('set_priority', { job, priority })).state;
+  }
+
   async pauseQueue(queue) {
     await this.request('pause_queue', { queue });
   }

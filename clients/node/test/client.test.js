@@ -55,6 +55,16 @@ test('refusals carry the code and the job state', async () => {
   await assert.rejects(fixture.client.get(999999), (error) => error instanceof BatonError && error.code === 'not_found');
 });
 
+test('setPriority reorders queued jobs', async () => {
+  const older = (await fixture.client.enqueue('prio', 1)).job;
+  const newer = (await fixture.client.enqueue('prio', 2)).job;
+  assert.equal(await fixture.client.setPriority(newer, 7), 'queued');
+  const lease = await fixture.client.claim(['prio']);
+  assert.equal(lease.id, newer);
+  assert.equal(await fixture.client.setPriority(lease.id, -1), 'running');
+  assert.equal((await fixture.client.get(older)).priority, 0);
+});
+
 test('job and queue control', async () => {
   const first = (await fixture.client.enqueue('ctl', 1, { maxAttempts: 1 })).job;
   const second = (await fixture.client.enqueue('ctl', 2)).job;

@@ -54,6 +54,16 @@ def test_refusals_carry_the_code_and_the_jobs_state(client):
     assert client.get(job)["payload"] is None
 
 
+def test_set_priority_reorders_queued_jobs(client):
+    older = client.enqueue("prio", 1).job
+    newer = client.enqueue("prio", 2).job
+    assert client.set_priority(newer, 7) == "queued"
+    lease = client.claim(["prio"])
+    assert lease.id == newer
+    assert client.set_priority(lease.id, -1) == "running"
+    assert client.get(older)["priority"] == 0
+
+
 def test_job_and_queue_control(client):
     first = client.enqueue("ctl", 1, max_attempts=1).job
     second = client.enqueue("ctl", 2).job

@@ -255,6 +255,11 @@ class Client:
     def retry(self, job: int) -> None:
         self.request("retry", job=job)
 
+    def set_priority(self, job: int, priority: int) -> str:
+        """Gives an unfinished job a new priority; returns its state, unchanged. A queued job
+        moves in the claim order at once, a running one keeps it for its next attempt."""
+        return self.request("set_priority", job=job, priority=priority)["state"]
+
     def pause_queue(self, queue: str) -> None:
         self.request("pause_queue", queue=queue)
 
