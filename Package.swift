@@ -73,6 +73,8 @@ let package = Package(
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // glibc's mallopt, for batond's allocator tuning.
         .systemLibrary(name: "CMalloc"),
+        // pidfd_open, to tell when a worker's process has exited.
+        .systemLibrary(name: "CProcess"),
         .target(
             name: "BatonSystemd",
             dependencies: ["CSystemd", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
@@ -81,7 +83,7 @@ let package = Package(
         .target(
             name: "BatonServer",
             dependencies: [
-                "BatonCore", "BatonProtocol", "BatonStore", "BatonPostgres",
+                "BatonCore", "BatonProtocol", "BatonStore", "BatonPostgres", "CProcess",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -46,15 +46,19 @@ extension BatonClient {
     ///   - wait: how long to wait for a job if none is ready (up to 5 minutes).
     ///   - leaseDuration: the lease period, instead of the job's own.
     ///   - worker: a name for this worker, shown by `get`.
+    ///   - detached: `true` when the lease outlives this process (it is handed to another
+    ///     one that reports the outcome); otherwise, should this process exit with the
+    ///     connection closed, the server ends the lease at once.
     /// - Returns: the lease, or `nil` when no job came within `wait`.
     /// - Throws: `CancellationError` when the task is cancelled while waiting; a job the
     ///   server hands out after that is released at once, not left to its lease.
     public func claim(
-        queues: [String], wait: Duration = .zero, leaseDuration: Duration? = nil, worker: String? = nil
+        queues: [String], wait: Duration = .zero, leaseDuration: Duration? = nil, worker: String? = nil, detached: Bool = false
     ) async throws -> Lease? {
         let reply = try await self.request("claim", abandoned: Self.releaseAbandonedClaim) { request in
             Self.writeClaim(queues: queues, leaseDuration: leaseDuration, worker: worker, into: &request)
             if wait > .zero { request.member("wait_ms", wait.milliseconds) }
+            if detached { request.member("detached", true) }
         }
         return try self.lease(in: reply)
     }

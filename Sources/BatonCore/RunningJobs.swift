@@ -8,18 +8,14 @@ public struct RunningJob: Hashable, Sendable {
     public var concurrencyKey: String?
     /// Wall-clock milliseconds when the attempt started.
     public var startedAt: Int64
-    /// The connection whose claim or last renewal holds the job; `nil` after a restart,
-    /// until a worker renews it.
-    public var connection: UInt64?
 
     public var jobID: Int64 { self.lease.jobID }
 
-    public init(lease: LeaseGrant, queue: String, concurrencyKey: String?, startedAt: Int64, connection: UInt64?) {
+    public init(lease: LeaseGrant, queue: String, concurrencyKey: String?, startedAt: Int64) {
         self.lease = lease
         self.queue = queue
         self.concurrencyKey = concurrencyKey
         self.startedAt = startedAt
-        self.connection = connection
     }
 }
 
@@ -46,6 +42,8 @@ public struct RunningJobs: Sendable {
     private var limits: [String: Int] = [:]
     /// Each held key, with the queues in which a claim passed a ready job over for it.
     private var heldKeys: [String: Set<String>] = [:]
+    /// Who holds each job: the connection, and the process whose exit ends the lease.
+    public private(set) var holders = LeaseHolders()
 
     private struct Slot: Sendable {
         var job: RunningJob
@@ -85,17 +83,23 @@ public struct RunningJobs: Sendable {
 
     // MARK: Start and end
 
-    /// Records a job that starts running under a lease from lease time `now`.
+    /// Records a job that starts running under a lease from lease time `now`, held on
+    /// `connection` (none after a restart) and bound to `process` (see ``LeaseHolders``).
     @discardableResult
     public mutating func start(
         jobID: Int64, token: FencingToken, duration: Int64, now: Int64, holder: UInt32? = nil,
-        queue: String, concurrencyKey: String? = nil, startedAt: Int64 = 0, connection: UInt64? = nil
+        queue: String, concurrencyKey: String? = nil, startedAt: Int64 = 0, connection: UInt64? = nil, process: Int32? = nil
     ) -> LeaseGrant {
         let lease = LeaseGrant(jobID: jobID, token: token, deadline: now + duration, duration: duration, holder: holder)
-        let job = RunningJob(lease: lease, queue: queue, concurrencyKey: concurrencyKey, startedAt: startedAt, connection: connection)
+        let job = RunningJob(lease: lease, queue: queue, concurrencyKey: concurrencyKey, startedAt: startedAt)
         if let previous = self.slots.updateValue(Slot(job: job, heapDeadline: lease.deadline), forKey: jobID)?.job {
             var ignored = Set<String>()
             self.uncount(previous, freeing: &ignored)
+        }
+        if let connection {
+            self.holders.claimed(jobID, token: token, connection: connection, process: process)
+        } else {
+            self.holders.ended(jobID)
         }
         self.deadlines.insert(Entry(deadline: lease.deadline, jobID: jobID))
         self.running[queue, default: 0] += 1
@@ -113,6 +117,7 @@ public struct RunningJobs: Sendable {
     public mutating func end(jobID: Int64, freeing freed: inout Set<String>) -> RunningJob? {
         guard let job = self.slots.removeValue(forKey: jobID)?.job else { return nil }
         self.uncount(job, freeing: &freed)
+        self.holders.ended(jobID)
         return job
     }
 
@@ -141,14 +146,15 @@ public struct RunningJobs: Sendable {
     }
 
     /// Extends a lease that was live when its renewal was heard to `now + duration`, or
-    /// `now` plus its own period, and records `connection` as the job's holder.
+    /// `now` plus its own period, and records `connection` (of `process`) as the job's
+    /// holder, by ``LeaseHolders``' rules.
     ///
     /// - Parameters:
     ///   - heardAt: when the renewal arrived; the lease must have been live then. Defaults to `now`.
     /// - Returns: the renewed lease, or `nil` when the token did not hold a live lease.
     public mutating func renew(
         jobID: Int64, token: FencingToken, duration: Int64? = nil, heardAt: Int64? = nil, now: Int64,
-        connection: UInt64? = nil
+        connection: UInt64? = nil, process: Int32? = nil
     ) -> LeaseGrant? {
         guard case .live(var lease) = self.check(jobID: jobID, token: token, now: heardAt ?? now) else {
             return nil
@@ -157,7 +163,7 @@ public struct RunningJobs: Sendable {
         lease.deadline = now + lease.duration
         self.slots[jobID]!.job.lease = lease
         if let connection {
-            self.slots[jobID]!.job.connection = connection
+            self.holders.renewed(jobID, token: token, connection: connection, process: process)
         }
         return lease
     }
@@ -229,13 +235,5 @@ public struct RunningJobs: Sendable {
     }
 
     /// The ids of the jobs each connection holds, in increasing order.
-    public var jobsByConnection: [UInt64: [Int64]] {
-        var held: [UInt64: [Int64]] = [:]
-        for slot in self.slots.values {
-            if let connection = slot.job.connection {
-                held[connection, default: []].append(slot.job.jobID)
-            }
-        }
-        return held.mapValues { $0.sorted() }
-    }
+    public var jobsByConnection: [UInt64: [Int64]] { self.holders.jobsByConnection }
 }

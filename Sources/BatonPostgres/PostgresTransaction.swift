@@ -590,10 +590,36 @@ public struct PostgresTransaction {
     ///
     /// - Parameter jitter: the backoff's jitter for each job, a number in `0..<1`.
     public func expireOverdueLeases(limit: Int, jitter: () -> Double) async throws -> [Expired] {
-        let overdue = try await self.run(OverdueLeases(limit: limit))
+        try await self.expire(try await self.run(OverdueLeases(limit: limit)), error: "lease expired", jitter: jitter)
+    }
+
+    /// Ends the attempts of the running jobs whose leases `leases` name, where those tokens
+    /// still hold them, as an expiry does but with `error`: the leases of a worker whose
+    /// process exited, ended before their time.
+    public func expireLeases(
+        _ leases: [(id: Int64, token: FencingToken)], error: String, jitter: () -> Double
+    ) async throws -> [Expired] {
+        guard !leases.isEmpty else { return [] }
+        let rows = try await self.connection.query(
+            """
+            SELECT \(unescaped: Self.expiryColumns) FROM jobs
+            WHERE state = 'running' AND (id, lease_token) IN (
+                SELECT * FROM unnest(\(leases.map(\.id))::bigint[], \(leases.map(\.token.rawValue))::bigint[]))
+            ORDER BY id FOR UPDATE
+            """, logger: self.logger)
+        return try await self.expire(rows, error: error, jitter: jitter)
+    }
+
+    /// What an expiry reads of each job it ends.
+    private static let expiryColumns = """
+        id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor, backoff_max_ms, baton_now_ms()
+        """
+
+    /// Ends the attempts of the jobs `rows` read (``expiryColumns``) by their retry rule.
+    private func expire(_ rows: some AsyncSequence<PostgresRow, any Error>, error: String, jitter: () -> Double) async throws -> [Expired] {
         var expired: [Expired] = []
         for try await (id, queue, token, attempts, maxAttempts, initial, factor, maximum, now)
-            in overdue.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64).self)
+            in rows.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64).self)
         {
             let decision = RetryDecision.afterUnsuccessfulAttempt(
                 attempts, maxAttempts: maxAttempts,
@@ -602,7 +628,7 @@ public struct PostgresTransaction {
             )
             expired.append(Expired(id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision))
         }
-        _ = try await self.endAttempts(expired.map { ($0.id, $0.token, $0.decision, "lease expired") }, expired: true)
+        _ = try await self.endAttempts(expired.map { ($0.id, $0.token, $0.decision, error) }, expired: true)
         return expired
     }
 
@@ -610,8 +636,7 @@ public struct PostgresTransaction {
     private struct OverdueLeases: PreparedBatchStatement {
         static let name = "baton_overdue_leases"
         static let sql = """
-            SELECT id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor,
-                backoff_max_ms, baton_now_ms()
+            SELECT \(PostgresTransaction.expiryColumns)
             FROM jobs WHERE state = 'running' AND lease_deadline <= baton_now_ms()
             ORDER BY lease_deadline LIMIT $1 FOR UPDATE SKIP LOCKED
             """

@@ -116,12 +116,18 @@ public struct ClaimRequest: Sendable {
     public var worker: String?
     public var leaseMilliseconds: Int64?
     public var waitMilliseconds: Int64
+    /// Whether the lease outlives the claiming process: it is handed to other processes (a
+    /// script that claims with one command and completes with another), so the claimer's
+    /// exit does not end it. Otherwise it ends as soon as the process has exited with its
+    /// connection closed.
+    public var detached: Bool
 
-    public init(queues: [String], worker: String? = nil, leaseMilliseconds: Int64? = nil, waitMilliseconds: Int64) {
+    public init(queues: [String], worker: String? = nil, leaseMilliseconds: Int64? = nil, waitMilliseconds: Int64, detached: Bool = false) {
         self.queues = queues
         self.worker = worker
         self.leaseMilliseconds = leaseMilliseconds
         self.waitMilliseconds = waitMilliseconds
+        self.detached = detached
     }
 }
 

@@ -319,7 +319,8 @@ public struct RequestDecoder: Sendable {
             queues: queues,
             worker: try fields.name("worker"),
             leaseMilliseconds: try fields.leaseDuration(),
-            waitMilliseconds: try fields.integer("wait_ms", in: 0...self.limits.maximumWaitMilliseconds) ?? 0
+            waitMilliseconds: try fields.integer("wait_ms", in: 0...self.limits.maximumWaitMilliseconds) ?? 0,
+            detached: try fields.bool("detached") ?? false
         )
     }
 }

@@ -330,7 +330,8 @@ extension Authority {
         }
         let lease = self.running.start(
             jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow, holder: connection.peer?.uid,
-            queue: best.queue, concurrencyKey: best.job.concurrencyKey, startedAt: context.wallNow, connection: connection.number
+            queue: best.queue, concurrencyKey: best.job.concurrencyKey, startedAt: context.wallNow, connection: connection.number,
+            process: request.detached ? nil : connection.peer?.pid
         )
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         // The row records the claim under `event`; see StoreTransaction.markClaimed.
@@ -364,7 +365,8 @@ extension Authority {
         }
         let lease = self.running.renew(
             jobID: request.lease.jobID, token: request.lease.token,
-            duration: request.leaseMilliseconds, heardAt: context.heardAt, now: context.leaseNow, connection: connection.number
+            duration: request.leaseMilliseconds, heardAt: context.heardAt, now: context.leaseNow, connection: connection.number,
+            process: connection.peer?.pid
         )!
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofLease: lease.deadline)) }
     }
@@ -383,7 +385,7 @@ extension Authority {
         // A checkpoint is proof of life: it renews the lease like a heartbeat.
         let lease = self.running.renew(
             jobID: request.lease.jobID, token: request.lease.token, heardAt: context.heardAt, now: context.leaseNow,
-            connection: connection.number
+            connection: connection.number, process: connection.peer?.pid
         )!
         return Reply.success(id: id) { $0.member("lease_expires_at", context.wallTime(ofLease: lease.deadline)) }
     }
@@ -557,19 +559,33 @@ extension Authority {
         }
     }
 
+    /// Ends the leases bound to the processes of `connections`, which closed and have
+    /// exited: nobody is left to finish those jobs (see ``LeaseHolders``).
+    func expireAbandonedLeases(of connections: [ConnectionIdentity], _ context: inout BatchContext) throws {
+        for connection in connections {
+            guard let pid = connection.peer?.pid else { continue }
+            for (job, token) in self.running.holders.bound(to: pid, on: connection.number) {
+                guard let lease = self.running[job]?.lease, lease.token == token else { continue }
+                try self.expire(lease, because: LeaseHolders.exitReason(pid: pid), &context)
+            }
+        }
+    }
+
+    /// Ends an attempt whose lease ran out, or (`because`) whose process exited.
     @discardableResult
-    private func expire(_ lease: LeaseGrant, _ context: inout BatchContext) throws -> RetryDecision {
+    private func expire(_ lease: LeaseGrant, because reason: String? = nil, _ context: inout BatchContext) throws -> RetryDecision {
         let reference = LeaseReference(jobID: lease.jobID, token: lease.token)
         let decision = try self.endAttempt(
-            reference, error: "lease expired", retry: true, retryInMilliseconds: nil, expired: true, &context
+            reference, error: reason ?? "lease expired", retry: true, retryInMilliseconds: nil, expired: true, detail: reason, &context
         )
         return decision
     }
 
-    /// Ends the running attempt unsuccessfully, by the job's retry rule.
+    /// Ends the running attempt unsuccessfully, by the job's retry rule. Its event is
+    /// `failed` with the error, or, when it `expired`, `expired` with `detail`.
     private func endAttempt(
         _ reference: LeaseReference, error: String, retry: Bool, retryInMilliseconds: Int64?, expired: Bool = false,
-        _ context: inout BatchContext
+        detail: String? = nil, _ context: inout BatchContext
     ) throws -> RetryDecision {
         let job = try self.requireJob(reference.jobID, &context)
         let decision = RetryDecision.afterUnsuccessfulAttempt(
@@ -588,7 +604,7 @@ extension Authority {
         try self.record(
             JobEvent(
                 expired ? .expired : .failed, at: context.wallNow, state: decision.state, token: reference.token,
-                detail: expired ? nil : error
+                detail: expired ? detail : error
             ),
             job: reference.jobID, queue: job.queue, from: .running, milliseconds: max(context.wallNow - (job.startedAt ?? context.wallNow), 0),
             &context

@@ -80,6 +80,8 @@ final class Authority: JobAuthority, @unchecked Sendable {
     }
     /// Requests collected for the next batch.
     private var pending: [Submission] = []
+    /// Closed connections whose process has exited, for the next batch to end their leases.
+    private var exited: [ConnectionIdentity] = []
     private var flushScheduled = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: Int64 = .max
@@ -167,10 +169,11 @@ final class Authority: JobAuthority, @unchecked Sendable {
         let running = try tx.runningLeases()
         for lease in running {
             // At start, no connection holds it until its worker renews it.
-            let holder = before[lease.id].flatMap { $0.lease.token == lease.token ? $0.connection : nil }
+            let holder = before.holders[lease.id].flatMap { $0.token == lease.token ? $0 : nil }
             self.running.start(
                 jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now, holder: lease.holder,
-                queue: lease.queue, concurrencyKey: lease.concurrencyKey, startedAt: lease.startedAt, connection: holder
+                queue: lease.queue, concurrencyKey: lease.concurrencyKey, startedAt: lease.startedAt,
+                connection: holder?.connection, process: holder?.process
             )
         }
         self.nextScheduledRunAt = try tx.nextScheduledRunAt()
@@ -363,6 +366,18 @@ final class Authority: JobAuthority, @unchecked Sendable {
         }
     }
 
+    /// Ends the leases bound to a closed connection's process, which has exited, in the
+    /// next batch.
+    func processExited(_ connection: ConnectionIdentity) {
+        self.loop.execute {
+            self.exited.append(connection)
+            if !self.flushScheduled {
+                self.flushScheduled = true
+                self.loop.execute { self.flush() }
+            }
+        }
+    }
+
     // MARK: The batch
 
     private func flush() {
@@ -424,6 +439,8 @@ final class Authority: JobAuthority, @unchecked Sendable {
                 // heartbeat that waited for this batch renews its lease instead of losing it.
                 context.heardAt = context.leaseNow
                 try self.expireLeases(&context)
+                try self.expireAbandonedLeases(of: self.exited, &context)
+                self.exited.removeAll()
                 try self.serveParkedClaims(&context, into: &replies)
                 for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
                     let outcome = Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })

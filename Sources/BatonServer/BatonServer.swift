@@ -298,16 +298,22 @@ public final class BatonServer: Service {
                         return
                     }
                     let connection = ConnectionIdentity(number: connectionNumbers.next(), peer: peer)
-                    try channel.pipeline.syncOperations.addHandlers(
-                        BackPressureHandler(),
-                        InputGuard(budget: budget, timeoutMilliseconds: partialLineTimeout),
-                        // One byte of slack for the newline itself.
-                        ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: maximumLine + 2),
-                        RequestHandler(
-                            authority: authority, decoder: decoder, connection: connection,
-                            maximumInFlight: maximumInFlight, logger: logger
+                    let process = peer.flatMap { PeerProcess(pid: $0.pid) }
+                    do {
+                        try channel.pipeline.syncOperations.addHandlers(
+                            BackPressureHandler(),
+                            InputGuard(budget: budget, timeoutMilliseconds: partialLineTimeout),
+                            // One byte of slack for the newline itself.
+                            ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: maximumLine + 2),
+                            RequestHandler(
+                                authority: authority, decoder: decoder, connection: connection, process: process,
+                                maximumInFlight: maximumInFlight, logger: logger
+                            )
                         )
-                    )
+                    } catch {
+                        process?.close()
+                        throw error
+                    }
                 }
             }
         if let inherited = self.configuration.inheritedSocket {

@@ -14,6 +14,8 @@ struct FleetWork: Sendable {
     var lookFor: Set<String>
     /// The parked claims, oldest first.
     var parked: [ParkedClaims.Waiter]
+    /// Leases to end because their process exited, by process.
+    var abandoned: [Int32: [(id: Int64, token: FencingToken)]]
     var sweep: Bool
     var heartbeat: Bool
     var prune: Bool
@@ -23,7 +25,7 @@ struct FleetWork: Sendable {
     var lane: Int
 
     /// Whether the batch does chores and nothing else.
-    var isChoresAlone: Bool { self.batch.isEmpty && self.reports == 0 && !self.scrape && self.lookFor.isEmpty }
+    var isChoresAlone: Bool { self.batch.isEmpty && self.reports == 0 && !self.scrape && self.lookFor.isEmpty && self.abandoned.isEmpty }
 
     var hasChores: Bool { self.sweep || self.heartbeat || self.prune }
 
@@ -37,7 +39,7 @@ struct FleetWork: Sendable {
 /// unreachable) may still run while the driver goes on.
 struct DriverView: Sendable {
     var serving: Bool
-    var held: [Int64: UInt64]
+    var held: LeaseHolders
     var workers: WorkerRegistry
     var queueMetrics: [String: QueueMetrics]
     var parkedClaims: Int
@@ -63,7 +65,8 @@ struct FleetBatch: Sendable {
     var parking: [ParkedClaims.Waiter] = []
     /// Parked claims this batch served.
     var servedParked: [ParkedClaims.Waiter] = []
-    var granted: [(job: Int64, connection: UInt64)] = []
+    /// Leases granted (`claimed`) or renewed, for the driver's ``LeaseHolders``.
+    var granted: [(job: Int64, token: FencingToken, connection: UInt64, process: Int32?, claimed: Bool)] = []
     var ended: [Int64] = []
     var workersSeen: [(ConnectionIdentity, String?)] = []
     var workersRenewed: [ConnectionIdentity] = []
@@ -147,6 +150,10 @@ extension FleetAuthority {
         if work.sweep {
             try await self.sweep(&batch, tx)
         }
+        for (pid, leases) in work.abandoned {
+            let expired = try await tx.expireLeases(leases, error: LeaseHolders.exitReason(pid: pid)) { Double.random(in: 0..<1) }
+            try await self.ended(expired, because: LeaseHolders.exitReason(pid: pid), &batch, tx)
+        }
         if work.prune {
             try await self.prune(&batch, tx)
         }
@@ -209,15 +216,7 @@ extension FleetAuthority {
     /// Expires overdue leases (any host's) and makes due jobs ready.
     private func sweep(_ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
         let expired = try await tx.expireOverdueLeases(limit: Self.sweepLimit) { Double.random(in: 0..<1) }
-        for job in expired {
-            batch.note(
-                JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token), job: job.id, queue: job.queue, from: .running)
-            batch.ended.append(job.id)
-            switch job.decision {
-            case .retry(let runAt): batch.waiting(queue: job.queue, runAt: runAt)
-            case .fail: try await self.cancelDependents(of: job.id, because: "failed", &batch, tx)
-            }
-        }
+        try await self.ended(expired, &batch, tx)
         batch.readyQueues.formUnion(try await tx.promoteDueJobs())
         if let due = try await tx.nextDue() {
             batch.nextDue = min(batch.nextDue ?? .max, due)
@@ -225,6 +224,23 @@ extension FleetAuthority {
         if expired.count == Self.sweepLimit {
             // More are overdue: look again at once.
             batch.nextDue = batch.now
+        }
+    }
+
+    /// Records expired attempts (`because` their process exited, or their lease ran out),
+    /// and what follows from each: a retry waits, a failure cancels its dependents.
+    private func ended(
+        _ expired: [PostgresTransaction.Expired], because reason: String? = nil, _ batch: inout FleetBatch, _ tx: PostgresTransaction
+    ) async throws {
+        for job in expired {
+            batch.note(
+                JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token, detail: reason),
+                job: job.id, queue: job.queue, from: .running)
+            batch.ended.append(job.id)
+            switch job.decision {
+            case .retry(let runAt): batch.waiting(queue: job.queue, runAt: runAt)
+            case .fail: try await self.cancelDependents(of: job.id, because: "failed", &batch, tx)
+            }
         }
     }
 
@@ -273,7 +289,7 @@ extension FleetAuthority {
                     continue
                 }
                 batch.workersRenewed.append(submission.connection)
-                batch.granted.append((request.lease.jobID, submission.connection.number))
+                batch.granted.append((request.lease.jobID, request.lease.token, submission.connection.number, submission.connection.peer?.pid, false))
                 batch.nextDue = min(batch.nextDue ?? .max, deadline)
                 batch.reply(submission, Outcome(line: Reply.success(id: submission.id) { $0.member("lease_expires_at", deadline) }))
             }
@@ -355,7 +371,7 @@ extension FleetAuthority {
             batch.note(
                 JobEvent(.claimed, at: batch.now, state: .running, token: lease.token, peerPID: connection.peer?.pid, detail: claim.worker),
                 job: lease.job.id, queue: lease.job.queue, from: lease.from, milliseconds: max(batch.now - lease.job.dueAt, 0))
-            batch.granted.append((lease.job.id, connection.number))
+            batch.granted.append((lease.job.id, lease.token, connection.number, claim.detached ? nil : connection.peer?.pid, true))
             batch.workersSeen.append((connection, claim.worker))
             batch.nextDue = min(batch.nextDue ?? .max, lease.deadline)
         }
@@ -425,7 +441,7 @@ extension FleetAuthority {
                 }
                 batch.note(JobEvent(.checkpointed, at: batch.now, state: .running, token: request.lease.token), job: request.lease.jobID, queue: nil, from: .running)
                 batch.workersRenewed.append(submission.connection)
-                batch.granted.append((request.lease.jobID, submission.connection.number))
+                batch.granted.append((request.lease.jobID, request.lease.token, submission.connection.number, submission.connection.peer?.pid, false))
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("lease_expires_at", deadline) })
             case .complete(let request):
                 outcome = try await self.completeWithFollowUps(request, submission: submission, &batch, tx)
@@ -515,9 +531,9 @@ extension FleetAuthority {
                 let report = try await self.health(&batch, tx)
                 outcome = Outcome(line: Reply.success(id: id) { $0.health(report) })
             case .workers:
-                let running = try await tx.runningHere(Array(batch.view.held.keys), host: self.host)
-                var jobs: [UInt64: [Int64]] = [:]
-                for (job, connection) in batch.view.held where running.contains(job) { jobs[connection, default: []].append(job) }
+                let held = batch.view.held.jobsByConnection
+                let running = try await tx.runningHere(held.values.flatMap { $0 }, host: self.host)
+                let jobs = held.mapValues { $0.filter(running.contains) }
                 let hosts = try await tx.hosts(seenWithin: Self.hostAliveMilliseconds)
                 outcome = Outcome(line: Reply.workers(
                     id: id, batch.view.workers.all.map { ($0, (jobs[$0.connection.number] ?? []).sorted()) }, hosts: hosts))

@@ -59,7 +59,12 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     var workers = WorkerRegistry()
     /// The jobs this host leased, by the connection that holds each; a read checks them
     /// against the store, since a lease may have run out and gone to another host.
-    var held: [Int64: UInt64] = [:]
+    var held = LeaseHolders()
+    /// Leases bound to processes that exited, for the next batch to end, by process.
+    var abandoned: [Int32: [(id: Int64, token: FencingToken)]] = [:]
+    /// Connections whose process exited while batches ran, with its pid: a claim in one of
+    /// those batches may have leased them a job, which is abandoned too.
+    var exitedMeanwhile: [UInt64: Int32] = [:]
     var queueMetrics: [String: QueueMetrics] = [:]
     /// The job counts as of the last commit that read them, for the metrics endpoint.
     var lastCounts: [String: [JobState: Int]] = [:]
@@ -174,6 +179,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         self.mailbox.post(.closed(connection))
     }
 
+    func processExited(_ connection: ConnectionIdentity) {
+        self.mailbox.post(.exited(connection))
+    }
+
     func drain() -> EventLoopFuture<Void> {
         let promise = self.loop.makePromise(of: Void.self)
         self.mailbox.post(.drain(promise))
@@ -227,6 +236,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                         waiter.reply.succeed(Outcome(line: []))
                     }
                     if self.inFlight > 0 { self.closedMeanwhile.insert(connection.number) }
+                case .exited(let connection):
+                    guard let pid = connection.peer?.pid else { break }
+                    self.abandoned[pid, default: []] += self.held.bound(to: pid, on: connection.number)
+                    if self.inFlight > 0 { self.exitedMeanwhile[connection.number] = pid }
                 case .health(let promise):
                     self.reports.append(promise)
                 case .scrape(let promise):
@@ -253,6 +266,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             while !self.freeLanes.isEmpty, self.startBatch() {}
             if self.inFlight == 0 {
                 self.closedMeanwhile.removeAll()
+                self.exitedMeanwhile.removeAll()
                 if self.waiting.isEmpty {
                     // Everything taken before the drain has committed and been answered.
                     for promise in self.drained { promise.succeed(()) }
@@ -309,7 +323,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             // The slow look: every parked queue, in case an announcement was lost.
             for waiter in self.parked.waiters { lookFor.formUnion(waiter.request.queues) }
         }
-        guard !batch.isEmpty || !self.reports.isEmpty || !self.scrapes.isEmpty || chores || !lookFor.isEmpty else { return false }
+        guard !batch.isEmpty || !self.reports.isEmpty || !self.scrapes.isEmpty || chores || !lookFor.isEmpty || !self.abandoned.isEmpty
+        else { return false }
         self.waiting = deferred
         let (reports, scrapes) = (self.reports, self.scrapes)
         self.reports.removeAll()
@@ -332,7 +347,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     ) {
         var work = FleetWork(
             batch: batch, reports: reports.count, scrape: !scrapes.isEmpty, lookFor: lookFor,
-            parked: [],
+            // Left for a batch with requests: a chores-alone batch must stay only that.
+            parked: [], abandoned: self.requestsMayStart ? self.abandoned : [:],
             sweep: chores && now >= self.nextSweepAt, heartbeat: chores && now >= self.nextHeartbeatAt,
             prune: chores && now >= self.nextPruneAt,
             policy: self.access.policy,
@@ -350,6 +366,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             work.view.parkedClaims = work.parked.count
         }
         if chores { self.choresInFlight = true }
+        // Ended in this batch, or, should it fail, when their leases run out as before.
+        if !work.abandoned.isEmpty { self.abandoned.removeAll() }
         for submission in batch { self.busyConnections[submission.connection.number, default: 0] += 1 }
         let started = ContinuousClock.now
         let mailbox = self.mailbox
@@ -473,8 +491,17 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         for connection in done.workersRenewed {
             self.workers.renewed(on: connection, now: done.now)
         }
-        for (job, connection) in done.granted { self.held[job] = connection }
-        for job in done.ended { self.held.removeValue(forKey: job) }
+        for grant in done.granted {
+            if grant.claimed {
+                self.held.claimed(grant.job, token: grant.token, connection: grant.connection, process: grant.process)
+                if let pid = grant.process, self.exitedMeanwhile[grant.connection] == pid {
+                    self.abandoned[pid, default: []].append((grant.job, grant.token))
+                }
+            } else {
+                self.held.renewed(grant.job, token: grant.token, connection: grant.connection, process: grant.process)
+            }
+        }
+        for job in done.ended { self.held.ended(job) }
         let served = Set(done.servedParked.map { ObjectIdentifier($0.reply.futureResult) })
         self.giveBack(work.parked.filter { !served.contains(ObjectIdentifier($0.reply.futureResult)) })
         for waiter in done.parking {
@@ -617,6 +644,8 @@ final class FleetMailbox: Sendable {
     enum Letter: Sendable {
         case submissions([Submission])
         case closed(ConnectionIdentity)
+        /// A closed connection's process has exited.
+        case exited(ConnectionIdentity)
         case health(EventLoopPromise<HealthReport>)
         case scrape(EventLoopPromise<MetricsSnapshot>)
         case drain(EventLoopPromise<Void>)

@@ -16,6 +16,9 @@ protocol JobAuthority: AnyObject, Sendable {
     func submit(_ submissions: [Submission])
     /// Forgets a closed connection's parked claims, and the connection as a worker.
     func connectionClosed(_ connection: ConnectionIdentity)
+    /// Ends the leases bound to the process of a closed connection, which has exited
+    /// (``LeaseHolders``): nobody is left to finish those jobs.
+    func processExited(_ connection: ConnectionIdentity)
     /// Restores what the authority keeps beside the store; the number of running jobs.
     func recover() -> EventLoopFuture<Int>
     /// Stops taking requests, and completes once the last batch has committed.

@@ -19,6 +19,12 @@ final class RequestHandler: ChannelDuplexHandler {
     private let authority: any JobAuthority
     private let decoder: RequestDecoder
     private let connection: ConnectionIdentity
+    /// The peer's process, to end its leases at once should it exit; owned by this handler,
+    /// which closes it (or hands it to the exit watch) when the connection closes.
+    private let process: PeerProcess?
+    /// Whether the connection sent a request that takes or renews a lease: only then is
+    /// its process watched when it closes.
+    private var mayHoldLeases = false
     private let logger: Logger
     /// Requests handed to the authority and not yet answered.
     private var inFlight = 0
@@ -44,10 +50,14 @@ final class RequestHandler: ChannelDuplexHandler {
     /// the authority nor this connection's event loop, which serves other clients, waits.
     private static let renderQueue = DispatchQueue(label: "batond.replies")
 
-    init(authority: any JobAuthority, decoder: RequestDecoder, connection: ConnectionIdentity, maximumInFlight: Int, logger: Logger) {
+    init(
+        authority: any JobAuthority, decoder: RequestDecoder, connection: ConnectionIdentity, process: PeerProcess?,
+        maximumInFlight: Int, logger: Logger
+    ) {
         self.authority = authority
         self.decoder = decoder
         self.connection = connection
+        self.process = process
         self.maximumInFlight = maximumInFlight
         self.logger = logger
     }
@@ -63,6 +73,14 @@ final class RequestHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         self.submitDecoded()
         self.authority.connectionClosed(self.connection)
+        if let process = self.process {
+            if self.mayHoldLeases {
+                let (authority, connection) = (self.authority, self.connection)
+                process.watchExit(on: context.eventLoop) { authority.processExited(connection) }
+            } else {
+                process.close()
+            }
+        }
         context.fireChannelInactive()
     }
 
@@ -82,6 +100,7 @@ final class RequestHandler: ChannelDuplexHandler {
         switch decoded {
         case .success(let request):
             self.inFlight += 1
+            self.mayHoldLeases = self.mayHoldLeases || request.request.mayTakeLease
             let promise = context.eventLoop.makePromise(of: Outcome.self)
             promise.futureResult.assumeIsolated().whenSuccess { outcome in
                 self.deliver(outcome)
@@ -240,5 +259,16 @@ final class RequestHandler: ChannelDuplexHandler {
                 connection: self.connection, reply: promise, receivedAt: self.authority.clock.monotonicMilliseconds()
             )
         ])
+    }
+}
+
+extension Request {
+    /// Whether the request may leave its connection holding a lease: a claim, or a renewal.
+    fileprivate var mayTakeLease: Bool {
+        switch self {
+        case .claim, .heartbeat, .checkpoint: true
+        case .complete(let request): request.next != nil
+        default: false
+        }
     }
 }

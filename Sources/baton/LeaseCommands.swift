@@ -6,7 +6,11 @@ import BatonProtocol
 struct Claim: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Lease the best ready job of some queues.",
-        discussion: "Prints the job (with --json, as the protocol's object: id, token, payload, …). Exits 2 when no job came."
+        discussion: """
+            Prints the job (with --json, as the protocol's object: id, token, payload, …). Exits 2 when no job came. \
+            The lease outlives this command (a detached claim): the script that runs the job reports on it with \
+            heartbeat, complete or fail, and it ends with its lease period if nobody does.
+            """
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -27,7 +31,7 @@ struct Claim: AsyncParsableCommand {
         let lease = try await self.connection.withClient { client in
             try await client.claim(
                 queues: self.queues, wait: .milliseconds(self.waitMs),
-                leaseDuration: self.leaseMs.map { Duration.milliseconds($0) }, worker: self.worker
+                leaseDuration: self.leaseMs.map { Duration.milliseconds($0) }, worker: self.worker, detached: true
             )
         }
         guard let lease else {

@@ -282,7 +282,8 @@ struct Batond: AsyncParsableCommand {
 
     /// Raises the open-file limit to its hard maximum and fits the connection limit under
     /// it, leaving room for the store, the listeners and the reserve: a connection the
-    /// kernel cannot accept would hang its client with nothing logged.
+    /// kernel cannot accept would hang its client with nothing logged. Each connection
+    /// takes two descriptors: its socket, and the pidfd of the process behind it.
     private static func fitConnections(_ wanted: Int, reserved: Int, logger: Logger) -> Int {
         var limit = rlimit()
         guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return wanted }
@@ -291,7 +292,7 @@ struct Batond: AsyncParsableCommand {
             _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
             _ = getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
         }
-        let available = Int(clamping: limit.rlim_cur) - 64 - reserved
+        let available = (Int(clamping: limit.rlim_cur) - 64) / 2 - reserved
         guard wanted > available else { return wanted }
         let fitted = max(available, 1)
         logger.warning(

@@ -130,9 +130,13 @@ export class Client {
   // Working
 
   /** Leases the best ready job of `queues`, waiting up to `waitMs`; resolves with the job
-   * (its `id` and `token` are the lease) or null. */
-  async claim(queues, { worker, leaseMs, waitMs } = {}) {
-    const reply = await this.request('claim', { queues, worker, lease_ms: leaseMs, wait_ms: waitMs || undefined });
+   * (its `id` and `token` are the lease) or null. `detached: true` when the lease outlives
+   * this process (another one reports the outcome); otherwise the server ends it at once
+   * should this process exit. */
+  async claim(queues, { worker, leaseMs, waitMs, detached } = {}) {
+    const reply = await this.request('claim', {
+      queues, worker, lease_ms: leaseMs, wait_ms: waitMs || undefined, detached: detached || undefined,
+    });
     return reply.job;
   }
 

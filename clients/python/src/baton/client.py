@@ -180,10 +180,21 @@ class Client:
     # Working
 
     def claim(
-        self, queues: Iterable[str], *, worker: Optional[str] = None, lease_ms: Optional[int] = None, wait_ms: int = 0
+        self,
+        queues: Iterable[str],
+        *,
+        worker: Optional[str] = None,
+        lease_ms: Optional[int] = None,
+        wait_ms: int = 0,
+        detached: bool = False,
     ) -> Optional[Lease]:
-        """Leases the best ready job of ``queues``, waiting up to ``wait_ms`` for one."""
-        reply = self.request("claim", queues=list(queues), worker=worker, lease_ms=lease_ms, wait_ms=wait_ms or None)
+        """Leases the best ready job of ``queues``, waiting up to ``wait_ms`` for one.
+
+        ``detached=True`` when the lease outlives this process (another one reports the
+        outcome); otherwise the server ends it at once should this process exit."""
+        reply = self.request(
+            "claim", queues=list(queues), worker=worker, lease_ms=lease_ms, wait_ms=wait_ms or None, detached=detached or None
+        )
         return Lease.from_reply(reply["job"]) if reply["job"] is not None else None
 
     def heartbeat(self, lease: Lease, *, lease_ms: Optional[int] = None, progress: Optional[Dict[str, Any]] = None) -> int:
