@@ -157,10 +157,26 @@ extension BatonClient {
     /// Caps how many jobs of `queue` run at once (`nil` removes the cap); claims take
     /// nothing from the queue while it is at its limit. The setting survives restarts.
     public func setQueueLimit(_ queue: String, maxRunning: Int?) async throws {
-        _ = try await self.request("set_queue") { request in
+        try await self.setQueue(queue, QueueSettings.Change(maxRunning: .some(maxRunning)))
+    }
+
+    /// Changes some of `queue`'s settings (those `change` names; `.some(nil)` removes
+    /// one): `maxRunning`, and `timeoutMilliseconds`, the time limit of each attempt of
+    /// its jobs that set none of their own. The settings survive restarts.
+    ///
+    /// - Returns: the queue's settings now.
+    @discardableResult
+    public func setQueue(_ queue: String, _ change: QueueSettings.Change) async throws -> QueueSettings {
+        let reply = try await self.request("set_queue") { request in
             request.member("queue", queue)
-            if let maxRunning { request.member("max_running", maxRunning) } else { request.member("max_running", rawJSON: nil) }
+            if let maxRunning = change.maxRunning {
+                if let maxRunning { request.member("max_running", maxRunning) } else { request.member("max_running", rawJSON: nil) }
+            }
+            if let timeout = change.timeoutMilliseconds {
+                if let timeout { request.member("timeout_ms", timeout) } else { request.member("timeout_ms", rawJSON: nil) }
+            }
         }
+        return QueueSettings(maxRunning: reply.optionalInt64("max_running").map { Int($0) }, timeoutMilliseconds: reply.optionalInt64("timeout_ms"))
     }
 
     /// The job's audit trail, oldest first.
@@ -259,13 +275,17 @@ public struct EnqueueOptions: Sendable {
     /// Jobs that must complete before this one may run; if one fails or is cancelled,
     /// this one is cancelled.
     public var after: [Int64]
+    /// Each attempt's time limit: one that runs longer is stopped, even while it
+    /// heartbeats, and retried. Without it, the queue's (`set_queue`), if any.
+    public var timeout: Duration?
 
     /// Options; each left `nil` takes the server's default.
     public init(
         priority: Int32? = nil, delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int? = nil,
         backoff: BackoffPolicy? = nil, leaseDuration: Duration? = nil, uniqueKey: String? = nil,
-        concurrencyKey: String? = nil, after: [Int64] = []
+        concurrencyKey: String? = nil, after: [Int64] = [], timeout: Duration? = nil
     ) {
+        self.timeout = timeout
         self.concurrencyKey = concurrencyKey
         self.after = after
         self.priority = priority
@@ -294,6 +314,7 @@ public struct EnqueueOptions: Sendable {
         if let leaseDuration { request.member("lease_ms", leaseDuration.milliseconds) }
         if let uniqueKey { request.member("unique_key", uniqueKey) }
         if let concurrencyKey { request.member("concurrency_key", concurrencyKey) }
+        if let timeout { request.member("timeout_ms", timeout.milliseconds) }
         if !self.after.isEmpty {
             request.key("after")
             request.beginArray()

@@ -33,13 +33,16 @@ public struct Job: Hashable, Sendable {
     public var finishedAt: Int64?
     /// The job whose completion enqueued this one, if any.
     public var parent: Int64?
+    /// Each attempt's time limit (``AttemptTimeout``); `nil` for its queue's.
+    public var timeoutMilliseconds: Int64?
 
     public init(
         id: Int64, queue: String, state: JobState, payload: String, priority: Int64, runAt: Int64,
         attempts: Int, maxAttempts: Int, backoff: BackoffPolicy, leaseMilliseconds: Int64,
         uniqueKey: String? = nil, concurrencyKey: String? = nil, checkpoint: String? = nil, progress: String? = nil, result: String? = nil,
         lastError: String? = nil, leaseToken: FencingToken? = nil, worker: String? = nil, peer: PeerIdentity? = nil,
-        createdAt: Int64, startedAt: Int64? = nil, finishedAt: Int64? = nil, parent: Int64? = nil
+        createdAt: Int64, startedAt: Int64? = nil, finishedAt: Int64? = nil, parent: Int64? = nil,
+        timeoutMilliseconds: Int64? = nil
     ) {
         self.id = id
         self.queue = queue
@@ -64,6 +67,7 @@ public struct Job: Hashable, Sendable {
         self.startedAt = startedAt
         self.finishedAt = finishedAt
         self.parent = parent
+        self.timeoutMilliseconds = timeoutMilliseconds
     }
 }
 
@@ -82,12 +86,15 @@ public struct ClaimedJob: Hashable, Sendable {
     public var progress: String?
     /// When the job became due: its enqueue, or the end of its delay or backoff.
     public var dueAt: Int64
+    /// The job's own time limit per attempt, if it has one.
+    public var timeoutMilliseconds: Int64?
 
     public init(
         id: Int64, queue: String, payload: String, attempt: Int, maxAttempts: Int,
-        leaseMilliseconds: Int64, checkpoint: String?, progress: String?, dueAt: Int64 = 0
+        leaseMilliseconds: Int64, checkpoint: String?, progress: String?, dueAt: Int64 = 0, timeoutMilliseconds: Int64? = nil
     ) {
         self.dueAt = dueAt
+        self.timeoutMilliseconds = timeoutMilliseconds
         self.id = id
         self.queue = queue
         self.payload = payload
@@ -126,11 +133,12 @@ public struct NewJob: Sendable {
     public var concurrencyKey: String?
     /// The job whose completion enqueued this one.
     public var parent: Int64?
+    public var timeoutMilliseconds: Int64?
 
     public init(
         queue: String, payload: String, priority: Int64, runAt: Int64, maxAttempts: Int,
         backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?, concurrencyKey: String? = nil,
-        parent: Int64? = nil
+        parent: Int64? = nil, timeoutMilliseconds: Int64? = nil
     ) {
         self.queue = queue
         self.payload = payload
@@ -142,5 +150,6 @@ public struct NewJob: Sendable {
         self.uniqueKey = uniqueKey
         self.concurrencyKey = concurrencyKey
         self.parent = parent
+        self.timeoutMilliseconds = timeoutMilliseconds
     }
 }

@@ -85,12 +85,21 @@ public struct RunningJobs: Sendable {
 
     /// Records a job that starts running under a lease from lease time `now`, held on
     /// `connection` (none after a restart) and bound to `process` (see ``LeaseHolders``).
+    ///
+    /// - Parameter timeout: the attempt's time limit (``AttemptTimeout``), and how much of it
+    ///   is left (less than all of it after a restart).
     @discardableResult
     public mutating func start(
         jobID: Int64, token: FencingToken, duration: Int64, now: Int64, holder: UInt32? = nil,
-        queue: String, concurrencyKey: String? = nil, startedAt: Int64 = 0, connection: UInt64? = nil, process: Int32? = nil
+        queue: String, concurrencyKey: String? = nil, startedAt: Int64 = 0, connection: UInt64? = nil, process: Int32? = nil,
+        timeout: (limit: Int64, left: Int64)? = nil
     ) -> LeaseGrant {
-        let lease = LeaseGrant(jobID: jobID, token: token, deadline: now + duration, duration: duration, holder: holder)
+        var lease = LeaseGrant(jobID: jobID, token: token, deadline: now + duration, duration: duration, holder: holder)
+        if let timeout {
+            lease.timeout = timeout.limit
+            lease.timeoutAt = now + timeout.left
+            lease.deadline = min(lease.deadline, now + timeout.left)
+        }
         let job = RunningJob(lease: lease, queue: queue, concurrencyKey: concurrencyKey, startedAt: startedAt)
         if let previous = self.slots.updateValue(Slot(job: job, heapDeadline: lease.deadline), forKey: jobID)?.job {
             var ignored = Set<String>()
@@ -160,7 +169,7 @@ public struct RunningJobs: Sendable {
             return nil
         }
         lease.duration = duration ?? lease.duration
-        lease.deadline = now + lease.duration
+        lease.deadline = min(now + lease.duration, lease.timeoutAt ?? .max)
         self.slots[jobID]!.job.lease = lease
         if let connection {
             self.holders.renewed(jobID, token: token, connection: connection, process: process)

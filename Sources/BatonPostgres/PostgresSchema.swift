@@ -79,7 +79,12 @@ enum PostgresSchema {
                     -- `after`, in the row a completion updates, so the completion learns of
                     -- a dependent added while it waited for that enqueue's lock.
                     has_dependents boolean NOT NULL DEFAULT false,
-                    parent bigint
+                    parent bigint,
+                    -- Each attempt's time limit (the job's own; else its queue's), and when
+                    -- the running attempt reaches it, on baton_now_ms(): the lease never
+                    -- outlives it.
+                    timeout_ms bigint,
+                    timeout_at bigint
                 )
                 """,
                 // The claim: best priority, then oldest, among one queue's ready jobs.
@@ -106,7 +111,8 @@ enum PostgresSchema {
                 CREATE TABLE queues (
                     name text PRIMARY KEY,
                     paused boolean NOT NULL DEFAULT false,
-                    max_running integer
+                    max_running integer,
+                    timeout_ms bigint
                 )
                 """,
                 """

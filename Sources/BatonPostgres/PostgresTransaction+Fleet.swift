@@ -203,7 +203,7 @@ extension PostgresTransaction {
         id, queue, state, payload, priority, run_at, attempts, max_attempts, backoff_initial_ms,
         backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, checkpoint, progress, result,
         last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent,
-        lease_deadline
+        lease_deadline, timeout_ms
         """
 
     /// The whole job, or `nil` when no job has that id.
@@ -270,11 +270,11 @@ extension PostgresTransaction {
         for try await (
             id, queue, stateName, payload, priority, runAt, attempts, maxAttempts, initial, factor, maximum, lease,
             uniqueKey, concurrencyKey, checkpoint, progress, result, lastError, token, worker, pid, uid,
-            createdAt, startedAt, finishedAt, parent, deadline
+            createdAt, startedAt, finishedAt, parent, deadline, timeout
         ) in rows.decode(
             (Int64, String, String, String, Int64, Int64, Int, Int, Int64, Double, Int64, Int64,
              String?, String?, String?, String?, String?, String?, Int64?, String?, Int32?, Int64?,
-             Int64, Int64?, Int64?, Int64?, Int64?).self)
+             Int64, Int64?, Int64?, Int64?, Int64?, Int64?).self)
         {
             guard let state = JobState(rawValue: stateName) else {
                 throw PostgresStoreError("job \(id) has a state this version does not know: '\(stateName)'")
@@ -286,7 +286,7 @@ extension PostgresTransaction {
                 leaseMilliseconds: lease, uniqueKey: uniqueKey, concurrencyKey: concurrencyKey, checkpoint: checkpoint,
                 progress: progress, result: result, lastError: lastError, leaseToken: token.map(FencingToken.init(rawValue:)),
                 worker: worker, peer: pid.map { PeerIdentity(pid: $0, uid: UInt32(truncatingIfNeeded: uid ?? 0)) },
-                createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent
+                createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent, timeoutMilliseconds: timeout
             )
             jobs.append(LeasedJob(job: job, leaseDeadline: state == .running ? deadline : nil))
         }
@@ -304,36 +304,39 @@ extension PostgresTransaction {
         public var holder: UInt32?
         /// Whether the job is running and its lease has run out, on the database's clock.
         public var overdue: Bool
+        /// For an overdue lease that ran into the attempt's time limit: the limit.
+        public var timedOutAfter: Int64?
     }
 
     /// The lease facts of the jobs among `ids` that exist, with one statement.
     public func leaseFacts(of ids: [Int64]) async throws -> [Int64: LeaseFacts] {
         var facts: [Int64: LeaseFacts] = [:]
         guard !ids.isEmpty else { return facts }
-        for try await (id, queue, state, token, lastError, uid, overdue) in try await self.connection.query(
+        for try await (id, queue, state, token, lastError, uid, overdue, timedOutAfter) in try await self.connection.query(
             """
             SELECT id, queue, state, lease_token, last_error, CASE WHEN state = 'running' THEN peer_uid END,
-                state = 'running' AND lease_deadline <= baton_now_ms()
+                state = 'running' AND lease_deadline <= baton_now_ms(),
+                CASE WHEN state = 'running' AND timeout_at <= baton_now_ms() THEN timeout_at - started_at END
             FROM jobs WHERE id = ANY(\(ids)::bigint[])
             """, logger: self.logger
-        ).decode((Int64, String, String, Int64?, String?, Int64?, Bool).self) {
+        ).decode((Int64, String, String, Int64?, String?, Int64?, Bool, Int64?).self) {
             guard let state = JobState(rawValue: state) else { continue }
             facts[id] = LeaseFacts(
                 queue: queue, state: state, token: token.map(FencingToken.init(rawValue:)), lastError: lastError,
-                holder: uid.map { UInt32(truncatingIfNeeded: $0) }, overdue: overdue)
+                holder: uid.map { UInt32(truncatingIfNeeded: $0) }, overdue: overdue, timedOutAfter: timedOutAfter)
         }
         return facts
     }
 
     /// The queues with settings: which are paused, and each limited one's limit and running jobs.
-    public struct QueueSettings: Sendable {
+    public struct QueueAdmission: Sendable {
         public var paused: [String] = []
         public var limits: [(queue: String, maxRunning: Int, running: Int)] = []
     }
 
     /// Every queue's settings, fleet-wide: O(queues with settings).
-    public func queueSettings() async throws -> QueueSettings {
-        var settings = QueueSettings()
+    public func queueAdmission() async throws -> QueueAdmission {
+        var settings = QueueAdmission()
         for try await (name, paused, limit, running) in try await self.connection.query(
             """
             SELECT q.name, q.paused, q.max_running,

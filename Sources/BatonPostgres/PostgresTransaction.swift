@@ -56,17 +56,17 @@ public struct PostgresTransaction {
             WITH new AS (
                 SELECT *, nextval('baton_job_ids') AS id FROM unnest(
                     $1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::float8[], $8::bigint[],
-                    $9::bigint[], $10::text[], $11::text[], $12::bigint[]
+                    $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[]
                 ) WITH ORDINALITY AS n(queue, payload, priority, run_at, max_attempts, backoff_initial_ms,
-                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, n)
+                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, timeout_ms, n)
             ),
             inserted AS (
                 INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
-                    concurrency_key, parent, created_at)
+                    concurrency_key, parent, timeout_ms, created_at)
                 SELECT id, queue, 'queued', run_at <= baton_now_ms(), payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, nullif(unique_key, ''),
-                    nullif(concurrency_key, ''), nullif(parent, -1), baton_now_ms()
+                    nullif(concurrency_key, ''), nullif(parent, -1), nullif(timeout_ms, -1), baton_now_ms()
                 FROM new ORDER BY n
                 ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
                 RETURNING id
@@ -80,7 +80,7 @@ public struct PostgresTransaction {
                 self.jobs.map(\.queue), self.jobs.map(\.payload), self.jobs.map(\.priority), self.jobs.map(\.runAt),
                 self.jobs.map { Int64($0.maxAttempts) }, self.jobs.map(\.backoff.initialMilliseconds), self.jobs.map(\.backoff.factor),
                 self.jobs.map(\.backoff.maximumMilliseconds), self.jobs.map(\.leaseMilliseconds), self.jobs.map { $0.uniqueKey ?? "" },
-                self.jobs.map { $0.concurrencyKey ?? "" }, self.jobs.map { $0.parent ?? -1 })
+                self.jobs.map { $0.concurrencyKey ?? "" }, self.jobs.map { $0.parent ?? -1 }, self.jobs.map { $0.timeoutMilliseconds ?? -1 })
         }
     }
 
@@ -246,12 +246,12 @@ public struct PostgresTransaction {
         static let sql = """
             WITH q AS (
                 SELECT a.name, CASE WHEN a.room >= 0 THEN a.room WHEN s.paused OR s.max_running IS NOT NULL THEN 0
-                    ELSE 2147483647 END AS room,
+                    ELSE 2147483647 END AS room, s.timeout_ms AS timeout,
                     a.room < 0 AND NOT coalesce(s.paused, false) AND s.max_running IS NOT NULL AS limited
                 FROM unnest($1::text[], $2::integer[]) AS a(name, room) LEFT JOIN queues s ON s.name = a.name
             ),
             locked AS (
-                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, q.room
+                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, q.room, q.timeout
                 FROM q
                 CROSS JOIN LATERAL (
                     SELECT id, state, priority, queue, concurrency_key FROM jobs
@@ -267,7 +267,7 @@ public struct PostgresTransaction {
                 FROM locked
             ),
             best AS (
-                SELECT id, state, concurrency_key, (row_number() OVER (ORDER BY priority DESC, id))::integer AS n
+                SELECT id, state, concurrency_key, timeout, (row_number() OVER (ORDER BY priority DESC, id))::integer AS n
                 FROM ranked WHERE in_queue <= room AND in_key = 1
                 ORDER BY priority DESC, id LIMIT $3
             ),
@@ -287,7 +287,10 @@ public struct PostgresTransaction {
             claimed AS (
                 UPDATE jobs SET state = '\(JobMove.claim.to.rawValue)', ready = false, attempts = attempts + 1,
                     lease_token = nextval('baton_tokens'), lease_ms = coalesce(nullif(chosen.lease, -1), jobs.lease_ms),
-                    lease_deadline = baton_now_ms() + coalesce(nullif(chosen.lease, -1), jobs.lease_ms), lease_host = $8,
+                    -- An attempt's time limit caps its lease, however often it is renewed.
+                    timeout_at = baton_now_ms() + coalesce(jobs.timeout_ms, chosen.timeout),
+                    lease_deadline = least(baton_now_ms() + coalesce(nullif(chosen.lease, -1), jobs.lease_ms),
+                        baton_now_ms() + coalesce(jobs.timeout_ms, chosen.timeout)), lease_host = $8,
                     worker = nullif(chosen.worker, ''), peer_pid = nullif(chosen.pid, -1), peer_uid = nullif(chosen.uid, -1),
                     started_at = baton_now_ms()
                 FROM chosen
@@ -322,13 +325,24 @@ public struct PostgresTransaction {
 
     // MARK: Queue settings
 
-    /// Sets or clears (`nil`) the most jobs of `queue` that may run at once, fleet-wide.
-    public func setQueueLimit(_ queue: String, _ limit: Int?) async throws {
-        try await self.connection.query(
+    /// Applies `change` to a queue's settings, fleet-wide; the settings it leaves out stay.
+    ///
+    /// - Returns: the queue's settings now.
+    public func changeQueueSettings(_ queue: String, _ change: QueueSettings.Change) async throws -> QueueSettings {
+        let maxRunning = (change.maxRunning ?? nil).map { Int64($0) }
+        let timeout = change.timeoutMilliseconds ?? nil
+        let rows = try await self.connection.query(
             """
-            INSERT INTO queues (name, max_running) VALUES (\(queue), \(limit))
-            ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running
+            INSERT INTO queues (name, max_running, timeout_ms) VALUES (\(queue), \(maxRunning), \(timeout))
+            ON CONFLICT (name) DO UPDATE SET
+                max_running = CASE WHEN \(change.maxRunning != nil) THEN excluded.max_running ELSE queues.max_running END,
+                timeout_ms = CASE WHEN \(change.timeoutMilliseconds != nil) THEN excluded.timeout_ms ELSE queues.timeout_ms END
+            RETURNING max_running, timeout_ms
             """, logger: self.logger)
+        for try await (maxRunning, timeout) in rows.decode((Int64?, Int64?).self) {
+            return QueueSettings(maxRunning: maxRunning.map { Int($0) }, timeoutMilliseconds: timeout)
+        }
+        throw PostgresStoreError("setting queue \(queue) returned no row")
     }
 
     /// Pauses or resumes claims from `queue`, fleet-wide.
@@ -384,7 +398,7 @@ public struct PostgresTransaction {
                 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) WITH ORDINALITY AS r(id, token, lease, n)
             )
             UPDATE jobs SET lease_ms = coalesce(nullif(renewal.lease, -1), lease_ms),
-                lease_deadline = baton_now_ms() + coalesce(nullif(renewal.lease, -1), lease_ms)
+                lease_deadline = least(baton_now_ms() + coalesce(nullif(renewal.lease, -1), lease_ms), timeout_at)
             FROM renewal
             WHERE jobs.id = renewal.id AND \(PostgresTransaction.liveLease("renewal.token"))
             RETURNING renewal.n, jobs.lease_deadline
@@ -418,7 +432,7 @@ public struct PostgresTransaction {
                     WITH ORDINALITY AS c(id, token, state, progress, n)
             )
             UPDATE jobs SET checkpoint = saved.state, progress = coalesce(nullif(saved.progress, ''), jobs.progress),
-                lease_deadline = baton_now_ms() + jobs.lease_ms
+                lease_deadline = least(baton_now_ms() + jobs.lease_ms, jobs.timeout_at)
             FROM saved
             WHERE jobs.id = saved.id AND \(unescaped: Self.liveLease("saved.token"))
             RETURNING saved.n, jobs.lease_deadline
@@ -582,6 +596,9 @@ public struct PostgresTransaction {
         public var token: FencingToken
         /// Where it went: `retrying` or `failed`.
         public var decision: RetryDecision
+        /// Why, when it was not that the lease ran out: the attempt's time limit, or its
+        /// process's exit.
+        public var reason: String?
     }
 
     /// Ends the attempts of up to `limit` running jobs whose leases have run out on the
@@ -590,7 +607,7 @@ public struct PostgresTransaction {
     ///
     /// - Parameter jitter: the backoff's jitter for each job, a number in `0..<1`.
     public func expireOverdueLeases(limit: Int, jitter: () -> Double) async throws -> [Expired] {
-        try await self.expire(try await self.run(OverdueLeases(limit: limit)), error: "lease expired", jitter: jitter)
+        try await self.expire(try await self.run(OverdueLeases(limit: limit)), because: nil, jitter: jitter)
     }
 
     /// Ends the attempts of the running jobs whose leases `leases` name, where those tokens
@@ -607,28 +624,34 @@ public struct PostgresTransaction {
                 SELECT * FROM unnest(\(leases.map(\.id))::bigint[], \(leases.map(\.token.rawValue))::bigint[]))
             ORDER BY id FOR UPDATE
             """, logger: self.logger)
-        return try await self.expire(rows, error: error, jitter: jitter)
+        return try await self.expire(rows, because: error, jitter: jitter)
     }
 
     /// What an expiry reads of each job it ends.
     private static let expiryColumns = """
-        id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor, backoff_max_ms, baton_now_ms()
+        id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor, backoff_max_ms, baton_now_ms(),
+        CASE WHEN timeout_at <= baton_now_ms() THEN timeout_at - started_at END
         """
 
-    /// Ends the attempts of the jobs `rows` read (``expiryColumns``) by their retry rule.
-    private func expire(_ rows: some AsyncSequence<PostgresRow, any Error>, error: String, jitter: () -> Double) async throws -> [Expired] {
+    /// Ends the attempts of the jobs `rows` read (``expiryColumns``) by their retry rule,
+    /// `because` of that, or else of the time limit where the attempt ran out of time, or
+    /// else because the lease expired.
+    private func expire(
+        _ rows: some AsyncSequence<PostgresRow, any Error>, because reason: String?, jitter: () -> Double
+    ) async throws -> [Expired] {
         var expired: [Expired] = []
-        for try await (id, queue, token, attempts, maxAttempts, initial, factor, maximum, now)
-            in rows.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64).self)
+        for try await (id, queue, token, attempts, maxAttempts, initial, factor, maximum, now, timeout)
+            in rows.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64, Int64?).self)
         {
             let decision = RetryDecision.afterUnsuccessfulAttempt(
                 attempts, maxAttempts: maxAttempts,
                 backoff: BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum),
                 jitter: jitter(), now: now
             )
-            expired.append(Expired(id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision))
+            let reason = reason ?? timeout.map { AttemptTimeout.reason(milliseconds: $0) }
+            expired.append(Expired(id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision, reason: reason))
         }
-        _ = try await self.endAttempts(expired.map { ($0.id, $0.token, $0.decision, error) }, expired: true)
+        _ = try await self.endAttempts(expired.map { ($0.id, $0.token, $0.decision, $0.reason ?? "lease expired") }, expired: true)
         return expired
     }
 

@@ -19,6 +19,7 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
             case invalidTransition = "invalid_transition"
             case cancelled = "cancelled"
             case paused = "paused"
+            case timedOut = "timed_out"
             case tooLarge = "too_large"
             case shuttingDown = "shutting_down"
             case storageFull = "storage_full"
@@ -46,6 +47,9 @@ public struct BatonError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let cancelled = Code(base: .cancelled)
         /// The job was paused: its lease is revoked, and the worker must stop; it resumes later.
         public static let paused = Code(base: .paused)
+        /// The attempt ran longer than its `timeout_ms`: its lease is revoked, and the worker
+        /// must stop; the job is retried by its rules.
+        public static let timedOut = Code(base: .timedOut)
         /// A value is nested deeper than the server accepts.
         public static let tooLarge = Code(base: .tooLarge)
         /// The server is stopping and takes no new work.

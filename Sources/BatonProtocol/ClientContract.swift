@@ -27,6 +27,6 @@ public enum ClientContract {
     /// Codes that, on a fenced op, mean the worker no longer holds the job: it stops and
     /// reports nothing more for that attempt.
     public static let leaseEndingCodes: Set<BatonError.Code> = [
-        .leaseLost, .cancelled, .paused, .invalidTransition, .notFound, .forbidden,
+        .leaseLost, .cancelled, .paused, .timedOut, .invalidTransition, .notFound, .forbidden,
     ]
 }

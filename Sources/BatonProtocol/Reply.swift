@@ -124,6 +124,7 @@ extension JSONWriter {
         self.member("max_ms", job.backoff.maximumMilliseconds)
         self.endObject()
         self.member("lease_ms", job.leaseMilliseconds)
+        self.member("timeout_ms", optional: job.timeoutMilliseconds)
         self.member("unique_key", optional: job.uniqueKey)
         self.member("concurrency_key", optional: job.concurrencyKey)
         self.member("checkpoint", rawJSON: job.checkpoint)

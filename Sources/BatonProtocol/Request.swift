@@ -21,8 +21,8 @@ public enum Request: Sendable {
     case enqueueBatch([EnqueueRequest])
     case pauseQueue(String)
     case resumeQueue(String)
-    /// `max_running: nil` removes the queue's limit.
-    case setQueue(queue: String, maxRunning: Int?)
+    /// The settings the change names are set (or, `nil`, removed); the others stay.
+    case setQueue(queue: String, QueueSettings.Change)
     case events(jobID: Int64)
     /// `json: false` for Prometheus's text format.
     case metrics(json: Bool)
@@ -81,6 +81,8 @@ public struct EnqueueRequest: Sendable {
     public var concurrencyKey: String?
     /// Jobs that must complete before this one may run.
     public var after: [Int64] = []
+    /// Each attempt's time limit; `nil` for the queue's.
+    public var timeoutMilliseconds: Int64?
 
     public enum Schedule: Hashable, Sendable {
         case delay(milliseconds: Int64)

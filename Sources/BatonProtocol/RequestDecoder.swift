@@ -37,6 +37,9 @@ public struct RequestDecoder: Sendable {
     /// The priorities a job may have: a 32-bit integer, as every client's number type holds.
     static let priorities = Int64(Int32.min)...Int64(Int32.max)
 
+    /// The time limits an attempt may have: a millisecond to a week.
+    static let timeouts: ClosedRange<Int64> = 1...604_800_000
+
     /// Decodes one line (without its newline).
     public func decode(_ line: UnsafeBufferPointer<UInt8>) throws(Rejection) -> Decoded {
         let object: JSONParser.TopLevelObject
@@ -177,13 +180,15 @@ public struct RequestDecoder: Sendable {
             guard let queue = try fields.name("queue") else {
                 throw BatonError.invalidArgument("queue", "is required")
             }
-            if fields.isNull("max_running") {
-                return .setQueue(queue: queue, maxRunning: nil)
+            var change = QueueSettings.Change()
+            if let maxRunning = try fields.setting("max_running", in: 1...1_000_000) {
+                change.maxRunning = .some(maxRunning.map { Int($0) })
             }
-            guard let limit = try fields.integer("max_running", in: 1...1_000_000) else {
-                throw BatonError.invalidArgument("max_running", "is required: a number of jobs, or null for no limit")
+            change.timeoutMilliseconds = try fields.setting("timeout_ms", in: Self.timeouts)
+            guard !change.isEmpty else {
+                throw BatonError.invalidArgument("max_running", "or `timeout_ms` is required: the settings to change, each null to remove it")
             }
-            return .setQueue(queue: queue, maxRunning: Int(limit))
+            return .setQueue(queue: queue, change)
         case "events":
             return .events(jobID: try fields.jobID())
         case "metrics":
@@ -286,6 +291,7 @@ public struct RequestDecoder: Sendable {
             uniqueKey: try fields.name("unique_key")
         )
         request.concurrencyKey = try fields.name("concurrency_key")
+        request.timeoutMilliseconds = try fields.integer("timeout_ms", in: Self.timeouts)
         if let value = fields.value("after") {
             guard case .array(let items) = value, items.count <= 100 else {
                 throw BatonError.invalidArgument("after", "must be an array of at most 100 job ids")
@@ -368,6 +374,13 @@ struct Fields {
     }
 
     /// Whether the field is present and an explicit `null`.
+    /// A setting to change: `nil` when absent (left as it is), `.some(nil)` for `null`
+    /// (removed), else the value.
+    func setting(_ name: String, in range: ClosedRange<Int64>) throws -> Int64?? {
+        if self.isNull(name) { return .some(nil) }
+        return try self.integer(name, in: range).map { .some($0) }
+    }
+
     func isNull(_ name: String) -> Bool {
         self.given(name) == .null
     }

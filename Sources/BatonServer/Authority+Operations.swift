@@ -77,13 +77,14 @@ extension Authority {
                 // Its ready jobs are claimable again: offer them to waiting claims.
                 context.readyQueues.insert(queue)
                 return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
-            case .setQueue(let queue, let limit):
-                try context.tx.setQueueLimit(queue, limit)
-                if self.running.setLimit(limit, of: queue) {
+            case .setQueue(let queue, let change):
+                let settings = try context.tx.changeQueueSettings(queue, change)
+                if self.running.setLimit(settings.maxRunning, of: queue) {
                     // Jobs the old limit held back may start: offer them to waiting claims.
                     context.readyQueues.insert(queue)
                 }
-                return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("max_running", optional: limit.map { Int64($0) }) })
+                self.queueTimeouts[queue] = settings.timeoutMilliseconds
+                return Outcome(line: Reply.queueSettings(id: id, queue: queue, settings))
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, for: submission.connection.peer, &context))
             case .metrics(let json):
@@ -212,7 +213,8 @@ extension Authority {
                 leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds,
                 uniqueKey: request.uniqueKey,
                 concurrencyKey: request.concurrencyKey,
-                parent: parent
+                parent: parent,
+                timeoutMilliseconds: request.timeoutMilliseconds
             ),
             id: jobID,
             now: context.wallNow
@@ -331,7 +333,8 @@ extension Authority {
         let lease = self.running.start(
             jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow, holder: connection.peer?.uid,
             queue: best.queue, concurrencyKey: best.job.concurrencyKey, startedAt: context.wallNow, connection: connection.number,
-            process: request.detached ? nil : connection.peer?.pid
+            process: request.detached ? nil : connection.peer?.pid,
+            timeout: (job.timeoutMilliseconds ?? self.queueTimeouts[best.queue]).map { ($0, $0) }
         )
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         // The row records the claim under `event`; see StoreTransaction.markClaimed.
@@ -543,6 +546,9 @@ extension Authority {
             // Its deadline passed before the sweep got to it: it is expired now, not later.
             let decision = try self.expire(lease, &context)
             self.metrics.staleTokenRefusals.increment()
+            if let reason = lease.timeoutReason(at: context.heardAt) {
+                throw LeaseRefusal.timedOut(reference.jobID, reason, state: decision.state)
+            }
             throw BatonError(.leaseLost, "the lease on job \(reference.jobID) expired", state: decision.state)
         case .notHeld:
             let job = try self.requireJob(reference.jobID, &context)
@@ -571,9 +577,10 @@ extension Authority {
         }
     }
 
-    /// Ends an attempt whose lease ran out, or (`because`) whose process exited.
+    /// Ends an attempt whose lease ran out (or its time limit), or (`because`) whose process exited.
     @discardableResult
     private func expire(_ lease: LeaseGrant, because reason: String? = nil, _ context: inout BatchContext) throws -> RetryDecision {
+        let reason = reason ?? lease.timeoutReason(at: context.leaseNow)
         let reference = LeaseReference(jobID: lease.jobID, token: lease.token)
         let decision = try self.endAttempt(
             reference, error: reason ?? "lease expired", retry: true, retryInMilliseconds: nil, expired: true, detail: reason, &context

@@ -55,6 +55,8 @@ final class Authority: JobAuthority, @unchecked Sendable {
     var storageFullSince: Int64?
     /// Queues nothing is claimed from, as the store records them.
     var pausedQueues: Set<String> = []
+    /// Each queue's time limit per attempt, for jobs that set none of their own.
+    var queueTimeouts: [String: Int64] = [:]
     /// The monotonic time of the next look for finished jobs to prune.
     var nextPruneAt: Int64 = 0
     /// The clock leases run on, which stands still while the authority is stalled.
@@ -162,18 +164,25 @@ final class Authority: JobAuthority, @unchecked Sendable {
         self.eventNumbers = ReservedSequence(resumingAfter: reservations.event)
         let before = self.running
         self.running = RunningJobs()
-        for (queue, limit) in try tx.queueLimits() {
-            self.running.setLimit(limit, of: queue)
+        self.queueTimeouts = [:]
+        for (queue, settings) in try tx.queueSettings() {
+            self.running.setLimit(settings.maxRunning, of: queue)
+            self.queueTimeouts[queue] = settings.timeoutMilliseconds
         }
         let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
+        let wallNow = self.clock.wallMilliseconds()
         let running = try tx.runningLeases()
         for lease in running {
             // At start, no connection holds it until its worker renews it.
             let holder = before.holders[lease.id].flatMap { $0.token == lease.token ? $0 : nil }
+            // The time limit keeps counting across a restart, on the wall clock.
+            let timeout = (lease.timeoutMilliseconds ?? self.queueTimeouts[lease.queue]).map { limit in
+                (limit: limit, left: max(limit - (wallNow - lease.startedAt), 0))
+            }
             self.running.start(
                 jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now, holder: lease.holder,
                 queue: lease.queue, concurrencyKey: lease.concurrencyKey, startedAt: lease.startedAt,
-                connection: holder?.connection, process: holder?.process
+                connection: holder?.connection, process: holder?.process, timeout: timeout
             )
         }
         self.nextScheduledRunAt = try tx.nextScheduledRunAt()

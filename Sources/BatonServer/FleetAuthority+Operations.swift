@@ -152,7 +152,7 @@ extension FleetAuthority {
         }
         for (pid, leases) in work.abandoned {
             let expired = try await tx.expireLeases(leases, error: LeaseHolders.exitReason(pid: pid)) { Double.random(in: 0..<1) }
-            try await self.ended(expired, because: LeaseHolders.exitReason(pid: pid), &batch, tx)
+            try await self.ended(expired, &batch, tx)
         }
         if work.prune {
             try await self.prune(&batch, tx)
@@ -227,14 +227,12 @@ extension FleetAuthority {
         }
     }
 
-    /// Records expired attempts (`because` their process exited, or their lease ran out),
+    /// Records expired attempts (their lease or time limit ran out, or their process exited),
     /// and what follows from each: a retry waits, a failure cancels its dependents.
-    private func ended(
-        _ expired: [PostgresTransaction.Expired], because reason: String? = nil, _ batch: inout FleetBatch, _ tx: PostgresTransaction
-    ) async throws {
+    private func ended(_ expired: [PostgresTransaction.Expired], _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
         for job in expired {
             batch.note(
-                JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token, detail: reason),
+                JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token, detail: job.reason),
                 job: job.id, queue: job.queue, from: .running)
             batch.ended.append(job.id)
             switch job.decision {
@@ -391,6 +389,9 @@ extension FleetAuthority {
         guard let facts else { return LeaseRefusal.notFound(reference.jobID) }
         if facts.state == .running, facts.token == reference.token, facts.overdue {
             self.metrics.staleTokenRefusals.increment()
+            if let limit = facts.timedOutAfter {
+                return LeaseRefusal.timedOut(reference.jobID, AttemptTimeout.reason(milliseconds: limit), state: facts.state)
+            }
             return BatonError(.leaseLost, "the lease on job \(reference.jobID) expired", state: facts.state)
         }
         let refusal = LeaseRefusal(reference, state: facts.state, leaseToken: facts.token, lastError: facts.lastError, ending: ending)
@@ -508,10 +509,10 @@ extension FleetAuthority {
                 try await tx.setQueuePaused(queue, false)
                 batch.readyQueues.insert(queue)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
-            case .setQueue(let queue, let limit):
-                try await tx.setQueueLimit(queue, limit)
+            case .setQueue(let queue, let change):
+                let settings = try await tx.changeQueueSettings(queue, change)
                 batch.readyQueues.insert(queue)
-                outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("max_running", optional: limit.map { Int64($0) }) })
+                outcome = Outcome(line: Reply.queueSettings(id: id, queue: queue, settings))
             case .events(let jobID):
                 // The trail as of this request: what the batch recorded before it included.
                 try await tx.recordEvents(batch.events)
@@ -574,7 +575,7 @@ extension FleetAuthority {
             queue: request.queue, payload: request.payload, priority: request.priority, runAt: request.runAt(now: now),
             maxAttempts: request.maxAttempts ?? self.defaults.maxAttempts, backoff: request.backoff ?? self.defaults.backoff,
             leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds, uniqueKey: request.uniqueKey,
-            concurrencyKey: request.concurrencyKey, parent: parent
+            concurrencyKey: request.concurrencyKey, parent: parent, timeoutMilliseconds: request.timeoutMilliseconds
         )
     }
 
@@ -707,7 +708,7 @@ extension FleetAuthority {
         for queue in counts.keys {
             oldestReady[queue] = try await tx.oldestReady(queue: queue)?.runAt
         }
-        let settings = try await tx.queueSettings()
+        let settings = try await tx.queueAdmission()
         let now = try await tx.now()
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: now, pausedQueues: settings.paused, limits: settings.limits,

@@ -6,8 +6,9 @@ import BatonProtocol
 /// A worker whose job was cancelled or paused under it is told so: its heartbeat or
 /// checkpoint is refused with `cancelled` or `paused`, and an attempt to end the job
 /// (`ending` names how) with `invalid_transition`, since a cancelled or paused job cannot be
-/// completed, failed or released. Every other token gets `lease_lost`. Each refusal carries
-/// the job's current state.
+/// completed, failed or released. A worker whose attempt ran out of time (its token is the
+/// job's latest, and the job's last error is the timeout) gets `timed_out` for any call.
+/// Every other token gets `lease_lost`. Each refusal carries the job's current state.
 struct LeaseRefusal {
     var error: BatonError
     /// Whether it is a late outcome (an end reported for a job cancelled or paused under its
@@ -21,6 +22,10 @@ struct LeaseRefusal {
     init(_ reference: LeaseReference, state: JobState, leaseToken: FencingToken?, lastError: String?, ending: String?) {
         let revokedUnderIt = leaseToken == reference.token && (state == .cancelled || state == .paused)
         self.late = false
+        if leaseToken == reference.token, state == .retrying || state == .failed, AttemptTimeout.isReason(lastError) {
+            self.error = Self.timedOut(reference.jobID, lastError ?? "", state: state)
+            return
+        }
         switch (revokedUnderIt, ending) {
         case (true, let verb?):
             self.late = true
@@ -35,6 +40,12 @@ struct LeaseRefusal {
             self.error = BatonError(
                 .leaseLost, "token \(reference.token) does not hold job \(reference.jobID) (it is \(state.rawValue))", state: state)
         }
+    }
+
+    /// The refusal of a fenced request whose attempt ran out of time (`reason` says how long
+    /// it had): the worker stops, and the job is retried by its rules.
+    static func timedOut(_ jobID: Int64, _ reason: String, state: JobState) -> BatonError {
+        BatonError(.timedOut, "job \(jobID)'s attempt \(reason); stop working on it", state: state)
     }
 
     /// The refusal of a request naming a job that does not exist.

@@ -32,6 +32,15 @@ extension Reply {
         }
     }
 
+    /// `set_queue`'s answer: the queue's settings now.
+    static func queueSettings(id: String?, queue: String, _ settings: QueueSettings) -> [UInt8] {
+        Reply.success(id: id) { reply in
+            reply.member("queue", queue)
+            reply.member("max_running", optional: settings.maxRunning.map { Int64($0) })
+            reply.member("timeout_ms", optional: settings.timeoutMilliseconds)
+        }
+    }
+
     /// `set_priority`'s answer: the job's state, and the priority it has now.
     static func priority(id: String?, state: JobState, priority: Int64) -> [UInt8] {
         Reply.success(id: id) { $0.member("state", state.rawValue); $0.member("priority", priority) }

@@ -189,6 +189,15 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v12: time limits per attempt") { db in
+            try db.execute(
+                sql: """
+                    -- An attempt's time limit (timeout_ms): the job's own, else its queue's.
+                    ALTER TABLE jobs ADD COLUMN timeout_ms INTEGER;
+                    ALTER TABLE queues ADD COLUMN timeout_ms INTEGER;
+                    """
+            )
+        }
         return migrator
     }
 
@@ -197,6 +206,6 @@ extension JobStore {
         id, queue, state, payload, priority, run_at, attempts, max_attempts,
         backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
         checkpoint, progress, result, last_error, lease_token, worker, peer_pid, peer_uid,
-        created_at, started_at, finished_at, concurrency_key, parent
+        created_at, started_at, finished_at, concurrency_key, parent, timeout_ms
         """
 }

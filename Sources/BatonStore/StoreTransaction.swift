@@ -37,6 +37,7 @@ public struct StoreTransaction {
         statement.bind(13, now)
         statement.bind(14, job.concurrencyKey)
         statement.bind(15, job.parent)
+        statement.bind(16, job.timeoutMilliseconds)
         _ = try statement.execute()
     }
 
@@ -116,7 +117,8 @@ public struct StoreTransaction {
                     leaseMilliseconds: row.int64(4),
                     checkpoint: row.optionalString(5),
                     progress: row.optionalString(6),
-                    dueAt: row.int64(7)
+                    dueAt: row.int64(7),
+                    timeoutMilliseconds: row.optionalInt64(9)
                 ), row.string(8))
             })
         else { return nil }
@@ -301,21 +303,38 @@ public struct StoreTransaction {
         try Set(String.fetchAll(self.db, sql: "SELECT name FROM queues WHERE paused = 1"))
     }
 
-    /// Every queue's limit on running jobs.
-    public func queueLimits() throws -> [String: Int] {
-        var limits: [String: Int] = [:]
-        for row in try Row.fetchAll(self.db, sql: "SELECT name, max_running FROM queues WHERE max_running IS NOT NULL") {
-            limits[row[0]] = row[1]
+    /// Every queue's settings, for the queues that have any.
+    public func queueSettings() throws -> [String: QueueSettings] {
+        var settings: [String: QueueSettings] = [:]
+        for row in try Row.fetchAll(
+            self.db, sql: "SELECT name, max_running, timeout_ms FROM queues WHERE max_running IS NOT NULL OR timeout_ms IS NOT NULL"
+        ) {
+            settings[row[0]] = QueueSettings(maxRunning: row[1], timeoutMilliseconds: row[2])
         }
-        return limits
+        return settings
     }
 
-    /// Sets or removes (`nil`) a queue's limit on running jobs, durably.
-    public func setQueueLimit(_ queue: String, _ limit: Int?) throws {
-        try self.db.execute(
-            sql: "INSERT INTO queues (name, max_running) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET max_running = excluded.max_running",
-            arguments: [queue, limit]
+    /// Applies `change` to a queue's settings, durably; the settings it leaves out stay.
+    ///
+    /// - Returns: the queue's settings now.
+    public func changeQueueSettings(_ queue: String, _ change: QueueSettings.Change) throws -> QueueSettings {
+        let statement = try DirectStatement(
+            self.db,
+            sql: """
+                INSERT INTO queues (name, max_running, timeout_ms) VALUES (?1, ?3, ?5) ON CONFLICT (name) DO UPDATE SET
+                    max_running = CASE WHEN ?2 THEN excluded.max_running ELSE max_running END,
+                    timeout_ms = CASE WHEN ?4 THEN excluded.timeout_ms ELSE timeout_ms END
+                RETURNING max_running, timeout_ms
+                """
         )
+        statement.bind(1, queue)
+        statement.bind(2, change.maxRunning != nil)
+        statement.bind(3, (change.maxRunning ?? nil).map { Int64($0) })
+        statement.bind(4, change.timeoutMilliseconds != nil)
+        statement.bind(5, change.timeoutMilliseconds ?? nil)
+        return try statement.firstRow { row in
+            QueueSettings(maxRunning: row.optionalInt64(0).map { Int($0) }, timeoutMilliseconds: row.optionalInt64(1))
+        }!
     }
 
     /// Pauses or resumes a queue, durably.
@@ -549,16 +568,19 @@ public struct StoreTransaction {
         public var startedAt: Int64
         /// The uid of the process that claimed it, where known.
         public var holder: UInt32?
+        /// The job's own time limit per attempt.
+        public var timeoutMilliseconds: Int64?
     }
 
     /// Every running job's lease.
     public func runningLeases() throws -> [RunningLease] {
         try Row.fetchAll(
-            self.db, sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key, coalesce(started_at, 0), peer_uid FROM jobs WHERE state = 'running'"
+            self.db,
+            sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key, coalesce(started_at, 0), peer_uid, timeout_ms FROM jobs WHERE state = 'running'"
         ).map {
             RunningLease(
                 id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2], queue: $0[3], concurrencyKey: $0[4],
-                startedAt: $0[5], holder: ($0[6] as Int64?).map { UInt32(truncatingIfNeeded: $0) }
+                startedAt: $0[5], holder: ($0[6] as Int64?).map { UInt32(truncatingIfNeeded: $0) }, timeoutMilliseconds: $0[7]
             )
         }
     }
@@ -636,12 +658,12 @@ extension StoreTransaction {
 
     public static let insertJobSQL = """
         INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
-            backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key, parent)
-        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key, parent, timeout_ms)
+        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     public static let claimReadSQL = """
-        SELECT queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at, state
+        SELECT queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at, state, timeout_ms
         FROM jobs WHERE id = ? AND ready = 1
         """
 
@@ -744,7 +766,8 @@ extension JobStore {
             createdAt: row[21],
             startedAt: row[22],
             finishedAt: row[23],
-            parent: row[25]
+            parent: row[25],
+            timeoutMilliseconds: row[26]
         )
     }
 }

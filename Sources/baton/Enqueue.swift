@@ -34,6 +34,9 @@ struct Enqueue: AsyncParsableCommand {
     @Option(name: .customLong("after"), help: "A job that must complete first (repeatable).")
     var after: [Int64] = []
 
+    @Option(help: "Stop (and retry) an attempt that runs longer than this many milliseconds, even while it heartbeats.")
+    var timeoutMs: Int64?
+
     func run() async throws {
         let payload = try parseJSON(self.payload == "-" ? readStandardInput() : self.payload, what: "the payload")
         let options = EnqueueOptions(
@@ -43,7 +46,8 @@ struct Enqueue: AsyncParsableCommand {
             leaseDuration: self.leaseMs.map { Duration.milliseconds($0) },
             uniqueKey: self.uniqueKey,
             concurrencyKey: self.concurrencyKey,
-            after: self.after
+            after: self.after,
+            timeout: self.timeoutMs.map { Duration.milliseconds($0) }
         )
         let result = try await self.connection.withClient { client in
             try await client.enqueue(queue: self.queue, payload: payload, options: options)

@@ -114,7 +114,9 @@ struct ResumeQueue: AsyncParsableCommand {
 
 struct SetQueue: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "set-queue", abstract: "Limit how many jobs of a queue run at once."
+        commandName: "set-queue",
+        abstract: "Change a queue's settings: how many of its jobs run at once, how long each attempt may run.",
+        discussion: "Settings left out stay as they are."
     )
 
     @OptionGroup var connection: ConnectionOptions
@@ -125,17 +127,29 @@ struct SetQueue: AsyncParsableCommand {
     @Option(help: "The most jobs that may run at once.")
     var maxRunning: Int?
 
-    @Flag(help: "Remove the queue's limit.")
+    @Flag(help: "Remove the queue's limit on running jobs.")
     var noLimit = false
 
+    @Option(help: "Stop (and retry) an attempt that runs longer than this, for jobs that set no time limit of their own.")
+    var timeoutMs: Int64?
+
+    @Flag(help: "Remove the queue's time limit.")
+    var noTimeout = false
+
     func validate() throws {
-        guard (self.maxRunning == nil) == self.noLimit else {
-            throw ValidationError("Give either --max-running N or --no-limit.")
+        guard !(self.maxRunning != nil && self.noLimit), !(self.timeoutMs != nil && self.noTimeout) else {
+            throw ValidationError("Give --max-running N or --no-limit, and --timeout-ms N or --no-timeout, not both.")
+        }
+        guard self.maxRunning != nil || self.noLimit || self.timeoutMs != nil || self.noTimeout else {
+            throw ValidationError("Give a setting to change: --max-running, --no-limit, --timeout-ms or --no-timeout.")
         }
     }
 
     func run() async throws {
-        try await self.connection.withClient { client in try await client.setQueueLimit(self.queue, maxRunning: self.maxRunning) }
+        var change = QueueSettings.Change()
+        if self.maxRunning != nil || self.noLimit { change.maxRunning = .some(self.maxRunning) }
+        if self.timeoutMs != nil || self.noTimeout { change.timeoutMilliseconds = .some(self.timeoutMs) }
+        _ = try await self.connection.withClient { client in try await client.setQueue(self.queue, change) }
     }
 }
 

@@ -315,6 +315,36 @@ struct WorkerCancelTests {
     }
 }
 
+@Suite("Time limits under a worker")
+struct WorkerTimeoutTests {
+    @Test("an attempt past its timeout is cancelled though the worker heartbeats, and the job retried")
+    func timeoutCancelsTheHandler() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let options = EnqueueOptions(
+                backoff: BackoffPolicy(initialMilliseconds: 0, factor: 2, maximumMilliseconds: 0),
+                leaseDuration: .milliseconds(300), timeout: .milliseconds(800))
+            let id = try await client.enqueue(queue: "hung", payload: 0, options: options).jobID
+            let cancelled = NIOLockedValueBox(false)
+            let worker = Worker(client: client, configuration: .init(queues: ["hung"], claimWait: .seconds(1))) { context in
+                guard context.attempt == 1 else { return }
+                do {
+                    try await Task.sleep(for: .seconds(60))
+                } catch {
+                    cancelled.withLockedValue { $0 = true }
+                    throw error
+                }
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { try await client.job(id).state == .completed })
+            }
+            #expect(cancelled.withLockedValue { $0 }, "the first attempt's handler was cancelled")
+            let job = try await client.job(id)
+            #expect(job.attempts == 2 && job.earlierError == "timed out after 800 ms")
+        }
+    }
+}
+
 @Suite("Pausing under a worker")
 struct WorkerPauseTests {
     @Test("pausing a running job stops its handler; resumed, the worker runs it again from its checkpoint")

@@ -266,7 +266,7 @@ struct PostgresStoreTests {
     func queueLimit() async throws {
         try await Self.withHosts { hosts in
             try await hosts[0].write { tx in
-                try await tx.setQueueLimit("limited", 2)
+                _ = try await tx.changeQueueSettings("limited", QueueSettings.Change(maxRunning: 2))
                 for _ in 0..<60 { _ = try await tx.insert(Self.job("limited")) }
                 for _ in 0..<60 { _ = try await tx.insert(Self.job("open")) }
             }
@@ -374,7 +374,7 @@ struct PostgresStoreTests {
     func claimsInOneBatch() async throws {
         try await Self.withHosts(1) { hosts in
             let ids = try await hosts[0].write { tx in
-                try await tx.setQueueLimit("limited", 2)
+                _ = try await tx.changeQueueSettings("limited", QueueSettings.Change(maxRunning: 2))
                 var ids: [String: [Int64]] = [:]
                 for priority in [1, 3, 2] as [Int64] { ids["open", default: []].append(try await tx.insert(Self.job("open", priority: priority)).id) }
                 for _ in 0..<4 { ids["limited", default: []].append(try await tx.insert(Self.job("limited", priority: 5)).id) }

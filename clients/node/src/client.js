@@ -232,7 +232,12 @@ export class Client {
   }
 
   /** Caps the queue's running jobs; null removes the cap. */
-  async setQueue(queue, maxRunning) {
-    await this.request('set_queue', { queue, max_running: maxRunning ?? null });
+  /** Changes a queue's settings. `settings` is `{maxRunning?, timeoutMs?}`: those left
+   * undefined stay, `null` removes one. A number alone (or null) is `maxRunning`.
+   * Resolves to the queue's settings now, `{maxRunning, timeoutMs}`. */
+  async setQueue(queue, settings) {
+    const change = settings !== null && typeof settings === 'object' ? settings : { maxRunning: settings ?? null };
+    const reply = await this.request('set_queue', { queue, ...wire(change) });
+    return { maxRunning: reply.max_running, timeoutMs: reply.timeout_ms };
   }
 }

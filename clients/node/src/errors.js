@@ -37,4 +37,6 @@ export class RequestTimeout extends Error {
 // Codes after which an op safe to resend is sent again after a pause ("Codes to retry later").
 export const RETRY_LATER_CODES = new Set(['unavailable']);
 
-export const LEASE_ENDING_CODES = new Set(['lease_lost', 'cancelled', 'paused', 'invalid_transition', 'not_found', 'forbidden']);
+export const LEASE_ENDING_CODES = new Set([
+  'lease_lost', 'cancelled', 'paused', 'timed_out', 'invalid_transition', 'not_found', 'forbidden',
+]);

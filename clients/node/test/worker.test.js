@@ -111,6 +111,26 @@ test('a cancelled job aborts its handler and its result is not reported', async 
   assert.equal(await lateOutcomes(), 0, 'the worker reported nothing for the cancelled attempt');
 });
 
+test('an attempt past its time limit is aborted though it heartbeats, and retried', async () => {
+  const { job } = await fixture.client.enqueue('hung', null, { leaseMs: 300, timeoutMs: 800, backoff: { initialMs: 0 } });
+  const reasons = [];
+  const worker = new Worker(fixture.client, ['hung'], (context) => {
+    if (context.attempt > 1) return 'second try';
+    return new Promise((resolve) => {
+      context.signal.addEventListener('abort', () => { reasons.push(context.stopReason); resolve('too late'); });
+    });
+  }, { pollMs: 200, handleSignals: false });
+  const running = worker.run();
+  assert.ok(await eventually(async () => (await state(job)) === 'completed'));
+  worker.stop();
+  await running;
+  const done = await fixture.client.get(job);
+  assert.deepEqual(reasons, ['timed_out'], "the first attempt's handler was told why it must stop");
+  assert.equal(done.result, 'second try');
+  assert.equal(done.attempts, 2);
+  assert.equal(done.earlier_error, 'timed out after 800 ms');
+});
+
 /** How many complete, fail or release requests came for jobs cancelled or paused under them. */
 async function lateOutcomes() {
   const { samples } = await fixture.client.request('metrics', { format: 'json' });

@@ -116,6 +116,28 @@ def test_a_cancelled_job_tells_its_handler_to_stop_and_its_result_is_not_reporte
     assert late_outcomes(client) == 0, "the worker reported nothing for the cancelled attempt"
 
 
+def test_an_attempt_past_its_time_limit_is_stopped_though_it_heartbeats_and_retried(client):
+    job = client.enqueue("hung", None, lease_ms=300, timeout_ms=800, backoff={"initial_ms": 0}).job
+    reasons = []
+
+    def handler(context):
+        if context.attempt == 1:
+            context.stopping.wait(20)
+            reasons.append(context.stop_reason)
+            return "too late"
+        return "second try"
+
+    worker = Worker(client, ["hung"], handler, poll_ms=200)
+    thread = run_in_background(worker)
+    assert eventually(lambda: client.get(job)["state"] == "completed")
+    worker.stop()
+    thread.join(10)
+    done = client.get(job)
+    assert reasons == ["timed_out"], "the first attempt's handler was told why it must stop"
+    assert done["result"] == "second try" and done["attempts"] == 2
+    assert done["earlier_error"] == "timed out after 800 ms"
+
+
 def late_outcomes(client):
     """How many complete, fail or release requests came for jobs cancelled or paused under them."""
     samples = client.request("metrics", format="json")["samples"]

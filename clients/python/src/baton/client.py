@@ -20,6 +20,16 @@ class _Null:
 
 NULL: Any = _Null()
 
+
+class _Keep:
+    """A setting ``set_queue`` leaves as it is."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
 # Ops that may be sent again when the connection drops before their reply, as PROTOCOL.md
 # lists them ("Ops safe to resend"; tests/test_contract.py keeps the two the same).
 REPEATABLE = frozenset(
@@ -163,11 +173,14 @@ class Client:
         unique_key: Optional[str] = None,
         concurrency_key: Optional[str] = None,
         after: Optional[Iterable[int]] = None,
+        timeout_ms: Optional[int] = None,
     ) -> Enqueued:
+        """Adds a job. ``timeout_ms`` limits each attempt: one that runs longer is stopped,
+        even while it heartbeats, and retried (without it, the queue's limit applies)."""
         reply = self.request(
             "enqueue", queue=queue, payload=NULL if payload is None else payload, priority=priority, delay_ms=delay_ms, run_at=run_at,
             max_attempts=max_attempts, backoff=backoff, lease_ms=lease_ms, unique_key=unique_key,
-            concurrency_key=concurrency_key, after=list(after) if after else None,
+            concurrency_key=concurrency_key, after=list(after) if after else None, timeout_ms=timeout_ms,
         )
         return Enqueued(reply["job"], reply["duplicate"])
 
@@ -277,6 +290,16 @@ class Client:
     def resume_queue(self, queue: str) -> None:
         self.request("resume_queue", queue=queue)
 
-    def set_queue(self, queue: str, max_running: Optional[int]) -> None:
-        """Caps the queue's running jobs; ``None`` removes the cap."""
-        self.request("set_queue", queue=queue, max_running=NULL if max_running is None else max_running)
+    def set_queue(self, queue: str, max_running: Any = KEEP, *, timeout_ms: Any = KEEP) -> Dict[str, Any]:
+        """Changes the settings given and keeps the others; ``None`` removes one.
+        ``max_running`` caps the queue's running jobs; ``timeout_ms`` limits each attempt of
+        its jobs that set no limit of their own. Returns the queue's settings now."""
+        if max_running is KEEP and timeout_ms is KEEP:
+            raise ValueError("set_queue needs a setting to change: max_running or timeout_ms")
+        fields = {
+            name: NULL if value is None else value
+            for name, value in (("max_running", max_running), ("timeout_ms", timeout_ms))
+            if value is not KEEP
+        }
+        reply = self.request("set_queue", queue=queue, **fields)
+        return {"max_running": reply["max_running"], "timeout_ms": reply["timeout_ms"]}

@@ -27,4 +27,6 @@ class ProtocolError(Exception):
 # Codes after which an op safe to resend is sent again after a pause ("Codes to retry later").
 RETRY_LATER_CODES = frozenset({"unavailable"})
 
-LEASE_ENDING_CODES = frozenset({"lease_lost", "cancelled", "paused", "invalid_transition", "not_found", "forbidden"})
+LEASE_ENDING_CODES = frozenset(
+    {"lease_lost", "cancelled", "paused", "timed_out", "invalid_transition", "not_found", "forbidden"}
+)
