@@ -135,6 +135,23 @@ extension BatonClient {
         try Self.state(of: await self.request("retry") { $0.member("job", id) })
     }
 
+    /// Retries, cancels or purges every job `change` matches, in steps that let other
+    /// requests through between them (see ``BulkChange``).
+    ///
+    /// - Returns: how many jobs it changed, and whether it went through all it matched
+    ///   (`false` when batond stopped first).
+    @discardableResult
+    public func changeJobs(_ change: BulkChange) async throws -> (changed: Int, done: Bool) {
+        let reply = try await self.request(change.action.rawValue) { request in
+            request.member("queue", change.queue)
+            request.member("state", change.state.rawValue)
+            if let text = change.errorContains { request.member("error_contains", text) }
+            if let limit = change.limit { request.member("limit", limit) }
+            if let reason = change.reason { request.member("reason", reason) }
+        }
+        return (Int(try reply.int64("changed")), try reply.bool("done"))
+    }
+
     /// Gives an unfinished job a new priority: a queued job moves in the claim order at
     /// once, a running one keeps it for its next attempt.
     /// - Returns: the job's state, unchanged.

@@ -190,6 +190,49 @@ extension PostgresTransaction {
         return pruned
     }
 
+    /// The highest job id issued so far (0 for none).
+    public func lastJobID() async throws -> Int64 {
+        try await self.connection.query("SELECT coalesce(max(id), 0)::bigint FROM jobs", logger: self.logger).first(Int64.self) ?? 0
+    }
+
+    /// Up to `limit` ids, in order, of the jobs among ids `after`+1 through `through` that
+    /// `change` matches: one walk of that primary-key range, whatever the table holds.
+    public func bulkMatches(_ change: BulkChange, after: Int64, through: Int64, limit: Int) async throws -> [Int64] {
+        var ids: [Int64] = []
+        for try await id in try await self.connection.query(
+            """
+            SELECT id FROM jobs WHERE id > \(after) AND id <= \(through) AND queue = \(change.queue) AND state = \(change.state.rawValue)
+                AND (\(change.errorContains)::text IS NULL OR strpos(last_error, \(change.errorContains)::text) > 0)
+            ORDER BY id LIMIT \(limit)
+            """, logger: self.logger
+        ).decode(Int64.self) {
+            ids.append(id)
+        }
+        return ids
+    }
+
+    /// Deletes those of `ids` that are finished, with their events and the records of what
+    /// waited on them: an operator's purge.
+    ///
+    /// - Returns: each deleted job's queue and state.
+    public func deleteFinishedJobs(_ ids: [Int64]) async throws -> [(queue: String, state: JobState)] {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await self.connection.query(
+            """
+            WITH gone AS (
+                DELETE FROM jobs WHERE id = ANY(\(ids)::bigint[]) AND finished_at IS NOT NULL RETURNING id, queue, state
+            ),
+            events AS (DELETE FROM job_events WHERE job_id IN (SELECT id FROM gone)),
+            dependents AS (DELETE FROM job_dependencies WHERE depends_on IN (SELECT id FROM gone))
+            SELECT queue, state FROM gone
+            """, logger: self.logger)
+        var deleted: [(queue: String, state: JobState)] = []
+        for try await (queue, state) in rows.decode((String, String).self) {
+            if let state = JobState(rawValue: state) { deleted.append((queue, state)) }
+        }
+        return deleted
+    }
+
     /// Finished jobs retention has deleted, fleet-wide.
     public func prunedCount() async throws -> Int64 {
         try await self.connection.query("SELECT coalesce(sum(pruned), 0)::bigint FROM hosts", logger: self.logger)

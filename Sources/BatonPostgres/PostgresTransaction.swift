@@ -674,14 +674,25 @@ public struct PostgresTransaction {
     ///
     /// - Returns: whether the job was still in `state`.
     public func markCancelled(id: Int64, from state: JobState, reason: String) async throws -> Bool {
+        try await !self.markCancelled(ids: [id], from: state, reason: reason).isEmpty
+    }
+
+    /// Moves those of `ids` still in `state` to `cancelled`, with one statement.
+    ///
+    /// - Returns: the jobs it moved, with their queues and whether jobs wait on them.
+    public func markCancelled(ids: [Int64], from state: JobState, reason: String) async throws -> [(id: Int64, queue: String, hasDependents: Bool)] {
         try state.checkMove(to: .cancelled)
-        return try await self.connection.query(
+        var moved: [(id: Int64, queue: String, hasDependents: Bool)] = []
+        for try await row in try await self.connection.query(
             """
             UPDATE jobs SET state = 'cancelled', ready = false, last_error = \(reason), finished_at = baton_now_ms(),
                 lease_deadline = NULL
-            WHERE id = \(id) AND state = \(state.rawValue) RETURNING id
+            WHERE id = ANY(\(ids)::bigint[]) AND state = \(state.rawValue) RETURNING id, queue, has_dependents
             """, logger: self.logger
-        ).first(Int64.self) != nil
+        ).decode((Int64, String, Bool).self) {
+            moved.append(row)
+        }
+        return moved
     }
 
     /// Moves an unfinished job from `state` to `paused`; a running job gets its attempt back.
@@ -734,14 +745,25 @@ public struct PostgresTransaction {
     ///
     /// - Returns: the job's queue, or `nil` when it was not in `state`.
     public func markRetried(id: Int64, from state: JobState) async throws -> String? {
+        try await self.markRetried(ids: [id], from: state).first?.queue
+    }
+
+    /// Puts those of `ids` still in `state` back to `queued`, with one statement.
+    ///
+    /// - Returns: the jobs it moved, with their queues.
+    public func markRetried(ids: [Int64], from state: JobState) async throws -> [(id: Int64, queue: String)] {
         try state.checkMove(to: .queued)
-        return try await self.connection.query(
+        var moved: [(id: Int64, queue: String)] = []
+        for try await row in try await self.connection.query(
             """
             UPDATE jobs SET state = 'queued', ready = (waiting_on = 0), run_at = baton_now_ms(), attempts = 0,
                 finished_at = NULL
-            WHERE id = \(id) AND state = \(state.rawValue) RETURNING queue
+            WHERE id = ANY(\(ids)::bigint[]) AND state = \(state.rawValue) RETURNING id, queue
             """, logger: self.logger
-        ).first(String.self)
+        ).decode((Int64, String).self) {
+            moved.append(row)
+        }
+        return moved
     }
 
     /// Marks retrying and delayed jobs whose time has come as ready to claim.

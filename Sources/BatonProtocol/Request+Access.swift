@@ -56,6 +56,8 @@ extension Request {
             [.job(.admin, jobID: jobID)]
         case .pauseQueue(let queue), .resumeQueue(let queue), .setQueue(let queue, _):
             [.queue(.admin, queue)]
+        case .bulk(let change):
+            [.queue(.admin, change.queue)]
         }
     }
 }

@@ -18,6 +18,8 @@ public enum Request: Sendable {
     /// A new priority for an unfinished job: a queued job moves in the claim order at once,
     /// a running one keeps it for its next attempt.
     case setPriority(jobID: Int64, priority: Int64)
+    /// `retry`, `cancel` or `purge` of the jobs a filter matches, in steps.
+    case bulk(BulkChange)
     case enqueueBatch([EnqueueRequest])
     case pauseQueue(String)
     case resumeQueue(String)
@@ -50,6 +52,7 @@ public enum Request: Sendable {
         case .resume: "resume"
         case .retry: "retry"
         case .setPriority: "set_priority"
+        case .bulk(let change): change.action.rawValue
         case .enqueueBatch: "enqueue_batch"
         case .pauseQueue: "pause_queue"
         case .resumeQueue: "resume_queue"

@@ -26,8 +26,8 @@ public struct RequestDecoder: Sendable {
     /// Every op the server knows, as an unknown op's error lists them.
     public static let ops = [
         "backup", "cancel", "checkpoint", "claim", "complete", "enqueue", "enqueue_batch", "events", "fail", "get",
-        "health", "heartbeat", "hello", "list", "metrics", "pause", "pause_queue", "release", "resume", "resume_queue",
-        "retry", "set_priority", "set_queue", "stats", "workers",
+        "health", "heartbeat", "hello", "list", "metrics", "pause", "pause_queue", "purge", "release", "resume",
+        "resume_queue", "retry", "set_priority", "set_queue", "stats", "workers",
     ]
 
     /// The fields the server stores as the client wrote them, never reading inside: they are
@@ -158,13 +158,21 @@ public struct RequestDecoder: Sendable {
         case "get":
             return .get(jobID: try fields.jobID())
         case "cancel":
+            if fields.value("job") == nil, fields.value("queue") != nil {
+                return .bulk(try self.bulkChange(.cancel, &fields))
+            }
             return .cancel(jobID: try fields.jobID(), reason: try fields.string("reason"))
         case "pause":
             return .pause(jobID: try fields.jobID())
         case "resume":
             return .resume(jobID: try fields.jobID())
         case "retry":
+            if fields.value("job") == nil, fields.value("queue") != nil {
+                return .bulk(try self.bulkChange(.retry, &fields))
+            }
             return .retry(jobID: try fields.jobID())
+        case "purge":
+            return .bulk(try self.bulkChange(.purge, &fields))
         case "set_priority":
             let jobID = try fields.jobID()
             guard let priority = try fields.integer("priority", in: Self.priorities) else {
@@ -304,6 +312,26 @@ public struct RequestDecoder: Sendable {
             }
         }
         return request
+    }
+
+    /// A filter's change: `{queue, state, error_contains?, limit?}`, and `reason?` for a cancel.
+    private func bulkChange(_ action: BulkChange.Action, _ fields: inout Fields) throws -> BulkChange {
+        guard let queue = try fields.name("queue") else {
+            throw BatonError.invalidArgument("queue", "is required: the queue whose jobs to \(action.rawValue)")
+        }
+        let allowed = action.states.map(\.rawValue).joined(separator: ", ")
+        guard let name = try fields.string("state"), let state = JobState(rawValue: name), action.states.contains(state) else {
+            throw BatonError.invalidArgument("state", "is required: \(action.rawValue) takes jobs in one of \(allowed)")
+        }
+        let errorContains = try fields.string("error_contains")
+        if let errorContains, errorContains.isEmpty || errorContains.utf8.count > 1_000 {
+            throw BatonError.invalidArgument("error_contains", "must be 1 to 1000 bytes of text")
+        }
+        return BulkChange(
+            action: action, queue: queue, state: state, errorContains: errorContains,
+            limit: try fields.integer("limit", in: 1...100_000_000).map { Int($0) },
+            reason: action == .cancel ? try fields.string("reason") : nil
+        )
     }
 
     private func claim(_ fields: inout Fields) throws -> ClaimRequest {

@@ -105,6 +105,10 @@ extension Authority {
                 return Outcome(line: Reply.success(id: id) { $0.enqueued(results) })
             case .stats:
                 return Outcome(line: try self.stats(id: id, &context))
+            case .bulk(let change):
+                // Stepped by the batches from this one on; answered when done (Authority.apply).
+                self.startBulk(BulkRun(progress: BulkChange.Progress(change, lastID: try context.tx.lastJobID()), id: id, reply: submission.reply))
+                return nil
             case .backup(let path):
                 // Answered when the copy is complete; see Authority+Backup.
                 context.backups.append((path, id, submission.reply))
@@ -481,8 +485,12 @@ extension Authority {
     /// Cancels an unfinished job. A running job's lease is revoked at once; its worker
     /// learns at its next heartbeat, which is refused with `cancelled`.
     private func cancel(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
-        let job = try self.requireJob(jobID, &context)
-        let reason = reason ?? "cancelled"
+        try self.cancel(try self.requireJob(jobID, &context), reason: reason ?? "cancelled", &context)
+        return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
+    }
+
+    private func cancel(_ job: Job, reason: String, _ context: inout BatchContext) throws {
+        let jobID = job.id
         _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
         let lease = self.endLease(jobID, &context)
         try self.record(
@@ -490,7 +498,6 @@ extension Authority {
             from: job.state, &context
         )
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
-        return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
     }
 
     /// Holds a job back: nothing claims it until `resume`. A running job's lease is revoked
@@ -519,15 +526,38 @@ extension Authority {
     /// Runs a failed or cancelled job again from its checkpoint, with its attempts reset.
     private func retry(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
-        guard job.state == .failed || job.state == .cancelled else {
-            throw InvalidTransition(from: job.state, to: .queued)
-        }
-        guard let queue = try context.tx.markRetried(id: jobID, from: job.state, now: context.wallNow) else {
-            throw InvalidTransition(from: job.state, to: .queued)
-        }
-        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, queue: queue, from: job.state, &context)
-        self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
+        try self.retry(jobID, from: job.state, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
+    }
+
+    private func retry(_ jobID: Int64, from state: JobState, _ context: inout BatchContext) throws {
+        guard state == .failed || state == .cancelled, let queue = try context.tx.markRetried(id: jobID, from: state, now: context.wallNow) else {
+            throw InvalidTransition(from: state, to: .queued)
+        }
+        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, queue: queue, from: state, &context)
+        self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
+    }
+
+    /// One step of a bulk change (``BulkChange``): the matching jobs of its next id range,
+    /// each changed as the single-job op changes it.
+    ///
+    /// - Returns: the progress after the step, kept by the caller once the batch commits.
+    func step(_ progress: BulkChange.Progress, _ context: inout BatchContext) throws -> BulkChange.Progress {
+        let change = progress.change
+        let step = progress.nextStep
+        let matched = try context.tx.bulkMatches(change, after: step.after, through: step.through, limit: step.limit)
+        switch change.action {
+        case .retry:
+            for jobID in matched { try self.retry(jobID, from: change.state, &context) }
+        case .cancel:
+            for jobID in matched { try self.cancel(try self.requireJob(jobID, &context), reason: change.reason ?? "cancelled", &context) }
+        case .purge:
+            try context.tx.deleteJobs(matched)
+            context.pruned += matched.map { _ in (change.queue, change.state) }
+        }
+        var progress = progress
+        progress.stepped(matched: matched, changed: matched.count)
+        return progress
     }
 
     // MARK: Leases

@@ -84,6 +84,8 @@ final class Authority: JobAuthority, @unchecked Sendable {
     private var pending: [Submission] = []
     /// Closed connections whose process has exited, for the next batch to end their leases.
     private var exited: [ConnectionIdentity] = []
+    /// Bulk changes under way, oldest first: each batch takes one step of the first.
+    fileprivate var bulkRuns: [BulkRun] = []
     private var flushScheduled = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: Int64 = .max
@@ -210,6 +212,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         self.loop.flatSubmit {
             if case .serving = self.phase { self.phase = .draining }
             self.pulse?.cancel()
+            // Each step is committed; the rest is not done, and the reply says so.
+            for run in self.bulkRuns { run.reply.succeed(Outcome(line: Reply.bulk(id: run.id, run.progress, done: false))) }
+            self.bulkRuns.removeAll()
             for waiter in self.parked.removeAll() {
                 waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
             }
@@ -413,6 +418,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
         var pruned: [(queue: String, state: JobState)] = []
         var backups: [(path: String, id: String?, reply: ReplySink)] = []
         var wrote = false
+        var bulkStep: BulkChange.Progress?
         let monotonicNow = self.observeLeaseClock()
         // The time spent on this batch, fsync included, is the authority's own work, not a
         // stall: requests that arrive meanwhile carry their arrival time.
@@ -447,6 +453,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
                 // Leases expire only after every request already read has been heard: a
                 // heartbeat that waited for this batch renews its lease instead of losing it.
                 context.heardAt = context.leaseNow
+                if let run = self.bulkRuns.first {
+                    bulkStep = try self.step(run.progress, &context)
+                }
                 try self.expireLeases(&context)
                 try self.expireAbandonedLeases(of: self.exited, &context)
                 self.exited.removeAll()
@@ -487,8 +496,22 @@ final class Authority: JobAuthority, @unchecked Sendable {
         self.count(changes)
         Self.move(&self.census, by: changes, pruned: pruned)
         self.changeLog.write(changes)
+        if let progress = bulkStep {
+            if progress.isDone {
+                let run = self.bulkRuns.removeFirst()
+                replies.append(PendingReply(sink: run.reply, id: run.id, outcome: Outcome(line: Reply.bulk(id: run.id, progress, done: true))))
+            } else {
+                self.bulkRuns[0].progress = progress
+            }
+        }
         for reply in replies {
             reply.sink.succeed(reply.outcome)
+        }
+        if !self.bulkRuns.isEmpty, !self.flushScheduled {
+            // The next step runs after what is already waiting on the loop: between two
+            // steps, the requests that came meanwhile are served.
+            self.flushScheduled = true
+            self.loop.execute { self.flush() }
         }
         for backup in backups {
             self.startBackup(path: backup.path, id: backup.id, reply: backup.reply)
@@ -550,6 +573,8 @@ final class Authority: JobAuthority, @unchecked Sendable {
         for waiter in self.parked.removeAll() {
             waiter.reply.succeed(Outcome(line: Reply.failure(id: waiter.id, BatonError(.internal, reason))))
         }
+        for run in self.bulkRuns { run.reply.succeed(Outcome(line: Reply.failure(id: run.id, BatonError(.internal, reason)))) }
+        self.bulkRuns.removeAll()
         self.onFatalError(error)
     }
 
@@ -612,5 +637,18 @@ struct BatchContext {
     /// The wall-clock time of a lease deadline, for replies.
     func wallTime(ofLease deadline: Int64) -> Int64 {
         self.wallNow + (deadline - self.leaseNow)
+    }
+}
+
+/// A bulk change under way, and who waits for its answer.
+struct BulkRun: Sendable {
+    var progress: BulkChange.Progress
+    var id: String?
+    var reply: ReplySink
+}
+
+extension Authority {
+    func startBulk(_ run: BulkRun) {
+        self.bulkRuns.append(run)
     }
 }

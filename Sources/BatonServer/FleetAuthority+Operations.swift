@@ -16,6 +16,8 @@ struct FleetWork: Sendable {
     var parked: [ParkedClaims.Waiter]
     /// Leases to end because their process exited, by process.
     var abandoned: [Int32: [(id: Int64, token: FencingToken)]]
+    /// The bulk change to take a step of.
+    var bulk: BulkChange.Progress?
     var sweep: Bool
     var heartbeat: Bool
     var prune: Bool
@@ -25,7 +27,9 @@ struct FleetWork: Sendable {
     var lane: Int
 
     /// Whether the batch does chores and nothing else.
-    var isChoresAlone: Bool { self.batch.isEmpty && self.reports == 0 && !self.scrape && self.lookFor.isEmpty && self.abandoned.isEmpty }
+    var isChoresAlone: Bool {
+        self.batch.isEmpty && self.reports == 0 && !self.scrape && self.lookFor.isEmpty && self.abandoned.isEmpty && self.bulk == nil
+    }
 
     var hasChores: Bool { self.sweep || self.heartbeat || self.prune }
 
@@ -65,6 +69,9 @@ struct FleetBatch: Sendable {
     var parking: [ParkedClaims.Waiter] = []
     /// Parked claims this batch served.
     var servedParked: [ParkedClaims.Waiter] = []
+    /// Bulk changes the batch's requests started, and the progress of the one it stepped.
+    var bulkStarted: [BulkRun] = []
+    var bulkProgress: BulkChange.Progress?
     /// Leases granted (`claimed`) or renewed, for the driver's ``LeaseHolders``.
     var granted: [(job: Int64, token: FencingToken, connection: UInt64, process: Int32?, claimed: Bool)] = []
     var ended: [Int64] = []
@@ -183,6 +190,9 @@ extension FleetAuthority {
             try await self.performAlone(submission, &batch, tx, monotonicNow: monotonicNow)
         }
         try await self.flush(&segment, &batch, tx, monotonicNow: monotonicNow)
+        if let progress = work.bulk {
+            batch.bulkProgress = try await self.step(progress, &batch, tx)
+        }
         try await self.serveParked(work, &batch, tx)
         // The wake-ups go out once the batch has committed (ReadyAnnouncer).
         try await tx.finishBatch(
@@ -491,12 +501,12 @@ extension FleetAuthority {
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) })
             case .retry(let jobID):
                 let job = try await self.requireJob(jobID, tx, locking: true).job
-                guard job.state == .failed || job.state == .cancelled, let queue = try await tx.markRetried(id: jobID, from: job.state) else {
-                    throw InvalidTransition(from: job.state, to: .queued)
-                }
-                batch.note(JobEvent(.retried, at: batch.now, state: .queued), job: jobID, queue: queue, from: job.state)
-                batch.waiting(queue: queue, runAt: batch.now)
+                try await self.retry(jobID, from: job.state, &batch, tx)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) })
+            case .bulk(let change):
+                // Stepped by the batches from the next on; answered when done (FleetAuthority.committed).
+                batch.bulkStarted.append(BulkRun(progress: BulkChange.Progress(change, lastID: try await tx.lastJobID()), id: id, reply: submission.reply))
+                return
             case .setPriority(let jobID, let priority):
                 guard let state = try await tx.setPriority(id: jobID, priority: priority) else {
                     throw LeaseRefusal.finished(try await self.requireJob(jobID, tx).job, changing: "priority")
@@ -672,7 +682,13 @@ extension FleetAuthority {
     /// Cancels an unfinished job; a running job's lease ends with it, and its worker learns
     /// at its next heartbeat (`cancelled`).
     private func cancel(_ jobID: Int64, reason: String, id: String?, _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws -> [UInt8] {
-        let job = try await self.requireJob(jobID, tx, locking: true).job
+        try await self.cancel(try await self.requireJob(jobID, tx, locking: true).job, reason: reason, &batch, tx)
+        return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
+    }
+
+    /// Cancels `job`, read and locked by the caller.
+    private func cancel(_ job: Job, reason: String, _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
+        let jobID = job.id
         guard try await tx.markCancelled(id: jobID, from: job.state, reason: reason) else {
             throw InvalidTransition(from: job.state, to: .cancelled)
         }
@@ -681,7 +697,48 @@ extension FleetAuthority {
             job: jobID, queue: job.queue, from: job.state)
         if job.state == .running { batch.ended.append(jobID) }
         try await self.cancelDependents(of: jobID, because: "was cancelled", &batch, tx)
-        return Reply.success(id: id) { $0.member("state", JobState.cancelled.rawValue) }
+    }
+
+    private func retry(_ jobID: Int64, from state: JobState, _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
+        guard state == .failed || state == .cancelled, let queue = try await tx.markRetried(id: jobID, from: state) else {
+            throw InvalidTransition(from: state, to: .queued)
+        }
+        batch.note(JobEvent(.retried, at: batch.now, state: .queued), job: jobID, queue: queue, from: state)
+        batch.waiting(queue: queue, runAt: batch.now)
+    }
+
+    /// One step of a bulk change (``BulkChange``): the matching jobs of its next id range,
+    /// each changed as the single-job op changes it. Rows another host changed meanwhile
+    /// are passed over.
+    private func step(_ progress: BulkChange.Progress, _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws -> BulkChange.Progress {
+        let change = progress.change
+        let step = progress.nextStep
+        let matched = try await tx.bulkMatches(change, after: step.after, through: step.through, limit: step.limit)
+        var changed = 0
+        // Each statement moves only the rows still in the filter's state: another host may
+        // have moved some since the match.
+        switch change.action {
+        case .retry:
+            for (jobID, queue) in try await tx.markRetried(ids: matched, from: change.state) {
+                batch.note(JobEvent(.retried, at: batch.now, state: .queued), job: jobID, queue: queue, from: change.state)
+                batch.waiting(queue: queue, runAt: batch.now)
+                changed += 1
+            }
+        case .cancel:
+            let reason = change.reason ?? "cancelled"
+            for (jobID, queue, hasDependents) in try await tx.markCancelled(ids: matched, from: change.state, reason: reason) {
+                batch.note(JobEvent(.cancelled, at: batch.now, state: .cancelled, detail: reason), job: jobID, queue: queue, from: change.state)
+                if hasDependents { try await self.cancelDependents(of: jobID, because: "was cancelled", &batch, tx) }
+                changed += 1
+            }
+        case .purge:
+            let purged = try await tx.deleteFinishedJobs(matched)
+            batch.pruned += purged
+            changed = purged.count
+        }
+        var progress = progress
+        progress.stepped(matched: matched, changed: changed)
+        return progress
     }
 
     /// A job ended without completing: everything waiting on it, directly or not, is cancelled.

@@ -62,6 +62,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     var held = LeaseHolders()
     /// Leases bound to processes that exited, for the next batch to end, by process.
     var abandoned: [Int32: [(id: Int64, token: FencingToken)]] = [:]
+    /// Bulk changes under way, oldest first, and whether a batch takes a step of the first now:
+    /// one step at a time, each in a batch of its own commit.
+    var bulkRuns: [BulkRun] = []
+    var bulkInFlight = false
     /// Connections whose process exited while batches ran, with its pid: a claim in one of
     /// those batches may have leased them a job, which is abandoned too.
     var exitedMeanwhile: [UInt64: Int32] = [:]
@@ -255,6 +259,13 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                     self.timerDeadline = .max
                 case .drain(let promise):
                     self.phase = .draining
+                    // Each step is committed; the rest is not done, and the reply says so.
+                    // The one whose step runs now is answered when that step has committed.
+                    let stepping = self.bulkInFlight ? 1 : 0
+                    for run in self.bulkRuns.dropFirst(stepping) {
+                        run.reply.succeed(Outcome(line: Reply.bulk(id: run.id, run.progress, done: false)))
+                    }
+                    self.bulkRuns.removeLast(self.bulkRuns.count - min(stepping, self.bulkRuns.count))
                     for waiter in self.parked.removeAll() {
                         waiter.reply.succeed(Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) }))
                     }
@@ -323,7 +334,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             // The slow look: every parked queue, in case an announcement was lost.
             for waiter in self.parked.waiters { lookFor.formUnion(waiter.request.queues) }
         }
+        let bulkDue = !self.bulkRuns.isEmpty && !self.bulkInFlight
         guard !batch.isEmpty || !self.reports.isEmpty || !self.scrapes.isEmpty || chores || !lookFor.isEmpty || !self.abandoned.isEmpty
+            || bulkDue
         else { return false }
         self.waiting = deferred
         let (reports, scrapes) = (self.reports, self.scrapes)
@@ -345,10 +358,12 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         batch: [Submission], reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>],
         lookFor: Set<String>, chores: Bool, now: Int64
     ) {
+        let serving = if case .serving = self.phase { true } else { false }
         var work = FleetWork(
             batch: batch, reports: reports.count, scrape: !scrapes.isEmpty, lookFor: lookFor,
             // Left for a batch with requests: a chores-alone batch must stay only that.
             parked: [], abandoned: self.requestsMayStart ? self.abandoned : [:],
+            bulk: self.requestsMayStart && !self.bulkInFlight && serving ? self.bulkRuns.first?.progress : nil,
             sweep: chores && now >= self.nextSweepAt, heartbeat: chores && now >= self.nextHeartbeatAt,
             prune: chores && now >= self.nextPruneAt,
             policy: self.access.policy,
@@ -368,6 +383,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         if chores { self.choresInFlight = true }
         // Ended in this batch, or, should it fail, when their leases run out as before.
         if !work.abandoned.isEmpty { self.abandoned.removeAll() }
+        if work.bulk != nil { self.bulkInFlight = true }
         for submission in batch { self.busyConnections[submission.connection.number, default: 0] += 1 }
         let started = ContinuousClock.now
         let mailbox = self.mailbox
@@ -414,6 +430,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         self.freeLanes.append(work.lane)
         if work.hasChores { self.choresInFlight = false }
         if work.isChoresAlone { self.choresAloneInFlight = false }
+        if work.bulk != nil { self.bulkInFlight = false }
         for submission in work.batch {
             let connection = submission.connection.number
             self.busyConnections[connection]! -= 1
@@ -443,6 +460,12 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             // A chore that failed is tried again when it is next due, not at once.
             self.choresTried(work, now: self.clock.monotonicMilliseconds())
             let refusal = BatonError(.internal, "the batch failed and was rolled back, nothing of it applied: \(error)")
+            if let progress = work.bulk, !self.bulkRuns.isEmpty {
+                // Its step may be what failed: end the change rather than fail every batch.
+                let run = self.bulkRuns.removeFirst()
+                let message = "a step failed and was rolled back after \(progress.changed) jobs were changed: \(error)"
+                run.reply.succeed(Outcome(line: Reply.failure(id: run.id, BatonError(.internal, message))))
+            }
             for submission in work.batch {
                 submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
             }
@@ -471,6 +494,20 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         reports: [EventLoopPromise<HealthReport>], scrapes: [EventLoopPromise<MetricsSnapshot>]
     ) {
         let now = self.clock.monotonicMilliseconds()
+        if let progress = done.bulkProgress, !self.bulkRuns.isEmpty {
+            let draining = if case .draining = self.phase { true } else { false }
+            if progress.isDone || draining {
+                let run = self.bulkRuns.removeFirst()
+                run.reply.succeed(Outcome(line: Reply.bulk(id: run.id, progress, done: progress.isDone)))
+            } else {
+                self.bulkRuns[0].progress = progress
+            }
+        }
+        if case .serving = self.phase {
+            self.bulkRuns += done.bulkStarted
+        } else {
+            for run in done.bulkStarted { run.reply.succeed(Outcome(line: Reply.bulk(id: run.id, run.progress, done: false))) }
+        }
         let commit = ContinuousClock.now - started
         self.metrics.commitTime.recordNanoseconds(commit.components.seconds * 1_000_000_000 + commit.components.attoseconds / 1_000_000_000)
         if !work.batch.isEmpty { self.metrics.batchSize.record(work.batch.count) }

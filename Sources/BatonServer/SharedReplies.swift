@@ -32,6 +32,12 @@ extension Reply {
         }
     }
 
+    /// A bulk change's answer: how many jobs it changed, and whether it went through all
+    /// it matched (`false` when batond stopped first; every step before was committed).
+    static func bulk(id: String?, _ progress: BulkChange.Progress, done: Bool) -> [UInt8] {
+        Reply.success(id: id) { $0.member("changed", Int64(progress.changed)); $0.member("done", done) }
+    }
+
     /// `set_queue`'s answer: the queue's settings now.
     static func queueSettings(id: String?, queue: String, _ settings: QueueSettings) -> [UInt8] {
         Reply.success(id: id) { reply in

@@ -503,9 +503,18 @@ public struct StoreTransaction {
         // The predicate repeats the partial index's, so the oldest are found from the index.
         let rows = try Row.fetchAll(self.db, sql: Self.prunableJobsSQL, arguments: [completedBefore, failedBefore, limit])
         let ids: [Int64] = rows.map { $0[0] }
-        // A job goes with its events and with the records of what waited on it; each is one
-        // primary-key range. (Its own dependency records go when its dependencies do.)
-        let deleteJob = try self.db.cachedStatement(sql: "DELETE FROM jobs WHERE id = ?")
+        try self.deleteJobs(ids)
+        if !ids.isEmpty {
+            try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [ids.count])
+        }
+        return rows.compactMap { row in JobState(rawValue: row[2]).map { (row[1], $0) } }
+    }
+
+    /// Deletes finished jobs, each with its events and with the records of what waited on
+    /// it; each is one primary-key range. (Its own dependency records went when its
+    /// dependencies finished.)
+    public func deleteJobs(_ ids: [Int64]) throws {
+        let deleteJob = try self.db.cachedStatement(sql: "DELETE FROM jobs WHERE id = ? AND finished_at IS NOT NULL")
         let deleteEvents = try self.db.cachedStatement(sql: "DELETE FROM job_events WHERE job_id = ?")
         let deleteDependents = try self.db.cachedStatement(sql: "DELETE FROM job_dependencies WHERE depends_on = ?")
         for id in ids {
@@ -513,10 +522,26 @@ public struct StoreTransaction {
             try deleteEvents.execute(arguments: [id])
             try deleteDependents.execute(arguments: [id])
         }
-        if !ids.isEmpty {
-            try self.db.execute(sql: "UPDATE counters SET value = value + ? WHERE name = 'pruned'", arguments: [ids.count])
-        }
-        return rows.compactMap { row in JobState(rawValue: row[2]).map { (row[1], $0) } }
+    }
+
+    // MARK: Bulk changes
+
+    /// The highest job id issued so far (0 for none).
+    public func lastJobID() throws -> Int64 {
+        try Int64.fetchOne(self.db, sql: "SELECT coalesce(max(id), 0) FROM jobs") ?? 0
+    }
+
+    /// Up to `limit` ids, in order, of the jobs among ids `after`+1 through `through` that
+    /// `change` matches: one walk of that primary-key range, whatever the table holds.
+    public func bulkMatches(_ change: BulkChange, after: Int64, through: Int64, limit: Int) throws -> [Int64] {
+        let statement = try self.db.cachedStatement(
+            sql: """
+                SELECT id FROM jobs WHERE id > ?1 AND id <= ?2 AND queue = ?3 AND state = ?4
+                    AND (?5 IS NULL OR instr(last_error, ?5) > 0)
+                ORDER BY id LIMIT ?6
+                """
+        )
+        return try Int64.fetchAll(statement, arguments: [after, through, change.queue, change.state.rawValue, change.errorContains, limit])
     }
 
     /// How many finished jobs retention has deleted, ever.

@@ -21,7 +21,7 @@ struct Baton: AsyncParsableCommand {
             """,
         version: "0.1.0",
         subcommands: [
-            Enqueue.self, Get.self, List.self, Stats.self, Cancel.self, Pause.self, Resume.self, Retry.self, SetPriority.self,
+            Enqueue.self, Get.self, List.self, Stats.self, Cancel.self, Pause.self, Resume.self, Retry.self, Purge.self, SetPriority.self,
             PauseQueue.self, ResumeQueue.self, SetQueue.self, Events.self, Workers.self, Health.self, Top.self, Claim.self,
             Heartbeat.self, Complete.self, Fail.self, Release.self, Backup.self,
         ]

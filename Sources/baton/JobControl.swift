@@ -2,22 +2,93 @@ import ArgumentParser
 import BatonClient
 import BatonCore
 
+/// The jobs a bulk `retry`, `cancel` or `purge` changes: a queue's jobs in one state.
+struct JobFilter: ParsableArguments {
+    @Option(help: "Change every matching job of this queue instead of one job (with --state).")
+    var queue: String?
+
+    @Option(help: "The state of the jobs to change.")
+    var state: JobState?
+
+    @Option(help: "Only jobs whose last error contains this text.")
+    var errorContains: String?
+
+    @Option(help: "Change at most this many jobs.")
+    var limit: Int?
+
+    var isGiven: Bool { self.queue != nil }
+
+    /// Checks the filter against one job's id argument: exactly one of the two.
+    func validate(job: Int64?, action: BulkChange.Action) throws {
+        guard (job == nil) == (self.queue != nil) else {
+            throw ValidationError("Give a job's id, or --queue and --state for every matching job.")
+        }
+        if self.queue != nil, self.state == nil {
+            throw ValidationError("--queue needs --state: one of \(action.states.map(\.rawValue).joined(separator: ", ")).")
+        }
+        if self.queue == nil, self.state != nil || self.errorContains != nil || self.limit != nil {
+            throw ValidationError("--state, --error-contains and --limit go with --queue.")
+        }
+    }
+
+    func change(_ action: BulkChange.Action, reason: String? = nil) -> BulkChange {
+        BulkChange(action: action, queue: self.queue!, state: self.state!, errorContains: self.errorContains, limit: self.limit, reason: reason)
+    }
+}
+
+extension JobState: ExpressibleByArgument {}
+
+extension ConnectionOptions {
+    /// Runs a bulk change and prints how many jobs it changed.
+    func run(_ change: BulkChange) async throws {
+        let result = try await self.withClient { client in try await client.changeJobs(change) }
+        if self.json {
+            print(#"{"changed":\#(result.changed),"done":\#(result.done)}"#)
+        } else {
+            print("\(result.changed) \(change.action == .purge ? "purged" : change.action == .retry ? "retried" : "cancelled")"
+                + (result.done ? "" : " (batond stopped before the rest)"))
+        }
+    }
+}
+
 struct Cancel: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Cancel an unfinished job; a running one's worker is told at its next heartbeat."
+        abstract: "Cancel an unfinished job, or every matching job of a queue; a running one's worker is told at its next heartbeat."
     )
 
     @OptionGroup var connection: ConnectionOptions
 
     @Argument(help: "The job's id.")
-    var job: Int64
+    var job: Int64?
+
+    @OptionGroup var filter: JobFilter
 
     @Option(help: "Why, stored as the job's last error.")
     var reason: String?
 
+    func validate() throws { try self.filter.validate(job: self.job, action: .cancel) }
+
     func run() async throws {
-        let state = try await self.connection.withClient { client in try await client.cancel(self.job, reason: self.reason) }
-        self.connection.report(state, of: self.job)
+        guard let job = self.job else { return try await self.connection.run(self.filter.change(.cancel, reason: self.reason)) }
+        let state = try await self.connection.withClient { client in try await client.cancel(job, reason: self.reason) }
+        self.connection.report(state, of: job)
+    }
+}
+
+struct Purge: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a queue's finished jobs in one state, with their audit trails.")
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @OptionGroup var filter: JobFilter
+
+    func validate() throws {
+        guard self.filter.isGiven else { throw ValidationError("Give --queue and --state: the finished jobs to delete.") }
+        try self.filter.validate(job: nil, action: .purge)
+    }
+
+    func run() async throws {
+        try await self.connection.run(self.filter.change(.purge))
     }
 }
 
@@ -52,16 +123,23 @@ struct Resume: AsyncParsableCommand {
 }
 
 struct Retry: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run a failed or cancelled job again, attempts reset.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run a failed or cancelled job again, attempts reset; or every matching job of a queue."
+    )
 
     @OptionGroup var connection: ConnectionOptions
 
     @Argument(help: "The job's id.")
-    var job: Int64
+    var job: Int64?
+
+    @OptionGroup var filter: JobFilter
+
+    func validate() throws { try self.filter.validate(job: self.job, action: .retry) }
 
     func run() async throws {
-        let state = try await self.connection.withClient { client in try await client.retry(self.job) }
-        self.connection.report(state, of: self.job)
+        guard let job = self.job else { return try await self.connection.run(self.filter.change(.retry)) }
+        let state = try await self.connection.withClient { client in try await client.retry(job) }
+        self.connection.report(state, of: job)
     }
 }
 

@@ -179,6 +179,21 @@ struct CommandLineTests {
         #expect(detail["priority"] as? Int == -3)
     }
 
+    @Test("retry, cancel and purge by filter print how many jobs they changed")
+    func bulkByFilter() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        for _ in 0..<3 { #expect(try baton(["enqueue", "docs", "1"] + socket).status == 0) }
+        let cancelled = try baton(["cancel", "--queue", "docs", "--state", "queued", "--limit", "2", "--reason", "superseded"] + socket)
+        #expect(cancelled.output == "2 cancelled\n", "\(cancelled.output)\(cancelled.errors)")
+        let retried = try baton(["retry", "--queue", "docs", "--state", "cancelled", "--json"] + socket)
+        #expect(retried.output == #"{"changed":2,"done":true}"# + "\n", "\(retried.output)\(retried.errors)")
+        #expect(try baton(["cancel", "--queue", "docs", "--state", "queued"] + socket).output == "3 cancelled\n")
+        #expect(try baton(["purge", "--queue", "docs", "--state", "cancelled"] + socket).output == "3 purged\n")
+        #expect(try baton(["purge"] + socket).status == 64)
+        #expect(try baton(["retry", "7", "--queue", "docs"] + socket).status == 64)
+    }
+
     @Test("list shows progress as a person reads it")
     func listShowsProgress() throws {
         let server = try TestServer()

@@ -218,6 +218,30 @@ export class Client {
     await this.request('retry', { job });
   }
 
+  /** Retries every failed or cancelled job of `queue` in `state` that matches
+   * (`{errorContains?, limit?}`), in steps batond interleaves with other requests.
+   * Resolves to `{changed, done}`. */
+  async retryWhere(queue, state, options = {}) {
+    return this.#change('retry', queue, state, options);
+  }
+
+  /** Cancels every queued, retrying or paused job of `queue` in `state` that matches
+   * (`{errorContains?, limit?, reason?}`); see retryWhere. */
+  async cancelWhere(queue, state, options = {}) {
+    return this.#change('cancel', queue, state, options);
+  }
+
+  /** Deletes every finished job of `queue` in `state` that matches, with its audit trail;
+   * see retryWhere. */
+  async purge(queue, state, options = {}) {
+    return this.#change('purge', queue, state, options);
+  }
+
+  async #change(op, queue, state, options) {
+    const { changed, done } = await this.request(op, { queue, state, ...wire(options) });
+    return { changed, done };
+  }
+
   /** Gives an unfinished job a new priority; resolves to its state, unchanged. */
   async setPriority(job, priority) {
     return (await this.request('set_priority', { job, priority })).state;

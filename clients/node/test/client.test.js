@@ -65,6 +65,20 @@ test('setPriority reorders queued jobs', async () => {
   assert.equal((await fixture.client.get(older)).priority, 0);
 });
 
+test('retry, cancel and purge by filter', async () => {
+  for (const error of ['HTTP 429', 'bad input']) {
+    await fixture.client.enqueue('dlq', error, { maxAttempts: 1 });
+    const lease = await fixture.client.claim(['dlq']);
+    assert.equal(await fixture.client.fail(lease, error), 'failed');
+  }
+  assert.deepEqual(await fixture.client.retryWhere('dlq', 'failed', { errorContains: '429' }), { changed: 1, done: true });
+  assert.deepEqual(await fixture.client.cancelWhere('dlq', 'queued', { reason: 'superseded' }), { changed: 1, done: true });
+  assert.deepEqual(await fixture.client.purge('dlq', 'failed'), { changed: 1, done: true });
+  const stats = await fixture.client.stats();
+  assert.equal(stats.queues.dlq.failed, 0);
+  assert.equal(stats.queues.dlq.cancelled, 1);
+});
+
 test('job and queue control', async () => {
   const first = (await fixture.client.enqueue('ctl', 1, { maxAttempts: 1 })).job;
   const second = (await fixture.client.enqueue('ctl', 2)).job;

@@ -64,6 +64,18 @@ def test_set_priority_reorders_queued_jobs(client):
     assert client.get(older)["priority"] == 0
 
 
+def test_retry_cancel_and_purge_by_filter(client):
+    for error in ("HTTP 429", "bad input"):
+        client.enqueue("dlq", error, max_attempts=1)
+        lease = client.claim(["dlq"])
+        assert client.fail(lease, error) == "failed"
+    assert client.retry_where("dlq", "failed", error_contains="429") == {"changed": 1, "done": True}
+    assert client.cancel_where("dlq", "queued", reason="superseded") == {"changed": 1, "done": True}
+    assert client.purge("dlq", "failed") == {"changed": 1, "done": True}
+    counts = client.stats()["queues"]["dlq"]
+    assert counts["failed"] == 0 and counts["cancelled"] == 1
+
+
 def test_job_and_queue_control(client):
     first = client.enqueue("ctl", 1, max_attempts=1).job
     second = client.enqueue("ctl", 2).job

@@ -279,6 +279,28 @@ class Client:
     def retry(self, job: int) -> None:
         self.request("retry", job=job)
 
+    def retry_where(self, queue: str, state: str, *, error_contains: Optional[str] = None, limit: Optional[int] = None) -> Dict[str, Any]:
+        """Retries every ``failed`` or ``cancelled`` job of ``queue`` in ``state`` (whose
+        last error contains ``error_contains``, up to ``limit``), in steps batond interleaves
+        with other requests. Returns ``{"changed": n, "done": bool}``."""
+        return self._change("retry", queue, state, error_contains=error_contains, limit=limit)
+
+    def cancel_where(
+        self, queue: str, state: str, *, error_contains: Optional[str] = None, limit: Optional[int] = None, reason: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """Cancels every ``queued``, ``retrying`` or ``paused`` job of ``queue`` in ``state``
+        that matches; see ``retry_where``."""
+        return self._change("cancel", queue, state, error_contains=error_contains, limit=limit, reason=reason)
+
+    def purge(self, queue: str, state: str, *, error_contains: Optional[str] = None, limit: Optional[int] = None) -> Dict[str, Any]:
+        """Deletes every finished job of ``queue`` in ``state`` that matches, with its audit
+        trail; see ``retry_where``."""
+        return self._change("purge", queue, state, error_contains=error_contains, limit=limit)
+
+    def _change(self, op: str, queue: str, state: str, **fields: Any) -> Dict[str, Any]:
+        reply = self.request(op, queue=queue, state=state, **fields)
+        return {"changed": reply["changed"], "done": reply["done"]}
+
     def set_priority(self, job: int, priority: int) -> str:
         """Gives an unfinished job a new priority; returns its state, unchanged. A queued job
         moves in the claim order at once, a running one keeps it for its next attempt."""
