@@ -108,6 +108,24 @@ enum PostgresSchema {
                 "CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL",
                 "CREATE INDEX jobs_parent ON jobs (parent) WHERE parent IS NOT NULL",
                 """
+                CREATE TABLE schedules (
+                    name text PRIMARY KEY,
+                    queue text NOT NULL,
+                    payload text NOT NULL,
+                    priority bigint NOT NULL,
+                    cron text,
+                    timezone text,
+                    every_ms bigint,
+                    anchor bigint,
+                    overlap text NOT NULL,
+                    catch_up text NOT NULL,
+                    -- The next slot to fire, wall-clock milliseconds.
+                    next_at bigint,
+                    last_job bigint
+                )
+                """,
+                "CREATE INDEX schedules_due ON schedules (next_at) WHERE next_at IS NOT NULL",
+                """
                 CREATE TABLE queues (
                     name text PRIMARY KEY,
                     paused boolean NOT NULL DEFAULT false,

@@ -190,6 +190,80 @@ extension PostgresTransaction {
         return pruned
     }
 
+    // MARK: Recurring jobs
+
+    /// Creates or replaces a schedule; a replaced one keeps its last job, for `overlap`.
+    public func saveSchedule(_ schedule: RecurringSchedule) async throws {
+        let rule = schedule.storedRule
+        try await self.connection.query(
+            """
+            INSERT INTO schedules (name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job)
+            VALUES (\(schedule.name), \(schedule.queue), \(schedule.payload), \(schedule.priority), \(rule.cron), \(rule.timeZone),
+                \(rule.every), \(rule.anchor), \(schedule.overlap.rawValue), \(schedule.catchUp.rawValue), \(schedule.nextAt), \(schedule.lastJob))
+            ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, payload = excluded.payload, priority = excluded.priority,
+                cron = excluded.cron, timezone = excluded.timezone, every_ms = excluded.every_ms, anchor = excluded.anchor,
+                overlap = excluded.overlap, catch_up = excluded.catch_up, next_at = excluded.next_at,
+                last_job = coalesce(excluded.last_job, schedules.last_job)
+            """, logger: self.logger)
+    }
+
+    /// Deletes a schedule; whether there was one.
+    public func deleteSchedule(named name: String) async throws -> Bool {
+        try await self.connection.query("DELETE FROM schedules WHERE name = \(name) RETURNING name", logger: self.logger)
+            .first(String.self) != nil
+    }
+
+    /// Every schedule, by name.
+    public func schedules() async throws -> [RecurringSchedule] {
+        try await self.schedules(try await self.connection.query(
+            "SELECT \(unescaped: Self.scheduleColumns) FROM schedules ORDER BY name", logger: self.logger))
+    }
+
+    /// Up to `limit` schedules whose next slot is at or before `now`, earliest first, locked:
+    /// rows another host is firing are skipped.
+    public func dueSchedules(now: Int64, limit: Int) async throws -> [RecurringSchedule] {
+        try await self.schedules(try await self.connection.query(
+            """
+            SELECT \(unescaped: Self.scheduleColumns) FROM schedules WHERE next_at <= \(now)
+            ORDER BY next_at LIMIT \(limit) FOR UPDATE SKIP LOCKED
+            """, logger: self.logger))
+    }
+
+    /// Records that a schedule's slot `slot` was dealt with, where it is still the next one.
+    public func scheduleFired(_ name: String, slot: Int64, next: Int64?, job: Int64?) async throws {
+        try await self.connection.query(
+            """
+            UPDATE schedules SET next_at = \(next), last_job = coalesce(\(job), last_job) WHERE name = \(name) AND next_at = \(slot)
+            """, logger: self.logger)
+    }
+
+    /// The earliest next slot of any schedule.
+    public func nextScheduleAt() async throws -> Int64? {
+        try await self.connection.query(
+            "SELECT next_at FROM schedules WHERE next_at IS NOT NULL ORDER BY next_at LIMIT 1", logger: self.logger
+        ).first(Int64.self)
+    }
+
+    static let scheduleColumns = "name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job"
+
+    private func schedules(_ rows: PostgresRowSequence) async throws -> [RecurringSchedule] {
+        var schedules: [RecurringSchedule] = []
+        for try await (name, queue, payload, priority, cron, zone, every, anchor, overlap, catchUp, nextAt, lastJob) in rows.decode(
+            (String, String, String, Int64, String?, String?, Int64?, Int64?, String, String, Int64?, Int64?).self)
+        {
+            do {
+                schedules.append(RecurringSchedule(
+                    name: name, queue: queue, payload: payload, priority: priority,
+                    rule: try RecurringSchedule.rule(cron: cron, timeZone: zone, every: every, anchor: anchor),
+                    overlap: RecurringSchedule.Overlap(rawValue: overlap) ?? .allow, catchUp: RecurringSchedule.CatchUp(rawValue: catchUp) ?? .none,
+                    nextAt: nextAt, lastJob: lastJob))
+            } catch {
+                throw PostgresStoreError("schedule \(name) cannot be read: \(error)")
+            }
+        }
+        return schedules
+    }
+
     /// The highest job id issued so far (0 for none).
     public func lastJobID() async throws -> Int64 {
         try await self.connection.query("SELECT coalesce(max(id), 0)::bigint FROM jobs", logger: self.logger).first(Int64.self) ?? 0

@@ -58,6 +58,12 @@ extension Request {
             [.queue(.admin, queue)]
         case .bulk(let change):
             [.queue(.admin, change.queue)]
+        case .schedule(let schedule):
+            [.queue(.admin, schedule.queue)]
+        case .unschedule:
+            [.server(.admin)]
+        case .schedules:
+            [.server(.read)]
         }
     }
 }

@@ -20,6 +20,10 @@ public enum Request: Sendable {
     case setPriority(jobID: Int64, priority: Int64)
     /// `retry`, `cancel` or `purge` of the jobs a filter matches, in steps.
     case bulk(BulkChange)
+    /// Creates or replaces a recurring job; its `nextAt` is set by the server.
+    case schedule(RecurringSchedule)
+    case unschedule(name: String)
+    case schedules
     case enqueueBatch([EnqueueRequest])
     case pauseQueue(String)
     case resumeQueue(String)
@@ -53,6 +57,9 @@ public enum Request: Sendable {
         case .retry: "retry"
         case .setPriority: "set_priority"
         case .bulk(let change): change.action.rawValue
+        case .schedule: "schedule"
+        case .unschedule: "unschedule"
+        case .schedules: "schedules"
         case .enqueueBatch: "enqueue_batch"
         case .pauseQueue: "pause_queue"
         case .resumeQueue: "resume_queue"

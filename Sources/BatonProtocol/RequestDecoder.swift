@@ -27,7 +27,7 @@ public struct RequestDecoder: Sendable {
     public static let ops = [
         "backup", "cancel", "checkpoint", "claim", "complete", "enqueue", "enqueue_batch", "events", "fail", "get",
         "health", "heartbeat", "hello", "list", "metrics", "pause", "pause_queue", "purge", "release", "resume",
-        "resume_queue", "retry", "set_priority", "set_queue", "stats", "workers",
+        "resume_queue", "retry", "schedule", "schedules", "set_priority", "set_queue", "stats", "unschedule", "workers",
     ]
 
     /// The fields the server stores as the client wrote them, never reading inside: they are
@@ -173,6 +173,13 @@ public struct RequestDecoder: Sendable {
             return .retry(jobID: try fields.jobID())
         case "purge":
             return .bulk(try self.bulkChange(.purge, &fields))
+        case "schedule":
+            return .schedule(try self.schedule(&fields))
+        case "unschedule":
+            guard let name = try fields.name("name") else { throw BatonError.invalidArgument("name", "is required: the schedule's name") }
+            return .unschedule(name: name)
+        case "schedules":
+            return .schedules
         case "set_priority":
             let jobID = try fields.jobID()
             guard let priority = try fields.integer("priority", in: Self.priorities) else {
@@ -312,6 +319,40 @@ public struct RequestDecoder: Sendable {
             }
         }
         return request
+    }
+
+    /// `schedule {name, queue, payload, priority?, cron? | every_ms?, timezone?, overlap?, catch_up?}`.
+    private func schedule(_ fields: inout Fields) throws -> RecurringSchedule {
+        guard let name = try fields.name("name") else { throw BatonError.invalidArgument("name", "is required: the schedule's name") }
+        guard let queue = try fields.name("queue") else { throw BatonError.invalidArgument("queue", "is required: where its jobs go") }
+        let payload = try fields.requiredJSON("payload")
+        let cron = try fields.string("cron")
+        let every = try fields.integer("every_ms", in: 10...31_622_400_000)
+        let zone = try fields.string("timezone")
+        guard (cron == nil) != (every == nil) else {
+            throw BatonError.invalidArgument("cron", "or `every_ms` is required, not both: when the job recurs")
+        }
+        if zone != nil, cron == nil {
+            throw BatonError.invalidArgument("timezone", "goes with `cron`: `every_ms` counts milliseconds, not the clock")
+        }
+        let rule: RecurringSchedule.Rule
+        do {
+            rule = try RecurringSchedule.rule(cron: cron, timeZone: zone, every: every, anchor: 0)
+        } catch {
+            throw BatonError.invalidArgument(error.description.hasPrefix("unknown time zone") ? "timezone" : "cron", error.description)
+        }
+        func choice<T: RawRepresentable & CaseIterable>(_ name: String, _: T.Type, default value: T) throws -> T where T.RawValue == String {
+            guard let text = try fields.string(name) else { return value }
+            guard let choice = T(rawValue: text) else {
+                throw BatonError.invalidArgument(name, "must be one of \(T.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", "))")
+            }
+            return choice
+        }
+        return RecurringSchedule(
+            name: name, queue: queue, payload: payload, priority: try fields.integer("priority", in: Self.priorities) ?? 0, rule: rule,
+            overlap: try choice("overlap", RecurringSchedule.Overlap.self, default: .allow),
+            catchUp: try choice("catch_up", RecurringSchedule.CatchUp.self, default: .none)
+        )
     }
 
     /// A filter's change: `{queue, state, error_contains?, limit?}`, and `reason?` for a cancel.

@@ -105,6 +105,17 @@ extension Authority {
                 return Outcome(line: Reply.success(id: id) { $0.enqueued(results) })
             case .stats:
                 return Outcome(line: try self.stats(id: id, &context))
+            case .schedule(var schedule):
+                schedule.setFirstSlot(now: context.wallNow)
+                try context.tx.saveSchedule(schedule)
+                self.nextScheduleAt = try context.tx.nextScheduleAt()
+                return Outcome(line: Reply.scheduled(id: id, schedule))
+            case .unschedule(let name):
+                let removed = try context.tx.deleteSchedule(named: name)
+                self.nextScheduleAt = try context.tx.nextScheduleAt()
+                return Outcome(line: Reply.success(id: id) { $0.member("name", name); $0.member("removed", removed) })
+            case .schedules:
+                return Outcome(line: Reply.schedules(id: id, try context.tx.schedules()))
             case .bulk(let change):
                 // Stepped by the batches from this one on; answered when done (Authority.apply).
                 self.startBulk(BulkRun(progress: BulkChange.Progress(change, lastID: try context.tx.lastJobID()), id: id, reply: submission.reply))
@@ -754,6 +765,26 @@ extension Authority {
             self.logger.info("finished jobs pruned", metadata: ["jobs.pruned": "\(deleted)"])
         }
         self.nextPruneAt = context.monotonicNow + (deleted == self.retention.batchSize ? 10 : self.retention.intervalMilliseconds)
+    }
+
+    /// Enqueues the jobs of the recurring schedules whose slots have come (see
+    /// ``RecurringSchedule/due(now:previousUnfinished:)``), each with its slot's unique key,
+    /// and moves each schedule on to its next slot in the same commit.
+    func fireSchedules(_ context: inout BatchContext) throws {
+        guard let next = self.nextScheduleAt, next <= context.wallNow else { return }
+        for schedule in try context.tx.dueSchedules(now: context.wallNow, limit: 100) {
+            guard let slot = schedule.nextAt else { continue }
+            let previousUnfinished = try schedule.lastJob.flatMap { try context.tx.job(id: $0) }.map { !$0.state.isFinished } ?? false
+            let (fire, nextSlot) = schedule.due(now: context.wallNow, previousUnfinished: previousUnfinished)
+            var job: Int64?
+            if let fire {
+                var request = EnqueueRequest(queue: schedule.queue, payload: schedule.payload, priority: schedule.priority)
+                request.uniqueKey = schedule.uniqueKey(slot: fire)
+                job = try self.enqueueOne(request, &context).jobID
+            }
+            try context.tx.scheduleFired(schedule.name, slot: slot, next: nextSlot, job: job)
+        }
+        self.nextScheduleAt = try context.tx.nextScheduleAt()
     }
 
     /// Makes delayed and backing-off jobs whose time has come claimable.

@@ -65,6 +65,8 @@ final class Authority: JobAuthority, @unchecked Sendable {
     private var pulse: RepeatedTask?
     /// The earliest `run_at` of a job waiting for its time, if known.
     var nextScheduledRunAt: Int64?
+    /// The earliest next slot of any recurring job, wall-clock milliseconds.
+    var nextScheduleAt: Int64?
     var random = SystemRandomNumberGenerator()
     /// The `backup` in progress, if any.
     var runningBackup: RunningBackup?
@@ -188,6 +190,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
             )
         }
         self.nextScheduledRunAt = try tx.nextScheduledRunAt()
+        self.nextScheduleAt = try tx.nextScheduleAt()
         self.pausedQueues = try tx.pausedQueues()
         return running.count
     }
@@ -381,9 +384,11 @@ final class Authority: JobAuthority, @unchecked Sendable {
     }
 
     /// Ends the leases bound to a closed connection's process, which has exited, in the
-    /// next batch.
+    /// next batch. Not while stopping: batond closed those connections itself, and a process
+    /// that exits because of it (a relay like socat) did not abandon its jobs.
     func processExited(_ connection: ConnectionIdentity) {
         self.loop.execute {
+            guard case .serving = self.phase else { return }
             self.exited.append(connection)
             if !self.flushScheduled {
                 self.flushScheduled = true
@@ -433,6 +438,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
                     leaseNow: self.leaseClock.now(monotonic: monotonicNow)
                 )
                 try self.promoteDueJobs(&context)
+                try self.fireSchedules(&context)
                 try self.pruneFinishedJobs(&context)
                 for submission in batch {
                     if let outcome = try self.perform(submission, &context) {
@@ -587,6 +593,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         var deadline = Int64.max
         if let lease = self.running.nextDeadline { deadline = min(deadline, self.leaseClock.monotonicTime(ofLeaseTime: lease)) }
         if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
+        if let slot = self.nextScheduleAt {
+            deadline = min(deadline, now + max(slot - self.clock.wallMilliseconds(), 0))
+        }
         if let runAt = self.nextScheduledRunAt {
             deadline = min(deadline, now + max(runAt - self.clock.wallMilliseconds(), 0))
         }

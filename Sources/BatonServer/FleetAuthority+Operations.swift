@@ -228,12 +228,36 @@ extension FleetAuthority {
         let expired = try await tx.expireOverdueLeases(limit: Self.sweepLimit) { Double.random(in: 0..<1) }
         try await self.ended(expired, &batch, tx)
         batch.readyQueues.formUnion(try await tx.promoteDueJobs())
+        try await self.fireSchedules(&batch, tx)
         if let due = try await tx.nextDue() {
             batch.nextDue = min(batch.nextDue ?? .max, due)
+        }
+        if let slot = try await tx.nextScheduleAt() {
+            batch.nextDue = min(batch.nextDue ?? .max, slot)
         }
         if expired.count == Self.sweepLimit {
             // More are overdue: look again at once.
             batch.nextDue = batch.now
+        }
+    }
+
+    /// Enqueues the jobs of the recurring schedules whose slots have come, each with its
+    /// slot's unique key, and moves each on to its next slot in the same commit. A schedule
+    /// another host is firing is locked and skipped; the slot guard on the update keeps a
+    /// slot from firing twice however the hosts' sweeps interleave.
+    private func fireSchedules(_ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
+        for schedule in try await tx.dueSchedules(now: batch.now, limit: 100) {
+            guard let slot = schedule.nextAt else { continue }
+            var previousUnfinished = false
+            if let last = schedule.lastJob, let job = try await tx.leasedJob(id: last) { previousUnfinished = !job.job.state.isFinished }
+            let (fire, next) = schedule.due(now: batch.now, previousUnfinished: previousUnfinished)
+            var job: Int64?
+            if let fire {
+                var request = EnqueueRequest(queue: schedule.queue, payload: schedule.payload, priority: schedule.priority)
+                request.uniqueKey = schedule.uniqueKey(slot: fire)
+                job = try await self.enqueueOne(request, parent: nil, &batch, tx).jobID
+            }
+            try await tx.scheduleFired(schedule.name, slot: slot, next: next, job: job)
         }
     }
 
@@ -503,6 +527,16 @@ extension FleetAuthority {
                 let job = try await self.requireJob(jobID, tx, locking: true).job
                 try await self.retry(jobID, from: job.state, &batch, tx)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) })
+            case .schedule(var schedule):
+                schedule.setFirstSlot(now: batch.now)
+                try await tx.saveSchedule(schedule)
+                if let slot = schedule.nextAt { batch.nextDue = min(batch.nextDue ?? .max, slot) }
+                outcome = Outcome(line: Reply.scheduled(id: id, schedule))
+            case .unschedule(let name):
+                let removed = try await tx.deleteSchedule(named: name)
+                outcome = Outcome(line: Reply.success(id: id) { $0.member("name", name); $0.member("removed", removed) })
+            case .schedules:
+                outcome = Outcome(line: Reply.schedules(id: id, try await tx.schedules()))
             case .bulk(let change):
                 // Stepped by the batches from the next on; answered when done (FleetAuthority.committed).
                 batch.bulkStarted.append(BulkRun(progress: BulkChange.Progress(change, lastID: try await tx.lastJobID()), id: id, reply: submission.reply))

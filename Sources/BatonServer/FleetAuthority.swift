@@ -241,7 +241,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                     }
                     if self.inFlight > 0 { self.closedMeanwhile.insert(connection.number) }
                 case .exited(let connection):
-                    guard let pid = connection.peer?.pid else { break }
+                    // Not while stopping: batond closed those connections itself (see Authority).
+                    guard case .serving = self.phase, let pid = connection.peer?.pid else { break }
                     self.abandoned[pid, default: []] += self.held.bound(to: pid, on: connection.number)
                     if self.inFlight > 0 { self.exitedMeanwhile[connection.number] = pid }
                 case .health(let promise):

@@ -38,6 +38,36 @@ extension Reply {
         Reply.success(id: id) { $0.member("changed", Int64(progress.changed)); $0.member("done", done) }
     }
 
+    /// `schedule`'s answer: the schedule's name and its next slot.
+    static func scheduled(id: String?, _ schedule: RecurringSchedule) -> [UInt8] {
+        Reply.success(id: id) { $0.member("name", schedule.name); $0.member("next_at", optional: schedule.nextAt) }
+    }
+
+    /// The `schedules` reply: every schedule, by name.
+    static func schedules(id: String?, _ schedules: [RecurringSchedule]) -> [UInt8] {
+        Reply.success(id: id) { reply in
+            reply.key("schedules")
+            reply.beginArray()
+            for schedule in schedules {
+                let rule = schedule.storedRule
+                reply.beginObject()
+                reply.member("name", schedule.name)
+                reply.member("queue", schedule.queue)
+                reply.member("payload", rawJSON: schedule.payload)
+                reply.member("priority", schedule.priority)
+                reply.member("cron", optional: rule.cron)
+                reply.member("timezone", optional: rule.timeZone)
+                reply.member("every_ms", optional: rule.every)
+                reply.member("overlap", schedule.overlap.rawValue)
+                reply.member("catch_up", schedule.catchUp.rawValue)
+                reply.member("next_at", optional: schedule.nextAt)
+                reply.member("last_job", optional: schedule.lastJob)
+                reply.endObject()
+            }
+            reply.endArray()
+        }
+    }
+
     /// `set_queue`'s answer: the queue's settings now.
     static func queueSettings(id: String?, queue: String, _ settings: QueueSettings) -> [UInt8] {
         Reply.success(id: id) { reply in

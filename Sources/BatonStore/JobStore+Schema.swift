@@ -198,6 +198,29 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v13: recurring jobs") { db in
+            try db.execute(
+                sql: """
+                    -- A recurring job (the schedule op): its job, its rule (a cron expression
+                    -- in a time zone, or a period from an anchor), and the next slot to fire.
+                    CREATE TABLE schedules (
+                        name TEXT PRIMARY KEY,
+                        queue TEXT NOT NULL,
+                        payload TEXT NOT NULL,
+                        priority INTEGER NOT NULL,
+                        cron TEXT,
+                        timezone TEXT,
+                        every_ms INTEGER,
+                        anchor INTEGER,
+                        overlap TEXT NOT NULL,
+                        catch_up TEXT NOT NULL,
+                        next_at INTEGER,
+                        last_job INTEGER
+                    ) WITHOUT ROWID;
+                    CREATE INDEX schedules_due ON schedules (next_at) WHERE next_at IS NOT NULL;
+                    """
+            )
+        }
         return migrator
     }
 

@@ -524,6 +524,78 @@ public struct StoreTransaction {
         }
     }
 
+    // MARK: Recurring jobs
+
+    /// Creates or replaces a schedule; a replaced one keeps its last job, for `overlap`.
+    public func saveSchedule(_ schedule: RecurringSchedule) throws {
+        let rule = schedule.storedRule
+        try self.db.execute(
+            sql: """
+                INSERT INTO schedules (name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap,
+                    catch_up, next_at, last_job)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, payload = excluded.payload,
+                    priority = excluded.priority, cron = excluded.cron, timezone = excluded.timezone,
+                    every_ms = excluded.every_ms, anchor = excluded.anchor, overlap = excluded.overlap,
+                    catch_up = excluded.catch_up, next_at = excluded.next_at,
+                    last_job = coalesce(excluded.last_job, last_job)
+                """,
+            arguments: [
+                schedule.name, schedule.queue, schedule.payload, schedule.priority, rule.cron, rule.timeZone, rule.every, rule.anchor,
+                schedule.overlap.rawValue, schedule.catchUp.rawValue, schedule.nextAt, schedule.lastJob,
+            ]
+        )
+    }
+
+    /// Deletes a schedule; whether there was one.
+    public func deleteSchedule(named name: String) throws -> Bool {
+        try self.db.execute(sql: "DELETE FROM schedules WHERE name = ?", arguments: [name])
+        return self.db.changesCount == 1
+    }
+
+    /// Every schedule, by name.
+    public func schedules() throws -> [RecurringSchedule] {
+        try Row.fetchAll(self.db, sql: "SELECT \(Self.scheduleColumns) FROM schedules ORDER BY name").map(Self.schedule(from:))
+    }
+
+    /// Up to `limit` schedules whose next slot is at or before `now`, earliest first.
+    public func dueSchedules(now: Int64, limit: Int) throws -> [RecurringSchedule] {
+        try Row.fetchAll(
+            self.db, sql: "SELECT \(Self.scheduleColumns) FROM schedules WHERE next_at <= ? ORDER BY next_at LIMIT ?",
+            arguments: [now, limit]
+        ).map(Self.schedule(from:))
+    }
+
+    /// Records that a schedule's slot `slot` was dealt with: the next slot, and the job it
+    /// enqueued, if any.
+    public func scheduleFired(_ name: String, slot: Int64, next: Int64?, job: Int64?) throws {
+        try self.db.execute(
+            sql: "UPDATE schedules SET next_at = ?, last_job = coalesce(?, last_job) WHERE name = ? AND next_at = ?",
+            arguments: [next, job, name, slot]
+        )
+    }
+
+    /// The earliest next slot of any schedule.
+    public func nextScheduleAt() throws -> Int64? {
+        try Int64.fetchOne(self.db, sql: "SELECT next_at FROM schedules WHERE next_at IS NOT NULL ORDER BY next_at LIMIT 1")
+    }
+
+    static let scheduleColumns = "name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job"
+
+    static func schedule(from row: Row) throws -> RecurringSchedule {
+        let name: String = row[0]
+        do {
+            return RecurringSchedule(
+                name: name, queue: row[1], payload: row[2], priority: row[3],
+                rule: try RecurringSchedule.rule(cron: row[4], timeZone: row[5], every: row[6], anchor: row[7]),
+                overlap: RecurringSchedule.Overlap(rawValue: row[8]) ?? .allow, catchUp: RecurringSchedule.CatchUp(rawValue: row[9]) ?? .none,
+                nextAt: row[10], lastJob: row[11]
+            )
+        } catch {
+            throw StoreError("schedule \(name) cannot be read: \(error)")
+        }
+    }
+
     // MARK: Bulk changes
 
     /// The highest job id issued so far (0 for none).

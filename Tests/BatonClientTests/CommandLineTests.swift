@@ -194,6 +194,21 @@ struct CommandLineTests {
         #expect(try baton(["retry", "7", "--queue", "docs"] + socket).status == 64)
     }
 
+    @Test("schedule, schedules and unschedule")
+    func schedules() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        let made = try baton(["schedule", "nightly", "reports", #"{"kind":"nightly"}"#, "--cron", "0 2 * * *", "--timezone", "Europe/Berlin"] + socket)
+        #expect(made.status == 0 && made.output.hasPrefix("nightly next 20"), "\(made.output)\(made.errors)")
+        let listed = try baton(["schedules"] + socket)
+        #expect(listed.output.contains("nightly") && listed.output.contains("cron 0 2 * * * (Europe/Berlin)"), "\(listed.output)")
+        #expect(try baton(["schedule", "x", "q", "1", "--cron", "* * * * *", "--every-ms", "100"] + socket).status == 64)
+        let refused = try baton(["schedule", "x", "q", "1", "--cron", "0 2 * *"] + socket)
+        #expect(refused.status == 1 && refused.errors.contains("invalid_argument"), "\(refused.errors)")
+        #expect(try baton(["unschedule", "nightly"] + socket).status == 0)
+        #expect(try baton(["unschedule", "nightly"] + socket).status == 1)
+    }
+
     @Test("list shows progress as a person reads it")
     func listShowsProgress() throws {
         let server = try TestServer()

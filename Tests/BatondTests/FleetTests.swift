@@ -88,6 +88,22 @@ private func runThreads(_ count: Int, _ body: @escaping @Sendable (Int) -> Void)
     .enabled(if: ProcessInfo.processInfo.environment["BATON_TEST_POSTGRES"] != nil, "set BATON_TEST_POSTGRES (scripts/test starts a server)")
 )
 struct FleetTests {
+    @Test("three hosts sharing a schedule fire each of its slots once")
+    func scheduleFiresOncePerSlotAcrossHosts() throws {
+        let fleet = try Fleet(3)
+        let client = try fleet[0].connect()
+        #expect(try client.request(["op": "schedule", "name": "beat", "queue": "beat", "payload": 1, "every_ms": 100]).ok)
+        var keys: [String] = []
+        let deadline = Date().addingTimeInterval(20)
+        while keys.count < 20, Date() < deadline {
+            Thread.sleep(forTimeInterval: 0.1)
+            let jobs = try #require(try client.request(["op": "list", "queue": "beat", "limit": 1_000]).fields["jobs"] as? [[String: Any]])
+            keys = jobs.compactMap { $0["unique_key"] as? String }
+        }
+        #expect(keys.count >= 20, "the schedule fired \(keys.count) times")
+        #expect(Set(keys).count == keys.count, "a slot fired twice: \(keys.sorted())")
+    }
+
     @Test("a job enqueued on one host is claimed on another and completed on a third; tokens rise across hosts")
     func acrossHosts() throws {
         let fleet = try Fleet()

@@ -218,6 +218,23 @@ export class Client {
     await this.request('retry', { job });
   }
 
+  /** Creates or replaces the recurring job `name`: a job of `queue` with `payload` at each
+   * slot of `{cron, timezone}` or `{everyMs}`, with `overlap` ('skip' | 'allow'), `catchUp`
+   * ('none' | 'latest') and `priority`. Each slot fires at most once. Resolves to the next slot. */
+  async schedule(name, queue, payload = null, options = {}) {
+    return (await this.request('schedule', { name, queue, payload, ...wire(options) })).next_at;
+  }
+
+  /** Deletes a recurring job; resolves to whether there was one. */
+  async unschedule(name) {
+    return (await this.request('unschedule', { name })).removed;
+  }
+
+  /** Every recurring job, by name, with its next slot and last job. */
+  async schedules() {
+    return (await this.request('schedules')).schedules;
+  }
+
   /** Retries every failed or cancelled job of `queue` in `state` that matches
    * (`{errorContains?, limit?}`), in steps batond interleaves with other requests.
    * Resolves to `{changed, done}`. */

@@ -65,6 +65,17 @@ test('setPriority reorders queued jobs', async () => {
   assert.equal((await fixture.client.get(older)).priority, 0);
 });
 
+test('a schedule enqueues a job per slot', async () => {
+  assert.ok(await fixture.client.schedule('tick', 'ticks', { n: 1 }, { everyMs: 100, overlap: 'skip' }));
+  const lease = await fixture.client.claim(['ticks'], { waitMs: 5000 });
+  assert.deepEqual(lease.payload, { n: 1 });
+  const [listed] = await fixture.client.schedules();
+  assert.equal(listed.name, 'tick');
+  assert.equal(listed.last_job, lease.id);
+  assert.equal(await fixture.client.unschedule('tick'), true);
+  assert.deepEqual(await fixture.client.schedules(), []);
+});
+
 test('retry, cancel and purge by filter', async () => {
   for (const error of ['HTTP 429', 'bad input']) {
     await fixture.client.enqueue('dlq', error, { maxAttempts: 1 });

@@ -64,6 +64,15 @@ def test_set_priority_reorders_queued_jobs(client):
     assert client.get(older)["priority"] == 0
 
 
+def test_a_schedule_enqueues_a_job_per_slot(client):
+    assert client.schedule("tick", "ticks", {"n": 1}, every_ms=100, overlap="skip") is not None
+    lease = client.claim(["ticks"], wait_ms=5000)
+    assert lease is not None and lease.payload == {"n": 1}
+    [listed] = client.schedules()
+    assert listed["name"] == "tick" and listed["last_job"] == lease.id and listed["overlap"] == "skip"
+    assert client.unschedule("tick") is True and client.schedules() == []
+
+
 def test_retry_cancel_and_purge_by_filter(client):
     for error in ("HTTP 429", "bad input"):
         client.enqueue("dlq", error, max_attempts=1)

@@ -279,6 +279,37 @@ class Client:
     def retry(self, job: int) -> None:
         self.request("retry", job=job)
 
+    def schedule(
+        self,
+        name: str,
+        queue: str,
+        payload: Any = None,
+        *,
+        cron: Optional[str] = None,
+        timezone: Optional[str] = None,
+        every_ms: Optional[int] = None,
+        overlap: Optional[str] = None,
+        catch_up: Optional[str] = None,
+        priority: Optional[int] = None,
+    ) -> Optional[int]:
+        """Creates or replaces the recurring job ``name``: a job of ``queue`` with ``payload`` at
+        each slot of ``cron`` (in ``timezone``) or every ``every_ms``. ``overlap="skip"`` enqueues
+        nothing while the last job is unfinished; ``catch_up="latest"`` fires the latest slot
+        missed while batond was down. Each slot fires at most once. Returns the next slot."""
+        reply = self.request(
+            "schedule", name=name, queue=queue, payload=NULL if payload is None else payload, cron=cron, timezone=timezone,
+            every_ms=every_ms, overlap=overlap, catch_up=catch_up, priority=priority,
+        )
+        return reply["next_at"]
+
+    def unschedule(self, name: str) -> bool:
+        """Deletes a recurring job; whether there was one."""
+        return self.request("unschedule", name=name)["removed"]
+
+    def schedules(self) -> List[Dict[str, Any]]:
+        """Every recurring job, by name, with its next slot and last job."""
+        return self.request("schedules")["schedules"]
+
     def retry_where(self, queue: str, state: str, *, error_contains: Optional[str] = None, limit: Optional[int] = None) -> Dict[str, Any]:
         """Retries every ``failed`` or ``cancelled`` job of ``queue`` in ``state`` (whose
         last error contains ``error_contains``, up to ``limit``), in steps batond interleaves
