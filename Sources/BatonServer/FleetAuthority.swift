@@ -273,6 +273,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                     self.drained.append(promise)
                 case .close(let promise):
                     self.closing = promise
+                    // A change whose step never committed (the database was lost while
+                    // stopping) is answered all the same: not done.
+                    for run in self.bulkRuns { run.reply.succeed(Outcome(line: Reply.bulk(id: run.id, run.progress, done: false))) }
+                    self.bulkRuns.removeAll()
                 }
             }
             while !self.freeLanes.isEmpty, self.startBatch() {}

@@ -519,6 +519,7 @@ public struct StoreTransaction {
         let deleteDependents = try self.db.cachedStatement(sql: "DELETE FROM job_dependencies WHERE depends_on = ?")
         for id in ids {
             try deleteJob.execute(arguments: [id])
+            guard self.db.changesCount == 1 else { continue }
             try deleteEvents.execute(arguments: [id])
             try deleteDependents.execute(arguments: [id])
         }
