@@ -10,6 +10,7 @@ export const DEFAULT_SOCKET = path.join('baton-data', 'baton.sock');
 export const REPEATABLE = new Set([
   'hello', 'get', 'list', 'stats', 'events', 'health', 'metrics', 'workers',
   'heartbeat', 'checkpoint', 'complete', 'pause_queue', 'resume_queue', 'set_queue',
+  'set_priority', 'schedules', 'unschedule',
 ]);
 
 /** `delayMs` → `delay_ms`: options are written in JavaScript's style and sent in the protocol's. */

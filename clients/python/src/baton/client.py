@@ -36,6 +36,7 @@ REPEATABLE = frozenset(
     {
         "hello", "get", "list", "stats", "events", "health", "metrics", "workers",
         "heartbeat", "checkpoint", "complete", "pause_queue", "resume_queue", "set_queue",
+        "set_priority", "schedules", "unschedule",
     }
 )
 
