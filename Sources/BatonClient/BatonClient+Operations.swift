@@ -178,8 +178,9 @@ extension BatonClient {
     }
 
     /// Changes some of `queue`'s settings (those `change` names; `.some(nil)` removes
-    /// one): `maxRunning`, and `timeoutMilliseconds`, the time limit of each attempt of
-    /// its jobs that set none of their own. The settings survive restarts.
+    /// one): `maxRunning`; `timeoutMilliseconds`, the time limit of each attempt of its
+    /// jobs that set none of their own; `breaker`, its circuit breaker. The settings
+    /// survive restarts.
     ///
     /// - Returns: the queue's settings now.
     @discardableResult
@@ -192,8 +193,27 @@ extension BatonClient {
             if let timeout = change.timeoutMilliseconds {
                 if let timeout { request.member("timeout_ms", timeout) } else { request.member("timeout_ms", rawJSON: nil) }
             }
+            if let breaker = change.breaker {
+                request.key("breaker")
+                if let breaker {
+                    request.beginObject()
+                    request.member("failures", breaker.failures)
+                    request.member("window_ms", breaker.windowMilliseconds)
+                    request.member("cooldown_ms", breaker.cooldownMilliseconds)
+                    request.endObject()
+                } else {
+                    request.null()
+                }
+            }
         }
-        return QueueSettings(maxRunning: reply.optionalInt64("max_running").map { Int($0) }, timeoutMilliseconds: reply.optionalInt64("timeout_ms"))
+        var breaker: CircuitBreaker.Settings?
+        if case .object(let fields)? = reply["breaker"] {
+            breaker = CircuitBreaker.Settings(
+                failures: Int(try fields.int64("failures")), windowMilliseconds: try fields.int64("window_ms"),
+                cooldownMilliseconds: try fields.int64("cooldown_ms"))
+        }
+        return QueueSettings(
+            maxRunning: reply.optionalInt64("max_running").map { Int($0) }, timeoutMilliseconds: reply.optionalInt64("timeout_ms"), breaker: breaker)
     }
 
     /// The job's audit trail, oldest first.

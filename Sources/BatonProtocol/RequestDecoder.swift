@@ -200,8 +200,13 @@ public struct RequestDecoder: Sendable {
                 change.maxRunning = .some(maxRunning.map { Int($0) })
             }
             change.timeoutMilliseconds = try fields.setting("timeout_ms", in: Self.timeouts)
+            if fields.isNull("breaker") {
+                change.breaker = .some(nil)
+            } else if let value = fields.value("breaker") {
+                change.breaker = .some(try self.breaker(value))
+            }
             guard !change.isEmpty else {
-                throw BatonError.invalidArgument("max_running", "or `timeout_ms` is required: the settings to change, each null to remove it")
+                throw BatonError.invalidArgument("max_running", "`timeout_ms` or `breaker` is required: the settings to change, each null to remove it")
             }
             return .setQueue(queue: queue, change)
         case "events":
@@ -353,6 +358,19 @@ public struct RequestDecoder: Sendable {
             overlap: try choice("overlap", RecurringSchedule.Overlap.self, default: .allow),
             catchUp: try choice("catch_up", RecurringSchedule.CatchUp.self, default: .none)
         )
+    }
+
+    /// A breaker's settings: `{failures, window_ms, cooldown_ms}`.
+    private func breaker(_ value: JSONValue) throws -> CircuitBreaker.Settings {
+        let rule = "must be {\"failures\": 1 to 1000, \"window_ms\": 1 to 86400000, \"cooldown_ms\": 1 to 86400000}"
+        guard case .object(let object) = value else { throw BatonError.invalidArgument("breaker", rule) }
+        let fields = Fields(nested: object, limits: self.limits)
+        guard
+            let failures = try fields.integer("failures", in: 1...1_000),
+            let window = try fields.integer("window_ms", in: 1...86_400_000),
+            let cooldown = try fields.integer("cooldown_ms", in: 1...86_400_000)
+        else { throw BatonError.invalidArgument("breaker", rule) }
+        return CircuitBreaker.Settings(failures: Int(failures), windowMilliseconds: window, cooldownMilliseconds: cooldown)
     }
 
     /// A filter's change: `{queue, state, error_contains?, limit?}`, and `reason?` for a cancel.

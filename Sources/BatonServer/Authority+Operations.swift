@@ -74,6 +74,7 @@ extension Authority {
             case .resumeQueue(let queue):
                 try context.tx.setQueuePaused(queue, false)
                 self.pausedQueues.remove(queue)
+                self.resetBreaker(of: queue)
                 // Its ready jobs are claimable again: offer them to waiting claims.
                 context.readyQueues.insert(queue)
                 return Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
@@ -84,6 +85,7 @@ extension Authority {
                     context.readyQueues.insert(queue)
                 }
                 self.queueTimeouts[queue] = settings.timeoutMilliseconds
+                self.setBreaker(settings.breaker, of: queue, &context)
                 return Outcome(line: Reply.queueSettings(id: id, queue: queue, settings))
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, for: submission.connection.peer, &context))
@@ -188,6 +190,7 @@ extension Authority {
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: context.wallNow, pausedQueues: self.pausedQueues.sorted(),
             limits: self.running.allLimits.sorted(by: { $0.key < $1.key }).map { ($0.key, $0.value, self.running.runningCount(of: $0.key)) },
+            breakers: self.breakerStates,
             pruned: Int64(pruned), leases: self.running.count, parkedClaims: self.parked.count
         )
     }
@@ -319,7 +322,7 @@ extension Authority {
         _ request: ClaimRequest, connection: ConnectionIdentity, _ context: inout BatchContext
     ) throws -> Leased? {
         var best: (job: StoreTransaction.ReadyJob, queue: String)?
-        for queue in request.queues where !self.pausedQueues.contains(queue) && !self.running.isFull(queue) {
+        for queue in request.queues where !self.pausedQueues.contains(queue) && !self.running.isFull(queue) && self.breakerAdmits(queue, &context) {
             let candidate = try context.tx.bestReadyJob(queue: queue) { key in
                 guard self.running.isHeld(key) else { return true }
                 // It waits for the key; remember where, to look again once the key is free.
@@ -351,6 +354,7 @@ extension Authority {
             process: request.detached ? nil : connection.peer?.pid,
             timeout: (job.timeoutMilliseconds ?? self.queueTimeouts[best.queue]).map { ($0, $0) }
         )
+        self.breakerStarted(job.id, of: best.queue)
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         // The row records the claim under `event`; see StoreTransaction.markClaimed.
         self.noteChange(
@@ -438,6 +442,9 @@ extension Authority {
         // completion alone needs no savepoint: its writes fail only when the store fails,
         // and that rolls back the whole batch.
         let followUps = request.followUps.isEmpty ? try finish(&context) : try self.atomically(&context, finish)
+        if let queue = self.running[reference.jobID]?.queue {
+            self.breakerHeard(reference.jobID, of: queue, succeeded: true, now: context.wallNow)
+        }
         self.endLease(reference.jobID, &context)
         return try self.completed(request, followUps: followUps, id: id, connection: connection, &context)
     }
@@ -648,6 +655,7 @@ extension Authority {
         _ = try context.tx.markUnsuccessful(
             id: reference.jobID, token: reference.token, decision: decision, error: error, now: context.wallNow
         )
+        self.breakerHeard(reference.jobID, of: job.queue, succeeded: false, now: context.wallNow)
         self.endLease(reference.jobID, &context)
         try self.record(
             JobEvent(
@@ -670,7 +678,14 @@ extension Authority {
     /// limit and its concurrency key; waiting claims are offered what that lets start.
     @discardableResult
     func endLease(_ jobID: Int64, _ context: inout BatchContext) -> LeaseGrant? {
-        self.running.end(jobID: jobID, freeing: &context.readyQueues)?.lease
+        guard let job = self.running.end(jobID: jobID, freeing: &context.readyQueues) else { return nil }
+        // After an outcome the trial is settled already; after a release, cancel or pause
+        // it gives its place back, and the queue may start another job.
+        if self.breakers[job.queue] != nil {
+            self.breakerAbandoned(jobID, of: job.queue)
+            context.readyQueues.insert(job.queue)
+        }
+        return job.lease
     }
 
     /// The census as a request in this batch sees the store: the last commit's, moved by

@@ -57,6 +57,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
     var pausedQueues: Set<String> = []
     /// Each queue's time limit per attempt, for jobs that set none of their own.
     var queueTimeouts: [String: Int64] = [:]
+    /// The queues' circuit breakers, and the earliest time an open one admits its trial.
+    var breakers: [String: CircuitBreaker] = [:]
+    var nextBreakerTrialAt: Int64?
     /// The monotonic time of the next look for finished jobs to prune.
     var nextPruneAt: Int64 = 0
     /// The clock leases run on, which stands still while the authority is stalled.
@@ -169,9 +172,17 @@ final class Authority: JobAuthority, @unchecked Sendable {
         let before = self.running
         self.running = RunningJobs()
         self.queueTimeouts = [:]
+        let breakers = self.breakers
+        self.breakers = [:]
         for (queue, settings) in try tx.queueSettings() {
             self.running.setLimit(settings.maxRunning, of: queue)
             self.queueTimeouts[queue] = settings.timeoutMilliseconds
+            // A breaker's state is the authority's: kept across a rollback, closed at start.
+            if let breaker = settings.breaker {
+                var kept = breakers[queue] ?? CircuitBreaker(breaker)
+                kept.settings = breaker
+                self.breakers[queue] = kept
+            }
         }
         let now = self.leaseClock.now(monotonic: self.observeLeaseClock())
         let wallNow = self.clock.wallMilliseconds()
@@ -251,6 +262,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         report.lastCommitAgeMilliseconds = self.lastCommitAt.map { max(wallNow - $0, 0) }
         if case .failed(let reason) = self.phase {
             report.flag(.failing, reason)
+        }
+        for (queue, state) in self.breakerStates {
+            report.flag(.degraded, "the circuit breaker of queue \(queue) is \(state.name)")
         }
         if let since = self.storageFullSince {
             // Degraded, not failing: a restart cannot make room, and must not loop.
@@ -439,6 +453,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
                 )
                 try self.promoteDueJobs(&context)
                 try self.fireSchedules(&context)
+                self.breakersCooled(&context)
                 try self.pruneFinishedJobs(&context)
                 for submission in batch {
                     if let outcome = try self.perform(submission, &context) {
@@ -498,6 +513,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
         }
         self.metrics.parkedClaims.set(self.parked.count)
         self.metrics.leases.set(self.running.count)
+        self.metrics.openBreakers.set(self.breakers.isEmpty ? 0 : self.breakerStates.count)
         self.lastCommitAt = self.clock.wallMilliseconds()
         self.count(changes)
         Self.move(&self.census, by: changes, pruned: pruned)
@@ -593,6 +609,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         var deadline = Int64.max
         if let lease = self.running.nextDeadline { deadline = min(deadline, self.leaseClock.monotonicTime(ofLeaseTime: lease)) }
         if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
+        if let trial = self.nextBreakerTrialAt {
+            deadline = min(deadline, now + max(trial - self.clock.wallMilliseconds(), 0))
+        }
         if let slot = self.nextScheduleAt {
             deadline = min(deadline, now + max(slot - self.clock.wallMilliseconds(), 0))
         }

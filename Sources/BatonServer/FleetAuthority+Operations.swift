@@ -554,6 +554,9 @@ extension FleetAuthority {
                 batch.readyQueues.insert(queue)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
             case .setQueue(let queue, let change):
+                if change.breaker != nil {
+                    throw BatonError.invalidArgument("breaker", "circuit breakers run on the SQLite store for now, not on a PostgreSQL store")
+                }
                 let settings = try await tx.changeQueueSettings(queue, change)
                 batch.readyQueues.insert(queue)
                 outcome = Outcome(line: Reply.queueSettings(id: id, queue: queue, settings))

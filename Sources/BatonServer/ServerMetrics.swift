@@ -23,6 +23,10 @@ public final class ServerMetrics: Sendable {
     let connections: Meter
     let parkedClaims: Meter
     let leases: Meter
+    /// Circuit breakers opening, half-opening and closing.
+    let breakerTransitions: CoreMetrics.Counter
+    /// Circuit breakers not closed now.
+    let openBreakers: Meter
 
     public init() {
         let registry = PrometheusCollectorRegistry()
@@ -40,6 +44,8 @@ public final class ServerMetrics: Sendable {
         self.connections = Meter(label: "baton_connections", factory: factory)
         self.parkedClaims = Meter(label: "baton_parked_claims", factory: factory)
         self.leases = Meter(label: "baton_leases", factory: factory)
+        self.breakerTransitions = Counter(label: "baton_breaker_transitions_total", factory: factory)
+        self.openBreakers = Meter(label: "baton_breakers_open", factory: factory)
     }
 
     /// The server-wide metrics in Prometheus's text exposition format.

@@ -74,6 +74,16 @@ extension Reply {
             reply.member("queue", queue)
             reply.member("max_running", optional: settings.maxRunning.map { Int64($0) })
             reply.member("timeout_ms", optional: settings.timeoutMilliseconds)
+            reply.key("breaker")
+            if let breaker = settings.breaker {
+                reply.beginObject()
+                reply.member("failures", Int64(breaker.failures))
+                reply.member("window_ms", breaker.windowMilliseconds)
+                reply.member("cooldown_ms", breaker.cooldownMilliseconds)
+                reply.endObject()
+            } else {
+                reply.null()
+            }
         }
     }
 
@@ -104,7 +114,8 @@ extension Reply {
     ///   - limits: each limited queue's `max_running` and running jobs, by name.
     static func stats(
         id: String?, counts: [String: [JobState: Int]], oldestReady: [String: Int64], now: Int64, pausedQueues: [String],
-        limits: [(queue: String, maxRunning: Int, running: Int)], pruned: Int64, leases: Int, parkedClaims: Int
+        limits: [(queue: String, maxRunning: Int, running: Int)], breakers: [(queue: String, state: CircuitBreaker.State)] = [],
+        pruned: Int64, leases: Int, parkedClaims: Int
     ) -> [UInt8] {
         Reply.success(id: id) { reply in
             reply.key("queues")
@@ -130,6 +141,21 @@ extension Reply {
                 reply.beginObject()
                 reply.member("max_running", limit.maxRunning)
                 reply.member("running", limit.running)
+                reply.endObject()
+            }
+            reply.endObject()
+            // The breakers that are not closed: open (with when the trial may start) or half-open.
+            reply.key("breakers")
+            reply.beginObject()
+            for (queue, state) in breakers {
+                reply.key(queue)
+                reply.beginObject()
+                reply.member("state", state.name)
+                switch state {
+                case .open(let until): reply.member("trial_at", until)
+                case .halfOpen(let trial): reply.member("trial", optional: trial)
+                case .closed: break
+                }
                 reply.endObject()
             }
             reply.endObject()

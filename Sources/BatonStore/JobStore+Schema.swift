@@ -221,6 +221,16 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v14: circuit breakers") { db in
+            try db.execute(
+                sql: """
+                    -- A queue's circuit breaker: its settings (its state is the authority's).
+                    ALTER TABLE queues ADD COLUMN breaker_failures INTEGER;
+                    ALTER TABLE queues ADD COLUMN breaker_window_ms INTEGER;
+                    ALTER TABLE queues ADD COLUMN breaker_cooldown_ms INTEGER;
+                    """
+            )
+        }
         return migrator
     }
 

@@ -307,9 +307,13 @@ public struct StoreTransaction {
     public func queueSettings() throws -> [String: QueueSettings] {
         var settings: [String: QueueSettings] = [:]
         for row in try Row.fetchAll(
-            self.db, sql: "SELECT name, max_running, timeout_ms FROM queues WHERE max_running IS NOT NULL OR timeout_ms IS NOT NULL"
+            self.db,
+            sql: """
+                SELECT name, max_running, timeout_ms, breaker_failures, breaker_window_ms, breaker_cooldown_ms FROM queues
+                WHERE max_running IS NOT NULL OR timeout_ms IS NOT NULL OR breaker_failures IS NOT NULL
+                """
         ) {
-            settings[row[0]] = QueueSettings(maxRunning: row[1], timeoutMilliseconds: row[2])
+            settings[row[0]] = QueueSettings(maxRunning: row[1], timeoutMilliseconds: row[2], breaker: Self.breaker(row[3], row[4], row[5]))
         }
         return settings
     }
@@ -321,10 +325,14 @@ public struct StoreTransaction {
         let statement = try DirectStatement(
             self.db,
             sql: """
-                INSERT INTO queues (name, max_running, timeout_ms) VALUES (?1, ?3, ?5) ON CONFLICT (name) DO UPDATE SET
+                INSERT INTO queues (name, max_running, timeout_ms, breaker_failures, breaker_window_ms, breaker_cooldown_ms)
+                VALUES (?1, ?3, ?5, ?7, ?8, ?9) ON CONFLICT (name) DO UPDATE SET
                     max_running = CASE WHEN ?2 THEN excluded.max_running ELSE max_running END,
-                    timeout_ms = CASE WHEN ?4 THEN excluded.timeout_ms ELSE timeout_ms END
-                RETURNING max_running, timeout_ms
+                    timeout_ms = CASE WHEN ?4 THEN excluded.timeout_ms ELSE timeout_ms END,
+                    breaker_failures = CASE WHEN ?6 THEN excluded.breaker_failures ELSE breaker_failures END,
+                    breaker_window_ms = CASE WHEN ?6 THEN excluded.breaker_window_ms ELSE breaker_window_ms END,
+                    breaker_cooldown_ms = CASE WHEN ?6 THEN excluded.breaker_cooldown_ms ELSE breaker_cooldown_ms END
+                RETURNING max_running, timeout_ms, breaker_failures, breaker_window_ms, breaker_cooldown_ms
                 """
         )
         statement.bind(1, queue)
@@ -332,9 +340,22 @@ public struct StoreTransaction {
         statement.bind(3, (change.maxRunning ?? nil).map { Int64($0) })
         statement.bind(4, change.timeoutMilliseconds != nil)
         statement.bind(5, change.timeoutMilliseconds ?? nil)
+        let breaker = change.breaker ?? nil
+        statement.bind(6, change.breaker != nil)
+        statement.bind(7, breaker.map { Int64($0.failures) })
+        statement.bind(8, breaker?.windowMilliseconds)
+        statement.bind(9, breaker?.cooldownMilliseconds)
         return try statement.firstRow { row in
-            QueueSettings(maxRunning: row.optionalInt64(0).map { Int($0) }, timeoutMilliseconds: row.optionalInt64(1))
+            QueueSettings(
+                maxRunning: row.optionalInt64(0).map { Int($0) }, timeoutMilliseconds: row.optionalInt64(1),
+                breaker: Self.breaker(row.optionalInt64(2), row.optionalInt64(3), row.optionalInt64(4)))
         }!
+    }
+
+    /// A breaker's settings from their columns.
+    static func breaker(_ failures: Int64?, _ window: Int64?, _ cooldown: Int64?) -> CircuitBreaker.Settings? {
+        guard let failures, let window, let cooldown else { return nil }
+        return CircuitBreaker.Settings(failures: Int(failures), windowMilliseconds: window, cooldownMilliseconds: cooldown)
     }
 
     /// Pauses or resumes a queue, durably.

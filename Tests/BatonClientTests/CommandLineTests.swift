@@ -209,6 +209,17 @@ struct CommandLineTests {
         #expect(try baton(["unschedule", "nightly"] + socket).status == 1)
     }
 
+    @Test("set-queue sets and removes a circuit breaker")
+    func breakerFlags() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        let flags = ["--breaker-failures", "3", "--breaker-window-ms", "60000", "--breaker-cooldown-ms", "30000"]
+        let set = try baton(["set-queue", "llm"] + flags + socket)
+        #expect(set.status == (TestStore.current.isPostgres ? 1 : 0), "\(set.errors)")
+        #expect(try baton(["set-queue", "llm", "--breaker-failures", "3"] + socket).status == 64)
+        #expect(try baton(["set-queue", "llm", "--no-breaker"] + socket).status == 0)
+    }
+
     @Test("list shows progress as a person reads it")
     func listShowsProgress() throws {
         let server = try TestServer()

@@ -19,7 +19,7 @@ function wire(options = {}) {
   for (const [name, value] of Object.entries(options)) {
     if (value === undefined) continue;
     const key = name.replace(/[A-Z]/g, (letter) => '_' + letter.toLowerCase());
-    fields[key] = key === 'backoff' && value !== null ? wire(value) : value;
+    fields[key] = (key === 'backoff' || key === 'breaker') && value !== null ? wire(value) : value;
   }
   return fields;
 }
@@ -274,12 +274,16 @@ export class Client {
   }
 
   /** Caps the queue's running jobs; null removes the cap. */
-  /** Changes a queue's settings. `settings` is `{maxRunning?, timeoutMs?}`: those left
-   * undefined stay, `null` removes one. A number alone (or null) is `maxRunning`.
-   * Resolves to the queue's settings now, `{maxRunning, timeoutMs}`. */
+  /** Changes a queue's settings. `settings` is `{maxRunning?, timeoutMs?, breaker?}`
+   * (`breaker`: `{failures, windowMs, cooldownMs}`): those left undefined stay, `null`
+   * removes one. A number alone (or null) is `maxRunning`. Resolves to the queue's
+   * settings now, `{maxRunning, timeoutMs, breaker}`. */
   async setQueue(queue, settings) {
     const change = settings !== null && typeof settings === 'object' ? settings : { maxRunning: settings ?? null };
     const reply = await this.request('set_queue', { queue, ...wire(change) });
-    return { maxRunning: reply.max_running, timeoutMs: reply.timeout_ms };
+    const breaker = reply.breaker && {
+      failures: reply.breaker.failures, windowMs: reply.breaker.window_ms, cooldownMs: reply.breaker.cooldown_ms,
+    };
+    return { maxRunning: reply.max_running, timeoutMs: reply.timeout_ms, breaker };
   }
 }

@@ -76,6 +76,19 @@ test('a schedule enqueues a job per slot', async () => {
   assert.deepEqual(await fixture.client.schedules(), []);
 });
 
+const onPostgres = process.env.BATON_TEST_STORE === 'postgres';
+
+test('a breaker holds claims after failures', { skip: onPostgres && 'breakers run on the SQLite store for now' }, async () => {
+  const breaker = { failures: 1, windowMs: 60000, cooldownMs: 60000 };
+  assert.deepEqual((await fixture.client.setQueue('flaky', { breaker })).breaker, breaker);
+  await fixture.client.enqueue('flaky', 1, { backoff: { initialMs: 0 } });
+  assert.equal(await fixture.client.fail(await fixture.client.claim(['flaky']), 'HTTP 503'), 'retrying');
+  assert.equal(await fixture.client.claim(['flaky']), null);
+  assert.equal((await fixture.client.stats()).breakers.flaky.state, 'open');
+  assert.equal((await fixture.client.setQueue('flaky', { breaker: null })).breaker, null);
+  assert.ok(await fixture.client.claim(['flaky']));
+});
+
 test('retry, cancel and purge by filter', async () => {
   for (const error of ['HTTP 429', 'bad input']) {
     await fixture.client.enqueue('dlq', error, { maxAttempts: 1 });

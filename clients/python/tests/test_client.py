@@ -73,6 +73,18 @@ def test_a_schedule_enqueues_a_job_per_slot(client):
     assert client.unschedule("tick") is True and client.schedules() == []
 
 
+@pytest.mark.skipif(os.environ.get("BATON_TEST_STORE") == "postgres", reason="breakers run on the SQLite store for now")
+def test_a_breaker_holds_claims_after_failures(client):
+    settings = client.set_queue("flaky", breaker={"failures": 1, "window_ms": 60000, "cooldown_ms": 60000})
+    assert settings["breaker"] == {"failures": 1, "window_ms": 60000, "cooldown_ms": 60000}
+    client.enqueue("flaky", 1, backoff={"initial_ms": 0})
+    assert client.fail(client.claim(["flaky"]), "HTTP 503") == "retrying"
+    assert client.claim(["flaky"]) is None
+    assert client.stats()["breakers"]["flaky"]["state"] == "open"
+    assert client.set_queue("flaky", breaker=None)["breaker"] is None
+    assert client.claim(["flaky"]) is not None
+
+
 def test_retry_cancel_and_purge_by_filter(client):
     for error in ("HTTP 429", "bad input"):
         client.enqueue("dlq", error, max_attempts=1)

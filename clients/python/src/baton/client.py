@@ -344,16 +344,14 @@ class Client:
     def resume_queue(self, queue: str) -> None:
         self.request("resume_queue", queue=queue)
 
-    def set_queue(self, queue: str, max_running: Any = KEEP, *, timeout_ms: Any = KEEP) -> Dict[str, Any]:
+    def set_queue(self, queue: str, max_running: Any = KEEP, *, timeout_ms: Any = KEEP, breaker: Any = KEEP) -> Dict[str, Any]:
         """Changes the settings given and keeps the others; ``None`` removes one.
         ``max_running`` caps the queue's running jobs; ``timeout_ms`` limits each attempt of
-        its jobs that set no limit of their own. Returns the queue's settings now."""
-        if max_running is KEEP and timeout_ms is KEEP:
-            raise ValueError("set_queue needs a setting to change: max_running or timeout_ms")
-        fields = {
-            name: NULL if value is None else value
-            for name, value in (("max_running", max_running), ("timeout_ms", timeout_ms))
-            if value is not KEEP
-        }
+        its jobs that set no limit of their own; ``breaker`` is its circuit breaker,
+        ``{"failures": n, "window_ms": ms, "cooldown_ms": ms}``. Returns the queue's settings now."""
+        settings = (("max_running", max_running), ("timeout_ms", timeout_ms), ("breaker", breaker))
+        if all(value is KEEP for _, value in settings):
+            raise ValueError("set_queue needs a setting to change: max_running, timeout_ms or breaker")
+        fields = {name: NULL if value is None else value for name, value in settings if value is not KEEP}
         reply = self.request("set_queue", queue=queue, **fields)
-        return {"max_running": reply["max_running"], "timeout_ms": reply["timeout_ms"]}
+        return {name: reply[name] for name, _ in settings}

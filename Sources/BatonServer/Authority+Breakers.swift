@@ -1,0 +1,79 @@
+import BatonCore
+import BatonProtocol
+
+/// The queues' circuit breakers (``CircuitBreaker``), kept by the single writer beside
+/// its running jobs: consulted by every claim of a queue that has one, moved by the
+/// outcomes of its jobs.
+extension Authority {
+    /// Whether a claim may start a job of `queue` now, by its breaker if it has one.
+    func breakerAdmits(_ queue: String, _ context: inout BatchContext) -> Bool {
+        guard self.breakers[queue] != nil else { return true }
+        let (admits, transition) = self.breakers[queue]!.admits(now: context.wallNow)
+        if let transition { self.breakerMoved(queue, transition) }
+        return admits
+    }
+
+    /// A claim started `job` of `queue`: a half-open breaker's trial.
+    func breakerStarted(_ job: Int64, of queue: String) {
+        self.breakers.modifyValue(forKey: queue) { $0.started(job) }
+    }
+
+    /// An attempt of `job` of `queue` completed (`succeeded`) or failed at `now`.
+    func breakerHeard(_ job: Int64, of queue: String, succeeded: Bool, now: Int64) {
+        guard self.breakers[queue] != nil else { return }
+        let transition = succeeded ? self.breakers[queue]!.succeeded(job) : self.breakers[queue]!.failed(job, now: now)
+        if let transition { self.breakerMoved(queue, transition) }
+    }
+
+    /// An attempt of `job` of `queue` ended without an outcome: a trial gives its place back.
+    func breakerAbandoned(_ job: Int64, of queue: String) {
+        self.breakers.modifyValue(forKey: queue) { $0.abandoned(job) }
+    }
+
+    /// Sets or removes a queue's breaker; a changed one keeps its state.
+    func setBreaker(_ settings: CircuitBreaker.Settings?, of queue: String, _ context: inout BatchContext) {
+        guard let settings else {
+            if self.breakers.removeValue(forKey: queue) != nil { context.readyQueues.insert(queue) }
+            return
+        }
+        var breaker = self.breakers[queue] ?? CircuitBreaker(settings)
+        breaker.settings = settings
+        self.breakers[queue] = breaker
+    }
+
+    /// Closes a queue's breaker by hand (`resume_queue`).
+    func resetBreaker(of queue: String) {
+        guard self.breakers[queue] != nil, let transition = self.breakers[queue]!.reset() else { return }
+        self.breakerMoved(queue, transition, byHand: true)
+    }
+
+    /// Offers the queues whose breakers' cooldowns have passed to the parked claims: the
+    /// next claim there is the trial.
+    func breakersCooled(_ context: inout BatchContext) {
+        guard let next = self.nextBreakerTrialAt, next <= context.wallNow else { return }
+        for (queue, breaker) in self.breakers {
+            if let until = breaker.opensUntil, until <= context.wallNow { context.readyQueues.insert(queue) }
+        }
+        self.nextBreakerTrialAt = self.breakers.values.compactMap(\.opensUntil).filter { $0 > context.wallNow }.min()
+    }
+
+    /// The breakers that are not closed, for `stats` and `health`.
+    var breakerStates: [(queue: String, state: CircuitBreaker.State)] {
+        self.breakers.compactMap { $0.value.state == .closed ? nil : ($0.key, $0.value.state) }.sorted { $0.queue < $1.queue }
+    }
+
+    private func breakerMoved(_ queue: String, _ transition: CircuitBreaker.Transition, byHand: Bool = false) {
+        switch transition {
+        case .opened(let until):
+            self.nextBreakerTrialAt = min(self.nextBreakerTrialAt ?? .max, until)
+            self.logger.warning(
+                "circuit breaker opened: no claims from the queue until its cooldown has passed",
+                metadata: ["queue": "\(queue)", "breaker.until": "\(until)"])
+        case .halfOpened:
+            self.logger.notice("circuit breaker half-open: one trial job may start", metadata: ["queue": "\(queue)"])
+        case .closed:
+            self.logger.notice(byHand ? "circuit breaker closed by hand" : "circuit breaker closed: the trial succeeded", metadata: ["queue": "\(queue)"])
+        }
+        self.metrics.breakerTransitions.increment()
+    }
+}
