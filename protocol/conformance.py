@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import re
+import socket
 import subprocess
 import tempfile
 import time
@@ -182,12 +183,26 @@ class Batond:
                 stdout=subprocess.DEVNULL,
                 stderr=log,
             )
+        # Ready once it answers a connection: the socket file appears at bind(), a moment
+        # before listen(), and a connection between the two is refused.
         deadline = time.monotonic() + 20
-        while not os.path.exists(self.socket_path):
+        while not self._accepts():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.process.kill()
                 raise RuntimeError("batond did not start: " + self.log())
             time.sleep(0.02)
+
+    def _accepts(self) -> bool:
+        if not os.path.exists(self.socket_path):
+            return False
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(self.socket_path)
+            return True
+        except OSError:
+            return False
+        finally:
+            probe.close()
 
     @property
     def log_path(self) -> str:

@@ -2,6 +2,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -65,8 +66,10 @@ export class Batond {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     this.process.stderr.on('data', (chunk) => { errors += chunk; });
+    // Ready once it answers a connection: the socket file appears at bind(), a moment before
+    // listen(), and a connection between the two is refused.
     const deadline = Date.now() + 20000;
-    while (!existsSync(this.socketPath)) {
+    while (!(existsSync(this.socketPath) && (await accepts(this.socketPath)))) {
       if (this.process.exitCode !== null || Date.now() > deadline) throw new Error(`batond did not start: ${errors}`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
@@ -102,4 +105,13 @@ export async function eventually(condition, ms = 15000) {
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   return false;
+}
+
+/** Whether a server answers a connection on `socketPath`. */
+function accepts(socketPath) {
+  return new Promise((resolve) => {
+    const probe = createConnection(socketPath);
+    probe.once('connect', () => { probe.destroy(); resolve(true); });
+    probe.once('error', () => { probe.destroy(); resolve(false); });
+  });
 }
