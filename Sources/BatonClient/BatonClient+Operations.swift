@@ -287,6 +287,12 @@ extension BatonClient {
                 queues[name, default: QueueStats()].maxRunning = Int(limit)
             }
         }
+        if case .object(let breakers)? = reply["breakers"] {
+            for (name, value) in breakers {
+                guard case .object(let fields) = value else { continue }
+                queues[name, default: QueueStats()].breaker = fields.optionalString("state")
+            }
+        }
         return queues
     }
 }
@@ -391,6 +397,8 @@ public struct QueueStats: Hashable, Sendable {
     public var paused = false
     /// The most of its jobs that may run at once (`set_queue`), if limited.
     public var maxRunning: Int?
+    /// Its circuit breaker's state when not closed: `open` or `half_open`.
+    public var breaker: String?
 }
 
 /// A whole job, as `get` returns it.

@@ -554,7 +554,7 @@ extension FleetAuthority {
                 batch.readyQueues.insert(queue)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
             case .setQueue(let queue, let change):
-                if change.breaker != nil {
+                if case .some(.some) = change.breaker {
                     throw BatonError.invalidArgument("breaker", "circuit breakers run on the SQLite store for now, not on a PostgreSQL store")
                 }
                 let settings = try await tx.changeQueueSettings(queue, change)

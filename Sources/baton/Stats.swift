@@ -21,6 +21,7 @@ struct Stats: AsyncParsableCommand {
                 writer.member("oldest_ready_age_ms", optional: queue.oldestReadyAgeMilliseconds)
                 writer.member("paused", queue.paused)
                 writer.member("max_running", optional: queue.maxRunning.map(Int64.init))
+                writer.member("breaker", optional: queue.breaker)
                 writer.endObject()
             }
             writer.endObject()
@@ -39,9 +40,10 @@ struct Stats: AsyncParsableCommand {
         print(Self.render(table))
     }
 
-    /// What holds a queue's claims back: `paused`, `max 4 running`, or `-`.
+    /// What holds a queue's claims back: `paused`, `max 4 running`, `breaker open`, or `-`.
     static func admission(_ queue: QueueStats) -> String {
         let limits = (queue.paused ? ["paused"] : []) + (queue.maxRunning.map { ["max \($0) running"] } ?? [])
+            + (queue.breaker.map { ["breaker \($0 == "half_open" ? "half-open" : $0)"] } ?? [])
         return limits.isEmpty ? "-" : limits.joined(separator: ", ")
     }
 
