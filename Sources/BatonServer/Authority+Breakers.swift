@@ -33,7 +33,10 @@ extension Authority {
     /// Sets or removes a queue's breaker; a changed one keeps its state.
     func setBreaker(_ settings: CircuitBreaker.Settings?, of queue: String, _ context: inout BatchContext) {
         guard let settings else {
-            if self.breakers.removeValue(forKey: queue) != nil { context.readyQueues.insert(queue) }
+            if self.breakers.removeValue(forKey: queue) != nil {
+                context.readyQueues.insert(queue)
+                self.countOpenBreakers()
+            }
             return
         }
         var breaker = self.breakers[queue] ?? CircuitBreaker(settings)
@@ -57,6 +60,11 @@ extension Authority {
         self.nextBreakerTrialAt = self.breakers.values.compactMap(\.opensUntil).filter { $0 > context.wallNow }.min()
     }
 
+    /// Sets the gauge of breakers not closed: on each change, not each commit.
+    private func countOpenBreakers() {
+        self.metrics.openBreakers.set(self.breakers.values.reduce(0) { $0 + ($1.state == .closed ? 0 : 1) })
+    }
+
     /// The breakers that are not closed, for `stats` and `health`.
     var breakerStates: [(queue: String, state: CircuitBreaker.State)] {
         self.breakers.compactMap { $0.value.state == .closed ? nil : ($0.key, $0.value.state) }.sorted { $0.queue < $1.queue }
@@ -75,5 +83,6 @@ extension Authority {
             self.logger.notice(byHand ? "circuit breaker closed by hand" : "circuit breaker closed: the trial succeeded", metadata: ["queue": "\(queue)"])
         }
         self.metrics.breakerTransitions.increment()
+        self.countOpenBreakers()
     }
 }

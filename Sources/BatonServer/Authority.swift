@@ -513,7 +513,6 @@ final class Authority: JobAuthority, @unchecked Sendable {
         }
         self.metrics.parkedClaims.set(self.parked.count)
         self.metrics.leases.set(self.running.count)
-        self.metrics.openBreakers.set(self.breakers.isEmpty ? 0 : self.breakerStates.count)
         self.lastCommitAt = self.clock.wallMilliseconds()
         self.count(changes)
         Self.move(&self.census, by: changes, pruned: pruned)

@@ -4,6 +4,11 @@ import Testing
 
 @Suite("Circuit breakers")
 struct BreakerTests {
+    private func openBreakers(_ client: JSONLineClient) throws -> Int? {
+        let samples = try client.request(["op": "metrics", "format": "json"]).fields["samples"] as? [[String: Any]]
+        return samples?.first { $0["name"] as? String == "baton_breakers_open" }?["value"] as? Int
+    }
+
     private func breaker(_ client: JSONLineClient, _ queue: String) throws -> [String: Any]? {
         try client.request(["op": "stats"]).object("breakers")?[queue] as? [String: Any]
     }
@@ -26,6 +31,7 @@ struct BreakerTests {
             #expect(try client.fenced("fail", job, ["error": "HTTP 503"]).ok)
         }
         #expect(try self.breaker(client, "llm")?["state"] as? String == "open")
+        #expect(try self.openBreakers(client) == 1)
         #expect(try client.claim(queues: ["llm"]) == nil, "an open breaker holds claims")
         let health = try client.request(["op": "health"])
         #expect(health.string("health") == "degraded", "\(health)")
@@ -37,6 +43,7 @@ struct BreakerTests {
         #expect(try client.claim(queues: ["llm"]) == nil, "one trial at a time")
         #expect(try client.fenced("complete", trial).ok)
         #expect(try self.breaker(client, "llm") == nil, "a closed breaker is not listed")
+        #expect(try self.openBreakers(client) == 0)
         #expect(try client.claim(queues: ["llm"]) != nil)
 
         let stats = try #require(try client.request(["op": "stats"]).object("queues")?["llm"] as? [String: Any])
