@@ -45,7 +45,10 @@ let package = Package(
         // The job state machine, backoff and lease rules: pure values, no IO.
         .target(
             name: "BatonCore",
-            dependencies: [.product(name: "HeapModule", package: "swift-collections")]
+            dependencies: [
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
         ),
         // Wire messages, the JSON-line codec and error codes; shared by server and clients.
         .target(name: "BatonProtocol", dependencies: ["BatonCore"]),

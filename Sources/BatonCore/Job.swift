@@ -35,6 +35,10 @@ public struct Job: Hashable, Sendable {
     public var parent: Int64?
     /// Each attempt's time limit (``AttemptTimeout``); `nil` for its queue's.
     public var timeoutMilliseconds: Int64?
+    /// The named limits it counts against (``NamedLimits``).
+    public var limits: [String] = []
+    /// Its fair-share group within its queue, if any.
+    public var group: String?
 
     public init(
         id: Int64, queue: String, state: JobState, payload: String, priority: Int64, runAt: Int64,
@@ -134,11 +138,15 @@ public struct NewJob: Sendable {
     /// The job whose completion enqueued this one.
     public var parent: Int64?
     public var timeoutMilliseconds: Int64?
+    /// The named limits it counts against, at most ``NamedLimits/maximumPerJob``.
+    public var limits: [String]
+    /// Its fair-share group within its queue.
+    public var group: String?
 
     public init(
         queue: String, payload: String, priority: Int64, runAt: Int64, maxAttempts: Int,
         backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?, concurrencyKey: String? = nil,
-        parent: Int64? = nil, timeoutMilliseconds: Int64? = nil
+        parent: Int64? = nil, timeoutMilliseconds: Int64? = nil, limits: [String] = [], group: String? = nil
     ) {
         self.queue = queue
         self.payload = payload
@@ -151,5 +159,7 @@ public struct NewJob: Sendable {
         self.concurrencyKey = concurrencyKey
         self.parent = parent
         self.timeoutMilliseconds = timeoutMilliseconds
+        self.limits = limits
+        self.group = group
     }
 }

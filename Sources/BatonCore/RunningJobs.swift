@@ -6,22 +6,25 @@ public struct RunningJob: Hashable, Sendable {
     public var lease: LeaseGrant
     public var queue: String
     public var concurrencyKey: String?
+    /// The named limits it counts against (see ``NamedLimits``).
+    public var limits: [String]
     /// Wall-clock milliseconds when the attempt started.
     public var startedAt: Int64
 
     public var jobID: Int64 { self.lease.jobID }
 
-    public init(lease: LeaseGrant, queue: String, concurrencyKey: String?, startedAt: Int64) {
+    public init(lease: LeaseGrant, queue: String, concurrencyKey: String?, limits: [String] = [], startedAt: Int64) {
         self.lease = lease
         self.queue = queue
         self.concurrencyKey = concurrencyKey
+        self.limits = limits
         self.startedAt = startedAt
     }
 }
 
 /// Every running job, one record each, and what follows from them: the live leases with
 /// the next deadline at hand, and the admission rules (per-queue limits on running jobs,
-/// and at most one running job per concurrency key).
+/// at most one running job per concurrency key, and the named limits).
 ///
 /// The record is the single answer to "does this token hold this job?", "may this queue
 /// start another job?" and "who holds this job since when?": a job starts and ends in one
@@ -44,6 +47,8 @@ public struct RunningJobs: Sendable {
     private var heldKeys: [String: Set<String>] = [:]
     /// Who holds each job: the connection, and the process whose exit ends the lease.
     public private(set) var holders = LeaseHolders()
+    /// The named limits shared across queues, counted as jobs start and end here.
+    public private(set) var namedLimits = NamedLimits()
 
     private struct Slot: Sendable {
         var job: RunningJob
@@ -91,8 +96,8 @@ public struct RunningJobs: Sendable {
     @discardableResult
     public mutating func start(
         jobID: Int64, token: FencingToken, duration: Int64, now: Int64, holder: UInt32? = nil,
-        queue: String, concurrencyKey: String? = nil, startedAt: Int64 = 0, connection: UInt64? = nil, process: Int32? = nil,
-        timeout: (limit: Int64, left: Int64)? = nil
+        queue: String, concurrencyKey: String? = nil, limits: [String] = [], startedAt: Int64 = 0, connection: UInt64? = nil,
+        process: Int32? = nil, timeout: (limit: Int64, left: Int64)? = nil
     ) -> LeaseGrant {
         var lease = LeaseGrant(jobID: jobID, token: token, deadline: now + duration, duration: duration, holder: holder)
         if let timeout {
@@ -100,7 +105,7 @@ public struct RunningJobs: Sendable {
             lease.timeoutAt = now + timeout.left
             lease.deadline = min(lease.deadline, now + timeout.left)
         }
-        let job = RunningJob(lease: lease, queue: queue, concurrencyKey: concurrencyKey, startedAt: startedAt)
+        let job = RunningJob(lease: lease, queue: queue, concurrencyKey: concurrencyKey, limits: limits, startedAt: startedAt)
         if let previous = self.slots.updateValue(Slot(job: job, heapDeadline: lease.deadline), forKey: jobID)?.job {
             var ignored = Set<String>()
             self.uncount(previous, freeing: &ignored)
@@ -115,6 +120,7 @@ public struct RunningJobs: Sendable {
         if let concurrencyKey, self.heldKeys[concurrencyKey] == nil {
             self.heldKeys[concurrencyKey] = []
         }
+        if !limits.isEmpty { self.namedLimits.started(limits, now: now) }
         return lease
     }
 
@@ -142,6 +148,7 @@ public struct RunningJobs: Sendable {
         if let key = job.concurrencyKey, let passedOver = self.heldKeys.removeValue(forKey: key) {
             freed.formUnion(passedOver)
         }
+        if !job.limits.isEmpty { self.namedLimits.ended(job.limits, freeing: &freed) }
     }
 
     // MARK: Leases
@@ -234,6 +241,22 @@ public struct RunningJobs: Sendable {
     /// that the queue is named as freed when the key is given back.
     public mutating func passedOver(key: String, in queue: String) {
         self.heldKeys.modifyValue(forKey: key) { $0.insert(queue) }
+    }
+
+    /// Whether every named limit in `limits` lets a job of `queue` start at lease time `now`
+    /// (see ``NamedLimits/admits(_:queue:now:)``).
+    public mutating func admits(limits: [String], queue: String, now: Int64) -> Bool {
+        self.namedLimits.admits(limits, queue: queue, now: now)
+    }
+
+    /// Sets or (empty) removes a named limit; `freed` receives the queues it may let start.
+    public mutating func setNamedLimit(_ name: String, to settings: LimitSettings, freeing freed: inout Set<String>) {
+        self.namedLimits.set(name, to: settings, freeing: &freed)
+    }
+
+    /// Offers again the queues whose named limits' windows opened by lease time `now`.
+    public mutating func wakeNamedLimits(now: Int64, freeing freed: inout Set<String>) {
+        self.namedLimits.wake(now: now, freeing: &freed)
     }
 
     // MARK: Holders

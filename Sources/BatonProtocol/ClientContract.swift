@@ -18,7 +18,7 @@ public enum ClientContract {
     public static let resendableOps: Set<String> = [
         "hello", "get", "list", "stats", "events", "health", "metrics", "workers",
         "heartbeat", "checkpoint", "complete", "pause_queue", "resume_queue", "set_queue",
-        "set_priority", "schedules", "unschedule",
+        "set_priority", "schedules", "unschedule", "set_limit", "limits",
     ]
 
     /// Codes that mean "not now": an op safe to resend is sent again after a pause, as

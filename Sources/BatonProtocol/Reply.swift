@@ -127,6 +127,14 @@ extension JSONWriter {
         self.member("timeout_ms", optional: job.timeoutMilliseconds)
         self.member("unique_key", optional: job.uniqueKey)
         self.member("concurrency_key", optional: job.concurrencyKey)
+        // Shown only when set: they arrived after the rest, and most jobs use neither.
+        if !job.limits.isEmpty {
+            self.key("limits")
+            self.beginArray()
+            for name in job.limits { self.string(name) }
+            self.endArray()
+        }
+        if let group = job.group { self.member("group", group) }
         self.member("checkpoint", rawJSON: job.checkpoint)
         self.member("progress", rawJSON: job.progress)
         self.member("result", rawJSON: job.result)

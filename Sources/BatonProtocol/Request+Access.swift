@@ -62,8 +62,10 @@ extension Request {
             [.queue(.admin, schedule.queue)]
         case .unschedule:
             [.server(.admin)]
-        case .schedules:
+        case .schedules, .limits:
             [.server(.read)]
+        case .setLimit:
+            [.server(.admin)]
         }
     }
 }

@@ -29,6 +29,10 @@ public enum Request: Sendable {
     case resumeQueue(String)
     /// The settings the change names are set (or, `nil`, removed); the others stay.
     case setQueue(queue: String, QueueSettings.Change)
+    /// A named limit (or template, `tenant:*`) is set or changed; settings set to `nil` are removed.
+    case setLimit(name: String, LimitSettings.Change)
+    /// Every named limit, with its use.
+    case limits
     case events(jobID: Int64)
     /// `json: false` for Prometheus's text format.
     case metrics(json: Bool)
@@ -64,6 +68,8 @@ public enum Request: Sendable {
         case .pauseQueue: "pause_queue"
         case .resumeQueue: "resume_queue"
         case .setQueue: "set_queue"
+        case .setLimit: "set_limit"
+        case .limits: "limits"
         case .events: "events"
         case .metrics: "metrics"
         case .health: "health"
@@ -93,6 +99,10 @@ public struct EnqueueRequest: Sendable {
     public var after: [Int64] = []
     /// Each attempt's time limit; `nil` for the queue's.
     public var timeoutMilliseconds: Int64?
+    /// The named limits the job counts against; every one must admit it to start.
+    public var limits: [String] = []
+    /// Its fair-share group: claims rotate across a queue's groups.
+    public var group: String?
 
     public enum Schedule: Hashable, Sendable {
         case delay(milliseconds: Int64)

@@ -26,8 +26,9 @@ public struct RequestDecoder: Sendable {
     /// Every op the server knows, as an unknown op's error lists them.
     public static let ops = [
         "backup", "cancel", "checkpoint", "claim", "complete", "enqueue", "enqueue_batch", "events", "fail", "get",
-        "health", "heartbeat", "hello", "list", "metrics", "pause", "pause_queue", "purge", "release", "resume",
-        "resume_queue", "retry", "schedule", "schedules", "set_priority", "set_queue", "stats", "unschedule", "workers",
+        "health", "heartbeat", "hello", "limits", "list", "metrics", "pause", "pause_queue", "purge", "release", "resume",
+        "resume_queue", "retry", "schedule", "schedules", "set_limit", "set_priority", "set_queue", "stats", "unschedule",
+        "workers",
     ]
 
     /// The fields the server stores as the client wrote them, never reading inside: they are
@@ -209,6 +210,25 @@ public struct RequestDecoder: Sendable {
                 throw BatonError.invalidArgument("max_running", "`timeout_ms` or `breaker` is required: the settings to change, each null to remove it")
             }
             return .setQueue(queue: queue, change)
+        case "set_limit":
+            guard let name = try fields.name("name") else {
+                throw BatonError.invalidArgument("name", "is required: the limit's name, or a template such as \"tenant:*\"")
+            }
+            var change = LimitSettings.Change()
+            if let maxRunning = try fields.setting("max_running", in: 1...1_000_000) {
+                change.maxRunning = .some(maxRunning.map { Int($0) })
+            }
+            if fields.isNull("rate") {
+                change.rate = .some(nil)
+            } else if let value = fields.value("rate") {
+                change.rate = .some(try self.rate(value))
+            }
+            guard !change.isEmpty else {
+                throw BatonError.invalidArgument("max_running", "or `rate` is required: the settings to change, each null to remove it")
+            }
+            return .setLimit(name: name, change)
+        case "limits":
+            return .limits
         case "events":
             return .events(jobID: try fields.jobID())
         case "metrics":
@@ -312,6 +332,19 @@ public struct RequestDecoder: Sendable {
         )
         request.concurrencyKey = try fields.name("concurrency_key")
         request.timeoutMilliseconds = try fields.integer("timeout_ms", in: Self.timeouts)
+        request.group = try fields.name("group")
+        if let value = fields.value("limits") {
+            let rule = "must be an array of at most \(NamedLimits.maximumPerJob) limit names, each \(Fields.nameRule(limit: self.limits.maximumNameBytes)), not templates"
+            guard case .array(let items) = value, items.count <= NamedLimits.maximumPerJob else {
+                throw BatonError.invalidArgument("limits", rule)
+            }
+            for item in items {
+                guard case .string(let name) = item, Fields.isValidName(name, limit: self.limits.maximumNameBytes),
+                    !LimitSettings.isTemplate(name)
+                else { throw BatonError.invalidArgument("limits", rule) }
+                if !request.limits.contains(name) { request.limits.append(name) }
+            }
+        }
         if let value = fields.value("after") {
             guard case .array(let items) = value, items.count <= 100 else {
                 throw BatonError.invalidArgument("after", "must be an array of at most 100 job ids")
@@ -358,6 +391,17 @@ public struct RequestDecoder: Sendable {
             overlap: try choice("overlap", RecurringSchedule.Overlap.self, default: .allow),
             catchUp: try choice("catch_up", RecurringSchedule.CatchUp.self, default: .none)
         )
+    }
+
+    /// A rate: `{count, per_ms}`.
+    private func rate(_ value: JSONValue) throws -> LimitSettings.Rate {
+        let rule = "must be {\"count\": 1 to 10000, \"per_ms\": 1 to 86400000}"
+        guard case .object(let object) = value else { throw BatonError.invalidArgument("rate", rule) }
+        let fields = Fields(nested: object, limits: self.limits)
+        guard let count = try fields.integer("count", in: 1...10_000), let per = try fields.integer("per_ms", in: 1...86_400_000) else {
+            throw BatonError.invalidArgument("rate", rule)
+        }
+        return LimitSettings.Rate(count: Int(count), perMilliseconds: per)
     }
 
     /// A breaker's settings: `{failures, window_ms, cooldown_ms}`.

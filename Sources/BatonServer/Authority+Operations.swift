@@ -87,6 +87,10 @@ extension Authority {
                 self.queueTimeouts[queue] = settings.timeoutMilliseconds
                 self.setBreaker(settings.breaker, of: queue, &context)
                 return Outcome(line: Reply.queueSettings(id: id, queue: queue, settings))
+            case .setLimit(let name, let change):
+                return Outcome(line: try self.setLimit(name, change, id: id, &context))
+            case .limits:
+                return Outcome(line: Reply.limits(id: id, self.running.namedLimits.uses))
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, for: submission.connection.peer, &context))
             case .metrics(let json):
@@ -190,7 +194,7 @@ extension Authority {
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: context.wallNow, pausedQueues: self.pausedQueues.sorted(),
             limits: self.running.allLimits.sorted(by: { $0.key < $1.key }).map { ($0.key, $0.value, self.running.runningCount(of: $0.key)) },
-            breakers: self.breakerStates,
+            breakers: self.breakerStates, namedLimits: self.running.namedLimits.uses,
             pruned: Int64(pruned), leases: self.running.count, parkedClaims: self.parked.count
         )
     }
@@ -232,7 +236,9 @@ extension Authority {
                 uniqueKey: request.uniqueKey,
                 concurrencyKey: request.concurrencyKey,
                 parent: parent,
-                timeoutMilliseconds: request.timeoutMilliseconds
+                timeoutMilliseconds: request.timeoutMilliseconds,
+                limits: request.limits,
+                group: request.group
             ),
             id: jobID,
             now: context.wallNow
@@ -323,13 +329,7 @@ extension Authority {
     ) throws -> Leased? {
         var best: (job: StoreTransaction.ReadyJob, queue: String)?
         for queue in request.queues where !self.pausedQueues.contains(queue) && !self.running.isFull(queue) && self.breakerAdmits(queue, &context) {
-            let candidate = try context.tx.bestReadyJob(queue: queue) { key in
-                guard self.running.isHeld(key) else { return true }
-                // It waits for the key; remember where, to look again once the key is free.
-                self.running.passedOver(key: key, in: queue)
-                return false
-            }
-            guard let candidate else { continue }
+            guard let candidate = try self.bestReadyJob(in: queue, &context) else { continue }
             if let current = best?.job, (current.priority, -current.id) >= (candidate.priority, -candidate.id) { continue }
             best = (candidate, queue)
         }
@@ -350,11 +350,13 @@ extension Authority {
         }
         let lease = self.running.start(
             jobID: job.id, token: token, duration: job.leaseMilliseconds, now: context.leaseNow, holder: connection.peer?.uid,
-            queue: best.queue, concurrencyKey: best.job.concurrencyKey, startedAt: context.wallNow, connection: connection.number,
+            queue: best.queue, concurrencyKey: best.job.concurrencyKey, limits: best.job.limits, startedAt: context.wallNow,
+            connection: connection.number,
             process: request.detached ? nil : connection.peer?.pid,
             timeout: (job.timeoutMilliseconds ?? self.queueTimeouts[best.queue]).map { ($0, $0) }
         )
         self.breakerStarted(job.id, of: best.queue)
+        self.served(best.job, of: best.queue)
         self.workers.seen(connection, name: request.worker, now: context.wallNow)
         // The row records the claim under `event`; see StoreTransaction.markClaimed.
         self.noteChange(

@@ -60,6 +60,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
     /// The queues' circuit breakers, and the earliest time an open one admits its trial.
     var breakers: [String: CircuitBreaker] = [:]
     var nextBreakerTrialAt: Int64?
+    /// Each queue whose claims rotate across groups, with the group served last ("" at the
+    /// turn of a round); see ``bestReadyJob(in:_:)``.
+    var groupCursors: [String: String] = [:]
     /// The monotonic time of the next look for finished jobs to prune.
     var nextPruneAt: Int64 = 0
     /// The clock leases run on, which stands still while the authority is stalled.
@@ -174,6 +177,10 @@ final class Authority: JobAuthority, @unchecked Sendable {
         self.queueTimeouts = [:]
         let breakers = self.breakers
         self.breakers = [:]
+        var ignored = Set<String>()
+        for (name, settings) in try tx.limitSettings() {
+            self.running.setNamedLimit(name, to: settings, freeing: &ignored)
+        }
         for (queue, settings) in try tx.queueSettings() {
             self.running.setLimit(settings.maxRunning, of: queue)
             self.queueTimeouts[queue] = settings.timeoutMilliseconds
@@ -196,7 +203,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
             }
             self.running.start(
                 jobID: lease.id, token: lease.token, duration: lease.leaseMilliseconds, now: now, holder: lease.holder,
-                queue: lease.queue, concurrencyKey: lease.concurrencyKey, startedAt: lease.startedAt,
+                queue: lease.queue, concurrencyKey: lease.concurrencyKey, limits: lease.limits, startedAt: lease.startedAt,
                 connection: holder?.connection, process: holder?.process, timeout: timeout
             )
         }
@@ -454,6 +461,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
                 try self.promoteDueJobs(&context)
                 try self.fireSchedules(&context)
                 self.breakersCooled(&context)
+                self.limitWindowsOpened(&context)
                 try self.pruneFinishedJobs(&context)
                 for submission in batch {
                     if let outcome = try self.perform(submission, &context) {
@@ -608,6 +616,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         var deadline = Int64.max
         if let lease = self.running.nextDeadline { deadline = min(deadline, self.leaseClock.monotonicTime(ofLeaseTime: lease)) }
         if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
+        if let window = self.running.namedLimits.nextWakeup {
+            deadline = min(deadline, self.leaseClock.monotonicTime(ofLeaseTime: window))
+        }
         if let trial = self.nextBreakerTrialAt {
             deadline = min(deadline, now + max(trial - self.clock.wallMilliseconds(), 0))
         }

@@ -537,6 +537,10 @@ extension FleetAuthority {
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("name", name); $0.member("removed", removed) })
             case .schedules:
                 outcome = Outcome(line: Reply.schedules(id: id, try await tx.schedules()))
+            case .limits:
+                outcome = Outcome(line: Reply.limits(id: id, []))
+            case .setLimit:
+                throw Self.notYetShared(submission.request)!
             case .bulk(let change):
                 // Stepped by the batches from the next on; answered when done (FleetAuthority.committed).
                 batch.bulkStarted.append(BulkRun(progress: BulkChange.Progress(change, lastID: try await tx.lastJobID()), id: id, reply: submission.reply))

@@ -176,7 +176,34 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     }
 
     func submit(_ submissions: [Submission]) {
+        var submissions = submissions
+        submissions.removeAll { submission in
+            guard let refusal = Self.notYetShared(submission.request) else { return false }
+            submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
+            return true
+        }
+        guard !submissions.isEmpty else { return }
         self.mailbox.post(.submissions(submissions))
+    }
+
+    /// What the single-host store does that a shared PostgreSQL store does not yet: named
+    /// limits and fair groups. Refused whole, so that nothing runs unlimited that asked to be limited.
+    static func notYetShared(_ request: Request) -> BatonError? {
+        let jobs: [EnqueueRequest]
+        switch request {
+        case .setLimit: return BatonError.invalidArgument("name", "named limits run on the SQLite store for now, not on a PostgreSQL store")
+        case .enqueue(let job): jobs = [job]
+        case .enqueueBatch(let batch): jobs = batch
+        case .complete(let request): jobs = request.followUps
+        default: return nil
+        }
+        if jobs.contains(where: { !$0.limits.isEmpty }) {
+            return BatonError.invalidArgument("limits", "named limits run on the SQLite store for now, not on a PostgreSQL store")
+        }
+        if jobs.contains(where: { $0.group != nil }) {
+            return BatonError.invalidArgument("group", "fair groups run on the SQLite store for now, not on a PostgreSQL store")
+        }
+        return nil
     }
 
     func connectionClosed(_ connection: ConnectionIdentity) {

@@ -115,7 +115,7 @@ extension Reply {
     static func stats(
         id: String?, counts: [String: [JobState: Int]], oldestReady: [String: Int64], now: Int64, pausedQueues: [String],
         limits: [(queue: String, maxRunning: Int, running: Int)], breakers: [(queue: String, state: CircuitBreaker.State)] = [],
-        pruned: Int64, leases: Int, parkedClaims: Int
+        namedLimits: [NamedLimits.Use] = [], pruned: Int64, leases: Int, parkedClaims: Int
     ) -> [UInt8] {
         Reply.success(id: id) { reply in
             reply.key("queues")
@@ -156,6 +156,16 @@ extension Reply {
                 case .halfOpen(let trial): reply.member("trial", optional: trial)
                 case .closed: break
                 }
+                reply.endObject()
+            }
+            reply.endObject()
+            // The named limits set or in use, by name.
+            reply.key("limits")
+            reply.beginObject()
+            for use in namedLimits.prefix(Reply.maximumLimitsShown) {
+                reply.key(use.name)
+                reply.beginObject()
+                reply.limitUse(use)
                 reply.endObject()
             }
             reply.endObject()

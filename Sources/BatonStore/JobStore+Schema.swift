@@ -231,6 +231,32 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v15: named limits and fair groups") { db in
+            try db.execute(
+                sql: """
+                    -- The named limits a job counts against (names joined by a newline, which
+                    -- no name holds), and its fair-share group within its queue.
+                    ALTER TABLE jobs ADD COLUMN limits TEXT;
+                    ALTER TABLE jobs ADD COLUMN fair_group TEXT;
+                    -- A named limit's settings (set_limit); its counts are the authority's.
+                    CREATE TABLE limits (
+                        name TEXT PRIMARY KEY,
+                        max_running INTEGER,
+                        rate_count INTEGER,
+                        rate_per_ms INTEGER
+                    ) WITHOUT ROWID;
+                    -- The claim walk reads a job's limits and group from the index, as it
+                    -- reads its concurrency key.
+                    DROP INDEX jobs_ready;
+                    CREATE INDEX jobs_ready ON jobs (queue, priority DESC, id, concurrency_key, limits, fair_group, run_at, ready)
+                        WHERE ready = 1;
+                    -- Ready jobs that have a group, by group within each priority: the walk
+                    -- that rotates claims across groups. Jobs without one are not in it.
+                    CREATE INDEX jobs_ready_groups ON jobs (queue, priority DESC, fair_group, id, concurrency_key, limits, ready)
+                        WHERE ready = 1 AND fair_group IS NOT NULL;
+                    """
+            )
+        }
         return migrator
     }
 
@@ -239,6 +265,17 @@ extension JobStore {
         id, queue, state, payload, priority, run_at, attempts, max_attempts,
         backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
         checkpoint, progress, result, last_error, lease_token, worker, peer_pid, peer_uid,
-        created_at, started_at, finished_at, concurrency_key, parent, timeout_ms
+        created_at, started_at, finished_at, concurrency_key, parent, timeout_ms, limits, fair_group
         """
+
+    /// A job's limits as the `limits` column holds them: joined by a newline, `NULL` for none.
+    static func limitsText(_ limits: [String]) -> String? {
+        limits.isEmpty ? nil : limits.joined(separator: "\n")
+    }
+
+    /// The `limits` column read back.
+    static func limits(fromText text: String?) -> [String] {
+        guard let text else { return [] }
+        return text.split(separator: "\n").map(String.init)
+    }
 }

@@ -10,6 +10,7 @@ final class PreparedStatements {
     enum Name: Int, CaseIterable {
         case insertJob
         case bestReadyJob
+        case nextGroupJob
         case claimRead
         case claimUpdate
         case complete
@@ -19,6 +20,7 @@ final class PreparedStatements {
             switch self {
             case .insertJob: StoreTransaction.insertJobSQL
             case .bestReadyJob: StoreTransaction.bestReadyJobSQL
+            case .nextGroupJob: StoreTransaction.nextGroupJobSQL
             case .claimRead: StoreTransaction.claimReadSQL
             case .claimUpdate: StoreTransaction.claimUpdateSQL
             case .complete: StoreTransaction.completeSQL

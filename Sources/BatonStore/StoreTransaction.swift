@@ -38,6 +38,8 @@ public struct StoreTransaction {
         statement.bind(14, job.concurrencyKey)
         statement.bind(15, job.parent)
         statement.bind(16, job.timeoutMilliseconds)
+        statement.bind(17, JobStore.limitsText(job.limits))
+        statement.bind(18, job.group)
         _ = try statement.execute()
     }
 
@@ -67,6 +69,11 @@ public struct StoreTransaction {
         public var id: Int64
         public var priority: Int64
         public var concurrencyKey: String?
+        public var limits: [String]
+        public var group: String?
+
+        /// Whether a claim must ask about it: it holds a key or names limits.
+        public var isGated: Bool { self.concurrencyKey != nil || !self.limits.isEmpty }
     }
 
     /// The best ready job of one queue that `admits` lets start: highest priority, then
@@ -74,15 +81,32 @@ public struct StoreTransaction {
     ///
     /// A walk of the `jobs_ready` index from its best entry: O(log n) however many jobs
     /// wait, plus one step for each better job passed over because its concurrency key is
-    /// held (`admits` is asked only about jobs that have a key).
-    public func bestReadyJob(queue: String, admits: (_ key: String) -> Bool) throws -> ReadyJob? {
+    /// held or a limit it names is full (`admits` is asked only about jobs that have a key
+    /// or limits).
+    public func bestReadyJob(queue: String, admits: (ReadyJob) -> Bool) throws -> ReadyJob? {
         let statement = try DirectStatement(self, .bestReadyJob)
         statement.bind(1, queue)
-        return try statement.firstAccepted { row in
-            let key = row.optionalString(2)
-            if let key, !admits(key) { return nil }
-            return ReadyJob(id: row.int64(0), priority: row.int64(1), concurrencyKey: key)
-        }
+        return try statement.firstAccepted { row in Self.readyJob(row, admits) }
+    }
+
+    /// The first ready job of `queue` at `priority` whose group sorts after `group` (or,
+    /// `nil`, any group), that `admits` lets start: by group, then lowest id. A walk of
+    /// `jobs_ready_groups`: how claims rotate across groups.
+    public func nextGroupJob(queue: String, priority: Int64, after group: String?, admits: (ReadyJob) -> Bool) throws -> ReadyJob? {
+        let statement = try DirectStatement(self, .nextGroupJob)
+        statement.bind(1, queue)
+        statement.bind(2, priority)
+        statement.bind(3, group ?? "")
+        return try statement.firstAccepted { row in Self.readyJob(row, admits) }
+    }
+
+    private static func readyJob(_ row: DirectStatement, _ admits: (ReadyJob) -> Bool) -> ReadyJob? {
+        let job = ReadyJob(
+            id: row.int64(0), priority: row.int64(1), concurrencyKey: row.optionalString(2),
+            limits: JobStore.limits(fromText: row.optionalString(3)), group: row.optionalString(4)
+        )
+        if job.isGated, !admits(job) { return nil }
+        return job
     }
 
     /// Moves a ready job to `running` under a new lease, and returns what its worker needs.
@@ -316,6 +340,31 @@ public struct StoreTransaction {
             settings[row[0]] = QueueSettings(maxRunning: row[1], timeoutMilliseconds: row[2], breaker: Self.breaker(row[3], row[4], row[5]))
         }
         return settings
+    }
+
+    /// Every named limit's settings (`set_limit`), templates included.
+    public func limitSettings() throws -> [String: LimitSettings] {
+        var settings: [String: LimitSettings] = [:]
+        for row in try Row.fetchAll(self.db, sql: "SELECT name, max_running, rate_count, rate_per_ms FROM limits") {
+            let count: Int? = row[2]
+            let per: Int64? = row[3]
+            settings[row[0]] = LimitSettings(
+                maxRunning: row[1], rate: count.flatMap { count in per.map { LimitSettings.Rate(count: count, perMilliseconds: $0) } }
+            )
+        }
+        return settings
+    }
+
+    /// Stores a named limit's settings, durably; empty settings remove it.
+    public func saveLimit(_ name: String, _ settings: LimitSettings) throws {
+        guard !settings.isEmpty else {
+            try self.db.execute(sql: "DELETE FROM limits WHERE name = ?", arguments: [name])
+            return
+        }
+        try self.db.execute(
+            sql: "INSERT OR REPLACE INTO limits (name, max_running, rate_count, rate_per_ms) VALUES (?, ?, ?, ?)",
+            arguments: [name, settings.maxRunning, settings.rate?.count, settings.rate?.perMilliseconds]
+        )
     }
 
     /// Applies `change` to a queue's settings, durably; the settings it leaves out stay.
@@ -684,6 +733,7 @@ public struct StoreTransaction {
         public var leaseMilliseconds: Int64
         public var queue: String
         public var concurrencyKey: String?
+        public var limits: [String]
         public var startedAt: Int64
         /// The uid of the process that claimed it, where known.
         public var holder: UInt32?
@@ -695,11 +745,14 @@ public struct StoreTransaction {
     public func runningLeases() throws -> [RunningLease] {
         try Row.fetchAll(
             self.db,
-            sql: "SELECT id, lease_token, lease_ms, queue, concurrency_key, coalesce(started_at, 0), peer_uid, timeout_ms FROM jobs WHERE state = 'running'"
+            sql: """
+                SELECT id, lease_token, lease_ms, queue, concurrency_key, coalesce(started_at, 0), peer_uid, timeout_ms, limits
+                FROM jobs WHERE state = 'running'
+                """
         ).map {
             RunningLease(
                 id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2], queue: $0[3], concurrencyKey: $0[4],
-                startedAt: $0[5], holder: ($0[6] as Int64?).map { UInt32(truncatingIfNeeded: $0) }, timeoutMilliseconds: $0[7]
+                limits: JobStore.limits(fromText: $0[8]), startedAt: $0[5], holder: ($0[6] as Int64?).map { UInt32(truncatingIfNeeded: $0) }, timeoutMilliseconds: $0[7]
             )
         }
     }
@@ -777,8 +830,9 @@ extension StoreTransaction {
 
     public static let insertJobSQL = """
         INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
-            backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key, parent, timeout_ms)
-        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key, parent, timeout_ms,
+            limits, fair_group)
+        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     public static let claimReadSQL = """
@@ -829,7 +883,14 @@ extension StoreTransaction {
     /// The claim: a walk of the `jobs_ready` index from its best entry, which needs no
     /// sort and no row reads (the index covers every column).
     public static let bestReadyJobSQL =
-        "SELECT id, priority, concurrency_key FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id"
+        "SELECT id, priority, concurrency_key, limits, fair_group FROM jobs WHERE ready = 1 AND queue = ? ORDER BY priority DESC, id"
+
+    /// The rotation across groups: a walk of `jobs_ready_groups` within one priority.
+    public static let nextGroupJobSQL = """
+        SELECT id, priority, concurrency_key, limits, fair_group FROM jobs
+        WHERE ready = 1 AND fair_group IS NOT NULL AND queue = ? AND priority = ? AND fair_group > ?
+        ORDER BY fair_group, id
+        """
 
     /// A queue's longest-waiting ready job: the first entry of `jobs_ready_since` for it.
     static let setPrioritySQL = """
@@ -862,7 +923,7 @@ extension JobStore {
         }
         let pid: Int32? = row[19]
         let uid: Int64? = row[20]
-        return Job(
+        var job = Job(
             id: row[0],
             queue: row[1],
             state: state,
@@ -888,5 +949,8 @@ extension JobStore {
             parent: row[25],
             timeoutMilliseconds: row[26]
         )
+        job.limits = Self.limits(fromText: row[27])
+        job.group = row[28]
+        return job
     }
 }

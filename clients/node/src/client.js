@@ -10,7 +10,7 @@ export const DEFAULT_SOCKET = path.join('baton-data', 'baton.sock');
 export const REPEATABLE = new Set([
   'hello', 'get', 'list', 'stats', 'events', 'health', 'metrics', 'workers',
   'heartbeat', 'checkpoint', 'complete', 'pause_queue', 'resume_queue', 'set_queue',
-  'set_priority', 'schedules', 'unschedule',
+  'set_priority', 'schedules', 'unschedule', 'set_limit', 'limits',
 ]);
 
 /** `delayMs` → `delay_ms`: options are written in JavaScript's style and sent in the protocol's. */
@@ -19,7 +19,7 @@ function wire(options = {}) {
   for (const [name, value] of Object.entries(options)) {
     if (value === undefined) continue;
     const key = name.replace(/[A-Z]/g, (letter) => '_' + letter.toLowerCase());
-    fields[key] = (key === 'backoff' || key === 'breaker') && value !== null ? wire(value) : value;
+    fields[key] = (key === 'backoff' || key === 'breaker' || key === 'rate') && value !== null ? wire(value) : value;
   }
   return fields;
 }
@@ -116,7 +116,8 @@ export class Client {
   }
 
   /** Options: priority, delayMs, runAt, maxAttempts, backoff {initialMs, factor, maxMs},
-   * leaseMs, uniqueKey, concurrencyKey, after (job ids). Resolves with {job, duplicate}. */
+   * leaseMs, timeoutMs, uniqueKey, concurrencyKey, limits (named limits, at most four), group
+   * (its fair-share group), after (job ids). Resolves with {job, duplicate}. */
   async enqueue(queue, payload = null, options = {}) {
     const { job, duplicate } = await this.request('enqueue', { queue, payload, ...wire(options) });
     return { job, duplicate };
@@ -263,6 +264,22 @@ export class Client {
   /** Gives an unfinished job a new priority; resolves to its state, unchanged. */
   async setPriority(job, priority) {
     return (await this.request('set_priority', { job, priority })).state;
+  }
+
+  /** Creates or changes a named limit (`tenant:*` is a template for every `tenant:...`).
+   * `settings` is `{maxRunning?, rate?}` (`rate`: `{count, perMs}`, at most `count` starts in
+   * any `perMs`): those left undefined stay, `null` removes one. Resolves to the limit's
+   * settings now, `{maxRunning, rate}`. */
+  async setLimit(name, settings) {
+    const reply = await this.request('set_limit', { name, ...wire(settings) });
+    const rate = reply.rate && { count: reply.rate.count, perMs: reply.rate.per_ms };
+    return { maxRunning: reply.max_running, rate };
+  }
+
+  /** Every limit set and every name in use, each with `rule`, its settings, `running`,
+   * `started_in_window` and `holding`, as the protocol names them. */
+  async limits() {
+    return (await this.request('limits')).limits;
   }
 
   async pauseQueue(queue) {

@@ -89,6 +89,25 @@ test('a breaker holds claims after failures', { skip: onPostgres && 'breakers ru
   assert.ok(await fixture.client.claim(['flaky']));
 });
 
+test('a named limit holds jobs across queues, and groups rotate', { skip: onPostgres && 'named limits run on the SQLite store for now' }, async () => {
+  const client = fixture.client;
+  assert.deepEqual(await client.setLimit('gpu', { maxRunning: 1 }), { maxRunning: 1, rate: null });
+  await client.enqueue('lim-extract', 1, { limits: ['gpu'] });
+  await client.enqueue('lim-embed', 2, { limits: ['gpu'] });
+  const first = await client.claim(['lim-extract', 'lim-embed']);
+  assert.equal(await client.claim(['lim-extract', 'lim-embed']), null);
+  const [gpu] = await client.limits();
+  assert.equal(gpu.name, 'gpu');
+  assert.equal(gpu.running, 1);
+  assert.equal(gpu.holding, true);
+  const rate = { count: 5, perMs: 1000 };
+  assert.deepEqual(await client.setLimit('gpu', { rate }), { maxRunning: 1, rate });
+  await client.complete(first);
+  assert.ok(await client.claim(['lim-extract', 'lim-embed']));
+  for (const group of ['big', 'big', 'big', 'small']) await client.enqueue('fair', group, { group });
+  assert.deepEqual([(await client.claim(['fair'])).payload, (await client.claim(['fair'])).payload], ['big', 'small']);
+});
+
 test('retry, cancel and purge by filter', async () => {
   for (const error of ['HTTP 429', 'bad input']) {
     await fixture.client.enqueue('dlq', error, { maxAttempts: 1 });

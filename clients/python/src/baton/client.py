@@ -36,7 +36,7 @@ REPEATABLE = frozenset(
     {
         "hello", "get", "list", "stats", "events", "health", "metrics", "workers",
         "heartbeat", "checkpoint", "complete", "pause_queue", "resume_queue", "set_queue",
-        "set_priority", "schedules", "unschedule",
+        "set_priority", "schedules", "unschedule", "set_limit", "limits",
     }
 )
 
@@ -175,13 +175,18 @@ class Client:
         concurrency_key: Optional[str] = None,
         after: Optional[Iterable[int]] = None,
         timeout_ms: Optional[int] = None,
+        limits: Optional[Iterable[str]] = None,
+        group: Optional[str] = None,
     ) -> Enqueued:
         """Adds a job. ``timeout_ms`` limits each attempt: one that runs longer is stopped,
-        even while it heartbeats, and retried (without it, the queue's limit applies)."""
+        even while it heartbeats, and retried (without it, the queue's limit applies).
+        ``limits`` names the limits (``set_limit``) the job counts against, at most four;
+        ``group`` is its fair-share group: claims rotate across a queue's groups."""
         reply = self.request(
             "enqueue", queue=queue, payload=NULL if payload is None else payload, priority=priority, delay_ms=delay_ms, run_at=run_at,
             max_attempts=max_attempts, backoff=backoff, lease_ms=lease_ms, unique_key=unique_key,
             concurrency_key=concurrency_key, after=list(after) if after else None, timeout_ms=timeout_ms,
+            limits=list(limits) if limits else None, group=group,
         )
         return Enqueued(reply["job"], reply["duplicate"])
 
@@ -337,6 +342,23 @@ class Client:
         """Gives an unfinished job a new priority; returns its state, unchanged. A queued job
         moves in the claim order at once, a running one keeps it for its next attempt."""
         return self.request("set_priority", job=job, priority=priority)["state"]
+
+    def set_limit(self, name: str, max_running: Any = KEEP, *, rate: Any = KEEP) -> Dict[str, Any]:
+        """Creates or changes a named limit (``tenant:*`` is a template for every
+        ``tenant:...``); settings not given stay, ``None`` removes one. ``max_running`` caps
+        the running jobs that name it, in any queue; ``rate`` is ``{"count": n, "per_ms": ms}``,
+        at most ``n`` starts in any ``ms``. Returns ``{"max_running", "rate"}`` as set now."""
+        settings = (("max_running", max_running), ("rate", rate))
+        if all(value is KEEP for _, value in settings):
+            raise ValueError("set_limit needs a setting to change: max_running or rate")
+        fields = {key: NULL if value is None else value for key, value in settings if value is not KEEP}
+        reply = self.request("set_limit", name=name, **fields)
+        return {key: reply[key] for key, _ in settings}
+
+    def limits(self) -> List[Dict[str, Any]]:
+        """Every limit set and every name in use, each with ``rule``, its settings,
+        ``running``, ``started_in_window`` and ``holding``."""
+        return self.request("limits")["limits"]
 
     def pause_queue(self, queue: str) -> None:
         self.request("pause_queue", queue=queue)

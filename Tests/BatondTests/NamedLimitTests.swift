@@ -1,0 +1,154 @@
+import BatonTestSupport
+import Foundation
+import Testing
+
+@Suite("Named limits and fair groups")
+struct NamedLimitTests {
+    private func limitStats(_ client: JSONLineClient, _ name: String) throws -> [String: Any]? {
+        try client.request(["op": "stats"]).object("limits")?[name] as? [String: Any]
+    }
+
+    /// On a PostgreSQL store, named limits and groups are refused whole: a job that asked
+    /// to be limited never runs unlimited.
+    private func expectRefusedOnPostgres(_ client: JSONLineClient) throws {
+        #expect(try client.request(["op": "set_limit", "name": "openai", "max_running": 2]).errorCode == "invalid_argument")
+        let limited = try client.request(["op": "enqueue", "queue": "q", "payload": 1, "limits": ["openai"]])
+        #expect(limited.errorCode == "invalid_argument", "\(limited)")
+        let grouped = try client.request(["op": "enqueue", "queue": "q", "payload": 1, "group": "tenant-1"])
+        #expect(grouped.errorCode == "invalid_argument", "\(grouped)")
+        #expect(try client.request(["op": "stats"]).object("queues")?["q"] == nil, "nothing was enqueued")
+    }
+
+    @Test("a rate limit of 20 per second holds under 16 workers, and a parked claim starts when the window opens")
+    func rateUnderLoad() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        guard !TestStore.current.isPostgres else { return try self.expectRefusedOnPostgres(client) }
+        let set = try client.request(["op": "set_limit", "name": "openai", "rate": ["count": 20, "per_ms": 1_000]])
+        #expect((set.object("rate"))?["count"] as? Int == 20, "\(set)")
+        var ids: [Int] = []
+        for index in 0..<60 { ids.append(try client.enqueue(queue: "extract", payload: index, ["limits": ["openai"]])) }
+
+        let socketPath = server.socketPath
+        let threads = (0..<16).map { _ in
+            Thread {
+                guard let worker = try? JSONLineClient(connection: LineConnection(path: socketPath, timeoutSeconds: 30)) else { return }
+                while let job = try? worker.claim(queues: ["extract"], ["wait_ms": 3_000]) {
+                    guard (try? worker.fenced("complete", job))?.ok == true else { return }
+                }
+            }
+        }
+        for thread in threads { thread.start() }
+        while threads.contains(where: { !$0.isFinished }) { usleep(10_000) }
+
+        let starts = try ids.map { try #require(try client.get($0)["started_at"] as? Int) }.sorted()
+        #expect(starts.count == 60, "every job ran")
+        for index in 0..<(starts.count - 20) {
+            // 21 starts need more than a second between the first and the last.
+            #expect(starts[index + 20] - starts[index] >= 995, "starts \(index)...\(index + 20) within \(starts[index + 20] - starts[index]) ms")
+        }
+        #expect(starts[20] - starts[0] < 2_500, "the 21st start waited for the window (\(starts[20] - starts[0]) ms), not for its 3 s claim to time out")
+        let stats = try #require(try client.request(["op": "stats"]).object("queues")?["extract"] as? [String: Any])
+        #expect(stats["completed"] as? Int == 60 && stats["failed"] as? Int == 0)
+    }
+
+    @Test("a max_running on a shared limit holds across two queues, wakes a parked claim, and outlives a restart")
+    func sharedAcrossQueues() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        guard !TestStore.current.isPostgres else { return }
+        #expect(try client.request(["op": "set_limit", "name": "gpu", "max_running": 2]).int("max_running") == 2)
+        for index in 0..<3 {
+            _ = try client.enqueue(queue: "extract", payload: index, ["limits": ["gpu"]])
+            _ = try client.enqueue(queue: "embed", payload: index, ["limits": ["gpu"]])
+        }
+        let extract = try #require(try client.claim(queues: ["extract"]))
+        #expect(try client.claim(queues: ["embed"]) != nil)
+        #expect(try client.claim(queues: ["extract", "embed"]) == nil, "two jobs naming gpu run, in whichever queues")
+        let gpu = try #require(try self.limitStats(client, "gpu"))
+        #expect(gpu["running"] as? Int == 2 && gpu["max_running"] as? Int == 2 && gpu["holding"] as? Bool == true, "\(gpu)")
+        #expect((try client.get(extract.id)["limits"] as? [String]) == ["gpu"])
+
+        let waiter = try server.connect()
+        try waiter.send(["op": "claim", "queues": ["embed"], "wait_ms": 20_000])
+        try client.waitForParkedClaims(1)
+        #expect(try client.fenced("complete", extract).ok)
+        let woken = try waiter.readReply()
+        #expect(woken.object("job")?["queue"] as? String == "embed", "the freed slot goes to the claim waiting in the other queue: \(woken)")
+
+        try server.restart()
+        let again = try server.connect()
+        let kept = try #require(try self.limitStats(again, "gpu"))
+        #expect(kept["max_running"] as? Int == 2 && kept["running"] as? Int == 2, "the setting and the running jobs outlive a restart: \(kept)")
+        #expect(try again.claim(queues: ["extract", "embed"]) == nil)
+        let listed = try #require(try again.request(["op": "limits"]).fields["limits"] as? [[String: Any]])
+        #expect(listed.map { $0["name"] as? String } == ["gpu"], "\(listed)")
+        #expect(try again.request(["op": "set_limit", "name": "gpu", "max_running": NSNull()]).isNull("max_running"))
+        #expect(try again.claim(queues: ["extract", "embed"]) != nil, "without the limit the job starts")
+        let stats = try #require(try again.request(["op": "stats"]).object("queues")?["extract"] as? [String: Any])
+        #expect(stats["failed"] as? Int == 0, "held-back jobs wait, never fail")
+    }
+
+    @Test("a tenant:* template gives each tenant its own quota; a tenant's own setting overrides it")
+    func template() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        guard !TestStore.current.isPostgres else { return }
+        #expect(try client.request(["op": "set_limit", "name": "tenant:*", "max_running": 1]).ok)
+        var jobs: [String: [Int]] = [:]
+        for tenant in ["tenant:1", "tenant:2"] {
+            for index in 0..<3 { jobs[tenant, default: []].append(try client.enqueue(queue: "q", payload: index, ["limits": [tenant]])) }
+        }
+        #expect(try client.claim(queues: ["q"])?.id == jobs["tenant:1"]![0])
+        #expect(try client.claim(queues: ["q"])?.id == jobs["tenant:2"]![0], "tenant:1's quota is full; tenant:2 has its own")
+        #expect(try client.claim(queues: ["q"]) == nil)
+        let tenant1 = try #require(try self.limitStats(client, "tenant:1"))
+        #expect(tenant1["rule"] as? String == "tenant:*" && tenant1["running"] as? Int == 1, "\(tenant1)")
+
+        #expect(try client.request(["op": "set_limit", "name": "tenant:2", "max_running": 2]).ok)
+        #expect(try client.claim(queues: ["q"])?.id == jobs["tenant:2"]![1], "tenant:2's own limit of 2 overrides the template")
+        #expect(try client.claim(queues: ["q"]) == nil)
+    }
+
+    @Test("claims rotate across groups: a 10-job group is served within the first claims beside a 10,000-job group")
+    func fairRotation() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        guard !TestStore.current.isPostgres else { return }
+        for batch in 0..<10 {
+            let jobs = (0..<1_000).map { ["queue": "parse", "payload": batch * 1_000 + $0, "group": "big"] as [String: Any] }
+            #expect(try client.request(["op": "enqueue_batch", "jobs": jobs]).ok)
+        }
+        var small: Set<Int> = []
+        for index in 0..<10 { small.insert(try client.enqueue(queue: "parse", payload: -index, ["group": "small"])) }
+
+        var order: [String] = []
+        for _ in 0..<40 {
+            let job = try #require(try client.claim(queues: ["parse"]))
+            order.append(small.contains(job.id) ? "small" : "big")
+        }
+        let lastSmall = try #require(order.lastIndex(of: "small"))
+        #expect(order.filter { $0 == "small" }.count == 10, "\(order)")
+        #expect(lastSmall < 22, "the small group's jobs all start within the first claims: \(order)")
+        #expect(try client.get(small.first!)["group"] as? String == "small")
+    }
+
+    @Test("limits and groups refuse what they cannot hold", arguments: [
+        ["op": "set_limit", "name": "x"],
+        ["op": "set_limit", "name": "x", "rate": ["count": 0, "per_ms": 1_000]],
+        ["op": "set_limit", "name": "x", "rate": ["count": 5]],
+        ["op": "set_limit", "name": "x", "max_running": 0],
+        ["op": "enqueue", "queue": "q", "payload": 1, "limits": ["a", "b", "c", "d", "e"]],
+        ["op": "enqueue", "queue": "q", "payload": 1, "limits": ["tenant:*"]],
+        ["op": "enqueue", "queue": "q", "payload": 1, "limits": "openai"],
+        ["op": "enqueue", "queue": "q", "payload": 1, "group": ""],
+    ] as [[String: any Sendable]])
+    func badInput(request: [String: any Sendable]) throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        let reply = try client.request(request)
+        #expect(reply.errorCode == "invalid_argument", "\(reply)")
+        #expect(try client.request(["op": "limits"]).fields["limits"] as? [Any] != nil)
+        #expect(try client.request(["op": "stats"]).object("queues")?["q"] == nil, "nothing was enqueued")
+    }
+}
