@@ -321,14 +321,21 @@ public struct EnqueueOptions: Sendable {
     /// Each attempt's time limit: one that runs longer is stopped, even while it
     /// heartbeats, and retried. Without it, the queue's (`set_queue`), if any.
     public var timeout: Duration?
+    /// The named limits (``BatonClient/setLimit(_:_:)``) the job counts against, at most
+    /// four: it starts only when every one admits it.
+    public var limits: [String]
+    /// Its fair-share group: claims rotate across a queue's groups.
+    public var group: String?
 
     /// Options; each left `nil` takes the server's default.
     public init(
         priority: Int32? = nil, delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int? = nil,
         backoff: BackoffPolicy? = nil, leaseDuration: Duration? = nil, uniqueKey: String? = nil,
-        concurrencyKey: String? = nil, after: [Int64] = [], timeout: Duration? = nil
+        concurrencyKey: String? = nil, after: [Int64] = [], timeout: Duration? = nil, limits: [String] = [], group: String? = nil
     ) {
         self.timeout = timeout
+        self.limits = limits
+        self.group = group
         self.concurrencyKey = concurrencyKey
         self.after = after
         self.priority = priority
@@ -358,6 +365,13 @@ public struct EnqueueOptions: Sendable {
         if let uniqueKey { request.member("unique_key", uniqueKey) }
         if let concurrencyKey { request.member("concurrency_key", concurrencyKey) }
         if let timeout { request.member("timeout_ms", timeout.milliseconds) }
+        if !self.limits.isEmpty {
+            request.key("limits")
+            request.beginArray()
+            for name in self.limits { request.string(name) }
+            request.endArray()
+        }
+        if let group { request.member("group", group) }
         if !self.after.isEmpty {
             request.key("after")
             request.beginArray()

@@ -325,7 +325,8 @@ final class Authority: JobAuthority, @unchecked Sendable {
     /// The metrics now, with `census` for the job counts: O(1) on this thread (the
     /// dictionaries are copied on write), O(queues) for whoever writes it out.
     func metricsSnapshot(census: JobCensus) -> MetricsSnapshot {
-        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts)
+        MetricsSnapshot(
+            serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts, limits: self.running.namedLimits.uses)
     }
 
     /// Closes the store once everything before it on the loop has run.

@@ -16,6 +16,15 @@ struct MetricsSnapshot: Sendable {
     var queues: [String: QueueMetrics]
     /// Each queue's jobs by state.
     var jobs: [String: [JobState: Int]]
+    /// The named limits set or in use (at most ``Reply/maximumLimitsShown``).
+    var limits: [NamedLimits.Use] = []
+
+    /// Each limit's gauges: running jobs, starts in its rate window, whether it holds a claim back.
+    private static let limitGauges: [(String, @Sendable (NamedLimits.Use) -> Int64)] = [
+        ("baton_limit_running", { Int64($0.running) }),
+        ("baton_limit_started_in_window", { Int64($0.recentStarts) }),
+        ("baton_limit_holding", { $0.holding ? 1 : 0 }),
+    ]
 
     /// Every queue with metrics or jobs, sorted, so that the output is stable.
     private var queueNames: [String] {
@@ -39,6 +48,10 @@ struct MetricsSnapshot: Sendable {
             for state in JobState.allCases {
                 out.sample("baton_jobs", [("queue", name), ("state", state.rawValue)], Int64(counts?[state] ?? 0))
             }
+        }
+        for (family, value) in Self.limitGauges {
+            out.type(family, "gauge")
+            for use in self.limits.prefix(Reply.maximumLimitsShown) { out.sample(family, [("limit", use.name)], value(use)) }
         }
         for (family, value) in QueueMetrics.histograms {
             out.type(family, "histogram")
@@ -77,6 +90,9 @@ struct MetricsSnapshot: Sendable {
                 for state in JobState.allCases {
                     reply.sample("baton_jobs", [("queue", name), ("state", state.rawValue)], Double(counts?[state] ?? 0))
                 }
+            }
+            for (family, value) in Self.limitGauges {
+                for use in self.limits.prefix(Reply.maximumLimitsShown) { reply.sample(family, [("limit", use.name)], Double(value(use))) }
             }
             reply.endArray()
             reply.key("histograms")

@@ -24,6 +24,7 @@ struct Baton: AsyncParsableCommand {
             Enqueue.self, Get.self, List.self, Stats.self, Cancel.self, Pause.self, Resume.self, Retry.self, Purge.self, SetPriority.self,
             PauseQueue.self, ResumeQueue.self, SetQueue.self, Events.self, Workers.self, Health.self, Top.self, Claim.self,
             Heartbeat.self, Complete.self, Fail.self, Release.self, Backup.self, Schedule.self, Unschedule.self, Schedules.self,
+            SetLimit.self, Limits.self,
         ]
     )
 }

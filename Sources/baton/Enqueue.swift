@@ -37,6 +37,12 @@ struct Enqueue: AsyncParsableCommand {
     @Option(help: "Stop (and retry) an attempt that runs longer than this many milliseconds, even while it heartbeats.")
     var timeoutMs: Int64?
 
+    @Option(name: .customLong("limit"), help: "A named limit the job counts against (repeatable, at most 4; see set-limit).")
+    var limits: [String] = []
+
+    @Option(help: "The job's fair-share group (a tenant or user): claims rotate across a queue's groups.")
+    var group: String?
+
     func run() async throws {
         let payload = try parseJSON(self.payload == "-" ? readStandardInput() : self.payload, what: "the payload")
         let options = EnqueueOptions(
@@ -47,7 +53,9 @@ struct Enqueue: AsyncParsableCommand {
             uniqueKey: self.uniqueKey,
             concurrencyKey: self.concurrencyKey,
             after: self.after,
-            timeout: self.timeoutMs.map { Duration.milliseconds($0) }
+            timeout: self.timeoutMs.map { Duration.milliseconds($0) },
+            limits: self.limits,
+            group: self.group
         )
         let result = try await self.connection.withClient { client in
             try await client.enqueue(queue: self.queue, payload: payload, options: options)

@@ -61,6 +61,7 @@ struct Top: AsyncParsableCommand {
         var workers: [WorkerInfo]
         var health: HealthInfo
         var running: [JobInfo]
+        var limits: [LimitInfo]
 
         init(client: BatonClient) async throws {
             self.queues = try await client.stats()
@@ -68,6 +69,7 @@ struct Top: AsyncParsableCommand {
             self.workers = try await client.workers()
             self.health = try await client.health()
             self.running = try await client.list(state: .running, limit: 1_000, oldestFirst: true).jobs
+            self.limits = try await client.limits()
         }
     }
 
@@ -95,6 +97,10 @@ struct Top: AsyncParsableCommand {
             ])
         }
         lines.append(sample.queues.isEmpty ? "no jobs" : Stats.render(queues))
+        if !sample.limits.isEmpty {
+            lines.append("")
+            lines.append(Stats.render(Limits.rows(sample.limits.prefix(10))))
+        }
         lines.append("")
         lines.append(sample.workers.isEmpty ? "no workers connected" : Stats.render(Workers.rows(sample.workers, now: sample.wall)))
         lines.append("")

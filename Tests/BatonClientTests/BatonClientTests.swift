@@ -122,6 +122,29 @@ struct BatonClientTests {
         }
     }
 
+    @Test("named limits and groups through the client: setLimit, enqueue options, limits")
+    func namedLimits() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            guard !TestStore.current.isPostgres else {
+                await #expect(throws: BatonError.self) { try await client.setLimit("gpu", LimitSettings.Change(maxRunning: 1)) }
+                return
+            }
+            let rate = LimitSettings.Rate(count: 100, perMilliseconds: 1_000)
+            let settings = try await client.setLimit("gpu", LimitSettings.Change(maxRunning: 1, rate: .some(rate)))
+            #expect(settings == LimitSettings(maxRunning: 1, rate: rate))
+            for queue in ["extract", "embed"] {
+                _ = try await client.enqueue(queue: queue, payload: queue, options: EnqueueOptions(limits: ["gpu"], group: "tenant-1"))
+            }
+            let first = try #require(try await client.claim(queues: ["extract", "embed"]))
+            #expect(try await client.claim(queues: ["extract", "embed"]) == nil, "gpu runs one job, across queues")
+            let gpu = try #require(try await client.limits().first { $0.name == "gpu" })
+            #expect(gpu.running == 1 && gpu.startedInWindow == 1 && gpu.holding && gpu.rule == "gpu")
+            try await first.complete()
+            #expect(try await client.claim(queues: ["extract", "embed"]) != nil)
+        }
+    }
+
     @Test("a failed attempt is retried with its checkpoint, then fails for good")
     func failAndRetry() async throws {
         let server = try TestServer()

@@ -229,6 +229,26 @@ struct CommandLineTests {
         #expect(try baton(["set-queue", "llm", "--no-breaker"] + socket).status == 0)
     }
 
+    @Test("set-limit, enqueue --limit and --group, and limits")
+    func limits() throws {
+        let server = try TestServer()
+        let socket = ["--socket", server.socketPath]
+        let set = try baton(["set-limit", "tenant:*", "--max-running", "1", "--rate", "10", "--per-ms", "60000"] + socket)
+        #expect(set.status == (TestStore.current.isPostgres ? 1 : 0), "\(set.errors)")
+        #expect(try baton(["set-limit", "openai", "--rate", "10"] + socket).status == 64, "--rate needs --per-ms")
+        guard !TestStore.current.isPostgres else { return }
+        for _ in 0..<2 { #expect(try baton(["enqueue", "q", "1", "--limit", "tenant:7", "--group", "tenant-7"] + socket).status == 0) }
+        #expect(try baton(["claim", "q"] + socket).status == 0)
+        #expect(try baton(["claim", "q"] + socket).status == 2, "tenant:7's quota of one is running")
+        let table = try baton(["limits"] + socket)
+        let row = table.output.split(separator: "\n").first { $0.hasPrefix("tenant:7 ") }.map(String.init) ?? ""
+        #expect(row.contains("tenant:*") && row.contains("1/1") && row.contains("1/10 per 60000 ms") && row.hasSuffix("yes"), "\(table.output)")
+        let json = try baton(["limits", "--json"] + socket)
+        #expect(json.output.contains(#""name":"tenant:*""#) && json.output.contains(#""running":1"#), "\(json.output)")
+        #expect(try baton(["set-limit", "tenant:*", "--no-max-running", "--no-rate"] + socket).status == 0)
+        #expect(try baton(["claim", "q"] + socket).status == 0, "with the template removed the job starts")
+    }
+
     @Test("list shows progress as a person reads it")
     func listShowsProgress() throws {
         let server = try TestServer()

@@ -68,6 +68,9 @@ struct NamedLimitTests {
         let gpu = try #require(try self.limitStats(client, "gpu"))
         #expect(gpu["running"] as? Int == 2 && gpu["max_running"] as? Int == 2 && gpu["holding"] as? Bool == true, "\(gpu)")
         #expect((try client.get(extract.id)["limits"] as? [String]) == ["gpu"])
+        let samples = try client.request(["op": "metrics", "format": "json"]).fields["samples"] as? [[String: Any]] ?? []
+        let gauge = samples.first { $0["name"] as? String == "baton_limit_running" && ($0["labels"] as? [String: String])?["limit"] == "gpu" }
+        #expect(gauge?["value"] as? Int == 2, "\(String(describing: gauge))")
 
         let waiter = try server.connect()
         try waiter.send(["op": "claim", "queues": ["embed"], "wait_ms": 20_000])
