@@ -70,6 +70,15 @@ struct BatonBench: ParsableCommand {
     @Option(help: "Jobs per transaction for --postgres-store.")
     var batch: Int = 64
 
+    @Option(help: "Every job names this limit, set first to a max_running and a rate no run reaches: what admission costs when it holds nothing back.")
+    var limit: String?
+
+    @Option(help: "Jobs name one of this many tenants' limits in turn (`tenant:N`), under a `tenant:*` template set first.")
+    var tenants: Int = 0
+
+    @Option(help: "Jobs carry one of this many fair-share groups in turn.")
+    var groups: Int = 0
+
     func run() throws {
         if let url = self.postgresStore {
             return try PostgresStoreProbe(url: url, jobs: self.jobs, batch: self.batch).run()
@@ -82,7 +91,35 @@ struct BatonBench: ParsableCommand {
         }
     }
 
+    /// What each enqueue adds to its job: its limits and group, by the job's number.
+    private var jobFields: @Sendable (Int) -> String {
+        let limit = self.limit
+        let tenants = self.tenants
+        let groups = self.groups
+        return { index in
+            var fields = ""
+            var limits: [String] = []
+            if let limit { limits.append(#""\#(limit)""#) }
+            if tenants > 0 { limits.append(#""tenant:\#(index % tenants)""#) }
+            if !limits.isEmpty { fields += #","limits":[\#(limits.joined(separator: ","))]"# }
+            if groups > 0 { fields += #","group":"g\#(index % groups)""# }
+            return fields
+        }
+    }
+
+    /// Sets the limits the jobs name, each far above what a run reaches.
+    private func setLimits() throws {
+        let names = (self.limit.map { [$0] } ?? []) + (self.tenants > 0 ? ["tenant:*"] : [])
+        let connection = try LineConnection(path: self.socket[0])
+        for name in names {
+            try connection.send(#"{"op":"set_limit","name":"\#(name)","max_running":1000000,"rate":{"count":10000,"per_ms":1}}"# + "\n")
+            let reply = try connection.readLine()
+            guard contains(#""ok":true"#, in: reply) else { throw BenchError("set_limit failed: \(reply)") }
+        }
+    }
+
     private func throughput() throws {
+        try self.setLimits()
         let perProducer = self.jobs / self.producers
         let total = perProducer * self.producers
         let shared = SharedProgress(jobs: total)
@@ -90,7 +127,7 @@ struct BatonBench: ParsableCommand {
         for index in 0..<self.producers {
             let agent = Producer(
                 connection: try LineConnection(path: self.socket[index % self.socket.count]), queue: self.queue, jobs: perProducer,
-                window: self.window)
+                window: self.window, fields: self.jobFields, first: index * perProducer)
             agents[index % agents.count].append(agent)
         }
         for index in 0..<self.workers {
@@ -120,7 +157,8 @@ struct BatonBench: ParsableCommand {
         let latencies = agents.joined().compactMap { $0 as? Worker }.flatMap(\.latencies).sorted()
         print(
             "throughput: \(total) jobs, \(self.producers) producers, \(self.workers) workers, window \(self.window)"
-                + (self.completeAndClaim ? ", complete-and-claim" : "")
+                + (self.completeAndClaim ? ", complete-and-claim" : "") + (self.limit.map { ", limit \($0)" } ?? "")
+                + (self.tenants > 0 ? ", \(self.tenants) tenants under tenant:*" : "") + (self.groups > 0 ? ", \(self.groups) groups" : "")
         )
         print(String(format: "  %.0f cycles/s (enqueue → claim → complete, %.2f s)", Double(total) / seconds, seconds))
         print("  enqueue-to-claim latency: \(percentiles(latencies))")
@@ -179,14 +217,19 @@ private final class Producer: Agent {
     private let queue: String
     private let jobs: Int
     private let window: Int
+    /// The job's limits and group, by its number.
+    private let fields: (Int) -> String
+    private let first: Int
     private var sent = 0
     private var answered = 0
 
-    init(connection: LineConnection, queue: String, jobs: Int, window: Int) {
+    init(connection: LineConnection, queue: String, jobs: Int, window: Int, fields: @escaping (Int) -> String, first: Int) {
         self.connection = connection
         self.queue = queue
         self.jobs = jobs
         self.window = max(window, 1)
+        self.fields = fields
+        self.first = first
     }
 
     var isDone: Bool { self.answered == self.jobs }
@@ -202,7 +245,7 @@ private final class Producer: Agent {
     private func fill() throws {
         var lines = ""
         while self.sent < self.jobs, self.sent - self.answered < self.window {
-            lines += #"{"op":"enqueue","queue":"\#(self.queue)","payload":{"t":\#(monotonicNanoseconds())}}"# + "\n"
+            lines += #"{"op":"enqueue","queue":"\#(self.queue)","payload":{"t":\#(monotonicNanoseconds())}\#(self.fields(self.first + self.sent))}"# + "\n"
             self.sent += 1
         }
         if !lines.isEmpty { try self.connection.send(lines) }

@@ -9,15 +9,21 @@ extension Authority {
     /// in a queue whose claims rotate across groups, the next group's.
     ///
     /// Fair groups: among ready jobs of the top priority, claims take each group's oldest
-    /// admitted job in turn, by group name, and at the turn of each round the oldest job of
-    /// that priority whatever its group (so jobs without a group are served once a round).
-    /// Rotation starts in a queue with the first job claimed that has a group.
+    /// admitted job in turn, by group name; at the turn of each round, the oldest job of that
+    /// priority if it has no group (jobs without a group are not rotated, they keep their
+    /// place in age order), else the first group's. Rotation starts in a queue with the first
+    /// job claimed that has a group.
     func bestReadyJob(in queue: String, _ context: inout BatchContext) throws -> StoreTransaction.ReadyJob? {
         let now = context.leaseNow
         let admits = { (job: StoreTransaction.ReadyJob) in self.admits(job, of: queue, now: now) }
         guard let first = try context.tx.bestReadyJob(queue: queue, admits: admits) else { return nil }
         guard let cursor = self.groupCursors[queue] else { return first }
-        return try context.tx.nextGroupJob(queue: queue, priority: first.priority, after: cursor, admits: admits) ?? first
+        if let next = try context.tx.nextGroupJob(queue: queue, priority: first.priority, after: cursor, admits: admits) {
+            return next
+        }
+        // The turn of the round: the oldest job if it has no group, else the first group's.
+        if first.group == nil || cursor.isEmpty { return first }
+        return try context.tx.nextGroupJob(queue: queue, priority: first.priority, after: nil, admits: admits) ?? first
     }
 
     /// A claim started `job` of `queue`: the next claim there goes on from its group.

@@ -119,11 +119,12 @@ struct NamedLimitTests {
         let client = try server.connect()
         guard !TestStore.current.isPostgres else { return }
         for batch in 0..<10 {
-            let jobs = (0..<1_000).map { ["queue": "parse", "payload": batch * 1_000 + $0, "group": "big"] as [String: Any] }
+            let jobs = (0..<1_000).map { ["queue": "parse", "payload": batch * 1_000 + $0, "group": "zeta"] as [String: Any] }
             #expect(try client.request(["op": "enqueue_batch", "jobs": jobs]).ok)
         }
         var small: Set<Int> = []
-        for index in 0..<10 { small.insert(try client.enqueue(queue: "parse", payload: -index, ["group": "small"])) }
+        // The small group sorts first and its jobs are the newest: neither name nor age helps it.
+        for index in 0..<10 { small.insert(try client.enqueue(queue: "parse", payload: -index, ["group": "alpha"])) }
 
         var order: [String] = []
         for _ in 0..<40 {
@@ -133,7 +134,13 @@ struct NamedLimitTests {
         let lastSmall = try #require(order.lastIndex(of: "small"))
         #expect(order.filter { $0 == "small" }.count == 10, "\(order)")
         #expect(lastSmall < 22, "the small group's jobs all start within the first claims: \(order)")
-        #expect(try client.get(small.first!)["group"] as? String == "small")
+        #expect(try client.get(small.first!)["group"] as? String == "alpha")
+
+        // Three groups take turns, whatever their names and ages.
+        for group in ["m", "m", "m", "b", "b", "b", "x", "x", "x"] { _ = try client.enqueue(queue: "three", payload: group, ["group": group]) }
+        var turns: [String] = []
+        for _ in 0..<6 { turns.append(try #require(try client.claim(queues: ["three"])?.payload as? String)) }
+        #expect(turns == ["m", "x", "b", "m", "x", "b"], "\(turns)")
     }
 
     @Test("limits and groups refuse what they cannot hold", arguments: [
