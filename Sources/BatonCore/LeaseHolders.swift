@@ -21,7 +21,44 @@ public struct LeaseHolders: Sendable {
     }
 
     private var holders: [Int64: Holder] = [:]
-    private var jobs: [UInt64: Set<Int64>] = [:]
+    private var jobs: [UInt64: Held] = [:]
+
+    /// A connection's leases: most workers hold one job at a time, which needs no set (and
+    /// so no allocation per claim).
+    private enum Held: Sendable {
+        case one(Int64)
+        case many(Set<Int64>)
+
+        var all: [Int64] {
+            switch self {
+            case .one(let job): [job]
+            case .many(let jobs): jobs.sorted()
+            }
+        }
+
+        mutating func insert(_ job: Int64) {
+            switch self {
+            case .one(let held) where held == job: return
+            case .one(let held): self = .many([held, job])
+            case .many(var jobs):
+                self = .one(job)  // lets `jobs` be the only reference while it grows
+                jobs.insert(job)
+                self = .many(jobs)
+            }
+        }
+
+        /// Removes `job`; whether none is left.
+        mutating func remove(_ job: Int64) -> Bool {
+            switch self {
+            case .one(let held): return held == job
+            case .many(var jobs):
+                self = .one(job)
+                jobs.remove(job)
+                self = .many(jobs)
+                return jobs.isEmpty
+            }
+        }
+    }
 
     public init() {}
 
@@ -47,7 +84,7 @@ public struct LeaseHolders: Sendable {
 
     /// The leases that end with process `process`, held on `connection`, which has closed.
     public func bound(to process: Int32, on connection: UInt64) -> [(id: Int64, token: FencingToken)] {
-        (self.jobs[connection] ?? []).sorted().compactMap { job in
+        (self.jobs[connection]?.all ?? []).compactMap { job in
             self.holders[job].flatMap { $0.process == process ? (job, $0.token) : nil }
         }
     }
@@ -60,19 +97,22 @@ public struct LeaseHolders: Sendable {
 
     /// The ids of the jobs each connection holds, in increasing order.
     public var jobsByConnection: [UInt64: [Int64]] {
-        self.jobs.mapValues { $0.sorted() }
+        self.jobs.mapValues(\.all)
     }
 
     private mutating func set(_ job: Int64, _ holder: Holder) {
         if let previous = self.holders.updateValue(holder, forKey: job), previous.connection != holder.connection {
             self.unindex(job, from: previous.connection)
         }
-        self.jobs[holder.connection, default: []].insert(job)
+        if let index = self.jobs.index(forKey: holder.connection) {
+            self.jobs.values[index].insert(job)
+        } else {
+            self.jobs[holder.connection] = .one(job)
+        }
     }
 
     private mutating func unindex(_ job: Int64, from connection: UInt64) {
         guard let index = self.jobs.index(forKey: connection) else { return }
-        self.jobs.values[index].remove(job)
-        if self.jobs.values[index].isEmpty { self.jobs.remove(at: index) }
+        if self.jobs.values[index].remove(job) { self.jobs.remove(at: index) }
     }
 }

@@ -124,7 +124,7 @@ extension Authority {
                 return Outcome(line: Reply.schedules(id: id, try context.tx.schedules()))
             case .bulk(let change):
                 // Stepped by the batches from this one on; answered when done (Authority.apply).
-                self.startBulk(BulkRun(progress: BulkChange.Progress(change, lastID: try context.tx.lastJobID()), id: id, reply: submission.reply))
+                self.bulkRuns.append(BulkRun(progress: BulkChange.Progress(change, lastID: try context.tx.lastJobID()), id: id, reply: submission.reply))
                 return nil
             case .backup(let path):
                 // Answered when the copy is complete; see Authority+Backup.
@@ -791,7 +791,7 @@ extension Authority {
         guard let next = self.nextScheduleAt, next <= context.wallNow else { return }
         for schedule in try context.tx.dueSchedules(now: context.wallNow, limit: 100) {
             guard let slot = schedule.nextAt else { continue }
-            let previousUnfinished = try schedule.lastJob.flatMap { try context.tx.job(id: $0) }.map { !$0.state.isFinished } ?? false
+            let previousUnfinished = try schedule.lastJob.flatMap { try context.tx.states(of: [$0])[$0] }.map { !$0.isFinished } ?? false
             let (fire, nextSlot) = schedule.due(now: context.wallNow, previousUnfinished: previousUnfinished)
             var job: Int64?
             if let fire {

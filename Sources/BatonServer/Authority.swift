@@ -93,7 +93,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
     /// Closed connections whose process has exited, for the next batch to end their leases.
     private var exited: [ConnectionIdentity] = []
     /// Bulk changes under way, oldest first: each batch takes one step of the first.
-    fileprivate var bulkRuns: [BulkRun] = []
+    var bulkRuns: [BulkRun] = []
     private var flushScheduled = false
     private var timer: Scheduled<Void>?
     private var timerDeadline: Int64 = .max
@@ -686,8 +686,3 @@ struct BulkRun: Sendable {
     var reply: ReplySink
 }
 
-extension Authority {
-    func startBulk(_ run: BulkRun) {
-        self.bulkRuns.append(run)
-    }
-}
