@@ -58,6 +58,17 @@ public struct CircuitBreaker: Hashable, Sendable {
         self.settings = settings
     }
 
+    /// A breaker as a store shared by many hosts keeps it: when it opened until (`nil`
+    /// while closed; passed, it is half-open), its trial job while that runs, and the times
+    /// of the failures since the last success, as of `now`.
+    public init(_ settings: Settings, openUntil: Int64?, trial: Int64?, failures: [Int64], now: Int64) {
+        self.settings = settings
+        self.failures = failures
+        if let openUntil {
+            self.state = now < openUntil ? .open(until: openUntil) : .halfOpen(trial: trial)
+        }
+    }
+
     /// When an open breaker lets its trial through; `nil` unless it is open.
     public var opensUntil: Int64? {
         if case .open(let until) = self.state { until } else { nil }

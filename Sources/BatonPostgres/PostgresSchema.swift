@@ -198,7 +198,25 @@ enum PostgresSchema {
                 )
                 """,
             ]
-        )
+        ),
+        Migration(
+            version: 2, name: "circuit breakers",
+            statements: [
+                """
+                -- A queue's circuit breaker: its settings, and its state, which every host reads and
+                -- moves under the queue row's lock. open_until is NULL while it is closed; once
+                -- passed, the breaker is half-open, and trial is the job let through (while it runs).
+                -- failed_at: the failures since the last success, within the window.
+                ALTER TABLE queues
+                    ADD COLUMN breaker_failures integer,
+                    ADD COLUMN breaker_window_ms bigint,
+                    ADD COLUMN breaker_cooldown_ms bigint,
+                    ADD COLUMN breaker_open_until bigint,
+                    ADD COLUMN breaker_trial bigint,
+                    ADD COLUMN breaker_failed_at bigint[] NOT NULL DEFAULT '{}'
+                """,
+            ]
+        ),
     ]
 
     /// Brings the database's schema up to date; returns how many migrations it applied.

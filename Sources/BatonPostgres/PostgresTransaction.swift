@@ -94,6 +94,8 @@ public struct PostgresTransaction {
         public var deadline: Int64
         /// The state the job was claimed from: `queued` or `retrying`.
         public var from: JobState
+        /// Whether it is the trial its queue's half-open breaker let through.
+        public var isTrial = false
     }
 
     /// What one claim asks for.
@@ -150,12 +152,17 @@ public struct PostgresTransaction {
             var waiting = groups[queues]!
             // -1: the statement reads each queue's settings itself (see claimRound).
             var room = [Int32](repeating: -1, count: queues.count)
+            var trials: Set<String> = []
             var counted = false
             // A job whose key another host took a moment ago is claimed by no one here; the
             // next round, in a new snapshot, sees the key held and passes that job over.
             for _ in 0..<8 where !waiting.isEmpty {
                 let round = try await self.claimRound(queues: queues, room: room, wishes: waiting.map { wishes[$0] }, host: host)
-                for (position, claim) in round.claims {
+                for (position, var claim) in round.claims {
+                    if trials.remove(claim.job.queue) != nil {
+                        try await self.startedTrial(claim.job.id, of: claim.job.queue)
+                        claim.isTrial = true
+                    }
                     claims[waiting[position]] = claim
                 }
                 waiting = waiting.indices.filter { round.claims[$0] == nil }.map { waiting[$0] }
@@ -163,7 +170,7 @@ public struct PostgresTransaction {
                 if round.limited || counted {
                     // A queue with a limit: its room is counted under its row's lock, and
                     // again before each round, since the last one took some of it.
-                    room = try await self.room(in: queues)
+                    (room, trials) = try await self.room(in: queues)
                     counted = true
                     guard room.contains(where: { $0 > 0 }) else { break }
                 }
@@ -172,30 +179,49 @@ public struct PostgresTransaction {
         return claims
     }
 
-    /// How many more jobs each of `queues` may start: 0 for a paused queue or one at its
-    /// limit (whose row stays locked until this transaction ends, so the count holds).
-    private func room(in queues: [String]) async throws -> [Int32] {
+    /// How many more jobs each of `queues` may start: 0 for a paused queue, one at its
+    /// limit or one whose breaker is open, at most 1 where a half-open breaker lets its trial
+    /// through (those queues are `trials`). The rows of the queues with a limit or a breaker
+    /// not closed stay locked until this transaction ends, so what was counted holds.
+    private func room(in queues: [String]) async throws -> (room: [Int32], trials: Set<String>) {
         let settings = try await self.connection.query(
-            "SELECT name, paused, max_running FROM queues WHERE name = ANY(\(queues)::text[])", logger: self.logger)
+            """
+            SELECT name, paused, max_running, breaker_failures IS NOT NULL AND breaker_open_until IS NOT NULL
+            FROM queues WHERE name = ANY(\(queues)::text[]) ORDER BY name
+            """, logger: self.logger)
         var room = [String: Int32]()
         var limited: [String] = []
-        for try await (name, paused, limit) in settings.decode((String, Bool, Int?).self) {
+        var breaking: [String] = []
+        for try await (name, paused, limit, broken) in settings.decode((String, Bool, Int?, Bool).self) {
             if paused {
                 room[name] = 0
-            } else if limit != nil {
-                limited.append(name)
+                continue
+            }
+            if limit != nil { limited.append(name) }
+            if broken { breaking.append(name) }
+        }
+        var trials: Set<String> = []
+        for (queue, breaker, now) in try await self.lockedBreakers(breaking) {
+            var breaker = breaker
+            guard breaker.admits(now: now).admits else {
+                room[queue] = 0
+                continue
+            }
+            if case .halfOpen = breaker.state {
+                room[queue] = 1
+                trials.insert(queue)
             }
         }
-        for queue in limited {
+        for queue in limited where room[queue] != 0 {
             let locked = try await self.connection.query(
                 "SELECT max_running FROM queues WHERE name = \(queue) FOR NO KEY UPDATE", logger: self.logger)
             // Read again under the lock: the limit may have changed since.
             guard let current = try await locked.first(Int?.self), let limit = current else { continue }
             let running = try await self.connection.query(
                 "SELECT count(*) FROM jobs WHERE queue = \(queue) AND state = 'running'", logger: self.logger)
-            room[queue] = Int32(clamping: max(limit - (try await running.first(Int.self) ?? 0), 0))
+            room[queue] = min(room[queue] ?? .max, Int32(clamping: max(limit - (try await running.first(Int.self) ?? 0), 0)))
         }
-        return queues.map { room[$0] ?? .max }
+        return (queues.map { room[$0] ?? .max }, trials)
     }
 
     /// One statement that leases up to `wishes.count` jobs across `queues`, at most
@@ -245,9 +271,12 @@ public struct PostgresTransaction {
         static let name = "baton_claim_round"
         static let sql = """
             WITH q AS (
-                SELECT a.name, CASE WHEN a.room >= 0 THEN a.room WHEN s.paused OR s.max_running IS NOT NULL THEN 0
+                SELECT a.name, CASE WHEN a.room >= 0 THEN a.room
+                    WHEN s.paused OR s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL THEN 0
                     ELSE 2147483647 END AS room, s.timeout_ms AS timeout,
-                    a.room < 0 AND NOT coalesce(s.paused, false) AND s.max_running IS NOT NULL AS limited
+                    -- A queue with a limit, or whose breaker is not closed, is counted under its row's lock.
+                    a.room < 0 AND NOT coalesce(s.paused, false)
+                        AND (s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL) AS limited
                 FROM unnest($1::text[], $2::integer[]) AS a(name, room) LEFT JOIN queues s ON s.name = a.name
             ),
             locked AS (
@@ -331,16 +360,33 @@ public struct PostgresTransaction {
     public func changeQueueSettings(_ queue: String, _ change: QueueSettings.Change) async throws -> QueueSettings {
         let maxRunning = (change.maxRunning ?? nil).map { Int64($0) }
         let timeout = change.timeoutMilliseconds ?? nil
+        let breaker = change.breaker ?? nil
+        // A breaker set anew keeps its state; one removed forgets it.
         let rows = try await self.connection.query(
             """
-            INSERT INTO queues (name, max_running, timeout_ms) VALUES (\(queue), \(maxRunning), \(timeout))
+            INSERT INTO queues (name, max_running, timeout_ms, breaker_failures, breaker_window_ms, breaker_cooldown_ms)
+            VALUES (\(queue), \(maxRunning), \(timeout), \(breaker.map { Int64($0.failures) }), \(breaker?.windowMilliseconds),
+                \(breaker?.cooldownMilliseconds))
             ON CONFLICT (name) DO UPDATE SET
                 max_running = CASE WHEN \(change.maxRunning != nil) THEN excluded.max_running ELSE queues.max_running END,
-                timeout_ms = CASE WHEN \(change.timeoutMilliseconds != nil) THEN excluded.timeout_ms ELSE queues.timeout_ms END
-            RETURNING max_running, timeout_ms
+                timeout_ms = CASE WHEN \(change.timeoutMilliseconds != nil) THEN excluded.timeout_ms ELSE queues.timeout_ms END,
+                breaker_failures = CASE WHEN \(change.breaker != nil) THEN excluded.breaker_failures ELSE queues.breaker_failures END,
+                breaker_window_ms = CASE WHEN \(change.breaker != nil) THEN excluded.breaker_window_ms ELSE queues.breaker_window_ms END,
+                breaker_cooldown_ms = CASE WHEN \(change.breaker != nil) THEN excluded.breaker_cooldown_ms ELSE queues.breaker_cooldown_ms END,
+                breaker_open_until = CASE WHEN \(change.breaker != nil) AND excluded.breaker_failures IS NULL THEN NULL
+                    ELSE queues.breaker_open_until END,
+                breaker_trial = CASE WHEN \(change.breaker != nil) AND excluded.breaker_failures IS NULL THEN NULL ELSE queues.breaker_trial END,
+                breaker_failed_at = CASE WHEN \(change.breaker != nil) AND excluded.breaker_failures IS NULL THEN '{}'
+                    ELSE queues.breaker_failed_at END
+            RETURNING max_running, timeout_ms, breaker_failures, breaker_window_ms, breaker_cooldown_ms
             """, logger: self.logger)
-        for try await (maxRunning, timeout) in rows.decode((Int64?, Int64?).self) {
-            return QueueSettings(maxRunning: maxRunning.map { Int($0) }, timeoutMilliseconds: timeout)
+        for try await (maxRunning, timeout, failures, window, cooldown) in rows.decode((Int64?, Int64?, Int64?, Int64?, Int64?).self) {
+            let breaker = failures.flatMap { failures in
+                window.flatMap { window in
+                    cooldown.map { CircuitBreaker.Settings(failures: Int(failures), windowMilliseconds: window, cooldownMilliseconds: $0) }
+                }
+            }
+            return QueueSettings(maxRunning: maxRunning.map { Int($0) }, timeoutMilliseconds: timeout, breaker: breaker)
         }
         throw PostgresStoreError("setting queue \(queue) returned no row")
     }
@@ -485,6 +531,9 @@ public struct PostgresTransaction {
         public var startedAt: Int64?
         /// Whether other jobs wait on it: only then has ``dependenciesCompleted(_:)`` work to do.
         public var hasDependents: Bool
+        /// Whether its queue's breaker must hear of it (``breakersHeard(_:)``): it is the
+        /// trial, or failures since the last success are counted.
+        public var breakerHears: Bool
     }
 
     /// Completes a batch's jobs with one statement, each whose live lease its token holds.
@@ -497,8 +546,8 @@ public struct PostgresTransaction {
         let rows = try await self.run(
             CompleteJobs(ids: jobs.map(\.id), tokens: jobs.map(\.token.rawValue), results: jobs.map { $0.result ?? "" }))
         var completed = [Completed?](repeating: nil, count: jobs.count)
-        for try await (n, queue, startedAt, hasDependents) in rows.decode((Int, String, Int64?, Bool).self) {
-            completed[n - 1] = Completed(queue: queue, startedAt: startedAt, hasDependents: hasDependents)
+        for try await (n, queue, startedAt, hasDependents, breakerHears) in rows.decode((Int, String, Int64?, Bool, Bool).self) {
+            completed[n - 1] = Completed(queue: queue, startedAt: startedAt, hasDependents: hasDependents, breakerHears: breakerHears)
         }
         return completed
     }
@@ -513,7 +562,9 @@ public struct PostgresTransaction {
                 finished_at = baton_now_ms(), lease_deadline = NULL
             FROM done
             WHERE jobs.id = done.id AND \(PostgresTransaction.liveLease("done.token", from: JobMove.complete.from))
-            RETURNING done.n, jobs.queue, jobs.started_at, jobs.has_dependents
+            RETURNING done.n, jobs.queue, jobs.started_at, jobs.has_dependents,
+                EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue AND q.breaker_failures IS NOT NULL
+                    AND (cardinality(q.breaker_failed_at) > 0 OR q.breaker_trial = jobs.id))
             """
         var ids: [Int64]
         var tokens: [Int64]

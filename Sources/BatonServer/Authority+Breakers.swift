@@ -1,5 +1,6 @@
 import BatonCore
 import BatonProtocol
+import Logging
 
 /// The queues' circuit breakers (``CircuitBreaker``), kept by the single writer beside
 /// its running jobs: consulted by every claim of a queue that has one, moved by the
@@ -71,18 +72,27 @@ extension Authority {
     }
 
     private func breakerMoved(_ queue: String, _ transition: CircuitBreaker.Transition, byHand: Bool = false) {
+        if case .opened(let until) = transition {
+            self.nextBreakerTrialAt = min(self.nextBreakerTrialAt ?? .max, until)
+        }
+        CircuitBreaker.report(transition, of: queue, byHand: byHand, to: self.logger, metrics: self.metrics)
+        self.countOpenBreakers()
+    }
+}
+
+extension CircuitBreaker {
+    /// Logs and counts a breaker's change, as both authorities do.
+    static func report(_ transition: Transition, of queue: String, byHand: Bool, to logger: Logger, metrics: ServerMetrics) {
         switch transition {
         case .opened(let until):
-            self.nextBreakerTrialAt = min(self.nextBreakerTrialAt ?? .max, until)
-            self.logger.warning(
+            logger.warning(
                 "circuit breaker opened: no claims from the queue until its cooldown has passed",
                 metadata: ["queue": "\(queue)", "breaker.until": "\(until)"])
         case .halfOpened:
-            self.logger.notice("circuit breaker half-open: one trial job may start", metadata: ["queue": "\(queue)"])
+            logger.notice("circuit breaker half-open: one trial job may start", metadata: ["queue": "\(queue)"])
         case .closed:
-            self.logger.notice(byHand ? "circuit breaker closed by hand" : "circuit breaker closed: the trial succeeded", metadata: ["queue": "\(queue)"])
+            logger.notice(byHand ? "circuit breaker closed by hand" : "circuit breaker closed: the trial succeeded", metadata: ["queue": "\(queue)"])
         }
-        self.metrics.breakerTransitions.increment()
-        self.countOpenBreakers()
+        metrics.breakerTransitions.increment()
     }
 }

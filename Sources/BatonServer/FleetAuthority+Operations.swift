@@ -83,6 +83,8 @@ struct FleetBatch: Sendable {
     var counts: [String: [JobState: Int]]?
     /// How many of `changes` the job counts already hold.
     var countedChanges = 0
+    /// The breakers this batch moved, logged and counted once it has committed.
+    var breakerMoves: [(queue: String, transition: CircuitBreaker.Transition, byHand: Bool)] = []
 
     init(now: Int64, view: DriverView, lane: Int) {
         self.now = now
@@ -203,6 +205,7 @@ extension FleetAuthority {
             let report = try await self.health(&batch, tx)
             batch.reports = Array(repeating: report, count: work.reports)
         } else if work.scrape {
+            self.metrics.openBreakers.set(try await tx.openBreakers().count)
             batch.counts = try await tx.jobCounts()
         }
         return batch
@@ -264,6 +267,7 @@ extension FleetAuthority {
     /// Records expired attempts (their lease or time limit ran out, or their process exited),
     /// and what follows from each: a retry waits, a failure cancels its dependents.
     private func ended(_ expired: [PostgresTransaction.Expired], _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
+        try await self.breakersHeard(expired.map { ($0.queue, $0.id, false) }, &batch, tx)
         for job in expired {
             batch.note(
                 JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token, detail: job.reason),
@@ -332,6 +336,7 @@ extension FleetAuthority {
             let done = try await tx.complete(segment.completes.map { ($0.1.lease.jobID, $0.1.lease.token, $0.1.result) })
             // The completed jobs that others wait on.
             var awaited: [Int64] = []
+            var heard: [(queue: String, job: Int64, succeeded: Bool)] = []
             for ((submission, request), job) in zip(segment.completes, done) {
                 guard let job else {
                     refused.append((submission, request.lease, "completed"))
@@ -342,8 +347,10 @@ extension FleetAuthority {
                     queue: job.queue, from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
                 batch.ended.append(request.lease.jobID)
                 if job.hasDependents { awaited.append(request.lease.jobID) }
+                if job.breakerHears { heard.append((job.queue, request.lease.jobID, true)) }
                 completed.append((submission, request))
             }
+            try await self.breakersHeard(heard, &batch, tx)
             for dependent in try await tx.dependenciesCompleted(awaited) {
                 batch.waiting(queue: dependent.queue, runAt: dependent.runAt)
             }
@@ -405,6 +412,7 @@ extension FleetAuthority {
                 job: lease.job.id, queue: lease.job.queue, from: lease.from, milliseconds: max(batch.now - lease.job.dueAt, 0))
             batch.granted.append((lease.job.id, lease.token, connection.number, claim.detached ? nil : connection.peer?.pid, true))
             batch.workersSeen.append((connection, claim.worker))
+            if lease.isTrial { batch.breakerMoves.append((lease.job.queue, .halfOpened, false)) }
             batch.nextDue = min(batch.nextDue ?? .max, lease.deadline)
         }
         return leased
@@ -555,12 +563,10 @@ extension FleetAuthority {
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", true) })
             case .resumeQueue(let queue):
                 try await tx.setQueuePaused(queue, false)
+                if try await tx.resetBreaker(of: queue) { batch.breakerMoves.append((queue, .closed, true)) }
                 batch.readyQueues.insert(queue)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
             case .setQueue(let queue, let change):
-                if case .some(.some) = change.breaker {
-                    throw BatonError.invalidArgument("breaker", "circuit breakers run on the SQLite store for now, not on a PostgreSQL store")
-                }
                 let settings = try await tx.changeQueueSettings(queue, change)
                 batch.readyQueues.insert(queue)
                 outcome = Outcome(line: Reply.queueSettings(id: id, queue: queue, settings))
@@ -577,6 +583,7 @@ extension FleetAuthority {
                     id: id, of: jobID, trail, showsTokens: self.access.showsTokens(of: job, holder: holder, to: submission.connection.peer)))
             case .metrics(let json):
                 try await self.flushCounts(&batch, tx)
+                self.metrics.openBreakers.set(try await tx.openBreakers().count)
                 let snapshot = MetricsSnapshot(serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: try await tx.jobCounts())
                 outcome = Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:
@@ -681,6 +688,7 @@ extension FleetAuthority {
                 JobEvent(.completed, at: batch.now, state: .completed, token: reference.token), job: reference.jobID, queue: job.queue,
                 from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
             batch.ended.append(reference.jobID)
+            if job.breakerHears { try await self.breakersHeard([(job.queue, reference.jobID, true)], &batch, tx) }
             for dependent in try await tx.dependenciesCompleted(job.hasDependents ? [reference.jobID] : []) {
                 batch.waiting(queue: dependent.queue, runAt: dependent.runAt)
             }
@@ -706,6 +714,7 @@ extension FleetAuthority {
         guard try await tx.markUnsuccessful(id: reference.jobID, token: reference.token, decision: decision, error: request.error) else {
             throw self.refusal(reference, try await tx.leaseFacts(of: [reference.jobID])[reference.jobID], ending: "failed")
         }
+        try await self.breakersHeard([(job.queue, reference.jobID, false)], &batch, tx)
         batch.note(
             JobEvent(.failed, at: batch.now, state: decision.state, token: reference.token, detail: request.error), job: reference.jobID,
             queue: job.queue, from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) })
@@ -798,6 +807,19 @@ extension FleetAuthority {
         }
     }
 
+    /// Attempts that ended with an outcome, heard by their queues' breakers.
+    private func breakersHeard(
+        _ outcomes: [(queue: String, job: Int64, succeeded: Bool)], _ batch: inout FleetBatch, _ tx: PostgresTransaction
+    ) async throws {
+        for move in try await tx.breakersHeard(outcomes) {
+            batch.breakerMoves.append((move.queue, move.transition, false))
+            if case .opened(let until) = move.transition {
+                // Its waiting claims look again once the cooldown has passed.
+                batch.nextDue = min(batch.nextDue ?? .max, until)
+            }
+        }
+    }
+
     // MARK: Reads
 
     private func stats(id: String?, parkedClaims: Int, _ tx: PostgresTransaction) async throws -> [UInt8] {
@@ -810,7 +832,7 @@ extension FleetAuthority {
         let now = try await tx.now()
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: now, pausedQueues: settings.paused, limits: settings.limits,
-            pruned: try await tx.prunedCount(), leases: counts.values.reduce(0) { $0 + ($1[.running] ?? 0) },
+            breakers: try await tx.openBreakers(), pruned: try await tx.prunedCount(), leases: counts.values.reduce(0) { $0 + ($1[.running] ?? 0) },
             parkedClaims: parkedClaims)
     }
 
@@ -824,6 +846,11 @@ extension FleetAuthority {
         report.parkedClaims = batch.view.parkedClaims
         report.lastCommitAgeMilliseconds = batch.view.lastCommitAt.map { max(self.clock.wallMilliseconds() - $0, 0) }
         report.expirySweepLagMilliseconds = try await tx.expiryLag()
+        let breakers = try await tx.openBreakers()
+        self.metrics.openBreakers.set(breakers.count)
+        for (queue, state) in breakers {
+            report.flag(.degraded, "the circuit breaker of queue \(queue) is \(state.name)")
+        }
         if report.expirySweepLagMilliseconds > 1_000 + Self.sweepIntervalMilliseconds {
             report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")
         }

@@ -571,6 +571,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             }
         }
         for job in done.ended { self.held.ended(job) }
+        for move in done.breakerMoves {
+            CircuitBreaker.report(move.transition, of: move.queue, byHand: move.byHand, to: self.logger, metrics: self.metrics)
+        }
         let served = Set(done.servedParked.map { ObjectIdentifier($0.reply.futureResult) })
         self.giveBack(work.parked.filter { !served.contains(ObjectIdentifier($0.reply.futureResult)) })
         for waiter in done.parking {

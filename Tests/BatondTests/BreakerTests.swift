@@ -17,11 +17,6 @@ struct BreakerTests {
     func lifecycle() throws {
         let server = try TestServer()
         let client = try server.connect()
-        guard !TestStore.current.isPostgres else {
-            let refused = try client.request(["op": "set_queue", "queue": "llm", "breaker": ["failures": 3, "window_ms": 10_000, "cooldown_ms": 800]])
-            #expect(refused.errorCode == "invalid_argument")
-            return
-        }
         let set = try client.request(["op": "set_queue", "queue": "llm", "breaker": ["failures": 3, "window_ms": 10_000, "cooldown_ms": 800]])
         #expect((set.object("breaker"))?["failures"] as? Int == 3, "\(set)")
         for i in 0..<6 { _ = try client.enqueue(queue: "llm", payload: i, ["max_attempts": 10, "backoff": ["initial_ms": 0]]) }
@@ -52,7 +47,6 @@ struct BreakerTests {
 
     @Test("a failed trial opens it again; resume_queue closes it by hand")
     func failedTrialAndReset() throws {
-        guard !TestStore.current.isPostgres else { return }
         let server = try TestServer()
         let client = try server.connect()
         #expect(try client.request(["op": "set_queue", "queue": "ocr", "breaker": ["failures": 1, "window_ms": 1_000, "cooldown_ms": 300]]).ok)

@@ -104,6 +104,32 @@ struct FleetTests {
         #expect(Set(keys).count == keys.count, "a slot fired twice: \(keys.sorted())")
     }
 
+    @Test("a breaker opened by failures on one host holds claims on every host, and lets exactly one trial through across them")
+    func breakerAcrossHosts() throws {
+        let fleet = try Fleet(3)
+        let client = try fleet[0].connect()
+        #expect(try client.request(["op": "set_queue", "queue": "llm", "breaker": ["failures": 2, "window_ms": 60_000, "cooldown_ms": 500]]).ok)
+        for i in 0..<10 { _ = try client.enqueue(queue: "llm", payload: i, ["max_attempts": 10, "backoff": ["initial_ms": 0]]) }
+        for host in 0..<2 {
+            let worker = try fleet[host].connect()
+            let job = try #require(try worker.claim(queues: ["llm"]))
+            #expect(try worker.fenced("fail", job, ["error": "HTTP 503"]).ok)
+        }
+        let third = try fleet[2].connect()
+        #expect(try third.claim(queues: ["llm"]) == nil, "failures heard on two hosts opened it for the third")
+        #expect(try third.request(["op": "stats"]).object("breakers")?["llm"] != nil)
+
+        // After the cooldown, waiting claims on all three hosts race: one gets the trial.
+        let workers = try (0..<3).map { try fleet[$0].connect() }
+        for worker in workers { try worker.send(["op": "claim", "queues": ["llm"], "wait_ms": 2_500]) }
+        let got = try workers.map { try $0.readReply().object("job") }.compactMap { $0 }
+        #expect(got.count == 1, "exactly one trial across the hosts: \(got)")
+        let trial = ClaimedJob(try #require(got.first))
+        #expect(try fleet[1].connect().fenced("complete", trial).ok, "its success, heard on another host, closes it")
+        #expect(try third.request(["op": "stats"]).object("breakers")?.isEmpty == true)
+        #expect(try third.claim(queues: ["llm"]) != nil)
+    }
+
     @Test("a job enqueued on one host is claimed on another and completed on a third; tokens rise across hosts")
     func acrossHosts() throws {
         let fleet = try Fleet()

@@ -78,7 +78,7 @@ test('a schedule enqueues a job per slot', async () => {
 
 const onPostgres = process.env.BATON_TEST_STORE === 'postgres';
 
-test('a breaker holds claims after failures', { skip: onPostgres && 'breakers run on the SQLite store for now' }, async () => {
+test('a breaker holds claims after failures', async () => {
   const breaker = { failures: 1, windowMs: 60000, cooldownMs: 60000 };
   assert.deepEqual((await fixture.client.setQueue('flaky', { breaker })).breaker, breaker);
   await fixture.client.enqueue('flaky', 1, { backoff: { initialMs: 0 } });

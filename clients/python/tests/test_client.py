@@ -73,7 +73,6 @@ def test_a_schedule_enqueues_a_job_per_slot(client):
     assert client.unschedule("tick") is True and client.schedules() == []
 
 
-@pytest.mark.skipif(os.environ.get("BATON_TEST_STORE") == "postgres", reason="breakers run on the SQLite store for now")
 def test_a_breaker_holds_claims_after_failures(client):
     settings = client.set_queue("flaky", breaker={"failures": 1, "window_ms": 60000, "cooldown_ms": 60000})
     assert settings["breaker"] == {"failures": 1, "window_ms": 60000, "cooldown_ms": 60000}
