@@ -215,17 +215,15 @@ struct CommandLineTests {
         let socket = ["--socket", server.socketPath]
         let flags = ["--breaker-failures", "3", "--breaker-window-ms", "60000", "--breaker-cooldown-ms", "30000"]
         let set = try baton(["set-queue", "llm"] + flags + socket)
-        #expect(set.status == (TestStore.current.isPostgres ? 1 : 0), "\(set.errors)")
+        #expect(set.status == 0, "\(set.errors)")
         #expect(try baton(["set-queue", "llm", "--breaker-failures", "3"] + socket).status == 64)
-        if !TestStore.current.isPostgres {
-            #expect(try baton(["set-queue", "llm", "--breaker-failures", "1", "--breaker-window-ms", "60000", "--breaker-cooldown-ms", "60000"] + socket).status == 0)
-            _ = try baton(["enqueue", "llm", "1"] + socket)
-            let claimed = try baton(["claim", "llm", "--json"] + socket)
-            let job = try #require(try JSONSerialization.jsonObject(with: Data(claimed.output.utf8)) as? [String: Any])
-            #expect(try baton(["fail", "\(job["id"]!)", "\(job["token"]!)", "HTTP 503"] + socket).status == 0)
-            let table = try baton(["stats"] + socket)
-            #expect(table.output.split(separator: "\n").first { $0.hasPrefix("llm") }?.hasSuffix("breaker open") == true, "\(table.output)")
-        }
+        #expect(try baton(["set-queue", "llm", "--breaker-failures", "1", "--breaker-window-ms", "60000", "--breaker-cooldown-ms", "60000"] + socket).status == 0)
+        _ = try baton(["enqueue", "llm", "1"] + socket)
+        let claimed = try baton(["claim", "llm", "--json"] + socket)
+        let job = try #require(try JSONSerialization.jsonObject(with: Data(claimed.output.utf8)) as? [String: Any])
+        #expect(try baton(["fail", "\(job["id"]!)", "\(job["token"]!)", "HTTP 503"] + socket).status == 0)
+        let table = try baton(["stats"] + socket)
+        #expect(table.output.split(separator: "\n").first { $0.hasPrefix("llm") }?.hasSuffix("breaker open") == true, "\(table.output)")
         #expect(try baton(["set-queue", "llm", "--no-breaker"] + socket).status == 0)
     }
 
