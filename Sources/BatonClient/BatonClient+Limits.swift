@@ -13,6 +13,8 @@ public struct LimitInfo: Hashable, Sendable {
     public var startedInWindow: Int
     /// Whether it has held a claim back since it last freed a slot.
     public var holding: Bool
+    /// Its breaker's state (`closed`, `open`, `half_open`), where it has one.
+    public var breakerState: String?
 }
 
 extension BatonClient {
@@ -39,6 +41,18 @@ extension BatonClient {
                     request.null()
                 }
             }
+            if let breaker = change.breaker {
+                request.key("breaker")
+                if let breaker {
+                    request.beginObject()
+                    request.member("failures", breaker.failures)
+                    request.member("window_ms", breaker.windowMilliseconds)
+                    request.member("cooldown_ms", breaker.cooldownMilliseconds)
+                    request.endObject()
+                } else {
+                    request.null()
+                }
+            }
         }
         return try Self.limitSettings(reply)
     }
@@ -54,7 +68,7 @@ extension BatonClient {
             return LimitInfo(
                 name: try fields.string("name"), rule: fields.optionalString("rule"), settings: try Self.limitSettings(fields),
                 running: Int(fields.optionalInt64("running") ?? 0), startedInWindow: Int(fields.optionalInt64("started_in_window") ?? 0),
-                holding: (try? fields.bool("holding")) ?? false
+                holding: (try? fields.bool("holding")) ?? false, breakerState: fields.optionalString("breaker_state")
             )
         }
     }
@@ -63,6 +77,11 @@ extension BatonClient {
         var settings = LimitSettings(maxRunning: fields.optionalInt64("max_running").map { Int($0) })
         if case .object(let rate)? = fields["rate"] {
             settings.rate = LimitSettings.Rate(count: Int(try rate.int64("count")), perMilliseconds: try rate.int64("per_ms"))
+        }
+        if case .object(let breaker)? = fields["breaker"] {
+            settings.breaker = CircuitBreaker.Settings(
+                failures: Int(try breaker.int64("failures")), windowMilliseconds: try breaker.int64("window_ms"),
+                cooldownMilliseconds: try breaker.int64("cooldown_ms"))
         }
         return settings
     }

@@ -2,7 +2,7 @@ import DequeModule
 import HeapModule
 
 /// A named limit's settings (`set_limit`): how many of the jobs naming it may run at once,
-/// and how many may start in a span of time. Either may be unset.
+/// how many may start in a span of time, and its circuit breaker. Any may be unset.
 public struct LimitSettings: Hashable, Sendable {
     /// At most `count` starts in any `perMilliseconds` span: a sliding window, exact.
     public struct Rate: Hashable, Sendable {
@@ -17,25 +17,30 @@ public struct LimitSettings: Hashable, Sendable {
 
     public var maxRunning: Int?
     public var rate: Rate?
+    /// Stops starts of the jobs naming it after a run of their failures (``CircuitBreaker``).
+    public var breaker: CircuitBreaker.Settings?
 
-    public init(maxRunning: Int? = nil, rate: Rate? = nil) {
+    public init(maxRunning: Int? = nil, rate: Rate? = nil, breaker: CircuitBreaker.Settings? = nil) {
         self.maxRunning = maxRunning
         self.rate = rate
+        self.breaker = breaker
     }
 
-    public var isEmpty: Bool { self.maxRunning == nil && self.rate == nil }
+    public var isEmpty: Bool { self.maxRunning == nil && self.rate == nil && self.breaker == nil }
 
     /// A change to some of the settings: a field left `nil` stays, one set to `.some(nil)` is removed.
     public struct Change: Hashable, Sendable {
         public var maxRunning: Int??
         public var rate: Rate??
+        public var breaker: CircuitBreaker.Settings??
 
-        public init(maxRunning: Int?? = nil, rate: Rate?? = nil) {
+        public init(maxRunning: Int?? = nil, rate: Rate?? = nil, breaker: CircuitBreaker.Settings?? = nil) {
             self.maxRunning = maxRunning
             self.rate = rate
+            self.breaker = breaker
         }
 
-        public var isEmpty: Bool { self.maxRunning == nil && self.rate == nil }
+        public var isEmpty: Bool { self.maxRunning == nil && self.rate == nil && self.breaker == nil }
     }
 
     /// These settings with `change` applied.
@@ -43,6 +48,7 @@ public struct LimitSettings: Hashable, Sendable {
         var settings = self
         if let maxRunning = change.maxRunning { settings.maxRunning = maxRunning }
         if let rate = change.rate { settings.rate = rate }
+        if let breaker = change.breaker { settings.breaker = breaker }
         return settings
     }
 
@@ -60,17 +66,20 @@ public struct LimitSettings: Hashable, Sendable {
 /// - `max_running`: fewer than that many jobs naming the limit are running.
 /// - `rate`: fewer than `count` of them started in the last `per_ms` (a sliding window of
 ///   start times, so no span of `per_ms` ever holds more than `count` starts).
+/// - `breaker`: a ``CircuitBreaker`` over the outcomes of the jobs naming the limit.
 ///
 /// A name ending in `:*` is a template: `tenant:*` limits `tenant:42` and `tenant:7` each
-/// on its own, by the longest template whose prefix (up to and including a `:`) the name
-/// starts with, unless the name has settings of its own.
+/// on its own (each its own count, window and breaker), by the longest template whose
+/// prefix (up to and including a `:`) the name starts with, unless the name has settings
+/// of its own.
 ///
 /// Kept by the single writer beside its running jobs, on the lease clock (which stands
 /// still while the authority is stalled). Every name a running job uses is counted, set or
 /// not, so a limit set later sees what already runs. State exists only for names in use:
-/// a name is forgotten once none of its jobs runs and its window is empty. Holding a claim
-/// back records the queue, so that the queue is offered to parked claims again when the
-/// limit frees a slot: at once when a job ends, on ``nextWakeup`` when a window opens.
+/// a name is forgotten once none of its jobs runs, its window is empty and its breaker is
+/// closed with no failures counted. Holding a claim back records the queue, so that the
+/// queue is offered to parked claims again when the limit may admit: at once when a job
+/// ends, on ``nextWakeup`` when a window opens or a cooldown ends.
 public struct NamedLimits: Sendable {
     public static let maximumPerJob = 4
 
@@ -80,6 +89,21 @@ public struct NamedLimits: Sendable {
     private var templatePrefixes: Set<String> = []
     private var usage: [String: Usage] = [:]
     private var wakeups = Heap<Wakeup>()
+    /// The breakers' changes since ``takeTransitions()``, to log and count.
+    private var transitions: [Transition] = []
+
+    /// A limit's breaker changed; `byHand` when `set_limit` closed it.
+    public struct Transition: Hashable, Sendable {
+        public var name: String
+        public var transition: CircuitBreaker.Transition
+        public var byHand: Bool
+
+        public init(name: String, transition: CircuitBreaker.Transition, byHand: Bool) {
+            self.name = name
+            self.transition = transition
+            self.byHand = byHand
+        }
+    }
 
     private struct Usage: Sendable {
         var running = 0
@@ -89,8 +113,13 @@ public struct NamedLimits: Sendable {
         var held: Set<String> = []
         /// When this name's earliest pending wakeup is due.
         var wakeAt: Int64?
+        /// Its breaker, while its rule has one.
+        var breaker: CircuitBreaker?
 
-        var isIdle: Bool { self.running == 0 && self.starts.isEmpty && self.held.isEmpty }
+        var isIdle: Bool {
+            self.running == 0 && self.starts.isEmpty && self.held.isEmpty
+                && (self.breaker.map { $0.state == .closed && $0.failures.isEmpty } ?? true)
+        }
     }
 
     private struct Wakeup: Comparable, Sendable {
@@ -121,7 +150,8 @@ public struct NamedLimits: Sendable {
         return self.settings[template].map { (template, $0) }
     }
 
-    /// Sets (or, empty, removes) a limit's settings.
+    /// Sets (or, empty, removes) a limit's settings. The breakers it governs are closed:
+    /// setting a limit is how an operator closes one by hand.
     ///
     /// - Parameter freed: receives every queue a limit held back: a change may let them start.
     public mutating func set(_ name: String, to settings: LimitSettings, freeing freed: inout Set<String>) {
@@ -134,21 +164,30 @@ public struct NamedLimits: Sendable {
             let prefix = String(name.dropLast())
             if settings.isEmpty { self.templatePrefixes.remove(prefix) } else { self.templatePrefixes.insert(prefix) }
         }
-        for name in Array(self.usage.keys) {
-            let rated = self.rule(for: name)?.settings.rate != nil
-            self.usage.modifyValue(forKey: name) { usage in
+        for used in Array(self.usage.keys) {
+            let rule = self.rule(for: used)
+            var closed = false
+            self.usage.modifyValue(forKey: used) { usage in
                 freed.formUnion(usage.held)
                 usage.held.removeAll()
-                if !rated { usage.starts.removeAll() }
+                if rule?.settings.rate == nil { usage.starts.removeAll() }
+                guard let breaker = rule?.settings.breaker else {
+                    usage.breaker = nil
+                    return
+                }
+                if usage.breaker == nil { usage.breaker = CircuitBreaker(breaker) }
+                usage.breaker!.settings = breaker
+                if rule?.rule == name, usage.breaker!.reset() != nil { closed = true }
             }
-            self.forgetIfIdle(name)
+            if closed { self.transitions.append(Transition(name: used, transition: .closed, byHand: true)) }
+            self.forgetIfIdle(used)
         }
     }
 
     // MARK: Admission
 
     /// Whether every limit in `names` lets a job start at lease time `now`. A limit that
-    /// holds it back records `queue`, to offer it again when the limit frees a slot.
+    /// holds it back records `queue`, to offer it again when the limit may admit.
     public mutating func admits(_ names: [String], queue: String, now: Int64) -> Bool {
         for name in names {
             guard let (_, settings) = self.rule(for: name) else { continue }
@@ -159,7 +198,7 @@ public struct NamedLimits: Sendable {
             if let rate = settings.rate {
                 var opensAt: Int64?
                 self.usage.modifyValue(forKey: name) { usage in
-                    while let first = usage.starts.first, first <= now - rate.perMilliseconds { usage.starts.removeFirst() }
+                    Self.prune(&usage.starts, rate: rate, now: now)
                     if usage.starts.count >= rate.count { opensAt = usage.starts.first! + rate.perMilliseconds }
                 }
                 if let opensAt {
@@ -167,33 +206,68 @@ public struct NamedLimits: Sendable {
                     return false
                 }
             }
+            if let breaker = settings.breaker {
+                if self.usage[name] == nil { self.usage[name] = Usage() }
+                var verdict: (admits: Bool, transition: CircuitBreaker.Transition?) = (true, nil)
+                var cooldownEnds: Int64?
+                self.usage.modifyValue(forKey: name) { usage in
+                    if usage.breaker == nil { usage.breaker = CircuitBreaker(breaker) }
+                    verdict = usage.breaker!.admits(now: now)
+                    cooldownEnds = usage.breaker!.opensUntil
+                }
+                if let transition = verdict.transition { self.transitions.append(Transition(name: name, transition: transition, byHand: false)) }
+                if !verdict.admits {
+                    // Open: look again when the cooldown ends; half-open: when the trial ends.
+                    self.hold(queue, at: name, wakeAt: cooldownEnds)
+                    return false
+                }
+            }
         }
         return true
     }
 
-    /// A job naming `names` started at lease time `now` (after ``admits(_:queue:now:)``, or
-    /// when a restart finds it running).
-    public mutating func started(_ names: [String], now: Int64) {
+    /// Job `job`, naming `names`, started at lease time `now` (after
+    /// ``admits(_:queue:now:)``, or when a restart finds it running).
+    public mutating func started(_ names: [String], job: Int64, now: Int64) {
         for name in names {
-            let rate = self.rule(for: name)?.settings.rate
+            let settings = self.rule(for: name)?.settings
+            let rate = settings?.rate
             self.usage[name, default: Usage()].running += 1
-            guard let rate else { continue }
             self.usage.modifyValue(forKey: name) { usage in
+                if usage.breaker == nil, let breaker = settings?.breaker { usage.breaker = CircuitBreaker(breaker) }
+                usage.breaker?.started(job)
+                guard let rate else { return }
                 usage.starts.append(now)
                 while usage.starts.count > rate.count { usage.starts.removeFirst() }
             }
         }
     }
 
-    /// A job naming `names` stopped running, however it ended.
+    /// Job `job`'s attempt, naming `names`, completed (`succeeded`) or failed at lease
+    /// time `now`: its limits' breakers hear of it. Called before ``ended(_:job:freeing:)``.
+    public mutating func heard(_ names: [String], job: Int64, succeeded: Bool, now: Int64) {
+        for name in names where self.usage[name]?.breaker != nil {
+            var transition: CircuitBreaker.Transition?
+            self.usage.modifyValue(forKey: name) { usage in
+                transition = succeeded ? usage.breaker!.succeeded(job) : usage.breaker!.failed(job, now: now)
+            }
+            guard let transition else { continue }
+            self.transitions.append(Transition(name: name, transition: transition, byHand: false))
+            if case .opened(let until) = transition { self.schedule(name, at: until) }
+        }
+    }
+
+    /// Job `job`, naming `names`, stopped running, however it ended: a trial that ended
+    /// without an outcome gives its place back.
     ///
     /// - Parameter freed: receives the queues its limits held back.
-    public mutating func ended(_ names: [String], freeing freed: inout Set<String>) {
+    public mutating func ended(_ names: [String], job: Int64, freeing freed: inout Set<String>) {
         for name in names {
             let rate = self.rule(for: name)?.settings.rate
             var sweepAt: Int64?
             self.usage.modifyValue(forKey: name) { usage in
                 usage.running = max(usage.running - 1, 0)
+                usage.breaker?.abandoned(job)
                 freed.formUnion(usage.held)
                 usage.held.removeAll()
                 if usage.running == 0, let last = usage.starts.last, let rate {
@@ -205,11 +279,11 @@ public struct NamedLimits: Sendable {
         }
     }
 
-    /// When the earliest held-back window may open, or an idle name's window empties.
+    /// When the earliest window may open or cooldown end, or an idle name's window empties.
     public var nextWakeup: Int64? { self.wakeups.min?.at }
 
-    /// Offers again the queues held back by windows that have opened by `now`, and forgets
-    /// names no longer in use.
+    /// Offers again the queues held back by limits whose wakeups have come by `now` (a
+    /// claim that is still held back is held again), and forgets names no longer in use.
     public mutating func wake(now: Int64, freeing freed: inout Set<String>) {
         while let wakeup = self.wakeups.min, wakeup.at <= now {
             self.wakeups.removeMin()
@@ -218,26 +292,21 @@ public struct NamedLimits: Sendable {
             var next: Int64?
             self.usage.modifyValue(forKey: wakeup.name) { usage in
                 usage.wakeAt = nil
-                guard let rate else {
-                    usage.starts.removeAll()
-                    freed.formUnion(usage.held)
-                    usage.held.removeAll()
-                    return
-                }
-                while let first = usage.starts.first, first <= now - rate.perMilliseconds { usage.starts.removeFirst() }
-                if usage.starts.count < rate.count {
-                    freed.formUnion(usage.held)
-                    usage.held.removeAll()
-                } else {
-                    next = usage.starts.first! + rate.perMilliseconds
-                }
-                if next == nil, usage.running == 0, let last = usage.starts.last {
-                    next = last + rate.perMilliseconds
-                }
+                if let rate { Self.prune(&usage.starts, rate: rate, now: now) } else { usage.starts.removeAll() }
+                freed.formUnion(usage.held)
+                usage.held.removeAll()
+                if usage.running == 0, let last = usage.starts.last, let rate { next = last + rate.perMilliseconds }
+                if let until = usage.breaker?.opensUntil, until > now { next = min(next ?? .max, until) }
             }
             if let next { self.schedule(wakeup.name, at: next) }
             self.forgetIfIdle(wakeup.name)
         }
+    }
+
+    /// The breakers' changes since the last call, oldest first.
+    public mutating func takeTransitions() -> [Transition] {
+        defer { self.transitions.removeAll() }
+        return self.transitions
     }
 
     // MARK: What they show
@@ -253,6 +322,8 @@ public struct NamedLimits: Sendable {
         public var recentStarts: Int
         /// Whether a claim was held back by it since it last freed a slot.
         public var holding: Bool
+        /// Its breaker's state, where it has one.
+        public var breaker: CircuitBreaker.State?
     }
 
     /// Each limit with settings, and each name in use, by name.
@@ -264,15 +335,27 @@ public struct NamedLimits: Sendable {
             let rule = self.rule(for: name)
             return Use(
                 name: name, rule: rule?.rule, settings: rule?.settings, running: usage?.running ?? 0,
-                recentStarts: usage?.starts.count ?? 0, holding: !(usage?.held.isEmpty ?? true)
+                recentStarts: usage?.starts.count ?? 0, holding: !(usage?.held.isEmpty ?? true),
+                breaker: usage?.breaker?.state ?? (rule?.settings.breaker != nil && !LimitSettings.isTemplate(name) ? .closed : nil)
             )
         }
+    }
+
+    /// The limits whose breakers are not closed, by name.
+    public var openBreakers: [(name: String, state: CircuitBreaker.State)] {
+        self.usage.compactMap { name, usage in
+            usage.breaker.flatMap { $0.state == .closed ? nil : (name, $0.state) }
+        }.sorted { $0.name < $1.name }
     }
 
     /// How many jobs naming `name` run.
     public func running(_ name: String) -> Int { self.usage[name]?.running ?? 0 }
 
     // MARK: Bookkeeping
+
+    private static func prune(_ starts: inout Deque<Int64>, rate: LimitSettings.Rate, now: Int64) {
+        while let first = starts.first, first <= now - rate.perMilliseconds { starts.removeFirst() }
+    }
 
     private mutating func hold(_ queue: String, at name: String, wakeAt: Int64?) {
         if self.usage[name] == nil { self.usage[name] = Usage() }

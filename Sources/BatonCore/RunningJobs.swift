@@ -120,7 +120,7 @@ public struct RunningJobs: Sendable {
         if let concurrencyKey, self.heldKeys[concurrencyKey] == nil {
             self.heldKeys[concurrencyKey] = []
         }
-        if !limits.isEmpty { self.namedLimits.started(limits, now: now) }
+        if !limits.isEmpty { self.namedLimits.started(limits, job: jobID, now: now) }
         return lease
     }
 
@@ -148,7 +148,7 @@ public struct RunningJobs: Sendable {
         if let key = job.concurrencyKey, let passedOver = self.heldKeys.removeValue(forKey: key) {
             freed.formUnion(passedOver)
         }
-        if !job.limits.isEmpty { self.namedLimits.ended(job.limits, freeing: &freed) }
+        if !job.limits.isEmpty { self.namedLimits.ended(job.limits, job: job.jobID, freeing: &freed) }
     }
 
     // MARK: Leases
@@ -252,6 +252,18 @@ public struct RunningJobs: Sendable {
     /// Sets or (empty) removes a named limit; `freed` receives the queues it may let start.
     public mutating func setNamedLimit(_ name: String, to settings: LimitSettings, freeing freed: inout Set<String>) {
         self.namedLimits.set(name, to: settings, freeing: &freed)
+    }
+
+    /// A running job's attempt completed (`succeeded`) or failed at lease time `now`: the
+    /// breakers of its named limits hear of it. Before the job ends.
+    public mutating func limitsHeard(_ jobID: Int64, succeeded: Bool, now: Int64) {
+        guard let job = self.slots[jobID]?.job, !job.limits.isEmpty else { return }
+        self.namedLimits.heard(job.limits, job: jobID, succeeded: succeeded, now: now)
+    }
+
+    /// The named limits' breaker changes since the last call.
+    public mutating func takeLimitTransitions() -> [NamedLimits.Transition] {
+        self.namedLimits.takeTransitions()
     }
 
     /// Offers again the queues whose named limits' windows opened by lease time `now`.

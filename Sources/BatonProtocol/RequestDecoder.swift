@@ -223,8 +223,13 @@ public struct RequestDecoder: Sendable {
             } else if let value = fields.value("rate") {
                 change.rate = .some(try self.rate(value))
             }
+            if fields.isNull("breaker") {
+                change.breaker = .some(nil)
+            } else if let value = fields.value("breaker") {
+                change.breaker = .some(try self.breaker(value))
+            }
             guard !change.isEmpty else {
-                throw BatonError.invalidArgument("max_running", "or `rate` is required: the settings to change, each null to remove it")
+                throw BatonError.invalidArgument("max_running", "`rate` or `breaker` is required: the settings to change, each null to remove it")
             }
             return .setLimit(name: name, change)
         case "limits":

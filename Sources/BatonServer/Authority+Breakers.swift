@@ -63,7 +63,8 @@ extension Authority {
 
     /// Sets the gauge of breakers not closed: on each change, not each commit.
     private func countOpenBreakers() {
-        self.metrics.openBreakers.set(self.breakers.values.reduce(0) { $0 + ($1.state == .closed ? 0 : 1) })
+        let queues = self.breakers.values.reduce(0) { $0 + ($1.state == .closed ? 0 : 1) }
+        self.metrics.openBreakers.set(queues + self.running.namedLimits.openBreakers.count)
     }
 
     /// The breakers that are not closed, for `stats` and `health`.
@@ -78,20 +79,39 @@ extension Authority {
         CircuitBreaker.report(transition, of: queue, byHand: byHand, to: self.logger, metrics: self.metrics)
         self.countOpenBreakers()
     }
+
+    /// Logs and counts the changes of the named limits' breakers.
+    func reportLimitBreakers() {
+        let transitions = self.running.takeLimitTransitions()
+        guard !transitions.isEmpty else { return }
+        for change in transitions {
+            CircuitBreaker.report(change.transition, of: change.name, kind: .limit, byHand: change.byHand, to: self.logger, metrics: self.metrics)
+        }
+        self.countOpenBreakers()
+    }
 }
 
 extension CircuitBreaker {
+    /// What a breaker guards: a queue, or a named limit.
+    enum Guarded: String {
+        case queue
+        case limit
+    }
+
     /// Logs and counts a breaker's change, as both authorities do.
-    static func report(_ transition: Transition, of queue: String, byHand: Bool, to logger: Logger, metrics: ServerMetrics) {
+    static func report(
+        _ transition: Transition, of name: String, kind: Guarded = .queue, byHand: Bool, to logger: Logger, metrics: ServerMetrics
+    ) {
+        let subject: Logger.Metadata = [kind.rawValue: "\(name)"]
         switch transition {
         case .opened(let until):
+            let what = kind == .queue ? "no claims from the queue" : "no job naming the limit starts"
             logger.warning(
-                "circuit breaker opened: no claims from the queue until its cooldown has passed",
-                metadata: ["queue": "\(queue)", "breaker.until": "\(until)"])
+                "circuit breaker opened: \(what) until its cooldown has passed", metadata: subject.merging(["breaker.until": "\(until)"]) { $1 })
         case .halfOpened:
-            logger.notice("circuit breaker half-open: one trial job may start", metadata: ["queue": "\(queue)"])
+            logger.notice("circuit breaker half-open: one trial job may start", metadata: subject)
         case .closed:
-            logger.notice(byHand ? "circuit breaker closed by hand" : "circuit breaker closed: the trial succeeded", metadata: ["queue": "\(queue)"])
+            logger.notice(byHand ? "circuit breaker closed by hand" : "circuit breaker closed: the trial succeeded", metadata: subject)
         }
         metrics.breakerTransitions.increment()
     }

@@ -102,16 +102,28 @@ extension JSONWriter {
         } else {
             self.null()
         }
+        self.key("breaker")
+        if let breaker = settings?.breaker {
+            self.beginObject()
+            self.member("failures", Int64(breaker.failures))
+            self.member("window_ms", breaker.windowMilliseconds)
+            self.member("cooldown_ms", breaker.cooldownMilliseconds)
+            self.endObject()
+        } else {
+            self.null()
+        }
     }
 
     /// One limit's settings and use: the rule it runs under (its own name or a template's,
-    /// `null` when unset), running jobs, starts in the rate window, and whether it holds
-    /// back a claim.
+    /// `null` when unset), running jobs, starts in the rate window, whether it holds back a
+    /// claim, and its breaker's state.
     mutating func limitUse(_ use: NamedLimits.Use) {
         self.member("rule", optional: use.rule)
         self.limitSettings(use.settings)
         self.member("running", Int64(use.running))
         self.member("started_in_window", Int64(use.recentStarts))
         self.member("holding", use.holding)
+        // "closed", "open" or "half_open" where it has a breaker (a template's instances each their own).
+        self.member("breaker_state", optional: use.breaker?.name)
     }
 }

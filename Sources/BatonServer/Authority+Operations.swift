@@ -446,6 +446,7 @@ extension Authority {
         let followUps = request.followUps.isEmpty ? try finish(&context) : try self.atomically(&context, finish)
         if let queue = self.running[reference.jobID]?.queue {
             self.breakerHeard(reference.jobID, of: queue, succeeded: true, now: context.wallNow)
+            self.running.limitsHeard(reference.jobID, succeeded: true, now: context.leaseNow)
         }
         self.endLease(reference.jobID, &context)
         return try self.completed(request, followUps: followUps, id: id, connection: connection, &context)
@@ -658,6 +659,7 @@ extension Authority {
             id: reference.jobID, token: reference.token, decision: decision, error: error, now: context.wallNow
         )
         self.breakerHeard(reference.jobID, of: job.queue, succeeded: false, now: context.wallNow)
+        self.running.limitsHeard(reference.jobID, succeeded: false, now: context.leaseNow)
         self.endLease(reference.jobID, &context)
         try self.record(
             JobEvent(

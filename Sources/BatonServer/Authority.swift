@@ -273,6 +273,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         for (queue, state) in self.breakerStates {
             report.flag(.degraded, "the circuit breaker of queue \(queue) is \(state.name)")
         }
+        for (limit, state) in self.running.namedLimits.openBreakers {
+            report.flag(.degraded, "the circuit breaker of limit \(limit) is \(state.name)")
+        }
         if let since = self.storageFullSince {
             // Degraded, not failing: a restart cannot make room, and must not loop.
             report.flag(.degraded, "the disk is full: writes refused with storage_full for \(max(wallNow - since, 0) / 1_000) s")
@@ -490,6 +493,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
                 try self.expireAbandonedLeases(of: self.exited, &context)
                 self.exited.removeAll()
                 try self.serveParkedClaims(&context, into: &replies)
+                self.reportLimitBreakers()
                 for waiter in self.parked.removeTimedOut(now: context.monotonicNow) {
                     let outcome = Outcome(line: Reply.success(id: waiter.id) { $0.member("job", rawJSON: nil) })
                     replies.append(PendingReply(sink: waiter.reply, id: waiter.id, outcome: outcome))

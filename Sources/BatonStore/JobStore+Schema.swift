@@ -243,7 +243,10 @@ extension JobStore {
                         name TEXT PRIMARY KEY,
                         max_running INTEGER,
                         rate_count INTEGER,
-                        rate_per_ms INTEGER
+                        rate_per_ms INTEGER,
+                        breaker_failures INTEGER,
+                        breaker_window_ms INTEGER,
+                        breaker_cooldown_ms INTEGER
                     ) WITHOUT ROWID;
                     -- The claim walk reads a job's limits and group from the index, as it
                     -- reads its concurrency key.

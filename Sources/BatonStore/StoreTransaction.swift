@@ -345,11 +345,15 @@ public struct StoreTransaction {
     /// Every named limit's settings (`set_limit`), templates included.
     public func limitSettings() throws -> [String: LimitSettings] {
         var settings: [String: LimitSettings] = [:]
-        for row in try Row.fetchAll(self.db, sql: "SELECT name, max_running, rate_count, rate_per_ms FROM limits") {
+        for row in try Row.fetchAll(
+            self.db,
+            sql: "SELECT name, max_running, rate_count, rate_per_ms, breaker_failures, breaker_window_ms, breaker_cooldown_ms FROM limits"
+        ) {
             let count: Int? = row[2]
             let per: Int64? = row[3]
             settings[row[0]] = LimitSettings(
-                maxRunning: row[1], rate: count.flatMap { count in per.map { LimitSettings.Rate(count: count, perMilliseconds: $0) } }
+                maxRunning: row[1], rate: count.flatMap { count in per.map { LimitSettings.Rate(count: count, perMilliseconds: $0) } },
+                breaker: Self.breaker(row[4], row[5], row[6])
             )
         }
         return settings
@@ -362,8 +366,14 @@ public struct StoreTransaction {
             return
         }
         try self.db.execute(
-            sql: "INSERT OR REPLACE INTO limits (name, max_running, rate_count, rate_per_ms) VALUES (?, ?, ?, ?)",
-            arguments: [name, settings.maxRunning, settings.rate?.count, settings.rate?.perMilliseconds]
+            sql: """
+                INSERT OR REPLACE INTO limits (name, max_running, rate_count, rate_per_ms, breaker_failures, breaker_window_ms, breaker_cooldown_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                name, settings.maxRunning, settings.rate?.count, settings.rate?.perMilliseconds, settings.breaker?.failures,
+                settings.breaker?.windowMilliseconds, settings.breaker?.cooldownMilliseconds,
+            ]
         )
     }
 

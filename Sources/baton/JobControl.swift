@@ -214,32 +214,13 @@ struct SetQueue: AsyncParsableCommand {
     @Flag(help: "Remove the queue's time limit.")
     var noTimeout = false
 
-    @Option(help: "Open the queue's circuit breaker after this many failed attempts (with --breaker-window-ms and --breaker-cooldown-ms).")
-    var breakerFailures: Int?
-
-    @Option(help: "The window those failures must fall in, in milliseconds.")
-    var breakerWindowMs: Int64?
-
-    @Option(help: "How long an open breaker holds claims before its trial, in milliseconds.")
-    var breakerCooldownMs: Int64?
-
-    @Flag(help: "Remove the queue's circuit breaker.")
-    var noBreaker = false
-
-    private var breaker: CircuitBreaker.Settings? {
-        guard let failures = self.breakerFailures, let window = self.breakerWindowMs, let cooldown = self.breakerCooldownMs else { return nil }
-        return CircuitBreaker.Settings(failures: failures, windowMilliseconds: window, cooldownMilliseconds: cooldown)
-    }
+    @OptionGroup var breaker: BreakerOptions
 
     func validate() throws {
         guard !(self.maxRunning != nil && self.noLimit), !(self.timeoutMs != nil && self.noTimeout) else {
             throw ValidationError("Give --max-running N or --no-limit, and --timeout-ms N or --no-timeout, not both.")
         }
-        let breakerParts = [self.breakerFailures != nil, self.breakerWindowMs != nil, self.breakerCooldownMs != nil].filter { $0 }.count
-        guard breakerParts == 0 || breakerParts == 3, !(breakerParts == 3 && self.noBreaker) else {
-            throw ValidationError("Give all three of --breaker-failures, --breaker-window-ms and --breaker-cooldown-ms, or --no-breaker.")
-        }
-        guard self.maxRunning != nil || self.noLimit || self.timeoutMs != nil || self.noTimeout || breakerParts == 3 || self.noBreaker else {
+        guard self.maxRunning != nil || self.noLimit || self.timeoutMs != nil || self.noTimeout || self.breaker.change != nil else {
             throw ValidationError("Give a setting to change: --max-running, --no-limit, --timeout-ms, --no-timeout, --breaker-… or --no-breaker.")
         }
     }
@@ -248,8 +229,37 @@ struct SetQueue: AsyncParsableCommand {
         var change = QueueSettings.Change()
         if self.maxRunning != nil || self.noLimit { change.maxRunning = .some(self.maxRunning) }
         if self.timeoutMs != nil || self.noTimeout { change.timeoutMilliseconds = .some(self.timeoutMs) }
-        if self.breaker != nil || self.noBreaker { change.breaker = .some(self.breaker) }
+        change.breaker = self.breaker.change
         _ = try await self.connection.withClient { client in try await client.setQueue(self.queue, change) }
+    }
+}
+
+/// A circuit breaker's flags, for a queue (`set-queue`) or a named limit (`set-limit`).
+struct BreakerOptions: ParsableArguments {
+    @Option(help: "Open the circuit breaker after this many failed attempts (with --breaker-window-ms and --breaker-cooldown-ms).")
+    var breakerFailures: Int?
+
+    @Option(help: "The window those failures must fall in, in milliseconds.")
+    var breakerWindowMs: Int64?
+
+    @Option(help: "How long an open breaker holds its jobs back before its trial, in milliseconds.")
+    var breakerCooldownMs: Int64?
+
+    @Flag(help: "Remove the circuit breaker.")
+    var noBreaker = false
+
+    func validate() throws {
+        let parts = [self.breakerFailures != nil, self.breakerWindowMs != nil, self.breakerCooldownMs != nil].filter { $0 }.count
+        guard parts == 0 || parts == 3, !(parts == 3 && self.noBreaker) else {
+            throw ValidationError("Give all three of --breaker-failures, --breaker-window-ms and --breaker-cooldown-ms, or --no-breaker.")
+        }
+    }
+
+    /// The change the flags ask for: `nil` for none, `.some(nil)` to remove the breaker.
+    var change: CircuitBreaker.Settings?? {
+        if self.noBreaker { return .some(nil) }
+        guard let failures = self.breakerFailures, let window = self.breakerWindowMs, let cooldown = self.breakerCooldownMs else { return nil }
+        return .some(CircuitBreaker.Settings(failures: failures, windowMilliseconds: window, cooldownMilliseconds: cooldown))
     }
 }
 

@@ -33,13 +33,15 @@ struct SetLimit: AsyncParsableCommand {
     @Flag(help: "Remove the rate.")
     var noRate = false
 
+    @OptionGroup var breaker: BreakerOptions
+
     func validate() throws {
         guard (self.rate == nil) == (self.perMs == nil) else { throw ValidationError("Give --rate N and --per-ms MS together.") }
         guard !(self.maxRunning != nil && self.noMaxRunning), !(self.rate != nil && self.noRate) else {
             throw ValidationError("Give --max-running N or --no-max-running, and --rate N --per-ms MS or --no-rate, not both.")
         }
-        guard self.maxRunning != nil || self.noMaxRunning || self.rate != nil || self.noRate else {
-            throw ValidationError("Give a setting to change: --max-running, --no-max-running, --rate with --per-ms, or --no-rate.")
+        guard self.maxRunning != nil || self.noMaxRunning || self.rate != nil || self.noRate || self.breaker.change != nil else {
+            throw ValidationError("Give a setting to change: --max-running, --no-max-running, --rate with --per-ms, --no-rate, --breaker-… or --no-breaker.")
         }
     }
 
@@ -51,6 +53,7 @@ struct SetLimit: AsyncParsableCommand {
         } else if self.noRate {
             change.rate = .some(nil)
         }
+        change.breaker = self.breaker.change
         _ = try await self.connection.withClient { client in try await client.setLimit(self.name, change) }
     }
 }
@@ -76,6 +79,7 @@ struct Limits: AsyncParsableCommand {
                 writer.member("running", Int64(limit.running))
                 writer.member("started_in_window", Int64(limit.startedInWindow))
                 writer.member("holding", limit.holding)
+                writer.member("breaker", optional: limit.breakerState)
                 writer.endObject()
                 print(String(decoding: writer.bytes, as: UTF8.self))
             }
@@ -86,11 +90,12 @@ struct Limits: AsyncParsableCommand {
 
     /// A table of limits: running jobs against `max_running`, starts in the window against the rate.
     static func rows(_ limits: ArraySlice<LimitInfo>) -> [[String]] {
-        var rows = [["LIMIT", "RULE", "RUNNING", "RATE", "HOLDING"]]
+        var rows = [["LIMIT", "RULE", "RUNNING", "RATE", "BREAKER", "HOLDING"]]
         for limit in limits {
             let running = limit.settings.maxRunning.map { "\(limit.running)/\($0)" } ?? "\(limit.running)"
             let rate = limit.settings.rate.map { "\(limit.startedInWindow)/\($0.count) per \($0.perMilliseconds) ms" } ?? "-"
-            rows.append([limit.name, limit.rule ?? "-", running, rate, limit.holding ? "yes" : "no"])
+            let breaker = limit.breakerState.map { $0 == "half_open" ? "half-open" : $0 } ?? "-"
+            rows.append([limit.name, limit.rule ?? "-", running, rate, breaker, limit.holding ? "yes" : "no"])
         }
         return rows
     }

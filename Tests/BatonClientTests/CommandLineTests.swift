@@ -243,6 +243,11 @@ struct CommandLineTests {
         #expect(row.contains("tenant:*") && row.contains("1/1") && row.contains("1/10 per 60000 ms") && row.hasSuffix("yes"), "\(table.output)")
         let json = try baton(["limits", "--json"] + socket)
         #expect(json.output.contains(#""name":"tenant:*""#) && json.output.contains(#""running":1"#), "\(json.output)")
+        #expect(try baton(["set-limit", "openai", "--breaker-failures", "3"] + socket).status == 64, "a breaker needs all three flags")
+        let breaker = ["--breaker-failures", "3", "--breaker-window-ms", "60000", "--breaker-cooldown-ms", "1000"]
+        #expect(try baton(["set-limit", "openai"] + breaker + socket).status == 0)
+        let withBreaker = try baton(["limits"] + socket)
+        #expect(withBreaker.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("closed") }, "\(withBreaker.output)")
         #expect(try baton(["set-limit", "tenant:*", "--no-max-running", "--no-rate"] + socket).status == 0)
         #expect(try baton(["claim", "q"] + socket).status == 0, "with the template removed the job starts")
     }

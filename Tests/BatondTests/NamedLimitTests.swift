@@ -113,6 +113,39 @@ struct NamedLimitTests {
         #expect(try client.claim(queues: ["q"]) == nil)
     }
 
+    @Test("a limit's breaker opens on failures in any queue, holds every queue's jobs naming it, and closes on its trial's success")
+    func limitBreaker() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        guard !TestStore.current.isPostgres else { return }
+        let breaker = ["failures": 2, "window_ms": 60_000, "cooldown_ms": 600]
+        #expect(try client.request(["op": "set_limit", "name": "openai", "breaker": breaker]).object("breaker")?["failures"] as? Int == 2)
+        for queue in ["extract", "embed"] {
+            for i in 0..<3 { _ = try client.enqueue(queue: queue, payload: i, ["limits": ["openai"], "max_attempts": 10, "backoff": ["initial_ms": 0]]) }
+        }
+        _ = try client.enqueue(queue: "extract", payload: "free", ["priority": -1])
+        for queue in ["extract", "embed"] {
+            let job = try #require(try client.claim(queues: [queue]))
+            #expect(try client.fenced("fail", job, ["error": "HTTP 503"]).ok)
+        }
+        #expect(try self.limitStats(client, "openai")?["breaker_state"] as? String == "open")
+        let health = try client.request(["op": "health"])
+        #expect((health.fields["reasons"] as? [String])?.contains { $0.contains("breaker of limit openai is open") } == true, "\(health)")
+        let free = try #require(try client.claim(queues: ["extract", "embed"]))
+        #expect(free.payload as? String == "free", "jobs not naming the limit still start")
+        #expect(try client.claim(queues: ["extract", "embed"]) == nil, "no job naming openai starts while its breaker is open")
+
+        // After the cooldown a parked claim gets the one trial; its success closes the breaker.
+        let trial = try #require(try client.claim(queues: ["extract", "embed"], ["wait_ms": 5_000]))
+        #expect(try self.limitStats(client, "openai")?["breaker_state"] as? String == "half_open")
+        #expect(try client.claim(queues: ["extract", "embed"]) == nil, "one trial at a time")
+        #expect(try client.fenced("complete", trial).ok)
+        #expect(try self.limitStats(client, "openai")?["breaker_state"] as? String == "closed")
+        #expect(try client.claim(queues: ["extract", "embed"]) != nil)
+        let stats = try #require(try client.request(["op": "stats"]).object("queues")?["embed"] as? [String: Any])
+        #expect(stats["failed"] as? Int == 0, "held-back jobs wait, never fail")
+    }
+
     @Test("claims rotate across groups: a 10-job group is served within the first claims beside a 10,000-job group")
     func fairRotation() throws {
         let server = try TestServer()

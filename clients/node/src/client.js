@@ -267,13 +267,17 @@ export class Client {
   }
 
   /** Creates or changes a named limit (`tenant:*` is a template for every `tenant:...`).
-   * `settings` is `{maxRunning?, rate?}` (`rate`: `{count, perMs}`, at most `count` starts in
-   * any `perMs`): those left undefined stay, `null` removes one. Resolves to the limit's
-   * settings now, `{maxRunning, rate}`. */
+   * `settings` is `{maxRunning?, rate?, breaker?}` (`rate`: `{count, perMs}`, at most `count`
+   * starts in any `perMs`; `breaker`: `{failures, windowMs, cooldownMs}`, a circuit breaker
+   * over its jobs' outcomes, which setting the limit closes by hand): those left undefined
+   * stay, `null` removes one. Resolves to the limit's settings now, `{maxRunning, rate, breaker}`. */
   async setLimit(name, settings) {
     const reply = await this.request('set_limit', { name, ...wire(settings) });
     const rate = reply.rate && { count: reply.rate.count, perMs: reply.rate.per_ms };
-    return { maxRunning: reply.max_running, rate };
+    const breaker = reply.breaker && {
+      failures: reply.breaker.failures, windowMs: reply.breaker.window_ms, cooldownMs: reply.breaker.cooldown_ms,
+    };
+    return { maxRunning: reply.max_running, rate, breaker };
   }
 
   /** Every limit set and every name in use, each with `rule`, its settings, `running`,

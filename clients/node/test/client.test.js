@@ -91,7 +91,7 @@ test('a breaker holds claims after failures', async () => {
 
 test('a named limit holds jobs across queues, and groups rotate', { skip: onPostgres && 'named limits run on the SQLite store for now' }, async () => {
   const client = fixture.client;
-  assert.deepEqual(await client.setLimit('gpu', { maxRunning: 1 }), { maxRunning: 1, rate: null });
+  assert.deepEqual(await client.setLimit('gpu', { maxRunning: 1 }), { maxRunning: 1, rate: null, breaker: null });
   await client.enqueue('lim-extract', 1, { limits: ['gpu'] });
   await client.enqueue('lim-embed', 2, { limits: ['gpu'] });
   const first = await client.claim(['lim-extract', 'lim-embed']);
@@ -101,7 +101,7 @@ test('a named limit holds jobs across queues, and groups rotate', { skip: onPost
   assert.equal(gpu.running, 1);
   assert.equal(gpu.holding, true);
   const rate = { count: 5, perMs: 1000 };
-  assert.deepEqual(await client.setLimit('gpu', { rate }), { maxRunning: 1, rate });
+  assert.deepEqual(await client.setLimit('gpu', { rate }), { maxRunning: 1, rate, breaker: null });
   await client.complete(first);
   assert.ok(await client.claim(['lim-extract', 'lim-embed']));
   for (const group of ['big', 'big', 'big', 'small']) await client.enqueue('fair', group, { group });

@@ -343,14 +343,16 @@ class Client:
         moves in the claim order at once, a running one keeps it for its next attempt."""
         return self.request("set_priority", job=job, priority=priority)["state"]
 
-    def set_limit(self, name: str, max_running: Any = KEEP, *, rate: Any = KEEP) -> Dict[str, Any]:
+    def set_limit(self, name: str, max_running: Any = KEEP, *, rate: Any = KEEP, breaker: Any = KEEP) -> Dict[str, Any]:
         """Creates or changes a named limit (``tenant:*`` is a template for every
         ``tenant:...``); settings not given stay, ``None`` removes one. ``max_running`` caps
         the running jobs that name it, in any queue; ``rate`` is ``{"count": n, "per_ms": ms}``,
-        at most ``n`` starts in any ``ms``. Returns ``{"max_running", "rate"}`` as set now."""
-        settings = (("max_running", max_running), ("rate", rate))
+        at most ``n`` starts in any ``ms``; ``breaker`` is ``{"failures", "window_ms",
+        "cooldown_ms"}``, a circuit breaker over its jobs' outcomes (setting the limit closes
+        it by hand). Returns ``{"max_running", "rate", "breaker"}`` as set now."""
+        settings = (("max_running", max_running), ("rate", rate), ("breaker", breaker))
         if all(value is KEEP for _, value in settings):
-            raise ValueError("set_limit needs a setting to change: max_running or rate")
+            raise ValueError("set_limit needs a setting to change: max_running, rate or breaker")
         fields = {key: NULL if value is None else value for key, value in settings if value is not KEEP}
         reply = self.request("set_limit", name=name, **fields)
         return {key: reply[key] for key, _ in settings}
