@@ -15,6 +15,8 @@ public struct LimitInfo: Hashable, Sendable {
     public var holding: Bool
     /// Its breaker's state (`closed`, `open`, `half_open`), where it has one.
     public var breakerState: String?
+    /// Jobs naming it that wait to run (queued or retrying).
+    public var waiting: Int
 }
 
 extension BatonClient {
@@ -68,7 +70,8 @@ extension BatonClient {
             return LimitInfo(
                 name: try fields.string("name"), rule: fields.optionalString("rule"), settings: try Self.limitSettings(fields),
                 running: Int(fields.optionalInt64("running") ?? 0), startedInWindow: Int(fields.optionalInt64("started_in_window") ?? 0),
-                holding: (try? fields.bool("holding")) ?? false, breakerState: fields.optionalString("breaker_state")
+                holding: (try? fields.bool("holding")) ?? false, breakerState: fields.optionalString("breaker_state"),
+                waiting: Int(fields.optionalInt64("waiting") ?? 0)
             )
         }
     }

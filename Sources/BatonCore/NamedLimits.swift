@@ -324,11 +324,18 @@ public struct NamedLimits: Sendable {
         public var holding: Bool
         /// Its breaker's state, where it has one.
         public var breaker: CircuitBreaker.State?
+        /// How many jobs naming it wait to run (queued or retrying), as the store counts them.
+        public var waiting = 0
     }
 
     /// Each limit with settings, and each name in use, by name.
-    public var uses: [Use] {
-        var names = Set(self.usage.keys)
+    public var uses: [Use] { self.uses(including: []) }
+
+    /// Each limit with settings, each name in use, and each of `names`, by name, with the
+    /// store's counts of the jobs waiting on each (``Use/waiting``).
+    public func uses(including names: some Sequence<String>, waiting: [String: Int] = [:]) -> [Use] {
+        var names = Set(names)
+        names.formUnion(self.usage.keys)
         names.formUnion(self.settings.keys)
         return names.sorted().map { name in
             let usage = self.usage[name]
@@ -336,7 +343,8 @@ public struct NamedLimits: Sendable {
             return Use(
                 name: name, rule: rule?.rule, settings: rule?.settings, running: usage?.running ?? 0,
                 recentStarts: usage?.starts.count ?? 0, holding: !(usage?.held.isEmpty ?? true),
-                breaker: usage?.breaker?.state ?? (rule?.settings.breaker != nil && !LimitSettings.isTemplate(name) ? .closed : nil)
+                breaker: usage?.breaker?.state ?? (rule?.settings.breaker != nil && !LimitSettings.isTemplate(name) ? .closed : nil),
+                waiting: waiting[name] ?? 0
             )
         }
     }

@@ -54,6 +54,14 @@ extension Authority {
         return Reply.limitSettings(id: id, name: name, settings)
     }
 
+    /// The named limits set or in use, and the names jobs waiting to run name, with how
+    /// many wait on each: at most ``Reply/maximumLimitsShown`` of each, by name.
+    func limitUses(_ tx: StoreTransaction) throws -> [NamedLimits.Use] {
+        let known = self.running.namedLimits.uses.prefix(Reply.maximumLimitsShown).map(\.name)
+        let waiting = try tx.waitingByLimit(Array(known), limit: Reply.maximumLimitsShown)
+        return self.running.namedLimits.uses(including: waiting.keys, waiting: waiting)
+    }
+
     /// The queues whose limits' rate windows have opened, offered to the parked claims.
     func limitWindowsOpened(_ context: inout BatchContext) {
         guard let next = self.running.namedLimits.nextWakeup, next <= context.leaseNow else { return }
@@ -116,13 +124,14 @@ extension JSONWriter {
 
     /// One limit's settings and use: the rule it runs under (its own name or a template's,
     /// `null` when unset), running jobs, starts in the rate window, whether it holds back a
-    /// claim, and its breaker's state.
+    /// claim, the jobs waiting on it, and its breaker's state.
     mutating func limitUse(_ use: NamedLimits.Use) {
         self.member("rule", optional: use.rule)
         self.limitSettings(use.settings)
         self.member("running", Int64(use.running))
         self.member("started_in_window", Int64(use.recentStarts))
         self.member("holding", use.holding)
+        self.member("waiting", Int64(use.waiting))
         // "closed", "open" or "half_open" where it has a breaker (a template's instances each their own).
         self.member("breaker_state", optional: use.breaker?.name)
     }

@@ -90,11 +90,11 @@ extension Authority {
             case .setLimit(let name, let change):
                 return Outcome(line: try self.setLimit(name, change, id: id, &context))
             case .limits:
-                return Outcome(line: Reply.limits(id: id, self.running.namedLimits.uses))
+                return Outcome(line: Reply.limits(id: id, try self.limitUses(context.tx)))
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, for: submission.connection.peer, &context))
             case .metrics(let json):
-                let snapshot = self.metricsSnapshot(census: self.census(including: context))
+                let snapshot = try self.metricsSnapshot(census: self.census(including: context), context.tx)
                 // Written out by the connection, off this thread: it grows with the queues.
                 return Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:
@@ -194,7 +194,7 @@ extension Authority {
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: context.wallNow, pausedQueues: self.pausedQueues.sorted(),
             limits: self.running.allLimits.sorted(by: { $0.key < $1.key }).map { ($0.key, $0.value, self.running.runningCount(of: $0.key)) },
-            breakers: self.breakerStates, namedLimits: self.running.namedLimits.uses,
+            breakers: self.breakerStates, namedLimits: try self.limitUses(context.tx),
             pruned: Int64(pruned), leases: self.running.count, parkedClaims: self.parked.count
         )
     }
@@ -779,6 +779,7 @@ extension Authority {
             limit: self.retention.batchSize
         )
         context.pruned += pruned
+        try context.tx.forgetIdleLimitNames(limit: self.retention.batchSize)
         let deleted = pruned.count
         if deleted > 0 {
             self.logger.info("finished jobs pruned", metadata: ["jobs.pruned": "\(deleted)"])

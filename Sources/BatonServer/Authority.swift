@@ -322,14 +322,13 @@ final class Authority: JobAuthority, @unchecked Sendable {
 
     /// The metrics as of the last commit, for the HTTP endpoint to write out.
     func scrape() -> EventLoopFuture<MetricsSnapshot> {
-        self.loop.submit { self.metricsSnapshot(census: self.census) }
+        self.loop.submit { try self.store.write { tx in try self.metricsSnapshot(census: self.census, tx) } }
     }
 
     /// The metrics now, with `census` for the job counts: O(1) on this thread (the
     /// dictionaries are copied on write), O(queues) for whoever writes it out.
-    func metricsSnapshot(census: JobCensus) -> MetricsSnapshot {
-        MetricsSnapshot(
-            serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts, limits: self.running.namedLimits.uses)
+    func metricsSnapshot(census: JobCensus, _ tx: StoreTransaction) throws -> MetricsSnapshot {
+        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts, limits: try self.limitUses(tx))
     }
 
     /// Closes the store once everything before it on the loop has run.

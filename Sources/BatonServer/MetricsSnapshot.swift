@@ -24,6 +24,7 @@ struct MetricsSnapshot: Sendable {
         ("baton_limit_running", { Int64($0.running) }),
         ("baton_limit_started_in_window", { Int64($0.recentStarts) }),
         ("baton_limit_holding", { $0.holding ? 1 : 0 }),
+        ("baton_limit_waiting", { Int64($0.waiting) }),
     ]
 
     /// Every queue with metrics or jobs, sorted, so that the output is stable.

@@ -234,8 +234,8 @@ extension JobStore {
         migrator.registerMigration("v15: named limits and fair groups") { db in
             try db.execute(
                 sql: """
-                    -- The named limits a job counts against (names joined by a newline, which
-                    -- no name holds), and its fair-share group within its queue.
+                    -- The named limits a job counts against (a JSON array of names), and its
+                    -- fair-share group within its queue.
                     ALTER TABLE jobs ADD COLUMN limits TEXT;
                     ALTER TABLE jobs ADD COLUMN fair_group TEXT;
                     -- A named limit's settings (set_limit); its counts are the authority's.
@@ -257,6 +257,33 @@ extension JobStore {
                     -- that rotates claims across groups. Jobs without one are not in it.
                     CREATE INDEX jobs_ready_groups ON jobs (queue, priority DESC, fair_group, id, concurrency_key, limits, ready)
                         WHERE ready = 1 AND fair_group IS NOT NULL;
+                    -- How many jobs naming each limit wait to run (queued or retrying), kept by
+                    -- triggers that fire only for jobs with limits. Their
+                    -- conditions use OR, not IN: an IN list costs every update of a job a
+                    -- temporary b-tree, limits or not.
+                    CREATE TABLE limit_waiting (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+                    CREATE TRIGGER jobs_limits_enqueued AFTER INSERT ON jobs
+                    WHEN NEW.limits IS NOT NULL AND NEW.state = 'queued'
+                    BEGIN
+                        INSERT INTO limit_waiting (name, n) SELECT value, 1 FROM json_each(NEW.limits) WHERE true
+                            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+                    END;
+                    CREATE TRIGGER jobs_limits_waiting AFTER UPDATE OF state ON jobs
+                    WHEN NEW.limits IS NOT NULL AND NOT (OLD.state = 'queued' OR OLD.state = 'retrying')
+                        AND (NEW.state = 'queued' OR NEW.state = 'retrying')
+                    BEGIN
+                        INSERT INTO limit_waiting (name, n) SELECT value, 1 FROM json_each(NEW.limits) WHERE true
+                            ON CONFLICT (name) DO UPDATE SET n = n + 1;
+                    END;
+                    CREATE TRIGGER jobs_limits_not_waiting AFTER UPDATE OF state ON jobs
+                    WHEN NEW.limits IS NOT NULL AND (OLD.state = 'queued' OR OLD.state = 'retrying')
+                        AND NOT (NEW.state = 'queued' OR NEW.state = 'retrying')
+                    BEGIN
+                        INSERT INTO limit_waiting (name, n) SELECT value, 0 FROM json_each(NEW.limits) WHERE true
+                            ON CONFLICT (name) DO UPDATE SET n = n - 1;
+                    END;
+                    -- Names none waits on any more, for the retention chore to delete a few at a time.
+                    CREATE INDEX limit_waiting_idle ON limit_waiting (name) WHERE n <= 0;
                     """
             )
         }
@@ -271,14 +298,40 @@ extension JobStore {
         created_at, started_at, finished_at, concurrency_key, parent, timeout_ms, limits, fair_group
         """
 
-    /// A job's limits as the `limits` column holds them: joined by a newline, `NULL` for none.
+    /// A job's limits as the `limits` column holds them: a JSON array of strings (which the
+    /// triggers counting waiting jobs read with `json_each`), `NULL` for none. Names hold no
+    /// control characters, so only `"` and `\` need escaping.
     static func limitsText(_ limits: [String]) -> String? {
-        limits.isEmpty ? nil : limits.joined(separator: "\n")
+        guard !limits.isEmpty else { return nil }
+        let quoted = limits.map { name in
+            "\"" + name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        return "[" + quoted.joined(separator: ",") + "]"
     }
 
-    /// The `limits` column read back.
+    /// The `limits` column read back (as ``limitsText(_:)`` writes it).
     static func limits(fromText text: String?) -> [String] {
         guard let text else { return [] }
-        return text.split(separator: "\n").map(String.init)
+        var names: [String] = []
+        var name: [UInt8] = []
+        var inString = false
+        var escaped = false
+        for byte in text.utf8 {
+            if !inString {
+                if byte == UInt8(ascii: "\"") { inString = true }
+            } else if escaped {
+                name.append(byte)
+                escaped = false
+            } else if byte == UInt8(ascii: "\\") {
+                escaped = true
+            } else if byte == UInt8(ascii: "\"") {
+                names.append(String(decoding: name, as: UTF8.self))
+                name.removeAll(keepingCapacity: true)
+                inString = false
+            } else {
+                name.append(byte)
+            }
+        }
+        return names
     }
 }

@@ -359,6 +359,27 @@ public struct StoreTransaction {
         return settings
     }
 
+    /// How many jobs naming each of `names` wait to run (queued or retrying), and the first
+    /// `limit` other names with waiting jobs, by name.
+    public func waitingByLimit(_ names: [String], limit: Int) throws -> [String: Int] {
+        var waiting: [String: Int] = [:]
+        for row in try Row.fetchAll(self.db, sql: "SELECT name, n FROM limit_waiting WHERE n > 0 ORDER BY name LIMIT ?", arguments: [limit]) {
+            waiting[row[0]] = row[1]
+        }
+        let statement = try self.db.cachedStatement(sql: "SELECT n FROM limit_waiting WHERE name = ?")
+        for name in names where waiting[name] == nil {
+            waiting[name] = try Int.fetchOne(statement, arguments: [name]) ?? 0
+        }
+        return waiting
+    }
+
+    /// Deletes up to `limit` names no job waits on any more from the waiting counts: one
+    /// walk of their partial index.
+    public func forgetIdleLimitNames(limit: Int) throws {
+        try self.db.execute(
+            sql: "DELETE FROM limit_waiting WHERE name IN (SELECT name FROM limit_waiting WHERE n <= 0 LIMIT ?)", arguments: [limit])
+    }
+
     /// Stores a named limit's settings, durably; empty settings remove it.
     public func saveLimit(_ name: String, _ settings: LimitSettings) throws {
         guard !settings.isEmpty else {

@@ -79,6 +79,7 @@ struct Limits: AsyncParsableCommand {
                 writer.member("running", Int64(limit.running))
                 writer.member("started_in_window", Int64(limit.startedInWindow))
                 writer.member("holding", limit.holding)
+                writer.member("waiting", Int64(limit.waiting))
                 writer.member("breaker", optional: limit.breakerState)
                 writer.endObject()
                 print(String(decoding: writer.bytes, as: UTF8.self))
@@ -90,12 +91,12 @@ struct Limits: AsyncParsableCommand {
 
     /// A table of limits: running jobs against `max_running`, starts in the window against the rate.
     static func rows(_ limits: ArraySlice<LimitInfo>) -> [[String]] {
-        var rows = [["LIMIT", "RULE", "RUNNING", "RATE", "BREAKER", "HOLDING"]]
+        var rows = [["LIMIT", "RULE", "RUNNING", "WAITING", "RATE", "BREAKER", "HOLDING"]]
         for limit in limits {
             let running = limit.settings.maxRunning.map { "\(limit.running)/\($0)" } ?? "\(limit.running)"
             let rate = limit.settings.rate.map { "\(limit.startedInWindow)/\($0.count) per \($0.perMilliseconds) ms" } ?? "-"
             let breaker = limit.breakerState.map { $0 == "half_open" ? "half-open" : $0 } ?? "-"
-            rows.append([limit.name, limit.rule ?? "-", running, rate, breaker, limit.holding ? "yes" : "no"])
+            rows.append([limit.name, limit.rule ?? "-", running, "\(limit.waiting)", rate, breaker, limit.holding ? "yes" : "no"])
         }
         return rows
     }

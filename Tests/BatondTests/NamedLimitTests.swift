@@ -67,6 +67,7 @@ struct NamedLimitTests {
         #expect(try client.claim(queues: ["extract", "embed"]) == nil, "two jobs naming gpu run, in whichever queues")
         let gpu = try #require(try self.limitStats(client, "gpu"))
         #expect(gpu["running"] as? Int == 2 && gpu["max_running"] as? Int == 2 && gpu["holding"] as? Bool == true, "\(gpu)")
+        #expect(gpu["waiting"] as? Int == 4, "six jobs name gpu, two run: \(gpu)")
         #expect((try client.get(extract.id)["limits"] as? [String]) == ["gpu"])
         let samples = try client.request(["op": "metrics", "format": "json"]).fields["samples"] as? [[String: Any]] ?? []
         let gauge = samples.first { $0["name"] as? String == "baton_limit_running" && ($0["labels"] as? [String: String])?["limit"] == "gpu" }
@@ -83,6 +84,7 @@ struct NamedLimitTests {
         let again = try server.connect()
         let kept = try #require(try self.limitStats(again, "gpu"))
         #expect(kept["max_running"] as? Int == 2 && kept["running"] as? Int == 2, "the setting and the running jobs outlive a restart: \(kept)")
+        #expect(kept["waiting"] as? Int == 3, "one completed, one more started: \(kept)")
         #expect(try again.claim(queues: ["extract", "embed"]) == nil)
         let listed = try #require(try again.request(["op": "limits"]).fields["limits"] as? [[String: Any]])
         #expect(listed.map { $0["name"] as? String } == ["gpu"], "\(listed)")
@@ -106,7 +108,10 @@ struct NamedLimitTests {
         #expect(try client.claim(queues: ["q"])?.id == jobs["tenant:2"]![0], "tenant:1's quota is full; tenant:2 has its own")
         #expect(try client.claim(queues: ["q"]) == nil)
         let tenant1 = try #require(try self.limitStats(client, "tenant:1"))
-        #expect(tenant1["rule"] as? String == "tenant:*" && tenant1["running"] as? Int == 1, "\(tenant1)")
+        #expect(tenant1["rule"] as? String == "tenant:*" && tenant1["running"] as? Int == 1 && tenant1["waiting"] as? Int == 2, "\(tenant1)")
+        let samples = try client.request(["op": "metrics", "format": "json"]).fields["samples"] as? [[String: Any]] ?? []
+        let waiting = samples.first { $0["name"] as? String == "baton_limit_waiting" && ($0["labels"] as? [String: String])?["limit"] == "tenant:2" }
+        #expect(waiting?["value"] as? Int == 2, "\(String(describing: waiting))")
 
         #expect(try client.request(["op": "set_limit", "name": "tenant:2", "max_running": 2]).ok)
         #expect(try client.claim(queues: ["q"])?.id == jobs["tenant:2"]![1], "tenant:2's own limit of 2 overrides the template")
