@@ -511,12 +511,18 @@ extension Authority {
     }
 
     private func cancel(_ job: Job, reason: String, _ context: inout BatchContext) throws {
-        let jobID = job.id
-        _ = try context.tx.markCancelled(id: jobID, from: job.state, reason: reason, now: context.wallNow)
+        try self.cancel(job.id, from: job.state, of: job.queue, reason: reason, &context)
+    }
+
+    /// Cancels job `jobID` of `queue`, which is in `state` (a bulk change's step knows both
+    /// from its filter, and reads no job).
+    private func cancel(_ jobID: Int64, from state: JobState, of queue: String, reason: String, _ context: inout BatchContext) throws {
+        // Not in `state` any more: a job cancelled a moment ago with the one it waited on.
+        guard try context.tx.markCancelled(id: jobID, from: state, reason: reason, now: context.wallNow) else { return }
         let lease = self.endLease(jobID, &context)
         try self.record(
-            JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason), job: jobID, queue: job.queue,
-            from: job.state, &context
+            JobEvent(.cancelled, at: context.wallNow, state: .cancelled, token: lease?.token, detail: reason), job: jobID, queue: queue,
+            from: state, &context
         )
         try self.cancelDependents(of: jobID, because: "was cancelled", &context)
     }
@@ -571,7 +577,7 @@ extension Authority {
         case .retry:
             for jobID in matched { try self.retry(jobID, from: change.state, &context) }
         case .cancel:
-            for jobID in matched { try self.cancel(try self.requireJob(jobID, &context), reason: change.reason ?? "cancelled", &context) }
+            for jobID in matched { try self.cancel(jobID, from: change.state, of: change.queue, reason: change.reason ?? "cancelled", &context) }
         case .purge:
             try context.tx.deleteJobs(matched)
             context.pruned += matched.map { _ in (change.queue, change.state) }

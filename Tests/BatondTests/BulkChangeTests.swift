@@ -44,6 +44,22 @@ struct BulkChangeTests {
         print("claim+complete during a bulk retry of 10,000 jobs: p50 \(latencies[150]), p99 \(latencies[296]), max \(latencies[299])")
     }
 
+    @Test("a bulk cancel of a job and the job waiting on it cancels each once")
+    func cascade() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        let first = try client.enqueue(queue: "chain", payload: 1)
+        let second = try client.enqueue(queue: "chain", payload: 2, ["after": [first]])
+        let reply = try client.request(["op": "cancel", "queue": "chain", "state": "queued"])
+        #expect(reply.int("changed") == 2 && reply.fields["done"] as? Bool == true, "\(reply)")
+        for job in [first, second] {
+            let events = try #require(try client.request(["op": "events", "job": job]).fields["events"] as? [[String: Any]])
+            #expect(events.filter { $0["event"] as? String == "cancelled" }.count == 1, "job \(job): \(events)")
+        }
+        let counts = try #require(try client.request(["op": "stats"]).object("queues")?["chain"] as? [String: Any])
+        #expect(counts["cancelled"] as? Int == 2 && counts["queued"] as? Int == 0, "\(counts)")
+    }
+
     @Test("cancel by filter takes error_contains and limit; purge deletes finished jobs; the single-job forms still work")
     func filtersAndPurge() throws {
         let server = try TestServer()
