@@ -43,18 +43,7 @@ extension BatonClient {
                     request.null()
                 }
             }
-            if let breaker = change.breaker {
-                request.key("breaker")
-                if let breaker {
-                    request.beginObject()
-                    request.member("failures", breaker.failures)
-                    request.member("window_ms", breaker.windowMilliseconds)
-                    request.member("cooldown_ms", breaker.cooldownMilliseconds)
-                    request.endObject()
-                } else {
-                    request.null()
-                }
-            }
+            if let breaker = change.breaker { request.member("breaker", breaker: breaker) }
         }
         return try Self.limitSettings(reply)
     }
@@ -81,11 +70,7 @@ extension BatonClient {
         if case .object(let rate)? = fields["rate"] {
             settings.rate = LimitSettings.Rate(count: Int(try rate.int64("count")), perMilliseconds: try rate.int64("per_ms"))
         }
-        if case .object(let breaker)? = fields["breaker"] {
-            settings.breaker = CircuitBreaker.Settings(
-                failures: Int(try breaker.int64("failures")), windowMilliseconds: try breaker.int64("window_ms"),
-                cooldownMilliseconds: try breaker.int64("cooldown_ms"))
-        }
+        settings.breaker = try fields.breaker()
         return settings
     }
 }

@@ -193,25 +193,9 @@ extension BatonClient {
             if let timeout = change.timeoutMilliseconds {
                 if let timeout { request.member("timeout_ms", timeout) } else { request.member("timeout_ms", rawJSON: nil) }
             }
-            if let breaker = change.breaker {
-                request.key("breaker")
-                if let breaker {
-                    request.beginObject()
-                    request.member("failures", breaker.failures)
-                    request.member("window_ms", breaker.windowMilliseconds)
-                    request.member("cooldown_ms", breaker.cooldownMilliseconds)
-                    request.endObject()
-                } else {
-                    request.null()
-                }
-            }
+            if let breaker = change.breaker { request.member("breaker", breaker: breaker) }
         }
-        var breaker: CircuitBreaker.Settings?
-        if case .object(let fields)? = reply["breaker"] {
-            breaker = CircuitBreaker.Settings(
-                failures: Int(try fields.int64("failures")), windowMilliseconds: try fields.int64("window_ms"),
-                cooldownMilliseconds: try fields.int64("cooldown_ms"))
-        }
+        let breaker = try reply.breaker()
         return QueueSettings(
             maxRunning: reply.optionalInt64("max_running").map { Int($0) }, timeoutMilliseconds: reply.optionalInt64("timeout_ms"), breaker: breaker)
     }

@@ -1,3 +1,4 @@
+import BatonCore
 import BatonProtocol
 import Foundation
 
@@ -31,6 +32,14 @@ extension Dictionary where Key == String, Value == JSONValue {
     func object(_ name: String) throws -> [String: JSONValue] {
         guard case .object(let value)? = self[name] else { throw Self.missing(name, "an object") }
         return value
+    }
+
+    /// The `breaker` a reply shows (`{failures, window_ms, cooldown_ms}`), `nil` for `null`.
+    func breaker() throws -> CircuitBreaker.Settings? {
+        guard case .object(let fields)? = self["breaker"] else { return nil }
+        return CircuitBreaker.Settings(
+            failures: Int(try fields.int64("failures")), windowMilliseconds: try fields.int64("window_ms"),
+            cooldownMilliseconds: try fields.int64("cooldown_ms"))
     }
 
     /// A JSON value other than `null`.

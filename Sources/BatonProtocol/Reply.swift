@@ -43,6 +43,18 @@ public struct LeaseView: Sendable {
 }
 
 extension JSONWriter {
+    /// `"breaker": {failures, window_ms, cooldown_ms}`, or `null`: in `set_queue` and
+    /// `set_limit` requests and in the replies that show the settings.
+    public mutating func member(_ name: String, breaker: CircuitBreaker.Settings?) {
+        self.key(name)
+        guard let breaker else { return self.null() }
+        self.beginObject()
+        self.member("failures", Int64(breaker.failures))
+        self.member("window_ms", breaker.windowMilliseconds)
+        self.member("cooldown_ms", breaker.cooldownMilliseconds)
+        self.endObject()
+    }
+
     /// `jobs: [{job, duplicate}, …]`, for a batch of enqueues.
     public mutating func enqueued(_ results: [(jobID: Int64, duplicate: Bool)]) {
         self.key("jobs")

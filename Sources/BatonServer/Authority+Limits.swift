@@ -110,16 +110,7 @@ extension JSONWriter {
         } else {
             self.null()
         }
-        self.key("breaker")
-        if let breaker = settings?.breaker {
-            self.beginObject()
-            self.member("failures", Int64(breaker.failures))
-            self.member("window_ms", breaker.windowMilliseconds)
-            self.member("cooldown_ms", breaker.cooldownMilliseconds)
-            self.endObject()
-        } else {
-            self.null()
-        }
+        self.member("breaker", breaker: settings?.breaker)
     }
 
     /// One limit's settings and use: the rule it runs under (its own name or a template's,

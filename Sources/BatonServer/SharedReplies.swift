@@ -74,16 +74,7 @@ extension Reply {
             reply.member("queue", queue)
             reply.member("max_running", optional: settings.maxRunning.map { Int64($0) })
             reply.member("timeout_ms", optional: settings.timeoutMilliseconds)
-            reply.key("breaker")
-            if let breaker = settings.breaker {
-                reply.beginObject()
-                reply.member("failures", Int64(breaker.failures))
-                reply.member("window_ms", breaker.windowMilliseconds)
-                reply.member("cooldown_ms", breaker.cooldownMilliseconds)
-                reply.endObject()
-            } else {
-                reply.null()
-            }
+            reply.member("breaker", breaker: settings.breaker)
         }
     }
 

@@ -350,12 +350,7 @@ class Client:
         at most ``n`` starts in any ``ms``; ``breaker`` is ``{"failures", "window_ms",
         "cooldown_ms"}``, a circuit breaker over its jobs' outcomes (setting the limit closes
         it by hand). Returns ``{"max_running", "rate", "breaker"}`` as set now."""
-        settings = (("max_running", max_running), ("rate", rate), ("breaker", breaker))
-        if all(value is KEEP for _, value in settings):
-            raise ValueError("set_limit needs a setting to change: max_running, rate or breaker")
-        fields = {key: NULL if value is None else value for key, value in settings if value is not KEEP}
-        reply = self.request("set_limit", name=name, **fields)
-        return {key: reply[key] for key, _ in settings}
+        return self._change_settings("set_limit", {"name": name}, (("max_running", max_running), ("rate", rate), ("breaker", breaker)))
 
     def limits(self) -> List[Dict[str, Any]]:
         """Every limit set and every name in use, each with ``rule``, its settings,
@@ -373,9 +368,14 @@ class Client:
         ``max_running`` caps the queue's running jobs; ``timeout_ms`` limits each attempt of
         its jobs that set no limit of their own; ``breaker`` is its circuit breaker,
         ``{"failures": n, "window_ms": ms, "cooldown_ms": ms}``. Returns the queue's settings now."""
-        settings = (("max_running", max_running), ("timeout_ms", timeout_ms), ("breaker", breaker))
+        return self._change_settings("set_queue", {"queue": queue}, (("max_running", max_running), ("timeout_ms", timeout_ms), ("breaker", breaker)))
+
+    def _change_settings(self, op: str, subject: Dict[str, str], settings: Iterable[Any]) -> Dict[str, Any]:
+        """Sends the settings given (``KEEP`` leaves one out, ``None`` removes it) and
+        returns all of them as they are now."""
+        settings = tuple(settings)
         if all(value is KEEP for _, value in settings):
-            raise ValueError("set_queue needs a setting to change: max_running, timeout_ms or breaker")
+            raise ValueError(f"{op} needs a setting to change: " + ", ".join(name for name, _ in settings))
         fields = {name: NULL if value is None else value for name, value in settings if value is not KEEP}
-        reply = self.request("set_queue", queue=queue, **fields)
+        reply = self.request(op, **subject, **fields)
         return {name: reply[name] for name, _ in settings}
