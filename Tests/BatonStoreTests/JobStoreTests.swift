@@ -25,6 +25,29 @@ struct JobStoreTests {
         )
     }
 
+    @Test("jobs waiting on each named limit are counted as they come and go, odd names included; forgetting idle names keeps the rest")
+    func waitingByLimit() throws {
+        let store = try JobStore(path: self.path)
+        let names = ["openai", #"quote"and\slash"#, "tenant:ünïcode"]
+        let waiting = try store.write { tx -> [String: Int] in
+            for id in Int64(1)...3 {
+                var job = self.newJob()
+                job.limits = id == 3 ? [names[0]] : names
+                try tx.insert(job, id: id, now: 0)
+            }
+            #expect(try tx.job(id: 1)?.limits == names, "the names read back as written")
+            _ = try tx.markClaimed(id: 1, token: FencingToken(rawValue: 1), leaseMilliseconds: nil, worker: nil, peer: nil, claimEvent: 1, now: 1)
+            return try tx.waitingByLimit([], limit: 10)
+        }
+        #expect(waiting == [names[0]: 2, names[1]: 1, names[2]: 1])
+        let afterward = try store.write { tx -> [String: Int] in
+            _ = try tx.markCancelled(id: 2, from: .queued, reason: "x", now: 2)
+            try tx.forgetIdleLimitNames(limit: 10)
+            return try tx.waitingByLimit([names[1]], limit: 10)
+        }
+        #expect(afterward == [names[0]: 1, names[1]: 0], "forgetting idle names keeps the others' counts: \(afterward)")
+    }
+
     @Test("WAL, and fsync'd commits unless asked otherwise")
     func durability() throws {
         do {
