@@ -81,6 +81,16 @@ public enum Request: Sendable {
     }
 }
 
+extension RecurringSchedule {
+    /// The job a slot of the schedule enqueues: its queue, payload and priority, under the
+    /// slot's unique key, so that a slot fires once however often it is tried.
+    public func job(firing slot: Int64) -> EnqueueRequest {
+        var request = EnqueueRequest(queue: self.queue, payload: self.payload, priority: self.priority)
+        request.uniqueKey = self.uniqueKey(slot: slot)
+        return request
+    }
+}
+
 /// `enqueue`: add a job.
 public struct EnqueueRequest: Sendable {
     public var queue: String

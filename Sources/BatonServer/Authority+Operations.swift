@@ -804,9 +804,7 @@ extension Authority {
             let (fire, nextSlot) = schedule.due(now: context.wallNow, previousUnfinished: previousUnfinished)
             var job: Int64?
             if let fire {
-                var request = EnqueueRequest(queue: schedule.queue, payload: schedule.payload, priority: schedule.priority)
-                request.uniqueKey = schedule.uniqueKey(slot: fire)
-                job = try self.enqueueOne(request, &context).jobID
+                job = try self.enqueueOne(schedule.job(firing: fire), &context).jobID
             }
             try context.tx.scheduleFired(schedule.name, slot: slot, next: nextSlot, job: job)
         }

@@ -252,13 +252,11 @@ extension FleetAuthority {
         for schedule in try await tx.dueSchedules(now: batch.now, limit: 100) {
             guard let slot = schedule.nextAt else { continue }
             var previousUnfinished = false
-            if let last = schedule.lastJob, let job = try await tx.leasedJob(id: last) { previousUnfinished = !job.job.state.isFinished }
+            if let last = schedule.lastJob, let state = try await tx.state(of: last) { previousUnfinished = !state.isFinished }
             let (fire, next) = schedule.due(now: batch.now, previousUnfinished: previousUnfinished)
             var job: Int64?
             if let fire {
-                var request = EnqueueRequest(queue: schedule.queue, payload: schedule.payload, priority: schedule.priority)
-                request.uniqueKey = schedule.uniqueKey(slot: fire)
-                job = try await self.enqueueOne(request, parent: nil, &batch, tx).jobID
+                job = try await self.enqueueOne(schedule.job(firing: fire), parent: nil, &batch, tx).jobID
             }
             try await tx.scheduleFired(schedule.name, slot: slot, next: next, job: job)
         }
