@@ -147,6 +147,11 @@ struct CommandLineTests {
         let frame = try baton(["top", "--iterations", "1"] + socket)
         #expect(frame.status == 0, "\(frame.errors)")
         #expect(frame.output.contains("ADMISSION") && frame.output.contains("paused") && frame.output.contains("max 2 running"), "\(frame.output)")
+        if !TestStore.current.isPostgres {
+            #expect(try baton(["set-limit", "openai", "--max-running", "3"] + socket).status == 0)
+            let withLimits = try baton(["top", "--iterations", "1"] + socket)
+            #expect(withLimits.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("0/3") }, "top shows the limits: \(withLimits.output)")
+        }
         let refused = try baton(["top", "--json"] + socket)
         #expect(refused.status == 64)
         #expect(refused.errors.contains("stats --json"), "\(refused.errors)")
