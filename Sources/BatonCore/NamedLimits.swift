@@ -83,6 +83,53 @@ public struct LimitSettings: Hashable, Sendable {
 public struct NamedLimits: Sendable {
     public static let maximumPerJob = 4
 
+    /// A job's limits as both stores keep them in a column: a JSON array of strings (which the
+    /// triggers counting waiting jobs read with `json_each`), `NULL` for none. Names hold no
+    /// control characters, so only `"` and `\` need escaping.
+    public static func text(of limits: [String]) -> String? {
+        guard !limits.isEmpty else { return nil }
+        let quoted = limits.map { name in
+            "\"" + Self.escaped(name) + "\""
+        }
+        return "[" + quoted.joined(separator: ",") + "]"
+    }
+
+    /// The column read back (as ``text(of:)`` writes it).
+    public static func names(inText text: String?) -> [String] {
+        guard let text else { return [] }
+        var names: [String] = []
+        var name: [UInt8] = []
+        var inString = false
+        var escaped = false
+        for byte in text.utf8 {
+            if !inString {
+                if byte == UInt8(ascii: "\"") { inString = true }
+            } else if escaped {
+                name.append(byte)
+                escaped = false
+            } else if byte == UInt8(ascii: "\\") {
+                escaped = true
+            } else if byte == UInt8(ascii: "\"") {
+                names.append(String(decoding: name, as: UTF8.self))
+                name.removeAll(keepingCapacity: true)
+                inString = false
+            } else {
+                name.append(byte)
+            }
+        }
+        return names
+    }
+
+    private static func escaped(_ name: String) -> String {
+        var out = ""
+        out.reserveCapacity(name.utf8.count)
+        for character in name.unicodeScalars {
+            if character == "\\" || character == "\"" { out.unicodeScalars.append("\\") }
+            out.unicodeScalars.append(character)
+        }
+        return out
+    }
+
     /// Settings by name, templates (`tenant:*`) included.
     public private(set) var settings: [String: LimitSettings] = [:]
     /// The templates' prefixes (`tenant:`), for the lookups of names with a `:`.
@@ -182,6 +229,15 @@ public struct NamedLimits: Sendable {
             if closed { self.transitions.append(Transition(name: used, transition: .closed, byHand: true)) }
             self.forgetIfIdle(used)
         }
+    }
+
+    /// Takes a name's use as a store many hosts share keeps it: `running` jobs, and the
+    /// `starts` within its window (oldest first).
+    public mutating func restore(_ name: String, running: Int, starts: [Int64]) {
+        var usage = self.usage[name] ?? Usage()
+        usage.running = running
+        usage.starts = Deque(starts.sorted())
+        self.usage[name] = usage
     }
 
     // MARK: Admission

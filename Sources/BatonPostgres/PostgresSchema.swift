@@ -217,6 +217,58 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 3, name: "named limits",
+            statements: [
+                // The named limits a job counts against: a JSON array of names, as the SQLite store keeps it.
+                "ALTER TABLE jobs ADD COLUMN limits text",
+                """
+                -- A named limit's settings (set_limit), templates (tenant:*) included.
+                CREATE TABLE limits (
+                    name text PRIMARY KEY,
+                    max_running integer,
+                    rate_count integer,
+                    rate_per_ms bigint
+                )
+                """,
+                """
+                -- Each name in use, fleet-wide: its running jobs, its starts within the rate window
+                -- (database clock), and its jobs waiting to run. A claim of a job naming it locks
+                -- the row, so that two hosts never both take its last place.
+                CREATE TABLE limit_usage (
+                    name text PRIMARY KEY,
+                    running integer NOT NULL DEFAULT 0,
+                    starts bigint[] NOT NULL DEFAULT '{}',
+                    waiting integer NOT NULL DEFAULT 0
+                )
+                """,
+                """
+                -- A job naming limits that stops running gives its places back, and one that
+                -- starts or stops waiting (queued, retrying) moves the waiting counts, whichever
+                -- operation moved it.
+                CREATE FUNCTION baton_limit_usage() RETURNS trigger LANGUAGE plpgsql AS $$
+                DECLARE
+                    was_waiting boolean := TG_OP = 'UPDATE' AND OLD.state IN ('queued', 'retrying');
+                    is_waiting boolean := NEW.state IN ('queued', 'retrying');
+                BEGIN
+                    IF TG_OP = 'UPDATE' AND OLD.state = 'running' AND NEW.state <> 'running' THEN
+                        UPDATE limit_usage SET running = greatest(running - 1, 0)
+                        WHERE name IN (SELECT jsonb_array_elements_text(NEW.limits::jsonb));
+                    END IF;
+                    IF was_waiting <> is_waiting THEN
+                        INSERT INTO limit_usage AS u (name, waiting)
+                        SELECT jsonb_array_elements_text(NEW.limits::jsonb), CASE WHEN is_waiting THEN 1 ELSE 0 END
+                        ON CONFLICT (name) DO UPDATE SET waiting = greatest(u.waiting + CASE WHEN is_waiting THEN 1 ELSE -1 END, 0);
+                    END IF;
+                    RETURN NULL;
+                END $$
+                """,
+                """
+                CREATE TRIGGER jobs_limit_usage AFTER INSERT OR UPDATE OF state ON jobs FOR EACH ROW
+                    WHEN (NEW.limits IS NOT NULL) EXECUTE FUNCTION baton_limit_usage()
+                """,
+            ]
+        ),
     ]
 
     /// Brings the database's schema up to date; returns how many migrations it applied.

@@ -56,17 +56,17 @@ public struct PostgresTransaction {
             WITH new AS (
                 SELECT *, nextval('baton_job_ids') AS id FROM unnest(
                     $1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::float8[], $8::bigint[],
-                    $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[]
+                    $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[]
                 ) WITH ORDINALITY AS n(queue, payload, priority, run_at, max_attempts, backoff_initial_ms,
-                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, timeout_ms, n)
+                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, timeout_ms, limits, n)
             ),
             inserted AS (
                 INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
-                    concurrency_key, parent, timeout_ms, created_at)
+                    concurrency_key, parent, timeout_ms, limits, created_at)
                 SELECT id, queue, 'queued', run_at <= baton_now_ms(), payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, nullif(unique_key, ''),
-                    nullif(concurrency_key, ''), nullif(parent, -1), nullif(timeout_ms, -1), baton_now_ms()
+                    nullif(concurrency_key, ''), nullif(parent, -1), nullif(timeout_ms, -1), nullif(limits, ''), baton_now_ms()
                 FROM new ORDER BY n
                 ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
                 RETURNING id
@@ -80,7 +80,8 @@ public struct PostgresTransaction {
                 self.jobs.map(\.queue), self.jobs.map(\.payload), self.jobs.map(\.priority), self.jobs.map(\.runAt),
                 self.jobs.map { Int64($0.maxAttempts) }, self.jobs.map(\.backoff.initialMilliseconds), self.jobs.map(\.backoff.factor),
                 self.jobs.map(\.backoff.maximumMilliseconds), self.jobs.map(\.leaseMilliseconds), self.jobs.map { $0.uniqueKey ?? "" },
-                self.jobs.map { $0.concurrencyKey ?? "" }, self.jobs.map { $0.parent ?? -1 }, self.jobs.map { $0.timeoutMilliseconds ?? -1 })
+                self.jobs.map { $0.concurrencyKey ?? "" }, self.jobs.map { $0.parent ?? -1 }, self.jobs.map { $0.timeoutMilliseconds ?? -1 },
+                self.jobs.map { NamedLimits.text(of: $0.limits) ?? "" })
         }
     }
 
@@ -166,6 +167,14 @@ public struct PostgresTransaction {
                     claims[waiting[position]] = claim
                 }
                 waiting = waiting.indices.filter { round.claims[$0] == nil }.map { waiting[$0] }
+                if round.gated {
+                    // A job naming limits among the best: the limits decide, under their rows' locks.
+                    if !counted { (room, trials) = try await self.room(in: queues) }
+                    let gated = try await self.claimGated(
+                        queues: queues, room: room, trials: &trials, wishes: waiting.map { wishes[$0] }, host: host)
+                    for (position, claim) in gated { claims[waiting[position]] = claim }
+                    break
+                }
                 guard round.limited || round.keyTaken else { break }
                 if round.limited || counted {
                     // A queue with a limit: its room is counted under its row's lock, and
@@ -231,7 +240,7 @@ public struct PostgresTransaction {
     /// says `limited`.
     private func claimRound(
         queues: [String], room: [Int32], wishes: [ClaimWish], host: String
-    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool) {
+    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool, gated: Bool) {
         // Absent values travel as sentinels (-1, ""): the arrays hold plain values.
         let leases = wishes.map { $0.leaseMilliseconds ?? -1 }
         let workers = wishes.map { $0.worker ?? "" }
@@ -240,15 +249,26 @@ public struct PostgresTransaction {
         let rows = try await self.run(
             ClaimRound(
                 queues: queues, room: room, limit: wishes.count, leases: leases, workers: workers, pids: pids, uids: uids, host: host))
+        let (claims, keyTaken, limited, gated) = try await Self.claims(rows)
+        return (claims, keyTaken, limited, gated)
+    }
+
+    /// The leases a claim statement returns, by wish (see ``claimTail``): and whether a
+    /// chosen job's key went to another transaction, a queue must be counted (`limited`,
+    /// n = 0), or a candidate names limits (`gated`, n = -1).
+    static func claims(
+        _ rows: some AsyncSequence<PostgresRow, any Error>
+    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool, gated: Bool) {
         var claims: [Int: Claim] = [:]
         var keyTaken = false
         var limited = false
+        var gated = false
         for try await (n, id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline)
             in rows.decode(
                 (Int, Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?).self)
         {
             guard n > 0 else {
-                limited = true
+                if n == 0 { limited = true } else { gated = true }
                 continue
             }
             guard let queue, let payload, let attempts, let maxAttempts, let lease, let runAt, let token, let deadline else {
@@ -264,42 +284,14 @@ public struct PostgresTransaction {
             )
             claims[n - 1] = Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
         }
-        return (claims, keyTaken, limited)
+        return (claims, keyTaken, limited, gated)
     }
 
-    private struct ClaimRound: PreparedBatchStatement {
-        static let name = "baton_claim_round"
-        static let sql = """
-            WITH q AS (
-                SELECT a.name, CASE WHEN a.room >= 0 THEN a.room
-                    WHEN s.paused OR s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL THEN 0
-                    ELSE 2147483647 END AS room, s.timeout_ms AS timeout,
-                    -- A queue with a limit, or whose breaker is not closed, is counted under its row's lock.
-                    a.room < 0 AND NOT coalesce(s.paused, false)
-                        AND (s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL) AS limited
-                FROM unnest($1::text[], $2::integer[]) AS a(name, room) LEFT JOIN queues s ON s.name = a.name
-            ),
-            locked AS (
-                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, q.room, q.timeout
-                FROM q
-                CROSS JOIN LATERAL (
-                    SELECT id, state, priority, queue, concurrency_key FROM jobs
-                    WHERE ready AND queue = q.name AND (concurrency_key IS NULL
-                        OR NOT EXISTS (SELECT 1 FROM concurrency_keys k WHERE k.key = jobs.concurrency_key))
-                    ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED
-                ) j
-                WHERE q.room > 0 AND NOT EXISTS (SELECT 1 FROM q WHERE limited)
-            ),
-            ranked AS (
-                SELECT *, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, id) AS in_queue,
-                    row_number() OVER (PARTITION BY coalesce(concurrency_key, '#' || id) ORDER BY priority DESC, id) AS in_key
-                FROM locked
-            ),
-            best AS (
-                SELECT id, state, concurrency_key, timeout, (row_number() OVER (ORDER BY priority DESC, id))::integer AS n
-                FROM ranked WHERE in_queue <= room AND in_key = 1
-                ORDER BY priority DESC, id LIMIT $3
-            ),
+    /// What every claim statement ends with, from `best` (the chosen jobs, each with its
+    /// wish's number `n`, state, key and queue time limit): the wishes' values ($4 leases,
+    /// $5 workers, $6 pids, $7 uids, $8 the host), the keys taken, the leases, and a row per
+    /// job whose key another transaction took first.
+    static let claimTail = """
             -- The nth best job goes to the nth wish, whose values are read by subscript: a join
             -- with the unnested wishes is planned as a loop over both, quadratic in the batch.
             chosen AS (
@@ -332,8 +324,49 @@ public struct PostgresTransaction {
             -- Chosen, but its key went to another transaction first: claimed by no one.
             SELECT n, id, state, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM chosen
             WHERE concurrency_key IS NOT NULL AND id NOT IN (SELECT job FROM key)
+        """
+
+    private struct ClaimRound: PreparedBatchStatement {
+        static let name = "baton_claim_round"
+        static let sql = """
+            WITH q AS (
+                SELECT a.name, CASE WHEN a.room >= 0 THEN a.room
+                    WHEN s.paused OR s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL THEN 0
+                    ELSE 2147483647 END AS room, s.timeout_ms AS timeout,
+                    -- A queue with a limit, or whose breaker is not closed, is counted under its row's lock.
+                    a.room < 0 AND NOT coalesce(s.paused, false)
+                        AND (s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL) AS limited
+                FROM unnest($1::text[], $2::integer[]) AS a(name, room) LEFT JOIN queues s ON s.name = a.name
+            ),
+            locked AS (
+                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, j.limits, q.room, q.timeout
+                FROM q
+                CROSS JOIN LATERAL (
+                    SELECT id, state, priority, queue, concurrency_key, limits FROM jobs
+                    WHERE ready AND queue = q.name AND (concurrency_key IS NULL
+                        OR NOT EXISTS (SELECT 1 FROM concurrency_keys k WHERE k.key = jobs.concurrency_key))
+                    ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED
+                ) j
+                WHERE q.room > 0 AND NOT EXISTS (SELECT 1 FROM q WHERE limited)
+            ),
+            -- A candidate naming limits: its limits are counted under their rows' locks instead
+            -- (claimGated), and this statement leases nothing.
+            gated AS (SELECT EXISTS (SELECT 1 FROM locked WHERE limits IS NOT NULL) AS found),
+            ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, id) AS in_queue,
+                    row_number() OVER (PARTITION BY coalesce(concurrency_key, '#' || id) ORDER BY priority DESC, id) AS in_key
+                FROM locked WHERE NOT (SELECT found FROM gated)
+            ),
+            best AS (
+                SELECT id, state, concurrency_key, timeout, (row_number() OVER (ORDER BY priority DESC, id))::integer AS n
+                FROM ranked WHERE in_queue <= room AND in_key = 1
+                ORDER BY priority DESC, id LIMIT $3
+            ),
+            \(PostgresTransaction.claimTail)
             UNION ALL
             SELECT 0, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM q WHERE limited)
+            UNION ALL
+            SELECT -1, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE (SELECT found FROM gated)
             """
         var queues: [String]
         /// How many jobs each queue may start.

@@ -544,9 +544,11 @@ extension FleetAuthority {
             case .schedules:
                 outcome = Outcome(line: Reply.schedules(id: id, try await tx.schedules()))
             case .limits:
-                outcome = Outcome(line: Reply.limits(id: id, []))
-            case .setLimit:
-                throw Self.notYetShared(submission.request)!
+                outcome = Outcome(line: Reply.limits(id: id, try await tx.limitUses(limit: Reply.maximumLimitsShown)))
+            case .setLimit(let name, let change):
+                if let refusal = Self.notYetShared(submission.request) { throw refusal }
+                let settings = try await tx.changeLimit(name, change)
+                outcome = Outcome(line: Reply.limitSettings(id: id, name: name, settings))
             case .bulk(let change):
                 // Stepped by the batches from the next on; answered when done (FleetAuthority.committed).
                 batch.bulkStarted.append(BulkRun(progress: BulkChange.Progress(change, lastID: try await tx.lastJobID()), id: id, reply: submission.reply))
@@ -582,7 +584,9 @@ extension FleetAuthority {
             case .metrics(let json):
                 try await self.flushCounts(&batch, tx)
                 self.metrics.openBreakers.set(try await tx.openBreakers().count)
-                let snapshot = MetricsSnapshot(serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: try await tx.jobCounts())
+                let snapshot = MetricsSnapshot(
+                    serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: try await tx.jobCounts(),
+                    limits: try await tx.limitUses(limit: Reply.maximumLimitsShown))
                 outcome = Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:
                 let report = try await self.health(&batch, tx)
@@ -631,7 +635,8 @@ extension FleetAuthority {
             queue: request.queue, payload: request.payload, priority: request.priority, runAt: request.runAt(now: now),
             maxAttempts: request.maxAttempts ?? self.defaults.maxAttempts, backoff: request.backoff ?? self.defaults.backoff,
             leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds, uniqueKey: request.uniqueKey,
-            concurrencyKey: request.concurrencyKey, parent: parent, timeoutMilliseconds: request.timeoutMilliseconds
+            concurrencyKey: request.concurrencyKey, parent: parent, timeoutMilliseconds: request.timeoutMilliseconds,
+            limits: request.limits, group: request.group
         )
     }
 
@@ -830,7 +835,7 @@ extension FleetAuthority {
         let now = try await tx.now()
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: now, pausedQueues: settings.paused, limits: settings.limits,
-            breakers: try await tx.openBreakers(), pruned: try await tx.prunedCount(), leases: counts.values.reduce(0) { $0 + ($1[.running] ?? 0) },
+            breakers: try await tx.openBreakers(), namedLimits: try await tx.limitUses(limit: Reply.maximumLimitsShown), pruned: try await tx.prunedCount(), leases: counts.values.reduce(0) { $0 + ($1[.running] ?? 0) },
             parkedClaims: parkedClaims)
     }
 

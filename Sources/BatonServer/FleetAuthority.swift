@@ -186,19 +186,19 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         self.mailbox.post(.submissions(submissions))
     }
 
-    /// What the single-host store does that a shared PostgreSQL store does not yet: named
-    /// limits and fair groups. Refused whole, so that nothing runs unlimited that asked to be limited.
+    /// What the single-host store does that a shared PostgreSQL store does not yet: fair
+    /// groups, and breakers on named limits. Refused whole, so that nothing runs otherwise
+    /// than it asked.
     static func notYetShared(_ request: Request) -> BatonError? {
         let jobs: [EnqueueRequest]
         switch request {
-        case .setLimit: return BatonError.invalidArgument("name", "named limits run on the SQLite store for now, not on a PostgreSQL store")
+        case .setLimit(_, let change):
+            guard case .some(.some) = change.breaker else { return nil }
+            return BatonError.invalidArgument("breaker", "breakers on named limits run on the SQLite store for now, not on a PostgreSQL store")
         case .enqueue(let job): jobs = [job]
         case .enqueueBatch(let batch): jobs = batch
         case .complete(let request): jobs = request.followUps
         default: return nil
-        }
-        if jobs.contains(where: { !$0.limits.isEmpty }) {
-            return BatonError.invalidArgument("limits", "named limits run on the SQLite store for now, not on a PostgreSQL store")
         }
         if jobs.contains(where: { $0.group != nil }) {
             return BatonError.invalidArgument("group", "fair groups run on the SQLite store for now, not on a PostgreSQL store")

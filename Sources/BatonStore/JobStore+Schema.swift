@@ -297,41 +297,4 @@ extension JobStore {
         checkpoint, progress, result, last_error, lease_token, worker, peer_pid, peer_uid,
         created_at, started_at, finished_at, concurrency_key, parent, timeout_ms, limits, fair_group
         """
-
-    /// A job's limits as the `limits` column holds them: a JSON array of strings (which the
-    /// triggers counting waiting jobs read with `json_each`), `NULL` for none. Names hold no
-    /// control characters, so only `"` and `\` need escaping.
-    static func limitsText(_ limits: [String]) -> String? {
-        guard !limits.isEmpty else { return nil }
-        let quoted = limits.map { name in
-            "\"" + name.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
-        }
-        return "[" + quoted.joined(separator: ",") + "]"
-    }
-
-    /// The `limits` column read back (as ``limitsText(_:)`` writes it).
-    static func limits(fromText text: String?) -> [String] {
-        guard let text else { return [] }
-        var names: [String] = []
-        var name: [UInt8] = []
-        var inString = false
-        var escaped = false
-        for byte in text.utf8 {
-            if !inString {
-                if byte == UInt8(ascii: "\"") { inString = true }
-            } else if escaped {
-                name.append(byte)
-                escaped = false
-            } else if byte == UInt8(ascii: "\\") {
-                escaped = true
-            } else if byte == UInt8(ascii: "\"") {
-                names.append(String(decoding: name, as: UTF8.self))
-                name.removeAll(keepingCapacity: true)
-                inString = false
-            } else {
-                name.append(byte)
-            }
-        }
-        return names
-    }
 }

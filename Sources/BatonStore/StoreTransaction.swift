@@ -38,7 +38,7 @@ public struct StoreTransaction {
         statement.bind(14, job.concurrencyKey)
         statement.bind(15, job.parent)
         statement.bind(16, job.timeoutMilliseconds)
-        statement.bind(17, JobStore.limitsText(job.limits))
+        statement.bind(17, NamedLimits.text(of: job.limits))
         statement.bind(18, job.group)
         _ = try statement.execute()
     }
@@ -103,7 +103,7 @@ public struct StoreTransaction {
     private static func readyJob(_ row: DirectStatement, _ admits: (ReadyJob) -> Bool) -> ReadyJob? {
         let job = ReadyJob(
             id: row.int64(0), priority: row.int64(1), concurrencyKey: row.optionalString(2),
-            limits: JobStore.limits(fromText: row.optionalString(3)), group: row.optionalString(4)
+            limits: NamedLimits.names(inText: row.optionalString(3)), group: row.optionalString(4)
         )
         if job.isGated, !admits(job) { return nil }
         return job
@@ -783,7 +783,7 @@ public struct StoreTransaction {
         ).map {
             RunningLease(
                 id: $0[0], token: FencingToken(rawValue: $0[1]), leaseMilliseconds: $0[2], queue: $0[3], concurrencyKey: $0[4],
-                limits: JobStore.limits(fromText: $0[8]), startedAt: $0[5], holder: ($0[6] as Int64?).map { UInt32(truncatingIfNeeded: $0) }, timeoutMilliseconds: $0[7]
+                limits: NamedLimits.names(inText: $0[8]), startedAt: $0[5], holder: ($0[6] as Int64?).map { UInt32(truncatingIfNeeded: $0) }, timeoutMilliseconds: $0[7]
             )
         }
     }
@@ -980,7 +980,7 @@ extension JobStore {
             parent: row[25],
             timeoutMilliseconds: row[26]
         )
-        job.limits = Self.limits(fromText: row[27])
+        job.limits = NamedLimits.names(inText: row[27])
         job.group = row[28]
         return job
     }
