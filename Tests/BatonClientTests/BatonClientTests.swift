@@ -126,20 +126,19 @@ struct BatonClientTests {
     func namedLimits() async throws {
         let server = try TestServer()
         try await withClient(of: server) { client in
-            guard !TestStore.current.isPostgres else {
-                await #expect(throws: BatonError.self) { try await client.setLimit("gpu", LimitSettings.Change(maxRunning: 1)) }
-                return
-            }
             let rate = LimitSettings.Rate(count: 100, perMilliseconds: 1_000)
             let settings = try await client.setLimit("gpu", LimitSettings.Change(maxRunning: 1, rate: .some(rate)))
             #expect(settings == LimitSettings(maxRunning: 1, rate: rate))
             for queue in ["extract", "embed"] {
-                _ = try await client.enqueue(queue: queue, payload: queue, options: EnqueueOptions(limits: ["gpu"], group: "tenant-1"))
+                // Groups run on the SQLite store only, for now.
+                let group = TestStore.current.isPostgres ? nil : "tenant-1"
+                _ = try await client.enqueue(queue: queue, payload: queue, options: EnqueueOptions(limits: ["gpu"], group: group))
             }
             let first = try #require(try await client.claim(queues: ["extract", "embed"]))
             #expect(try await client.claim(queues: ["extract", "embed"]) == nil, "gpu runs one job, across queues")
             let gpu = try #require(try await client.limits().first { $0.name == "gpu" })
-            #expect(gpu.running == 1 && gpu.startedInWindow == 1 && gpu.holding && gpu.rule == "gpu")
+            #expect(gpu.running == 1 && gpu.startedInWindow == 1 && gpu.waiting == 1 && gpu.rule == "gpu")
+            #expect(gpu.holding == !TestStore.current.isPostgres, "which claims it held back is the single writer's to know")
             try await first.complete()
             #expect(try await client.claim(queues: ["extract", "embed"]) != nil)
         }

@@ -147,11 +147,9 @@ struct CommandLineTests {
         let frame = try baton(["top", "--iterations", "1"] + socket)
         #expect(frame.status == 0, "\(frame.errors)")
         #expect(frame.output.contains("ADMISSION") && frame.output.contains("paused") && frame.output.contains("max 2 running"), "\(frame.output)")
-        if !TestStore.current.isPostgres {
-            #expect(try baton(["set-limit", "openai", "--max-running", "3"] + socket).status == 0)
-            let withLimits = try baton(["top", "--iterations", "1"] + socket)
-            #expect(withLimits.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("0/3") }, "top shows the limits: \(withLimits.output)")
-        }
+        #expect(try baton(["set-limit", "openai", "--max-running", "3"] + socket).status == 0)
+        let withLimits = try baton(["top", "--iterations", "1"] + socket)
+        #expect(withLimits.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("0/3") }, "top shows the limits: \(withLimits.output)")
         let refused = try baton(["top", "--json"] + socket)
         #expect(refused.status == 64)
         #expect(refused.errors.contains("stats --json"), "\(refused.errors)")
@@ -237,22 +235,27 @@ struct CommandLineTests {
         let server = try TestServer()
         let socket = ["--socket", server.socketPath]
         let set = try baton(["set-limit", "tenant:*", "--max-running", "1", "--rate", "10", "--per-ms", "60000"] + socket)
-        #expect(set.status == (TestStore.current.isPostgres ? 1 : 0), "\(set.errors)")
+        #expect(set.status == 0, "\(set.errors)")
         #expect(try baton(["set-limit", "openai", "--rate", "10"] + socket).status == 64, "--rate needs --per-ms")
-        guard !TestStore.current.isPostgres else { return }
-        for _ in 0..<2 { #expect(try baton(["enqueue", "q", "1", "--limit", "tenant:7", "--group", "tenant-7"] + socket).status == 0) }
+        // Groups run on the SQLite store only, for now.
+        let group = TestStore.current.isPostgres ? [] : ["--group", "tenant-7"]
+        for _ in 0..<2 { #expect(try baton(["enqueue", "q", "1", "--limit", "tenant:7"] + group + socket).status == 0) }
         #expect(try baton(["claim", "q"] + socket).status == 0)
         #expect(try baton(["claim", "q"] + socket).status == 2, "tenant:7's quota of one is running")
         let table = try baton(["limits"] + socket)
         let row = table.output.split(separator: "\n").first { $0.hasPrefix("tenant:7 ") }.map(String.init) ?? ""
-        #expect(row.contains("tenant:*") && row.contains("1/1") && row.contains("1/10 per 60000 ms") && row.hasSuffix("yes"), "\(table.output)")
+        #expect(row.contains("tenant:*") && row.contains("1/1") && row.contains("1/10 per 60000 ms"), "\(table.output)")
+        #expect(row.hasSuffix(TestStore.current.isPostgres ? "no" : "yes"), "holding: the single writer's to know: \(table.output)")
         let json = try baton(["limits", "--json"] + socket)
         #expect(json.output.contains(#""name":"tenant:*""#) && json.output.contains(#""running":1"#), "\(json.output)")
         #expect(try baton(["set-limit", "openai", "--breaker-failures", "3"] + socket).status == 64, "a breaker needs all three flags")
         let breaker = ["--breaker-failures", "3", "--breaker-window-ms", "60000", "--breaker-cooldown-ms", "1000"]
-        #expect(try baton(["set-limit", "openai"] + breaker + socket).status == 0)
-        let withBreaker = try baton(["limits"] + socket)
-        #expect(withBreaker.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("closed") }, "\(withBreaker.output)")
+        // Breakers on limits run on the SQLite store only, for now.
+        #expect(try baton(["set-limit", "openai"] + breaker + socket).status == (TestStore.current.isPostgres ? 1 : 0))
+        if !TestStore.current.isPostgres {
+            let withBreaker = try baton(["limits"] + socket)
+            #expect(withBreaker.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("closed") }, "\(withBreaker.output)")
+        }
         #expect(try baton(["set-limit", "tenant:*", "--no-max-running", "--no-rate"] + socket).status == 0)
         #expect(try baton(["claim", "q"] + socket).status == 0, "with the template removed the job starts")
     }

@@ -200,17 +200,39 @@ struct FleetTests {
         #expect((reply.object("job")?["id"]) as? Int == id, "\(reply)")
     }
 
-    @Test("a queue limit and a concurrency key hold across hosts under load, with two transactions in flight on each")
+    @Test("a rate limit holds across hosts: no second holds more than its count of starts, whichever host claimed")
+    func rateAcrossHosts() throws {
+        let fleet = try Fleet(3)
+        let admin = try fleet[0].connect()
+        #expect(try admin.request(["op": "set_limit", "name": "api", "rate": ["count": 10, "per_ms": 1_000]]).ok)
+        let ids = try (0..<30).map { try admin.enqueue(queue: "rated", payload: $0, ["limits": ["api"]]) }
+        let sockets = fleet.hosts.map(\.socketPath)
+        runThreads(6) { index in
+            guard let client = try? JSONLineClient(connection: LineConnection(path: sockets[index % 3], timeoutSeconds: 20)) else { return }
+            while let job = try? client.claim(queues: ["rated"], ["wait_ms": 2_500]) {
+                _ = try? client.fenced("complete", job)
+            }
+        }
+        // started_at is the database's clock, the one the window is kept on.
+        let starts = try ids.map { try #require(try admin.get($0)["started_at"] as? Int) }.sorted()
+        for index in 0..<(starts.count - 10) {
+            #expect(starts[index + 10] - starts[index] >= 1_000, "starts \(index)...\(index + 10) within \(starts[index + 10] - starts[index]) ms")
+        }
+    }
+
+    @Test("a queue limit, a concurrency key and a named limit hold across hosts under load, with two transactions in flight on each")
     func admissionAcrossHosts() throws {
         let fleet = try Fleet(arguments: ["--batches-in-flight", "2"])
         let admin = try fleet[0].connect()
         #expect(try admin.request(["op": "set_queue", "queue": "limited", "max_running": 2]).ok)
+        #expect(try admin.request(["op": "set_limit", "name": "gpu", "max_running": 2]).ok)
         for index in 0..<30 {
             _ = try admin.enqueue(queue: "limited", payload: index)
             _ = try admin.enqueue(queue: "keyed", payload: index, ["concurrency_key": "tenant-7"])
+            _ = try admin.enqueue(queue: "named", payload: index, ["limits": ["gpu"]])
         }
         let sockets = fleet.hosts.map(\.socketPath)
-        for (queue, most) in [("limited", 2), ("keyed", 1)] {
+        for (queue, most) in [("limited", 2), ("keyed", 1), ("named", 2)] {
             let tally = Tally()
             runThreads(6) { index in
                 guard let client = try? JSONLineClient(connection: LineConnection(path: sockets[index % 3], timeoutSeconds: 20)) else { return }
