@@ -74,13 +74,12 @@ extension PostgresTransaction {
         var limits = NamedLimits()
         var ignored = Set<String>()
         for (name, settings) in try await self.limitSettings() { limits.set(name, to: settings, freeing: &ignored) }
-        let sorted = names.sorted()
-        try await self.connection.query(
-            "INSERT INTO limit_usage (name) SELECT unnest(\(sorted)::text[]) ON CONFLICT DO NOTHING", logger: self.logger)
+        // One statement makes the missing rows and locks them all, in name order.
         let rows = try await self.connection.query(
             """
-            SELECT name, running, starts, baton_now_ms() FROM limit_usage
-            WHERE name = ANY(\(sorted)::text[]) ORDER BY name FOR NO KEY UPDATE
+            INSERT INTO limit_usage AS u (name) SELECT unnest(\(names.sorted())::text[])
+            ON CONFLICT (name) DO UPDATE SET name = u.name
+            RETURNING u.name, u.running, u.starts, baton_now_ms()
             """, logger: self.logger)
         var now: Int64?
         for try await (name, running, starts, clock) in rows.decode((String, Int, [Int64], Int64).self) {
@@ -92,21 +91,26 @@ extension PostgresTransaction {
     }
 
     /// Adds the starts of the jobs just leased to their names' rows (locked by
-    /// ``lockedLimits(_:)``), keeping of each window only what a rate still counts.
+    /// ``lockedLimits(_:)``), keeping of each window only what a rate still counts: one
+    /// statement for all the names.
     private func countStarts(_ started: [String: Int], limits: NamedLimits, now: Int64) async throws {
-        for (name, count) in started.sorted(by: { $0.key < $1.key }) {
-            let rate = limits.rule(for: name)?.settings.rate
-            try await self.connection.query(
-                """
-                UPDATE limit_usage SET running = running + \(count),
-                    starts = CASE WHEN \(rate == nil) THEN '{}'::bigint[] ELSE (
-                        SELECT coalesce(array_agg(s ORDER BY s), '{}') FROM (
-                            SELECT s FROM unnest(starts || array_fill(\(now)::bigint, ARRAY[\(count)::integer])) AS s
-                            WHERE s > \(now) - \(rate?.perMilliseconds ?? 0) ORDER BY s DESC LIMIT \(rate?.count ?? 0)
-                        ) kept) END
-                WHERE name = \(name)
-                """, logger: self.logger)
-        }
+        guard !started.isEmpty else { return }
+        let names = started.keys.sorted()
+        // Without a rate a name keeps no starts: its window is 0 ms and holds none.
+        let rates = names.map { limits.rule(for: $0)?.settings.rate }
+        try await self.connection.query(
+            """
+            UPDATE limit_usage u SET running = u.running + c.count,
+                starts = (
+                    SELECT coalesce(array_agg(s ORDER BY s), '{}') FROM (
+                        SELECT s FROM unnest(u.starts || array_fill(\(now)::bigint, ARRAY[c.count])) AS s
+                        WHERE s > \(now) - c.per ORDER BY s DESC LIMIT c.kept
+                    ) kept)
+            FROM unnest(\(names)::text[], \(names.map { Int32(started[$0]!) })::integer[],
+                \(rates.map { $0?.perMilliseconds ?? 0 })::bigint[], \(rates.map { Int64($0?.count ?? 0) })::bigint[])
+                AS c(name, count, per, kept)
+            WHERE u.name = c.name
+            """, logger: self.logger)
     }
 
     // MARK: Settings and what they show
