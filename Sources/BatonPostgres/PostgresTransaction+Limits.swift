@@ -50,10 +50,7 @@ extension PostgresTransaction {
             room[job.queue, default: .max] -= 1
         }
         guard !chosen.isEmpty else { return [:] }
-        let rows = try await self.run(
-            ClaimChosen(
-                ids: chosen.map(\.id), queues: queues, leases: wishes.map { $0.leaseMilliseconds ?? -1 }, workers: wishes.map { $0.worker ?? "" },
-                pids: wishes.map { $0.peer.map { Int64($0.pid) } ?? -1 }, uids: wishes.map { $0.peer.map { Int64($0.uid) } ?? -1 }, host: host))
+        let rows = try await self.run(ClaimChosen(ids: chosen.map(\.id), queues: queues, wishes: WishValues(wishes, host: host)))
         var (claims, _, _, _) = try await Self.claims(rows)
         // The places and starts of the jobs leased, counted where every host sees them.
         var started: [String: Int] = [:]
@@ -180,13 +177,9 @@ private struct ClaimChosen: PreparedBatchStatement {
         """
     var ids: [Int64]
     var queues: [String]
-    var leases: [Int64]
-    var workers: [String]
-    var pids: [Int64]
-    var uids: [Int64]
-    var host: String
+    var wishes: PostgresTransaction.WishValues
 
     func makeBindings() -> PostgresBindings {
-        PostgresBindings(self.ids, self.queues, self.ids.count, self.leases, self.workers, self.pids, self.uids, self.host)
+        self.wishes.bindings(after: self.ids, self.queues, self.ids.count)
     }
 }

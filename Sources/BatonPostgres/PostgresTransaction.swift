@@ -241,14 +241,7 @@ public struct PostgresTransaction {
     private func claimRound(
         queues: [String], room: [Int32], wishes: [ClaimWish], host: String
     ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool, gated: Bool) {
-        // Absent values travel as sentinels (-1, ""): the arrays hold plain values.
-        let leases = wishes.map { $0.leaseMilliseconds ?? -1 }
-        let workers = wishes.map { $0.worker ?? "" }
-        let pids = wishes.map { $0.peer.map { Int64($0.pid) } ?? -1 }
-        let uids = wishes.map { $0.peer.map { Int64($0.uid) } ?? -1 }
-        let rows = try await self.run(
-            ClaimRound(
-                queues: queues, room: room, limit: wishes.count, leases: leases, workers: workers, pids: pids, uids: uids, host: host))
+        let rows = try await self.run(ClaimRound(queues: queues, room: room, wishes: WishValues(wishes, host: host)))
         let (claims, keyTaken, limited, gated) = try await Self.claims(rows)
         return (claims, keyTaken, limited, gated)
     }
@@ -285,6 +278,36 @@ public struct PostgresTransaction {
             claims[n - 1] = Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
         }
         return (claims, keyTaken, limited, gated)
+    }
+
+    /// The wishes' values as every claim statement binds them, $4 to $8 (see ``claimTail``):
+    /// absent values travel as sentinels (-1, ""), so the arrays hold plain values.
+    struct WishValues {
+        var leases: [Int64]
+        var workers: [String]
+        var pids: [Int64]
+        var uids: [Int64]
+        var host: String
+
+        init(_ wishes: [ClaimWish], host: String) {
+            self.leases = wishes.map { $0.leaseMilliseconds ?? -1 }
+            self.workers = wishes.map { $0.worker ?? "" }
+            self.pids = wishes.map { $0.peer.map { Int64($0.pid) } ?? -1 }
+            self.uids = wishes.map { $0.peer.map { Int64($0.uid) } ?? -1 }
+            self.host = host
+        }
+
+        var count: Int { self.leases.count }
+
+        /// The bindings of a statement whose first three are `first` ($1 to $3), then these.
+        func bindings(after first: any PostgresDynamicTypeEncodable...) -> PostgresBindings {
+            var bindings = PostgresBindings(capacity: first.count + 5)
+            for value in first { bindings.append(value) }
+            for value: any PostgresDynamicTypeEncodable in [self.leases, self.workers, self.pids, self.uids, self.host] {
+                bindings.append(value)
+            }
+            return bindings
+        }
     }
 
     /// What every claim statement ends with, from `best` (the chosen jobs, each with its
@@ -371,17 +394,11 @@ public struct PostgresTransaction {
         var queues: [String]
         /// How many jobs each queue may start.
         var room: [Int32]
-        /// The most jobs to lease: one per wish.
-        var limit: Int
-        /// Each wish's lease period (-1 for the job's own), worker (""), pid and uid (-1).
-        var leases: [Int64]
-        var workers: [String]
-        var pids: [Int64]
-        var uids: [Int64]
-        var host: String
+        /// One per claim; as many jobs as there are leased at most.
+        var wishes: WishValues
 
         func makeBindings() -> PostgresBindings {
-            PostgresBindings(self.queues, self.room, self.limit, self.leases, self.workers, self.pids, self.uids, self.host)
+            self.wishes.bindings(after: self.queues, self.room, self.wishes.count)
         }
     }
 
