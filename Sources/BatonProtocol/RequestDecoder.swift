@@ -197,15 +197,9 @@ public struct RequestDecoder: Sendable {
                 throw BatonError.invalidArgument("queue", "is required")
             }
             var change = QueueSettings.Change()
-            if let maxRunning = try fields.setting("max_running", in: 1...1_000_000) {
-                change.maxRunning = .some(maxRunning.map { Int($0) })
-            }
+            change.maxRunning = try fields.setting("max_running", in: 1...1_000_000).map { $0.map { Int($0) } }
             change.timeoutMilliseconds = try fields.setting("timeout_ms", in: Self.timeouts)
-            if fields.isNull("breaker") {
-                change.breaker = .some(nil)
-            } else if let value = fields.value("breaker") {
-                change.breaker = .some(try self.breaker(value))
-            }
+            change.breaker = try fields.setting("breaker", self.breaker)
             guard !change.isEmpty else {
                 throw BatonError.invalidArgument("max_running", "`timeout_ms` or `breaker` is required: the settings to change, each null to remove it")
             }
@@ -215,19 +209,9 @@ public struct RequestDecoder: Sendable {
                 throw BatonError.invalidArgument("name", "is required: the limit's name, or a template such as \"tenant:*\"")
             }
             var change = LimitSettings.Change()
-            if let maxRunning = try fields.setting("max_running", in: 1...1_000_000) {
-                change.maxRunning = .some(maxRunning.map { Int($0) })
-            }
-            if fields.isNull("rate") {
-                change.rate = .some(nil)
-            } else if let value = fields.value("rate") {
-                change.rate = .some(try self.rate(value))
-            }
-            if fields.isNull("breaker") {
-                change.breaker = .some(nil)
-            } else if let value = fields.value("breaker") {
-                change.breaker = .some(try self.breaker(value))
-            }
+            change.maxRunning = try fields.setting("max_running", in: 1...1_000_000).map { $0.map { Int($0) } }
+            change.rate = try fields.setting("rate", self.rate)
+            change.breaker = try fields.setting("breaker", self.breaker)
             guard !change.isEmpty else {
                 throw BatonError.invalidArgument("max_running", "`rate` or `breaker` is required: the settings to change, each null to remove it")
             }
@@ -515,6 +499,13 @@ struct Fields {
     func setting(_ name: String, in range: ClosedRange<Int64>) throws -> Int64?? {
         if self.isNull(name) { return .some(nil) }
         return try self.integer(name, in: range).map { .some($0) }
+    }
+
+    /// A setting held in an object (`rate`, `breaker`): `nil` when absent, `.some(nil)` for
+    /// `null`, else what `parse` reads from it.
+    func setting<T>(_ name: String, _ parse: (JSONValue) throws -> T) throws -> T?? {
+        if self.isNull(name) { return .some(nil) }
+        return try self.value(name).map { .some(try parse($0)) }
     }
 
     func isNull(_ name: String) -> Bool {
