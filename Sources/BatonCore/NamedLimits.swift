@@ -415,6 +415,14 @@ public struct NamedLimits: Sendable {
     /// How many jobs naming `name` run.
     public func running(_ name: String) -> Int { self.usage[name]?.running ?? 0 }
 
+    /// The limits that hold claims back now, with the queues passed over and when each may
+    /// admit again by the clock alone: what a host sharing a store keeps (``LimitHolds``).
+    public var holds: [LimitHolds.Hold] {
+        self.usage.compactMap { name, usage in
+            usage.held.isEmpty ? nil : LimitHolds.Hold(name: name, queues: usage.held, wakeAt: usage.wakeAt)
+        }
+    }
+
     // MARK: Bookkeeping
 
     private static func prune(_ starts: inout Deque<Int64>, rate: LimitSettings.Rate, now: Int64) {

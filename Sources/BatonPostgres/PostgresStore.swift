@@ -178,27 +178,43 @@ public final class PostgresStore: @unchecked Sendable {
 
     /// The channel that tells every host which queues gained ready jobs.
     static let readyChannel = "baton_ready"
+    /// The channel that tells every host which named limits gave places back.
+    static let limitChannel = "baton_limit_freed"
 
-    /// Calls `wake` with each queue that some host's commit made jobs ready in (see
-    /// ``announceReady(_:)``), until the task is cancelled or the
+    /// What a host hears from the others (and itself) that may let a parked claim through.
+    public enum Wakeup: Hashable, Sendable {
+        /// Jobs became ready in a queue.
+        case ready(queue: String)
+        /// A job naming a limit stopped running, or the limit's settings changed.
+        case limitFreed(String)
+    }
+
+    /// Calls `wake` with each wake-up some host's commit announced (see
+    /// ``announce(readyQueues:freedLimits:)``), until the task is cancelled or the
     /// connection is lost (it throws then; the caller listens again, and in the meantime
     /// its parked claims fall back to their slow look).
     ///
     /// - Parameter listening: called once the connection listens: nothing announced after
     ///   that is missed.
-    public func listenForReadyQueues(listening: @Sendable () -> Void = {}, _ wake: @Sendable (String) -> Void) async throws {
+    public func listenForWakeups(listening: @Sendable () -> Void = {}, _ wake: @escaping @Sendable (Wakeup) -> Void) async throws {
         try await self.client.withConnection { connection in
-            try await connection.listen(on: Self.readyChannel) { notifications in
-                listening()
-                for try await notification in notifications {
-                    wake(notification.payload)
+            try await connection.listen(on: Self.readyChannel) { ready in
+                try await connection.listen(on: Self.limitChannel) { freed in
+                    listening()
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        group.addTask { for try await notification in ready { wake(.ready(queue: notification.payload)) } }
+                        group.addTask { for try await notification in freed { wake(.limitFreed(notification.payload)) } }
+                        // Either ends only when the connection does: then both are done.
+                        try await group.next()
+                        group.cancelAll()
+                    }
                 }
             }
         }
     }
 
-    /// Tells every host's listener that `queues` gained ready jobs, outside any transaction:
-    /// for jobs already committed.
+    /// Tells every host's listener that `readyQueues` gained ready jobs and `freedLimits`
+    /// gave places back, outside any transaction: for changes already committed.
     ///
     /// PostgreSQL serializes the commits of transactions that notify, fsync included, across
     /// the whole server; a batch that notified in its own transaction would stop every other
@@ -206,12 +222,14 @@ public final class PostgresStore: @unchecked Sendable {
     /// small statement off the batch's path. Its own commit does not wait for the disk
     /// (`synchronous_commit` off for it alone): a notification does not outlive a crash of
     /// the database anyway, and a lost one only leaves parked claims to their slow look.
-    public func announceReady(_ queues: Set<String>) async throws {
-        guard !queues.isEmpty else { return }
+    public func announce(readyQueues: Set<String>, freedLimits: Set<String> = []) async throws {
+        guard !readyQueues.isEmpty || !freedLimits.isEmpty else { return }
         try await self.client.query(
             """
-            SELECT pg_notify(\(Self.readyChannel), queue)
-            FROM set_config('synchronous_commit', 'off', true), unnest(\(Array(queues))::text[]) AS q(queue)
+            SELECT pg_notify(w.channel, w.payload)
+            FROM set_config('synchronous_commit', 'off', true),
+                (SELECT \(Self.readyChannel)::text, unnest(\(Array(readyQueues))::text[])
+                 UNION ALL SELECT \(Self.limitChannel)::text, unnest(\(Array(freedLimits))::text[])) AS w(channel, payload)
             """, logger: self.logger)
     }
 

@@ -16,11 +16,12 @@ extension PostgresTransaction {
     /// ones: reads the best candidates (locking them), counts the limits they name under
     /// their rows' locks, and leases, best first, what the queues' `room`, the concurrency
     /// keys and the limits admit. Queues in `trials` have a half-open breaker whose trial
-    /// this is (see ``room(in:)``).
+    /// this is (see ``room(in:)``). The limits that held jobs back go to `holds`.
     ///
     /// - Returns: the leases by the position of their wish.
     func claimGated(
-        queues: [String], room: [Int32], trials: inout Set<String>, wishes: [ClaimWish], host: String
+        queues: [String], room: [Int32], trials: inout Set<String>, wishes: [ClaimWish], host: String,
+        holds: inout [LimitHolds.Hold]
     ) async throws -> [Int: Claim] {
         var room = Dictionary(uniqueKeysWithValues: zip(queues, room))
         let candidates = try await self.connection.query(
@@ -49,6 +50,7 @@ extension PostgresTransaction {
             if let key = job.key { keys.insert(key) }
             room[job.queue, default: .max] -= 1
         }
+        holds += limits.holds
         guard !chosen.isEmpty else { return [:] }
         let rows = try await self.run(ClaimChosen(ids: chosen.map(\.id), queues: queues, wishes: WishValues(wishes, host: host)))
         var (claims, _, _, _) = try await Self.claims(rows)
@@ -108,6 +110,16 @@ extension PostgresTransaction {
                 AS c(name, count, per, kept)
             WHERE u.name = c.name
             """, logger: self.logger)
+    }
+
+    /// The names the jobs `ids` count against, all together: for jobs that stopped running.
+    public func limitNames(of ids: [Int64]) async throws -> Set<String> {
+        guard !ids.isEmpty else { return [] }
+        let rows = try await self.connection.query(
+            "SELECT limits FROM jobs WHERE id = ANY(\(ids)::bigint[]) AND limits IS NOT NULL", logger: self.logger)
+        var names: Set<String> = []
+        for try await limits in rows.decode(String.self) { names.formUnion(NamedLimits.names(inText: limits)) }
+        return names
     }
 
     // MARK: Settings and what they show

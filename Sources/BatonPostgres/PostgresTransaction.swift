@@ -142,6 +142,13 @@ public struct PostgresTransaction {
     ///
     /// - Returns: one entry per wish, in order; `nil` where no job could be leased.
     public func claim(_ wishes: [ClaimWish], host: String) async throws -> [Claim?] {
+        var holds: [LimitHolds.Hold] = []
+        return try await self.claim(wishes, host: host, holds: &holds)
+    }
+
+    /// The same, adding to `holds` the named limits that held jobs back: what lets the
+    /// host offer those queues to its parked claims again when the limits may admit.
+    public func claim(_ wishes: [ClaimWish], host: String, holds: inout [LimitHolds.Hold]) async throws -> [Claim?] {
         var claims = [Claim?](repeating: nil, count: wishes.count)
         var groups: [[String]: [Int]] = [:]
         var order: [[String]] = []
@@ -171,7 +178,7 @@ public struct PostgresTransaction {
                     // A job naming limits among the best: the limits decide, under their rows' locks.
                     if !counted { (room, trials) = try await self.room(in: queues) }
                     let gated = try await self.claimGated(
-                        queues: queues, room: room, trials: &trials, wishes: waiting.map { wishes[$0] }, host: host)
+                        queues: queues, room: room, trials: &trials, wishes: waiting.map { wishes[$0] }, host: host, holds: &holds)
                     for (position, claim) in gated { claims[waiting[position]] = claim }
                     break
                 }
@@ -584,6 +591,8 @@ public struct PostgresTransaction {
         /// Whether its queue's breaker must hear of it (``breakersHeard(_:)``): it is the
         /// trial, or failures since the last success are counted.
         public var breakerHears: Bool
+        /// The named limits it gave its places back to.
+        public var limits: [String]
     }
 
     /// Completes a batch's jobs with one statement, each whose live lease its token holds.
@@ -596,8 +605,12 @@ public struct PostgresTransaction {
         let rows = try await self.run(
             CompleteJobs(ids: jobs.map(\.id), tokens: jobs.map(\.token.rawValue), results: jobs.map { $0.result ?? "" }))
         var completed = [Completed?](repeating: nil, count: jobs.count)
-        for try await (n, queue, startedAt, hasDependents, breakerHears) in rows.decode((Int, String, Int64?, Bool, Bool).self) {
-            completed[n - 1] = Completed(queue: queue, startedAt: startedAt, hasDependents: hasDependents, breakerHears: breakerHears)
+        for try await (n, queue, startedAt, hasDependents, breakerHears, limits)
+            in rows.decode((Int, String, Int64?, Bool, Bool, String?).self)
+        {
+            completed[n - 1] = Completed(
+                queue: queue, startedAt: startedAt, hasDependents: hasDependents, breakerHears: breakerHears,
+                limits: NamedLimits.names(inText: limits))
         }
         return completed
     }
@@ -614,7 +627,8 @@ public struct PostgresTransaction {
             WHERE jobs.id = done.id AND \(PostgresTransaction.liveLease("done.token", from: JobMove.complete.from))
             RETURNING done.n, jobs.queue, jobs.started_at, jobs.has_dependents,
                 EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue AND q.breaker_failures IS NOT NULL
-                    AND (cardinality(q.breaker_failed_at) > 0 OR q.breaker_trial = jobs.id))
+                    AND (cardinality(q.breaker_failed_at) > 0 OR q.breaker_trial = jobs.id)),
+                jobs.limits
             """
         var ids: [Int64]
         var tokens: [Int64]

@@ -74,7 +74,15 @@ struct FleetBatch: Sendable {
     var bulkProgress: BulkChange.Progress?
     /// Leases granted (`claimed`) or renewed, for the driver's ``LeaseHolders``.
     var granted: [(job: Int64, token: FencingToken, connection: UInt64, process: Int32?, claimed: Bool)] = []
-    var ended: [Int64] = []
+    /// Jobs that stopped running, however they ended (``stopped(_:limits:)``).
+    private(set) var ended: [Int64] = []
+    /// The named limits those jobs gave places back to, announced to every host once the
+    /// batch has committed, so that claims their limits held back look again.
+    var freedLimits: Set<String> = []
+    /// Of the jobs that stopped running, those whose limits the batch has yet to read.
+    var limitsUnread: [Int64] = []
+    /// The named limits that held this batch's claims back.
+    var limitHolds: [LimitHolds.Hold] = []
     var workersSeen: [(ConnectionIdentity, String?)] = []
     var workersRenewed: [ConnectionIdentity] = []
     /// The earliest lease deadline or `run_at` the batch knows of, on the database's clock.
@@ -107,6 +115,12 @@ struct FleetBatch: Sendable {
     ) {
         if recorded { self.events.append((job, event)) }
         self.changes.append(ChangeLog.Change(event: event, job: job, queue: queue, from: from, milliseconds: milliseconds))
+    }
+
+    /// Job `job` stopped running; `limits` are the names it used, where the caller has them.
+    mutating func stopped(_ job: Int64, limits: [String]? = nil) {
+        self.ended.append(job)
+        if let limits { self.freedLimits.formUnion(limits) } else { self.limitsUnread.append(job) }
     }
 
     /// A job in `queue` waits from `runAt`: ready now, or on the schedule.
@@ -196,6 +210,8 @@ extension FleetAuthority {
             batch.bulkProgress = try await self.step(progress, &batch, tx)
         }
         try await self.serveParked(work, &batch, tx)
+        batch.freedLimits.formUnion(try await tx.limitNames(of: batch.limitsUnread))
+        batch.limitsUnread.removeAll()
         // The wake-ups go out once the batch has committed (ReadyAnnouncer).
         try await tx.finishBatch(
             host: self.host, lane: batch.lane, events: batch.events, counts: Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned))
@@ -270,7 +286,7 @@ extension FleetAuthority {
             batch.note(
                 JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token, detail: job.reason),
                 job: job.id, queue: job.queue, from: .running)
-            batch.ended.append(job.id)
+            batch.stopped(job.id)
             switch job.decision {
             case .retry(let runAt): batch.waiting(queue: job.queue, runAt: runAt)
             case .fail: try await self.cancelDependents(of: job.id, because: "failed", &batch, tx)
@@ -343,7 +359,7 @@ extension FleetAuthority {
                 batch.note(
                     JobEvent(.completed, at: batch.now, state: .completed, token: request.lease.token), job: request.lease.jobID,
                     queue: job.queue, from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
-                batch.ended.append(request.lease.jobID)
+                batch.stopped(request.lease.jobID, limits: job.limits)
                 if job.hasDependents { awaited.append(request.lease.jobID) }
                 if job.breakerHears { heard.append((job.queue, request.lease.jobID, true)) }
                 completed.append((submission, request))
@@ -402,7 +418,7 @@ extension FleetAuthority {
             PostgresTransaction.ClaimWish(
                 queues: claim.queues, leaseMilliseconds: claim.leaseMilliseconds, worker: claim.worker, peer: connection.peer)
         }
-        let leased = try await tx.claim(wishes, host: self.host)
+        let leased = try await tx.claim(wishes, host: self.host, holds: &batch.limitHolds)
         for ((claim, connection), lease) in zip(zip(claims, connections), leased) {
             guard let lease else { continue }
             batch.note(
@@ -494,7 +510,7 @@ extension FleetAuthority {
                     throw self.refusal(request.lease, try await tx.leaseFacts(of: [request.lease.jobID])[request.lease.jobID], ending: "released")
                 }
                 batch.note(JobEvent(.released, at: batch.now, state: .queued, token: request.lease.token), job: request.lease.jobID, queue: queue, from: .running)
-                batch.ended.append(request.lease.jobID)
+                batch.stopped(request.lease.jobID)
                 batch.waiting(queue: queue, runAt: runAt)
                 outcome = Outcome(line: Reply.success(id: id))
             case .get(let jobID):
@@ -519,7 +535,7 @@ extension FleetAuthority {
                 batch.note(
                     JobEvent(.paused, at: batch.now, state: .paused, token: job.state == .running ? job.leaseToken : nil),
                     job: jobID, queue: job.queue, from: job.state)
-                if job.state == .running { batch.ended.append(jobID) }
+                if job.state == .running { batch.stopped(jobID, limits: job.limits) }
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) })
             case .resume(let jobID):
                 let job = try await self.requireJob(jobID, tx, locking: true).job
@@ -548,6 +564,8 @@ extension FleetAuthority {
             case .setLimit(let name, let change):
                 if let refusal = Self.notYetShared(submission.request) { throw refusal }
                 let settings = try await tx.changeLimit(name, change)
+                // Claims it held back anywhere look again: the change may admit them.
+                batch.freedLimits.insert(name)
                 outcome = Outcome(line: Reply.limitSettings(id: id, name: name, settings))
             case .bulk(let change):
                 // Stepped by the batches from the next on; answered when done (FleetAuthority.committed).
@@ -690,7 +708,7 @@ extension FleetAuthority {
             batch.note(
                 JobEvent(.completed, at: batch.now, state: .completed, token: reference.token), job: reference.jobID, queue: job.queue,
                 from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
-            batch.ended.append(reference.jobID)
+            batch.stopped(reference.jobID, limits: job.limits)
             if job.breakerHears { try await self.breakersHeard([(job.queue, reference.jobID, true)], &batch, tx) }
             for dependent in try await tx.dependenciesCompleted(job.hasDependents ? [reference.jobID] : []) {
                 batch.waiting(queue: dependent.queue, runAt: dependent.runAt)
@@ -721,7 +739,7 @@ extension FleetAuthority {
         batch.note(
             JobEvent(.failed, at: batch.now, state: decision.state, token: reference.token, detail: request.error), job: reference.jobID,
             queue: job.queue, from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) })
-        batch.ended.append(reference.jobID)
+        batch.stopped(reference.jobID, limits: job.limits)
         switch decision {
         case .retry(let runAt): batch.waiting(queue: job.queue, runAt: runAt)
         case .fail: try await self.cancelDependents(of: reference.jobID, because: "failed", &batch, tx)
@@ -748,7 +766,7 @@ extension FleetAuthority {
         batch.note(
             JobEvent(.cancelled, at: batch.now, state: .cancelled, token: job.state == .running ? job.leaseToken : nil, detail: reason),
             job: jobID, queue: job.queue, from: job.state)
-        if job.state == .running { batch.ended.append(jobID) }
+        if job.state == .running { batch.stopped(jobID, limits: job.limits) }
         try await self.cancelDependents(of: jobID, because: "was cancelled", &batch, tx)
     }
 
@@ -804,7 +822,7 @@ extension FleetAuthority {
                 batch.note(
                     JobEvent(.cancelled, at: batch.now, state: .cancelled, detail: reason), job: dependent.id, queue: dependent.queue,
                     from: dependent.state)
-                if dependent.state == .running { batch.ended.append(dependent.id) }
+                if dependent.state == .running { batch.stopped(dependent.id) }
                 ended.append((dependent.id, "was cancelled"))
             }
         }

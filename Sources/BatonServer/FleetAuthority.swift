@@ -81,6 +81,11 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     var retryBackoff: Int64 = 50
     /// Queues other hosts announced ready jobs in, not yet offered to the parked claims.
     var announced: Set<String> = []
+    /// The named limits that held this host's claims back, and the queues they held: offered
+    /// again when a limit gives a place back (announced by whichever host freed it) or its
+    /// window opens (on this host's monotonic clock). Each hold lasts until one of those,
+    /// so they are bounded by the limits that hold jobs back now.
+    var limitHolds = LimitHolds()
     /// Whether the listener hears announcements; while not, parked claims look more often.
     var listening = false
     /// Monotonic times of the next chores.
@@ -276,12 +281,18 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                     self.reports.append(promise)
                 case .scrape(let promise):
                     self.scrapes.append(promise)
-                case .announced(let queue):
+                case .announced(.ready(let queue)):
                     self.announced.insert(queue)
+                case .announced(.limitFreed(let name)):
+                    self.limitHolds.freed(name, into: &self.announced)
                 case .listening(let listening):
                     self.listening = listening
-                    // Announcements made while nobody listened are lost: look now.
-                    if listening { self.nextParkedLookAt = 0 }
+                    // Announcements made while nobody listened are lost: look now. The
+                    // look finds again what the limits hold back; what they held may be stale.
+                    if listening {
+                        self.nextParkedLookAt = 0
+                        self.limitHolds.removeAll()
+                    }
                 case .tick:
                     self.timer = nil
                     self.timerDeadline = .max
@@ -361,6 +372,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
                 batch.append(submission)
             }
         }
+        self.limitHolds.wake(now: now, into: &self.announced)
         var lookFor = self.announced.filter { queue in self.parked.waiters.contains { $0.request.queues.contains(queue) } }
         if !self.parked.isEmpty, now >= self.nextParkedLookAt {
             // The slow look: every parked queue, in case an announcement was lost.
@@ -586,6 +598,10 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         if self.parked.count > 0, self.nextParkedLookAt == .max {
             self.nextParkedLookAt = now + self.parkedLookMilliseconds
         }
+        for hold in done.limitHolds {
+            self.limitHolds.hold(LimitHolds.Hold(name: hold.name, queues: hold.queues, wakeAt: hold.wakeAt.map(monotonic)))
+        }
+        for name in done.freedLimits { self.limitHolds.freed(name, into: &self.announced) }
         self.metrics.parkedClaims.set(self.parked.count)
         self.metrics.leases.set(self.held.count)
         for change in done.changes {
@@ -595,7 +611,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         self.changeLog.write(done.changes)
         // This host's claims parked meanwhile look at once; every other host's when told.
         self.announced.formUnion(done.readyQueues)
-        self.announcer.announce(done.readyQueues)
+        self.announcer.announce(done.readyQueues, freedLimits: done.freedLimits)
         for reply in done.replies {
             reply.sink.succeed(reply.outcome)
         }
@@ -674,7 +690,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         var deadline = self.choresInFlight ? Int64.max : min(self.nextSweepAt, self.nextHeartbeatAt, self.nextPruneAt)
         if self.requestsMayStart {
             if let waiter = self.parked.nextDeadline { deadline = min(deadline, waiter) }
-            if !self.parked.isEmpty { deadline = min(deadline, self.nextParkedLookAt) }
+            if !self.parked.isEmpty { deadline = min(deadline, self.nextParkedLookAt, self.limitHolds.nextWakeup ?? .max) }
         }
         // While the database is unreachable, nothing starts before the next try.
         if self.unreachable != nil { deadline = max(deadline, self.retryAt) }
@@ -696,8 +712,8 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         let mailbox = self.mailbox
         while !Task.isCancelled {
             do {
-                try await self.store.listenForReadyQueues(listening: { mailbox.post(.listening(true)) }) { queue in
-                    mailbox.post(.announced(queue))
+                try await self.store.listenForWakeups(listening: { mailbox.post(.listening(true)) }) { wakeup in
+                    mailbox.post(.announced(wakeup))
                 }
                 backoff = .milliseconds(50)
             } catch {
@@ -722,8 +738,8 @@ final class FleetMailbox: Sendable {
         case scrape(EventLoopPromise<MetricsSnapshot>)
         case drain(EventLoopPromise<Void>)
         case close(EventLoopPromise<Void>)
-        /// Another host (or this one) made jobs ready in the queue.
-        case announced(String)
+        /// Another host (or this one) made jobs ready in a queue, or freed a named limit.
+        case announced(PostgresStore.Wakeup)
         case listening(Bool)
         /// A timer: something may be due.
         case tick
@@ -796,7 +812,8 @@ final class ReadyAnnouncer: Sendable {
     private let store: PostgresStore
     private let logger: Logger
     private struct State {
-        var pending: Set<String> = []
+        var readyQueues: Set<String> = []
+        var freedLimits: Set<String> = []
         var sending = false
     }
     private let state = NIOLockedValueBox(State())
@@ -806,10 +823,11 @@ final class ReadyAnnouncer: Sendable {
         self.logger = logger
     }
 
-    func announce(_ queues: Set<String>) {
-        guard !queues.isEmpty else { return }
+    func announce(_ queues: Set<String>, freedLimits: Set<String>) {
+        guard !queues.isEmpty || !freedLimits.isEmpty else { return }
         let start = self.state.withLockedValue { state -> Bool in
-            state.pending.formUnion(queues)
+            state.readyQueues.formUnion(queues)
+            state.freedLimits.formUnion(freedLimits)
             guard !state.sending else { return false }
             state.sending = true
             return true
@@ -817,14 +835,17 @@ final class ReadyAnnouncer: Sendable {
         guard start else { return }
         Task(executorPreference: self.store.executor) {
             while true {
-                let queues = self.state.withLockedValue { state -> Set<String> in
-                    defer { state.pending.removeAll() }
-                    if state.pending.isEmpty { state.sending = false }
-                    return state.pending
+                let (queues, limits) = self.state.withLockedValue { state -> (Set<String>, Set<String>) in
+                    defer {
+                        state.readyQueues.removeAll()
+                        state.freedLimits.removeAll()
+                    }
+                    if state.readyQueues.isEmpty && state.freedLimits.isEmpty { state.sending = false }
+                    return (state.readyQueues, state.freedLimits)
                 }
-                guard !queues.isEmpty else { return }
+                guard !queues.isEmpty || !limits.isEmpty else { return }
                 do {
-                    try await self.store.announceReady(queues)
+                    try await self.store.announce(readyQueues: queues, freedLimits: limits)
                 } catch {
                     // Parked claims elsewhere find the jobs by their slow look instead.
                     self.logger.debug("a wake-up was not sent", metadata: ["error": "\(error)"])

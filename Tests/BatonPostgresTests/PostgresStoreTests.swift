@@ -278,21 +278,21 @@ struct PostgresStoreTests {
         }
     }
 
-    @Test("a host hears at once which queues another host announces ready")
+    @Test("a host hears at once which queues and limits another host announces")
     func wakeUps() async throws {
         try await Self.withHosts(2) { hosts in
             let heard = Heard()
             let listening = Flag()
             let listener = Task {
-                try await hosts[0].listenForReadyQueues(listening: { Task { await listening.set() } }) { queue in
-                    Task { await heard.add(queue) }
+                try await hosts[0].listenForWakeups(listening: { Task { await listening.set() } }) { wakeup in
+                    Task { await heard.add(wakeup) }
                 }
             }
             defer { listener.cancel() }
             #expect(await listening.wait(seconds: 10))
-            try await hosts[1].announceReady(["emails", "reports"])
-            try await waitUntil { await heard.queues.count >= 2 }
-            #expect(await heard.queues.sorted() == ["emails", "reports"])
+            try await hosts[1].announce(readyQueues: ["emails", "reports"], freedLimits: ["openai"])
+            try await waitUntil { await heard.wakeups.count >= 3 }
+            #expect(await Set(heard.wakeups) == [.ready(queue: "emails"), .ready(queue: "reports"), .limitFreed("openai")])
         }
     }
 
@@ -649,8 +649,8 @@ struct PostgresStoreTests {
 
 /// What a listener heard.
 actor Heard {
-    private(set) var queues: [String] = []
-    func add(_ queue: String) { self.queues.append(queue) }
+    private(set) var wakeups: [PostgresStore.Wakeup] = []
+    func add(_ wakeup: PostgresStore.Wakeup) { self.wakeups.append(wakeup) }
 }
 
 /// A one-way signal between two tasks of a test.

@@ -200,6 +200,31 @@ struct FleetTests {
         #expect((reply.object("job")?["id"]) as? Int == id, "\(reply)")
     }
 
+    @Test("a claim a named limit holds back on one host is woken when the limit frees a place on another, and when its window opens: not by a poll")
+    func limitWakesAcrossHosts() throws {
+        // Parked claims look on their own only every ten minutes here: only a notification or a timer wakes them in time.
+        let fleet = try Fleet(2, arguments: ["--parked-look-ms", "600000"])
+        let admin = try fleet[0].connect()
+        #expect(try admin.request(["op": "set_limit", "name": "gpu", "max_running": 1]).ok)
+        _ = try admin.enqueue(queue: "extract", payload: 1, ["limits": ["gpu"]])
+        let embed = try admin.enqueue(queue: "embed", payload: 2, ["limits": ["gpu"]])
+        let running = try #require(try admin.claim(queues: ["extract"]))
+        let waiter = try fleet[1].connect()
+        try waiter.send(["op": "claim", "queues": ["embed"], "wait_ms": 20_000, "id": "held"])
+        try fleet[1].connect().waitForParkedClaims(1)
+        #expect(try admin.fenced("complete", running).ok)
+        let woken = try waiter.readReply()
+        #expect(woken.string("id") == "held" && (woken.object("job")?["id"]) as? Int == embed, "the place freed on host-0 went to host-1's claim: \(woken)")
+
+        #expect(try admin.request(["op": "set_limit", "name": "api", "rate": ["count": 1, "per_ms": 1_500]]).ok)
+        _ = try admin.enqueue(queue: "rated", payload: 1, ["limits": ["api"]])
+        let second = try admin.enqueue(queue: "rated", payload: 2, ["limits": ["api"]])
+        #expect(try admin.claim(queues: ["rated"]) != nil)
+        try waiter.send(["op": "claim", "queues": ["rated"], "wait_ms": 20_000, "id": "window"])
+        let opened = try waiter.readReply()
+        #expect(opened.string("id") == "window" && (opened.object("job")?["id"]) as? Int == second, "the window opened and the parked claim took its start: \(opened)")
+    }
+
     @Test("a rate limit holds across hosts: no second holds more than its count of starts, whichever host claimed")
     func rateAcrossHosts() throws {
         let fleet = try Fleet(3)
