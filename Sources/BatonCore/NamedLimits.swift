@@ -240,6 +240,15 @@ public struct NamedLimits: Sendable {
         self.usage[name] = usage
     }
 
+    /// Takes a name's breaker as a store many hosts share keeps it (made with its rule's
+    /// settings, ``CircuitBreaker/init(_:openUntil:trial:failures:now:)``).
+    public mutating func restore(_ breaker: CircuitBreaker, of name: String) {
+        self.usage[name, default: Usage()].breaker = breaker
+    }
+
+    /// A name's breaker as it stands, where its rule has one and the name is in use.
+    public func breaker(of name: String) -> CircuitBreaker? { self.usage[name]?.breaker }
+
     // MARK: Admission
 
     /// Whether every limit in `names` lets a job start at lease time `now`. A limit that

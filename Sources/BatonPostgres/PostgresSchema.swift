@@ -269,6 +269,42 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 4, name: "breakers on named limits",
+            statements: [
+                """
+                -- A named limit's breaker: its settings beside its others (a template's govern each
+                -- name it covers), and each name's state in its usage row, moved under that row's
+                -- lock as a queue's is under the queue's.
+                ALTER TABLE limits
+                    ADD COLUMN breaker_failures integer,
+                    ADD COLUMN breaker_window_ms bigint,
+                    ADD COLUMN breaker_cooldown_ms bigint
+                """,
+                """
+                ALTER TABLE limit_usage
+                    ADD COLUMN breaker_open_until bigint,
+                    ADD COLUMN breaker_trial bigint,
+                    ADD COLUMN breaker_failed_at bigint[] NOT NULL DEFAULT '{}'
+                """,
+            ]
+        ),
+        Migration(
+            version: 5, name: "fair groups",
+            statements: [
+                // A job's fair-share group within its queue.
+                "ALTER TABLE jobs ADD COLUMN fair_group text",
+                // The group a queue's claims served last, fleet-wide: NULL until the first job with
+                // a group is claimed, '' at the turn of a round.
+                "ALTER TABLE queues ADD COLUMN group_cursor text",
+                // The groups with ready jobs at a priority, in name order, each oldest first: a
+                // claim finds the next group with one probe (a loose index scan).
+                """
+                CREATE INDEX jobs_ready_groups ON jobs (queue, priority, fair_group, id)
+                    WHERE ready AND fair_group IS NOT NULL
+                """,
+            ]
+        ),
     ]
 
     /// Brings the database's schema up to date; returns how many migrations it applied.

@@ -13,16 +13,17 @@ extension PostgresTransaction {
         public var transition: CircuitBreaker.Transition
     }
 
-    /// The columns a breaker is read from, in ``breakers(_:)``'s order. A trial that no
-    /// longer runs (released, cancelled, paused: ended without an outcome) has given its
-    /// place back to the next claim.
+    /// The columns a breaker is read from, in ``breakers(_:)``'s order, for a look without
+    /// locks. A trial that no longer runs (released, cancelled, paused: ended without an
+    /// outcome) has given its place back to the next claim.
     static let breakerColumns = """
         name, breaker_failures, breaker_window_ms, breaker_cooldown_ms, breaker_open_until,
         (SELECT id FROM jobs WHERE id = breaker_trial AND state = 'running'), breaker_failed_at, baton_now_ms()
         """
 
-    /// The same, with the trial as recorded: for hearing the outcome of an attempt that
-    /// has just stopped running.
+    /// The same, with the trial as recorded: for reading under the rows' locks (see
+    /// ``givingBackEndedTrials(_:)``), and for hearing the outcome of an attempt that has
+    /// just stopped running.
     static let breakerColumnsAsRecorded = """
         name, breaker_failures, breaker_window_ms, breaker_cooldown_ms, breaker_open_until,
         breaker_trial, breaker_failed_at, baton_now_ms()
@@ -35,10 +36,35 @@ extension PostgresTransaction {
     func lockedBreakers(_ queues: [String], asRecorded: Bool = false) async throws -> [(queue: String, breaker: CircuitBreaker, now: Int64)] {
         let rows = try await self.connection.query(
             """
-            SELECT \(unescaped: asRecorded ? Self.breakerColumnsAsRecorded : Self.breakerColumns) FROM queues
+            SELECT \(unescaped: Self.breakerColumnsAsRecorded) FROM queues
             WHERE name = ANY(\(queues)::text[]) AND breaker_failures IS NOT NULL ORDER BY name FOR NO KEY UPDATE
             """, logger: self.logger)
-        return try await Self.breakers(rows)
+        let breakers = try await Self.breakers(rows)
+        guard !asRecorded else { return breakers }
+        let live = try await self.givingBackEndedTrials(breakers.map(\.breaker))
+        return zip(breakers, live).map { ($0.queue, $1, $0.now) }
+    }
+
+    /// `breakers`, read under their rows' locks with their trials as recorded, each with its
+    /// trial given back where that no longer runs (released, cancelled, paused: ended
+    /// without an outcome). Read by a statement of its own: a statement sees the jobs as of
+    /// its start, so a trial another host started and committed while this one waited for
+    /// the lock would look not yet running to the statement that waited, and a second
+    /// trial would pass.
+    func givingBackEndedTrials(_ breakers: [CircuitBreaker]) async throws -> [CircuitBreaker] {
+        let trials = breakers.compactMap { breaker -> Int64? in
+            if case .halfOpen(let trial?) = breaker.state { trial } else { nil }
+        }
+        guard !trials.isEmpty else { return breakers }
+        let rows = try await self.connection.query(
+            "SELECT id FROM jobs WHERE id = ANY(\(trials)::bigint[]) AND state = 'running'", logger: self.logger)
+        var running: Set<Int64> = []
+        for try await id in rows.decode(Int64.self) { running.insert(id) }
+        return breakers.map { breaker in
+            var breaker = breaker
+            if case .halfOpen(let trial?) = breaker.state, !running.contains(trial) { breaker.abandoned(trial) }
+            return breaker
+        }
     }
 
     private static func breakers(_ rows: PostgresRowSequence) async throws -> [(queue: String, breaker: CircuitBreaker, now: Int64)] {
@@ -52,8 +78,15 @@ extension PostgresTransaction {
         return breakers
     }
 
-    /// Writes a breaker's state back to its queue's row (locked by ``lockedBreakers(_:)``).
-    private func save(_ breaker: CircuitBreaker, of queue: String) async throws {
+    /// The tables a breaker's state lives in, keyed by `name`: a queue's row, or the usage
+    /// row of a name a named limit governs.
+    enum BreakerRows: String {
+        case queues
+        case limitUsage = "limit_usage"
+    }
+
+    /// Writes a breaker's state back to its row (locked by the caller).
+    func save(_ breaker: CircuitBreaker, of name: String, in table: BreakerRows) async throws {
         let (openUntil, trial): (Int64?, Int64?) =
             switch breaker.state {
             case .closed: (nil, nil)
@@ -63,10 +96,10 @@ extension PostgresTransaction {
         // Half-open keeps the passed open_until it had: it is what says "half-open".
         try await self.connection.query(
             """
-            UPDATE queues SET breaker_open_until = CASE WHEN \(breaker.state == .closed) THEN NULL
+            UPDATE \(unescaped: table.rawValue) SET breaker_open_until = CASE WHEN \(breaker.state == .closed) THEN NULL
                     ELSE coalesce(\(openUntil), breaker_open_until) END,
                 breaker_trial = \(trial), breaker_failed_at = \(breaker.failures)
-            WHERE name = \(queue)
+            WHERE name = \(name)
             """, logger: self.logger)
     }
 
@@ -84,7 +117,7 @@ extension PostgresTransaction {
                 let transition = outcome.succeeded ? breaker.succeeded(outcome.job) : breaker.failed(outcome.job, now: now)
                 if let transition { moves.append(BreakerMove(queue: queue, transition: transition)) }
             }
-            if breaker != before { try await self.save(breaker, of: queue) }
+            if breaker != before { try await self.save(breaker, of: queue, in: .queues) }
         }
         return moves
     }

@@ -320,7 +320,7 @@ extension PostgresTransaction {
         id, queue, state, payload, priority, run_at, attempts, max_attempts, backoff_initial_ms,
         backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, checkpoint, progress, result,
         last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent,
-        lease_deadline, timeout_ms, limits
+        lease_deadline, timeout_ms, limits, fair_group
         """
 
     /// The whole job, or `nil` when no job has that id.
@@ -387,11 +387,11 @@ extension PostgresTransaction {
         for try await (
             id, queue, stateName, payload, priority, runAt, attempts, maxAttempts, initial, factor, maximum, lease,
             uniqueKey, concurrencyKey, checkpoint, progress, result, lastError, token, worker, pid, uid,
-            createdAt, startedAt, finishedAt, parent, deadline, timeout, limits
+            createdAt, startedAt, finishedAt, parent, deadline, timeout, limits, group
         ) in rows.decode(
             (Int64, String, String, String, Int64, Int64, Int, Int, Int64, Double, Int64, Int64,
              String?, String?, String?, String?, String?, String?, Int64?, String?, Int32?, Int64?,
-             Int64, Int64?, Int64?, Int64?, Int64?, Int64?, String?).self)
+             Int64, Int64?, Int64?, Int64?, Int64?, Int64?, String?, String?).self)
         {
             guard let state = JobState(rawValue: stateName) else {
                 throw PostgresStoreError("job \(id) has a state this version does not know: '\(stateName)'")
@@ -406,6 +406,7 @@ extension PostgresTransaction {
                 createdAt: createdAt, startedAt: startedAt, finishedAt: finishedAt, parent: parent, timeoutMilliseconds: timeout
             )
             job.limits = NamedLimits.names(inText: limits)
+            job.group = group
             jobs.append(LeasedJob(job: job, leaseDeadline: state == .running ? deadline : nil))
         }
         return jobs

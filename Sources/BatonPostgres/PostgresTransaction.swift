@@ -56,17 +56,18 @@ public struct PostgresTransaction {
             WITH new AS (
                 SELECT *, nextval('baton_job_ids') AS id FROM unnest(
                     $1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::float8[], $8::bigint[],
-                    $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[]
+                    $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[]
                 ) WITH ORDINALITY AS n(queue, payload, priority, run_at, max_attempts, backoff_initial_ms,
-                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, timeout_ms, limits, n)
+                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, timeout_ms, limits, fair_group, n)
             ),
             inserted AS (
                 INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
-                    concurrency_key, parent, timeout_ms, limits, created_at)
+                    concurrency_key, parent, timeout_ms, limits, fair_group, created_at)
                 SELECT id, queue, 'queued', run_at <= baton_now_ms(), payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, nullif(unique_key, ''),
-                    nullif(concurrency_key, ''), nullif(parent, -1), nullif(timeout_ms, -1), nullif(limits, ''), baton_now_ms()
+                    nullif(concurrency_key, ''), nullif(parent, -1), nullif(timeout_ms, -1), nullif(limits, ''),
+                    nullif(fair_group, ''), baton_now_ms()
                 FROM new ORDER BY n
                 ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
                 RETURNING id
@@ -81,7 +82,7 @@ public struct PostgresTransaction {
                 self.jobs.map { Int64($0.maxAttempts) }, self.jobs.map(\.backoff.initialMilliseconds), self.jobs.map(\.backoff.factor),
                 self.jobs.map(\.backoff.maximumMilliseconds), self.jobs.map(\.leaseMilliseconds), self.jobs.map { $0.uniqueKey ?? "" },
                 self.jobs.map { $0.concurrencyKey ?? "" }, self.jobs.map { $0.parent ?? -1 }, self.jobs.map { $0.timeoutMilliseconds ?? -1 },
-                self.jobs.map { NamedLimits.text(of: $0.limits) ?? "" })
+                self.jobs.map { NamedLimits.text(of: $0.limits) ?? "" }, self.jobs.map { $0.group ?? "" })
         }
     }
 
@@ -142,13 +143,14 @@ public struct PostgresTransaction {
     ///
     /// - Returns: one entry per wish, in order; `nil` where no job could be leased.
     public func claim(_ wishes: [ClaimWish], host: String) async throws -> [Claim?] {
-        var holds: [LimitHolds.Hold] = []
-        return try await self.claim(wishes, host: host, holds: &holds)
+        var effects = LimitEffects()
+        return try await self.claim(wishes, host: host, limits: &effects)
     }
 
-    /// The same, adding to `holds` the named limits that held jobs back: what lets the
-    /// host offer those queues to its parked claims again when the limits may admit.
-    public func claim(_ wishes: [ClaimWish], host: String, holds: inout [LimitHolds.Hold]) async throws -> [Claim?] {
+    /// The same, adding to `limits` what the named limits did: the holds that let the host
+    /// offer the queues they held back to its parked claims again when they may admit, and
+    /// their breakers' changes.
+    public func claim(_ wishes: [ClaimWish], host: String, limits: inout LimitEffects) async throws -> [Claim?] {
         var claims = [Claim?](repeating: nil, count: wishes.count)
         var groups: [[String]: [Int]] = [:]
         var order: [[String]] = []
@@ -178,7 +180,8 @@ public struct PostgresTransaction {
                     // A job naming limits among the best: the limits decide, under their rows' locks.
                     if !counted { (room, trials) = try await self.room(in: queues) }
                     let gated = try await self.claimGated(
-                        queues: queues, room: room, trials: &trials, wishes: waiting.map { wishes[$0] }, host: host, holds: &holds)
+                        queues: queues, room: room, trials: &trials, wishes: waiting.map { wishes[$0] }, host: host,
+                        rotating: round.rotating, effects: &limits)
                     for (position, claim) in gated { claims[waiting[position]] = claim }
                     break
                 }
@@ -247,28 +250,29 @@ public struct PostgresTransaction {
     /// says `limited`.
     private func claimRound(
         queues: [String], room: [Int32], wishes: [ClaimWish], host: String
-    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool, gated: Bool) {
+    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool, gated: Bool, rotating: Bool) {
         let rows = try await self.run(ClaimRound(queues: queues, room: room, wishes: WishValues(wishes, host: host)))
-        let (claims, keyTaken, limited, gated) = try await Self.claims(rows)
-        return (claims, keyTaken, limited, gated)
+        return try await Self.claims(rows)
     }
 
     /// The leases a claim statement returns, by wish (see ``claimTail``): and whether a
     /// chosen job's key went to another transaction, a queue must be counted (`limited`,
-    /// n = 0), or a candidate names limits (`gated`, n = -1).
+    /// n = 0), or a candidate names limits or has a group (`gated`, n = -1; `rotating`
+    /// when a queue's claims rotate across groups already).
     static func claims(
         _ rows: some AsyncSequence<PostgresRow, any Error>
-    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool, gated: Bool) {
+    ) async throws -> (claims: [Int: Claim], keyTaken: Bool, limited: Bool, gated: Bool, rotating: Bool) {
         var claims: [Int: Claim] = [:]
         var keyTaken = false
         var limited = false
         var gated = false
+        var rotating = false
         for try await (n, id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline)
             in rows.decode(
                 (Int, Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?).self)
         {
             guard n > 0 else {
-                if n == 0 { limited = true } else { gated = true }
+                if n == 0 { limited = true } else { (gated, rotating) = (true, from == "rotating") }
                 continue
             }
             guard let queue, let payload, let attempts, let maxAttempts, let lease, let runAt, let token, let deadline else {
@@ -284,7 +288,7 @@ public struct PostgresTransaction {
             )
             claims[n - 1] = Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
         }
-        return (claims, keyTaken, limited, gated)
+        return (claims, keyTaken, limited, gated, rotating)
     }
 
     /// The wishes' values as every claim statement binds them, $4 to $8 (see ``claimTail``):
@@ -365,23 +369,26 @@ public struct PostgresTransaction {
                     ELSE 2147483647 END AS room, s.timeout_ms AS timeout,
                     -- A queue with a limit, or whose breaker is not closed, is counted under its row's lock.
                     a.room < 0 AND NOT coalesce(s.paused, false)
-                        AND (s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL) AS limited
+                        AND (s.max_running IS NOT NULL OR s.breaker_open_until IS NOT NULL) AS limited,
+                    s.group_cursor IS NOT NULL AS rotating
                 FROM unnest($1::text[], $2::integer[]) AS a(name, room) LEFT JOIN queues s ON s.name = a.name
             ),
             locked AS (
-                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, j.limits, q.room, q.timeout
+                SELECT j.id, j.state, j.priority, j.queue, j.concurrency_key, j.limits, j.fair_group, q.room, q.timeout
                 FROM q
                 CROSS JOIN LATERAL (
-                    SELECT id, state, priority, queue, concurrency_key, limits FROM jobs
+                    SELECT id, state, priority, queue, concurrency_key, limits, fair_group FROM jobs
                     WHERE ready AND queue = q.name AND (concurrency_key IS NULL
                         OR NOT EXISTS (SELECT 1 FROM concurrency_keys k WHERE k.key = jobs.concurrency_key))
                     ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED
                 ) j
                 WHERE q.room > 0 AND NOT EXISTS (SELECT 1 FROM q WHERE limited)
             ),
-            -- A candidate naming limits: its limits are counted under their rows' locks instead
-            -- (claimGated), and this statement leases nothing.
-            gated AS (SELECT EXISTS (SELECT 1 FROM locked WHERE limits IS NOT NULL) AS found),
+            -- A candidate naming limits, or in a group: its limits are counted under their rows'
+            -- locks, and its queue's claims rotate across groups, instead (claimGated); this
+            -- statement leases nothing.
+            gated AS (SELECT EXISTS (SELECT 1 FROM locked WHERE limits IS NOT NULL OR fair_group IS NOT NULL)
+                OR EXISTS (SELECT 1 FROM q WHERE rotating AND room > 0 AND NOT EXISTS (SELECT 1 FROM q WHERE limited)) AS found),
             ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY queue ORDER BY priority DESC, id) AS in_queue,
                     row_number() OVER (PARTITION BY coalesce(concurrency_key, '#' || id) ORDER BY priority DESC, id) AS in_key
@@ -396,7 +403,8 @@ public struct PostgresTransaction {
             UNION ALL
             SELECT 0, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM q WHERE limited)
             UNION ALL
-            SELECT -1, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE (SELECT found FROM gated)
+            SELECT -1, 0, CASE WHEN EXISTS (SELECT 1 FROM q WHERE rotating) THEN 'rotating' ELSE '' END,
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE (SELECT found FROM gated)
             """
         var queues: [String]
         /// How many jobs each queue may start.
@@ -593,6 +601,8 @@ public struct PostgresTransaction {
         public var breakerHears: Bool
         /// The named limits it gave its places back to.
         public var limits: [String]
+        /// Whether one of those limits' breakers must hear of it (``limitBreakersHeard(_:)``).
+        public var limitBreakerHears: Bool
     }
 
     /// Completes a batch's jobs with one statement, each whose live lease its token holds.
@@ -605,12 +615,12 @@ public struct PostgresTransaction {
         let rows = try await self.run(
             CompleteJobs(ids: jobs.map(\.id), tokens: jobs.map(\.token.rawValue), results: jobs.map { $0.result ?? "" }))
         var completed = [Completed?](repeating: nil, count: jobs.count)
-        for try await (n, queue, startedAt, hasDependents, breakerHears, limits)
-            in rows.decode((Int, String, Int64?, Bool, Bool, String?).self)
+        for try await (n, queue, startedAt, hasDependents, breakerHears, limits, limitBreakerHears)
+            in rows.decode((Int, String, Int64?, Bool, Bool, String?, Bool).self)
         {
             completed[n - 1] = Completed(
                 queue: queue, startedAt: startedAt, hasDependents: hasDependents, breakerHears: breakerHears,
-                limits: NamedLimits.names(inText: limits))
+                limits: NamedLimits.names(inText: limits), limitBreakerHears: limitBreakerHears)
         }
         return completed
     }
@@ -628,7 +638,10 @@ public struct PostgresTransaction {
             RETURNING done.n, jobs.queue, jobs.started_at, jobs.has_dependents,
                 EXISTS (SELECT 1 FROM queues q WHERE q.name = jobs.queue AND q.breaker_failures IS NOT NULL
                     AND (cardinality(q.breaker_failed_at) > 0 OR q.breaker_trial = jobs.id)),
-                jobs.limits
+                jobs.limits,
+                CASE WHEN jobs.limits IS NULL THEN false ELSE EXISTS (
+                    SELECT 1 FROM limit_usage u WHERE u.name IN (SELECT jsonb_array_elements_text(jobs.limits::jsonb))
+                        AND (cardinality(u.breaker_failed_at) > 0 OR u.breaker_trial = jobs.id)) END
             """
         var ids: [Int64]
         var tokens: [Int64]
@@ -714,6 +727,8 @@ public struct PostgresTransaction {
         /// Why, when it was not that the lease ran out: the attempt's time limit, or its
         /// process's exit.
         public var reason: String?
+        /// The named limits it counted against.
+        public var limits: [String]
     }
 
     /// Ends the attempts of up to `limit` running jobs whose leases have run out on the
@@ -745,7 +760,7 @@ public struct PostgresTransaction {
     /// What an expiry reads of each job it ends.
     private static let expiryColumns = """
         id, queue, lease_token, attempts, max_attempts, backoff_initial_ms, backoff_factor, backoff_max_ms, baton_now_ms(),
-        CASE WHEN timeout_at <= baton_now_ms() THEN timeout_at - started_at END
+        CASE WHEN timeout_at <= baton_now_ms() THEN timeout_at - started_at END, limits
         """
 
     /// Ends the attempts of the jobs `rows` read (``expiryColumns``) by their retry rule,
@@ -755,8 +770,8 @@ public struct PostgresTransaction {
         _ rows: some AsyncSequence<PostgresRow, any Error>, because reason: String?, jitter: () -> Double
     ) async throws -> [Expired] {
         var expired: [Expired] = []
-        for try await (id, queue, token, attempts, maxAttempts, initial, factor, maximum, now, timeout)
-            in rows.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64, Int64?).self)
+        for try await (id, queue, token, attempts, maxAttempts, initial, factor, maximum, now, timeout, limits)
+            in rows.decode((Int64, String, Int64, Int, Int, Int64, Double, Int64, Int64, Int64?, String?).self)
         {
             let decision = RetryDecision.afterUnsuccessfulAttempt(
                 attempts, maxAttempts: maxAttempts,
@@ -764,7 +779,9 @@ public struct PostgresTransaction {
                 jitter: jitter(), now: now
             )
             let reason = reason ?? timeout.map { AttemptTimeout.reason(milliseconds: $0) }
-            expired.append(Expired(id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision, reason: reason))
+            expired.append(Expired(
+                id: id, queue: queue, token: FencingToken(rawValue: token), decision: decision, reason: reason,
+                limits: NamedLimits.names(inText: limits)))
         }
         _ = try await self.endAttempts(expired.map { ($0.id, $0.token, $0.decision, $0.reason ?? "lease expired") }, expired: true)
         return expired

@@ -92,7 +92,7 @@ struct FleetBatch: Sendable {
     /// How many of `changes` the job counts already hold.
     var countedChanges = 0
     /// The breakers this batch moved, logged and counted once it has committed.
-    var breakerMoves: [(queue: String, transition: CircuitBreaker.Transition, byHand: Bool)] = []
+    var breakerMoves: [(name: String, kind: CircuitBreaker.Guarded, transition: CircuitBreaker.Transition, byHand: Bool)] = []
 
     init(now: Int64, view: DriverView, lane: Int) {
         self.now = now
@@ -221,7 +221,7 @@ extension FleetAuthority {
             let report = try await self.health(&batch, tx)
             batch.reports = Array(repeating: report, count: work.reports)
         } else if work.scrape {
-            self.metrics.openBreakers.set(try await tx.openBreakers().count)
+            try await self.countOpenBreakers(tx)
             batch.counts = try await tx.jobCounts()
         }
         return batch
@@ -281,7 +281,7 @@ extension FleetAuthority {
     /// Records expired attempts (their lease or time limit ran out, or their process exited),
     /// and what follows from each: a retry waits, a failure cancels its dependents.
     private func ended(_ expired: [PostgresTransaction.Expired], _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
-        try await self.breakersHeard(expired.map { ($0.queue, $0.id, false) }, &batch, tx)
+        try await self.breakersHeard(expired.map { ($0.queue, $0.id, $0.limits, false) }, &batch, tx)
         for job in expired {
             batch.note(
                 JobEvent(.expired, at: batch.now, state: job.decision.state, token: job.token, detail: job.reason),
@@ -350,7 +350,7 @@ extension FleetAuthority {
             let done = try await tx.complete(segment.completes.map { ($0.1.lease.jobID, $0.1.lease.token, $0.1.result) })
             // The completed jobs that others wait on.
             var awaited: [Int64] = []
-            var heard: [(queue: String, job: Int64, succeeded: Bool)] = []
+            var heard: [(queue: String?, job: Int64, limits: [String], succeeded: Bool)] = []
             for ((submission, request), job) in zip(segment.completes, done) {
                 guard let job else {
                     refused.append((submission, request.lease, "completed"))
@@ -361,7 +361,9 @@ extension FleetAuthority {
                     queue: job.queue, from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
                 batch.stopped(request.lease.jobID, limits: job.limits)
                 if job.hasDependents { awaited.append(request.lease.jobID) }
-                if job.breakerHears { heard.append((job.queue, request.lease.jobID, true)) }
+                if job.breakerHears || job.limitBreakerHears {
+                    heard.append((job.breakerHears ? job.queue : nil, request.lease.jobID, job.limitBreakerHears ? job.limits : [], true))
+                }
                 completed.append((submission, request))
             }
             try await self.breakersHeard(heard, &batch, tx)
@@ -418,7 +420,10 @@ extension FleetAuthority {
             PostgresTransaction.ClaimWish(
                 queues: claim.queues, leaseMilliseconds: claim.leaseMilliseconds, worker: claim.worker, peer: connection.peer)
         }
-        let leased = try await tx.claim(wishes, host: self.host, holds: &batch.limitHolds)
+        var limits = PostgresTransaction.LimitEffects()
+        let leased = try await tx.claim(wishes, host: self.host, limits: &limits)
+        batch.limitHolds += limits.holds
+        batch.breakerMoves += limits.transitions.map { ($0.name, .limit, $0.transition, $0.byHand) }
         for ((claim, connection), lease) in zip(zip(claims, connections), leased) {
             guard let lease else { continue }
             batch.note(
@@ -426,7 +431,7 @@ extension FleetAuthority {
                 job: lease.job.id, queue: lease.job.queue, from: lease.from, milliseconds: max(batch.now - lease.job.dueAt, 0))
             batch.granted.append((lease.job.id, lease.token, connection.number, claim.detached ? nil : connection.peer?.pid, true))
             batch.workersSeen.append((connection, claim.worker))
-            if lease.isTrial { batch.breakerMoves.append((lease.job.queue, .halfOpened, false)) }
+            if lease.isTrial { batch.breakerMoves.append((lease.job.queue, .queue, .halfOpened, false)) }
             batch.nextDue = min(batch.nextDue ?? .max, lease.deadline)
         }
         return leased
@@ -562,8 +567,8 @@ extension FleetAuthority {
             case .limits:
                 outcome = Outcome(line: Reply.limits(id: id, try await tx.limitUses(limit: Reply.maximumLimitsShown)))
             case .setLimit(let name, let change):
-                if let refusal = Self.notYetShared(submission.request) { throw refusal }
-                let settings = try await tx.changeLimit(name, change)
+                let (settings, closed) = try await tx.changeLimit(name, change)
+                batch.breakerMoves += closed.map { ($0, .limit, .closed, true) }
                 // Claims it held back anywhere look again: the change may admit them.
                 batch.freedLimits.insert(name)
                 outcome = Outcome(line: Reply.limitSettings(id: id, name: name, settings))
@@ -581,7 +586,7 @@ extension FleetAuthority {
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", true) })
             case .resumeQueue(let queue):
                 try await tx.setQueuePaused(queue, false)
-                if try await tx.resetBreaker(of: queue) { batch.breakerMoves.append((queue, .closed, true)) }
+                if try await tx.resetBreaker(of: queue) { batch.breakerMoves.append((queue, .queue, .closed, true)) }
                 batch.readyQueues.insert(queue)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("queue", queue); $0.member("paused", false) })
             case .setQueue(let queue, let change):
@@ -601,7 +606,7 @@ extension FleetAuthority {
                     id: id, of: jobID, trail, showsTokens: self.access.showsTokens(of: job, holder: holder, to: submission.connection.peer)))
             case .metrics(let json):
                 try await self.flushCounts(&batch, tx)
-                self.metrics.openBreakers.set(try await tx.openBreakers().count)
+                try await self.countOpenBreakers(tx)
                 let snapshot = MetricsSnapshot(
                     serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: try await tx.jobCounts(),
                     limits: try await tx.limitUses(limit: Reply.maximumLimitsShown))
@@ -709,7 +714,10 @@ extension FleetAuthority {
                 JobEvent(.completed, at: batch.now, state: .completed, token: reference.token), job: reference.jobID, queue: job.queue,
                 from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) }, recorded: false)
             batch.stopped(reference.jobID, limits: job.limits)
-            if job.breakerHears { try await self.breakersHeard([(job.queue, reference.jobID, true)], &batch, tx) }
+            if job.breakerHears || job.limitBreakerHears {
+                try await self.breakersHeard(
+                    [(job.breakerHears ? job.queue : nil, reference.jobID, job.limitBreakerHears ? job.limits : [], true)], &batch, tx)
+            }
             for dependent in try await tx.dependenciesCompleted(job.hasDependents ? [reference.jobID] : []) {
                 batch.waiting(queue: dependent.queue, runAt: dependent.runAt)
             }
@@ -735,7 +743,7 @@ extension FleetAuthority {
         guard try await tx.markUnsuccessful(id: reference.jobID, token: reference.token, decision: decision, error: request.error) else {
             throw self.refusal(reference, try await tx.leaseFacts(of: [reference.jobID])[reference.jobID], ending: "failed")
         }
-        try await self.breakersHeard([(job.queue, reference.jobID, false)], &batch, tx)
+        try await self.breakersHeard([(job.queue, reference.jobID, job.limits, false)], &batch, tx)
         batch.note(
             JobEvent(.failed, at: batch.now, state: decision.state, token: reference.token, detail: request.error), job: reference.jobID,
             queue: job.queue, from: .running, milliseconds: job.startedAt.map { max(batch.now - $0, 0) })
@@ -828,12 +836,16 @@ extension FleetAuthority {
         }
     }
 
-    /// Attempts that ended with an outcome, heard by their queues' breakers.
+    /// Attempts that ended with an outcome, heard by the breakers of their queues (where
+    /// `queue` is given) and of the named limits they used.
     private func breakersHeard(
-        _ outcomes: [(queue: String, job: Int64, succeeded: Bool)], _ batch: inout FleetBatch, _ tx: PostgresTransaction
+        _ outcomes: [(queue: String?, job: Int64, limits: [String], succeeded: Bool)], _ batch: inout FleetBatch, _ tx: PostgresTransaction
     ) async throws {
-        for move in try await tx.breakersHeard(outcomes) {
-            batch.breakerMoves.append((move.queue, move.transition, false))
+        for change in try await tx.limitBreakersHeard(outcomes.map { ($0.limits, $0.job, $0.succeeded) }) {
+            batch.breakerMoves.append((change.name, .limit, change.transition, false))
+        }
+        for move in try await tx.breakersHeard(outcomes.compactMap { outcome in outcome.queue.map { ($0, outcome.job, outcome.succeeded) } }) {
+            batch.breakerMoves.append((move.queue, .queue, move.transition, false))
             if case .opened(let until) = move.transition {
                 // Its waiting claims look again once the cooldown has passed.
                 batch.nextDue = min(batch.nextDue ?? .max, until)
@@ -857,6 +869,17 @@ extension FleetAuthority {
             parkedClaims: parkedClaims)
     }
 
+    /// The breakers of queues and of named limits that are not closed, fleet-wide, counted
+    /// in the metrics.
+    @discardableResult
+    private func countOpenBreakers(
+        _ tx: PostgresTransaction
+    ) async throws -> (queues: [(queue: String, state: CircuitBreaker.State)], limits: [(name: String, state: CircuitBreaker.State)]) {
+        let (queues, limits) = (try await tx.openBreakers(), try await tx.openLimitBreakers())
+        self.metrics.openBreakers.set(queues.count + limits.count)
+        return (queues, limits)
+    }
+
     /// The health checks, fleet-wide where the store is shared, from the database.
     private func health(_ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws -> HealthReport {
         try await self.flushCounts(&batch, tx)
@@ -867,10 +890,12 @@ extension FleetAuthority {
         report.parkedClaims = batch.view.parkedClaims
         report.lastCommitAgeMilliseconds = batch.view.lastCommitAt.map { max(self.clock.wallMilliseconds() - $0, 0) }
         report.expirySweepLagMilliseconds = try await tx.expiryLag()
-        let breakers = try await tx.openBreakers()
-        self.metrics.openBreakers.set(breakers.count)
+        let (breakers, limitBreakers) = try await self.countOpenBreakers(tx)
         for (queue, state) in breakers {
             report.flag(.degraded, "the circuit breaker of queue \(queue) is \(state.name)")
+        }
+        for (limit, state) in limitBreakers {
+            report.flag(.degraded, "the circuit breaker of limit \(limit) is \(state.name)")
         }
         if report.expirySweepLagMilliseconds > 1_000 + Self.sweepIntervalMilliseconds {
             report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")

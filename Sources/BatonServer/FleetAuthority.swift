@@ -181,34 +181,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     }
 
     func submit(_ submissions: [Submission]) {
-        var submissions = submissions
-        submissions.removeAll { submission in
-            guard let refusal = Self.notYetShared(submission.request) else { return false }
-            submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
-            return true
-        }
-        guard !submissions.isEmpty else { return }
         self.mailbox.post(.submissions(submissions))
-    }
-
-    /// What the single-host store does that a shared PostgreSQL store does not yet: fair
-    /// groups, and breakers on named limits. Refused whole, so that nothing runs otherwise
-    /// than it asked.
-    static func notYetShared(_ request: Request) -> BatonError? {
-        let jobs: [EnqueueRequest]
-        switch request {
-        case .setLimit(_, let change):
-            guard case .some(.some) = change.breaker else { return nil }
-            return BatonError.invalidArgument("breaker", "breakers on named limits run on the SQLite store for now, not on a PostgreSQL store")
-        case .enqueue(let job): jobs = [job]
-        case .enqueueBatch(let batch): jobs = batch
-        case .complete(let request): jobs = request.followUps
-        default: return nil
-        }
-        if jobs.contains(where: { $0.group != nil }) {
-            return BatonError.invalidArgument("group", "fair groups run on the SQLite store for now, not on a PostgreSQL store")
-        }
-        return nil
     }
 
     func connectionClosed(_ connection: ConnectionIdentity) {
@@ -584,7 +557,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         }
         for job in done.ended { self.held.ended(job) }
         for move in done.breakerMoves {
-            CircuitBreaker.report(move.transition, of: move.queue, byHand: move.byHand, to: self.logger, metrics: self.metrics)
+            CircuitBreaker.report(move.transition, of: move.name, kind: move.kind, byHand: move.byHand, to: self.logger, metrics: self.metrics)
         }
         let served = Set(done.servedParked.map { ObjectIdentifier($0.reply.futureResult) })
         self.giveBack(work.parked.filter { !served.contains(ObjectIdentifier($0.reply.futureResult)) })

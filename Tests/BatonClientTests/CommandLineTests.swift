@@ -237,9 +237,7 @@ struct CommandLineTests {
         let set = try baton(["set-limit", "tenant:*", "--max-running", "1", "--rate", "10", "--per-ms", "60000"] + socket)
         #expect(set.status == 0, "\(set.errors)")
         #expect(try baton(["set-limit", "openai", "--rate", "10"] + socket).status == 64, "--rate needs --per-ms")
-        // Groups run on the SQLite store only, for now.
-        let group = TestStore.current.isPostgres ? [] : ["--group", "tenant-7"]
-        for _ in 0..<2 { #expect(try baton(["enqueue", "q", "1", "--limit", "tenant:7"] + group + socket).status == 0) }
+        for _ in 0..<2 { #expect(try baton(["enqueue", "q", "1", "--limit", "tenant:7", "--group", "tenant-7"] + socket).status == 0) }
         #expect(try baton(["claim", "q"] + socket).status == 0)
         #expect(try baton(["claim", "q"] + socket).status == 2, "tenant:7's quota of one is running")
         let table = try baton(["limits"] + socket)
@@ -250,12 +248,9 @@ struct CommandLineTests {
         #expect(json.output.contains(#""name":"tenant:*""#) && json.output.contains(#""running":1"#), "\(json.output)")
         #expect(try baton(["set-limit", "openai", "--breaker-failures", "3"] + socket).status == 64, "a breaker needs all three flags")
         let breaker = ["--breaker-failures", "3", "--breaker-window-ms", "60000", "--breaker-cooldown-ms", "1000"]
-        // Breakers on limits run on the SQLite store only, for now.
-        #expect(try baton(["set-limit", "openai"] + breaker + socket).status == (TestStore.current.isPostgres ? 1 : 0))
-        if !TestStore.current.isPostgres {
-            let withBreaker = try baton(["limits"] + socket)
-            #expect(withBreaker.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("closed") }, "\(withBreaker.output)")
-        }
+        #expect(try baton(["set-limit", "openai"] + breaker + socket).status == 0)
+        let withBreaker = try baton(["limits"] + socket)
+        #expect(withBreaker.output.split(separator: "\n").contains { $0.hasPrefix("openai ") && $0.contains("closed") }, "\(withBreaker.output)")
         #expect(try baton(["set-limit", "tenant:*", "--no-max-running", "--no-rate"] + socket).status == 0)
         #expect(try baton(["claim", "q"] + socket).status == 0, "with the template removed the job starts")
     }

@@ -104,12 +104,23 @@ struct FleetTests {
         #expect(Set(keys).count == keys.count, "a slot fired twice: \(keys.sorted())")
     }
 
-    @Test("a breaker opened by failures on one host holds claims on every host, and lets exactly one trial through across them")
-    func breakerAcrossHosts() throws {
+    @Test(
+        "a breaker, on a queue or on a named limit, opened by failures on one host holds claims on every host, and lets exactly one trial through across them",
+        arguments: ["queue", "limit"])
+    func breakerAcrossHosts(on guarded: String) throws {
         let fleet = try Fleet(3)
         let client = try fleet[0].connect()
-        #expect(try client.request(["op": "set_queue", "queue": "llm", "breaker": ["failures": 2, "window_ms": 60_000, "cooldown_ms": 500]]).ok)
-        for i in 0..<10 { _ = try client.enqueue(queue: "llm", payload: i, ["max_attempts": 10, "backoff": ["initial_ms": 0]]) }
+        let breaker = ["failures": 2, "window_ms": 60_000, "cooldown_ms": 500]
+        let set = guarded == "queue" ? ["op": "set_queue", "queue": "llm", "breaker": breaker] : ["op": "set_limit", "name": "llm", "breaker": breaker]
+        #expect(try client.request(set).ok)
+        let named: [String: Any] = guarded == "queue" ? [:] : ["limits": ["llm"]]
+        for i in 0..<10 { _ = try client.enqueue(queue: "llm", payload: i, named.merging(["max_attempts": 10, "backoff": ["initial_ms": 0]]) { $1 }) }
+        /// The breaker's state as `stats` shows it on a host (`nil` while closed, for a queue's).
+        func state(_ host: JSONLineClient) throws -> String? {
+            let stats = try host.request(["op": "stats"])
+            if guarded == "queue" { return (stats.object("breakers")?["llm"] as? [String: Any])?["state"] as? String }
+            return (stats.object("limits")?["llm"] as? [String: Any])?["breaker_state"] as? String
+        }
         for host in 0..<2 {
             let worker = try fleet[host].connect()
             let job = try #require(try worker.claim(queues: ["llm"]))
@@ -117,7 +128,9 @@ struct FleetTests {
         }
         let third = try fleet[2].connect()
         #expect(try third.claim(queues: ["llm"]) == nil, "failures heard on two hosts opened it for the third")
-        #expect(try third.request(["op": "stats"]).object("breakers")?["llm"] != nil)
+        #expect(try state(third) == "open")
+        let health = try third.request(["op": "health"])
+        #expect((health.fields["reasons"] as? [String])?.contains { $0.contains("breaker of \(guarded) llm is open") } == true, "\(health)")
 
         // After the cooldown, waiting claims on all three hosts race: one gets the trial.
         let workers = try (0..<3).map { try fleet[$0].connect() }
@@ -126,7 +139,7 @@ struct FleetTests {
         #expect(got.count == 1, "exactly one trial across the hosts: \(got)")
         let trial = ClaimedJob(try #require(got.first))
         #expect(try fleet[1].connect().fenced("complete", trial).ok, "its success, heard on another host, closes it")
-        #expect(try third.request(["op": "stats"]).object("breakers")?.isEmpty == true)
+        #expect(try state(third) == (guarded == "queue" ? nil : "closed"))
         #expect(try third.claim(queues: ["llm"]) != nil)
     }
 
@@ -223,6 +236,18 @@ struct FleetTests {
         try waiter.send(["op": "claim", "queues": ["rated"], "wait_ms": 20_000, "id": "window"])
         let opened = try waiter.readReply()
         #expect(opened.string("id") == "window" && (opened.object("job")?["id"]) as? Int == second, "the window opened and the parked claim took its start: \(opened)")
+    }
+
+    @Test("groups take turns in one rotation across hosts: claims alternating between two hosts rotate as one host's would")
+    func groupsRotateAcrossHosts() throws {
+        let fleet = try Fleet(2)
+        let hosts = try (0..<2).map { try fleet[$0].connect() }
+        for group in ["m", "m", "m", "b", "b", "b", "x", "x", "x"] { _ = try hosts[0].enqueue(queue: "three", payload: group, ["group": group]) }
+        var turns: [String] = []
+        for claim in 0..<6 { turns.append(try #require(try hosts[claim % 2].claim(queues: ["three"])?.payload as? String)) }
+        #expect(turns == ["m", "x", "b", "m", "x", "b"], "\(turns)")
+        let job = try #require(try hosts[1].request(["op": "list", "queue": "three", "limit": 1]).fields["jobs"] as? [[String: Any]]).first
+        #expect(job?["group"] as? String != nil, "a job's group is kept and shown: \(String(describing: job))")
     }
 
     @Test("a rate limit holds across hosts: no second holds more than its count of starts, whichever host claimed")

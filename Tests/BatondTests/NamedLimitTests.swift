@@ -8,16 +8,6 @@ struct NamedLimitTests {
         try client.request(["op": "stats"]).object("limits")?[name] as? [String: Any]
     }
 
-    /// On a PostgreSQL store, groups and breakers on limits are refused whole: a job never
-    /// runs otherwise than it asked.
-    private func expectRefusedOnPostgres(_ client: JSONLineClient) throws {
-        let breaker = ["failures": 2, "window_ms": 60_000, "cooldown_ms": 600]
-        #expect(try client.request(["op": "set_limit", "name": "openai", "breaker": breaker]).errorCode == "invalid_argument")
-        let grouped = try client.request(["op": "enqueue", "queue": "q", "payload": 1, "group": "tenant-1"])
-        #expect(grouped.errorCode == "invalid_argument", "\(grouped)")
-        #expect(try client.request(["op": "stats"]).object("queues")?["q"] == nil, "nothing was enqueued")
-    }
-
     @Test("a rate limit of 20 per second holds under 16 workers, and a parked claim starts when the window opens")
     func rateUnderLoad() throws {
         let server = try TestServer()
@@ -120,7 +110,6 @@ struct NamedLimitTests {
     func limitBreaker() throws {
         let server = try TestServer()
         let client = try server.connect()
-        guard !TestStore.current.isPostgres else { return try self.expectRefusedOnPostgres(client) }
         let breaker = ["failures": 2, "window_ms": 60_000, "cooldown_ms": 600]
         #expect(try client.request(["op": "set_limit", "name": "openai", "breaker": breaker]).object("breaker")?["failures"] as? Int == 2)
         for queue in ["extract", "embed"] {
@@ -153,7 +142,6 @@ struct NamedLimitTests {
     func fairRotation() throws {
         let server = try TestServer()
         let client = try server.connect()
-        guard !TestStore.current.isPostgres else { return try self.expectRefusedOnPostgres(client) }
         for batch in 0..<10 {
             let jobs = (0..<1_000).map { ["queue": "parse", "payload": batch * 1_000 + $0, "group": "zeta"] as [String: Any] }
             #expect(try client.request(["op": "enqueue_batch", "jobs": jobs]).ok)

@@ -76,8 +76,6 @@ test('a schedule enqueues a job per slot', async () => {
   assert.deepEqual(await fixture.client.schedules(), []);
 });
 
-const onPostgres = process.env.BATON_TEST_STORE === 'postgres';
-
 test('a breaker holds claims after failures', async () => {
   const breaker = { failures: 1, windowMs: 60000, cooldownMs: 60000 };
   assert.deepEqual((await fixture.client.setQueue('flaky', { breaker })).breaker, breaker);
@@ -106,7 +104,7 @@ test('a named limit holds jobs across queues', async () => {
   assert.ok(await client.claim(['lim-extract', 'lim-embed']));
 });
 
-test('groups take turns', { skip: onPostgres && 'fair groups run on the SQLite store for now' }, async () => {
+test('groups take turns', async () => {
   const client = fixture.client;
   for (const group of ['big', 'big', 'big', 'small']) await client.enqueue('fair', group, { group });
   assert.deepEqual([(await client.claim(['fair'])).payload, (await client.claim(['fair'])).payload], ['big', 'small']);

@@ -97,7 +97,6 @@ def test_a_named_limit_holds_jobs_across_queues(client):
     assert client.claim(["lim-extract", "lim-embed"]) is not None
 
 
-@pytest.mark.skipif(os.environ.get("BATON_TEST_STORE") == "postgres", reason="fair groups run on the SQLite store for now")
 def test_groups_take_turns(client):
     for group in ("big", "big", "big", "small"):
         client.enqueue("fair", group, group=group)
