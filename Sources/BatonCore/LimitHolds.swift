@@ -38,6 +38,9 @@ public struct LimitHolds: Sendable {
 
     public var isEmpty: Bool { self.held.isEmpty }
 
+    /// Whether `name` holds a claim back.
+    public func holds(_ name: String) -> Bool { self.held[name] != nil }
+
     /// When the earliest hold may admit by the clock alone.
     public var nextWakeup: Int64? { self.wakeups.min?.at }
 

@@ -48,6 +48,8 @@ struct DriverView: Sendable {
     var queueMetrics: [String: QueueMetrics]
     var parkedClaims: Int
     var lastCommitAt: Int64?
+    /// The named limits that hold this host's claims back.
+    var limitHolds: LimitHolds
 }
 
 /// What one batch did, handed back to the driver once it has committed.
@@ -565,7 +567,7 @@ extension FleetAuthority {
             case .schedules:
                 outcome = Outcome(line: Reply.schedules(id: id, try await tx.schedules()))
             case .limits:
-                outcome = Outcome(line: Reply.limits(id: id, try await tx.limitUses(limit: Reply.maximumLimitsShown)))
+                outcome = Outcome(line: Reply.limits(id: id, try await self.limitUses(batch, tx)))
             case .setLimit(let name, let change):
                 let (settings, closed) = try await tx.changeLimit(name, change)
                 batch.breakerMoves += closed.map { ($0, .limit, .closed, true) }
@@ -609,7 +611,7 @@ extension FleetAuthority {
                 try await self.countOpenBreakers(tx)
                 let snapshot = MetricsSnapshot(
                     serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: try await tx.jobCounts(),
-                    limits: try await tx.limitUses(limit: Reply.maximumLimitsShown))
+                    limits: try await self.limitUses(batch, tx))
                 outcome = Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:
                 let report = try await self.health(&batch, tx)
@@ -623,7 +625,7 @@ extension FleetAuthority {
                     id: id, batch.view.workers.all.map { ($0, (jobs[$0.connection.number] ?? []).sorted()) }, hosts: hosts))
             case .stats:
                 try await self.flushCounts(&batch, tx)
-                outcome = Outcome(line: try await self.stats(id: id, parkedClaims: batch.view.parkedClaims, tx))
+                outcome = Outcome(line: try await self.stats(id: id, batch, tx))
             case .backup:
                 throw BatonError(
                     .invalidArgument,
@@ -855,7 +857,7 @@ extension FleetAuthority {
 
     // MARK: Reads
 
-    private func stats(id: String?, parkedClaims: Int, _ tx: PostgresTransaction) async throws -> [UInt8] {
+    private func stats(id: String?, _ batch: FleetBatch, _ tx: PostgresTransaction) async throws -> [UInt8] {
         let counts = try await tx.jobCounts()
         var oldestReady: [String: Int64] = [:]
         for queue in counts.keys {
@@ -865,8 +867,18 @@ extension FleetAuthority {
         let now = try await tx.now()
         return Reply.stats(
             id: id, counts: counts, oldestReady: oldestReady, now: now, pausedQueues: settings.paused, limits: settings.limits,
-            breakers: try await tx.openBreakers(), namedLimits: try await tx.limitUses(limit: Reply.maximumLimitsShown), pruned: try await tx.prunedCount(), leases: counts.values.reduce(0) { $0 + ($1[.running] ?? 0) },
-            parkedClaims: parkedClaims)
+            breakers: try await tx.openBreakers(), namedLimits: try await self.limitUses(batch, tx), pruned: try await tx.prunedCount(), leases: counts.values.reduce(0) { $0 + ($1[.running] ?? 0) },
+            parkedClaims: batch.view.parkedClaims)
+    }
+
+    /// The named limits set and in use, fleet-wide, each `holding` where it holds back a
+    /// claim of this host (which claims it holds back elsewhere, each host keeps for itself).
+    private func limitUses(_ batch: FleetBatch, _ tx: PostgresTransaction) async throws -> [NamedLimits.Use] {
+        try await tx.limitUses(limit: Reply.maximumLimitsShown).map { use in
+            var use = use
+            use.holding = batch.view.limitHolds.holds(use.name)
+            return use
+        }
     }
 
     /// The breakers of queues and of named limits that are not closed, fleet-wide, counted

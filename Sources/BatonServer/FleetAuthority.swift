@@ -387,7 +387,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             view: DriverView(
                 serving: { if case .serving = self.phase { true } else { false } }(), held: self.held, workers: self.workers,
                 queueMetrics: self.queueMetrics, parkedClaims: 0,
-                lastCommitAt: self.lastCommitAt),
+                lastCommitAt: self.lastCommitAt, limitHolds: self.limitHolds),
             lane: self.freeLanes.removeLast()
         )
         if work.isChoresAlone {

@@ -243,7 +243,7 @@ struct CommandLineTests {
         let table = try baton(["limits"] + socket)
         let row = table.output.split(separator: "\n").first { $0.hasPrefix("tenant:7 ") }.map(String.init) ?? ""
         #expect(row.contains("tenant:*") && row.contains("1/1") && row.contains("1/10 per 60000 ms"), "\(table.output)")
-        #expect(row.hasSuffix(TestStore.current.isPostgres ? "no" : "yes"), "holding: the single writer's to know: \(table.output)")
+        #expect(row.hasSuffix("yes"), "holding the claim it refused: \(table.output)")
         let json = try baton(["limits", "--json"] + socket)
         #expect(json.output.contains(#""name":"tenant:*""#) && json.output.contains(#""running":1"#), "\(json.output)")
         #expect(try baton(["set-limit", "openai", "--breaker-failures", "3"] + socket).status == 64, "a breaker needs all three flags")
