@@ -94,7 +94,8 @@ extension Authority {
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, for: submission.connection.peer, &context))
             case .metrics(let json):
-                let snapshot = try self.metricsSnapshot(census: self.census(including: context), context.tx)
+                let snapshot = try self.metricsSnapshot(
+                    census: self.census(including: context), context.tx, wallNow: context.wallNow, leaseNow: context.leaseNow)
                 // Written out by the connection, off this thread: it grows with the queues.
                 return Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:

@@ -291,9 +291,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         var oldestReady: (queue: String, job: Int64, runAt: Int64)?
         for (queue, counts) in self.census.counts {
             report.waiting += (counts[.queued] ?? 0) + (counts[.retrying] ?? 0)
-            if let ready = try tx.oldestReady(queue: queue), ready.runAt < oldestReady?.runAt ?? .max {
-                oldestReady = (queue, ready.job, ready.runAt)
-            }
+            guard let ready = try tx.oldestReady(queue: queue) else { continue }
+            report.readyAgeByQueue[queue] = max(wallNow - ready.runAt, 0)
+            if ready.runAt < oldestReady?.runAt ?? .max { oldestReady = (queue, ready.job, ready.runAt) }
         }
         if let oldest = oldestReady {
             let age = max(wallNow - oldest.runAt, 0)
@@ -322,13 +322,23 @@ final class Authority: JobAuthority, @unchecked Sendable {
 
     /// The metrics as of the last commit, for the HTTP endpoint to write out.
     func scrape() -> EventLoopFuture<MetricsSnapshot> {
-        self.loop.submit { try self.store.write { tx in try self.metricsSnapshot(census: self.census, tx) } }
+        self.loop.submit {
+            try self.store.write { tx in
+                let leaseNow = self.leaseClock.now(monotonic: self.observeLeaseClock())
+                return try self.metricsSnapshot(census: self.census, tx, wallNow: self.clock.wallMilliseconds(), leaseNow: leaseNow)
+            }
+        }
     }
 
-    /// The metrics now, with `census` for the job counts: O(1) on this thread (the
-    /// dictionaries are copied on write), O(queues) for whoever writes it out.
-    func metricsSnapshot(census: JobCensus, _ tx: StoreTransaction) throws -> MetricsSnapshot {
-        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts, limits: try self.limitUses(tx))
+    /// The metrics now, with `census` for the job counts and the health checks' verdict:
+    /// O(queues) index probes on this thread (as `health` costs), O(queues) for whoever
+    /// writes it out.
+    func metricsSnapshot(census: JobCensus, _ tx: StoreTransaction, wallNow: Int64, leaseNow: Int64) throws -> MetricsSnapshot {
+        var health = try self.health(tx, wallNow: wallNow, leaseNow: leaseNow)
+        if case .failed = self.phase { health.flag(.failing, "the store failed to commit") }
+        return MetricsSnapshot(
+            serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts, limits: try self.limitUses(tx),
+            health: health)
     }
 
     /// Closes the store once everything before it on the loop has run.

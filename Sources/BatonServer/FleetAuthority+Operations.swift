@@ -90,6 +90,8 @@ struct FleetBatch: Sendable {
     /// The earliest lease deadline or `run_at` the batch knows of, on the database's clock.
     var nextDue: Int64?
     var reports: [HealthReport] = []
+    /// The health checks' verdict, when the batch took a scrape's metrics.
+    var health: HealthReport?
     var counts: [String: [JobState: Int]]?
     /// How many of `changes` the job counts already hold.
     var countedChanges = 0
@@ -219,12 +221,10 @@ extension FleetAuthority {
             host: self.host, lane: batch.lane, events: batch.events, counts: Self.deltas(batch.changes[batch.countedChanges...], pruned: batch.pruned))
         batch.countedChanges = batch.changes.count
         batch.pruned.removeAll()
-        if work.reports > 0 {
+        if work.reports > 0 || work.scrape {
             let report = try await self.health(&batch, tx)
             batch.reports = Array(repeating: report, count: work.reports)
-        } else if work.scrape {
-            try await self.countOpenBreakers(tx)
-            batch.counts = try await tx.jobCounts()
+            batch.health = report
         }
         return batch
     }
@@ -607,11 +607,10 @@ extension FleetAuthority {
                 outcome = Outcome(line: Reply.events(
                     id: id, of: jobID, trail, showsTokens: self.access.showsTokens(of: job, holder: holder, to: submission.connection.peer)))
             case .metrics(let json):
-                try await self.flushCounts(&batch, tx)
-                try await self.countOpenBreakers(tx)
+                let health = try await self.health(&batch, tx)
                 let snapshot = MetricsSnapshot(
-                    serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: try await tx.jobCounts(),
-                    limits: try await self.limitUses(batch, tx))
+                    serverWide: self.metrics.exposition(), queues: batch.view.queueMetrics, jobs: batch.counts ?? [:],
+                    limits: try await self.limitUses(batch, tx), health: health)
                 outcome = Outcome(render: { snapshot.reply(id: id, json: json) })
             case .health:
                 let report = try await self.health(&batch, tx)
@@ -916,9 +915,9 @@ extension FleetAuthority {
         for (queue, states) in counts {
             report.waiting += (states[.queued] ?? 0) + (states[.retrying] ?? 0)
             report.running += states[.running] ?? 0
-            if let ready = try await tx.oldestReady(queue: queue), ready.runAt < oldest?.runAt ?? .max {
-                oldest = (queue, ready.job, ready.runAt)
-            }
+            guard let ready = try await tx.oldestReady(queue: queue) else { continue }
+            report.readyAgeByQueue[queue] = max(batch.now - ready.runAt, 0)
+            if ready.runAt < oldest?.runAt ?? .max { oldest = (queue, ready.job, ready.runAt) }
         }
         if let oldest {
             let age = max(batch.now - oldest.runAt, 0)

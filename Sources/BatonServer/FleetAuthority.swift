@@ -486,8 +486,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             for submission in work.batch {
                 submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
             }
-            for promise in finished.reports { promise.succeed(self.unreachableReport("a batch failed: \(error)")) }
-            for promise in finished.scrapes { promise.succeed(self.metricsSnapshot()) }
+            let report = self.unreachableReport("a batch failed: \(error)")
+            for promise in finished.reports { promise.succeed(report) }
+            for promise in finished.scrapes { promise.succeed(self.metricsSnapshot(health: report)) }
         }
     }
 
@@ -594,7 +595,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             report.lastCommitAgeMilliseconds = 0
             promise.succeed(report)
         }
-        for promise in scrapes { promise.succeed(self.metricsSnapshot()) }
+        for promise in scrapes { promise.succeed(self.metricsSnapshot(health: done.health)) }
     }
 
     /// Schedules the next round of the chores `work` did, or tried.
@@ -636,7 +637,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             submission.reply.succeed(Outcome(line: Reply.failure(id: submission.id, refusal)))
         }
         for promise in reports { promise.succeed(self.unreachableReport(reason)) }
-        for promise in scrapes { promise.succeed(self.metricsSnapshot()) }
+        for promise in scrapes { promise.succeed(self.metricsSnapshot(health: self.unreachableReport(reason))) }
     }
 
     private func unreachableReport(_ reason: String) -> HealthReport {
@@ -648,8 +649,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         return report
     }
 
-    func metricsSnapshot() -> MetricsSnapshot {
-        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: self.lastCounts)
+    /// The metrics as of the last commit, with `health` as the batch that took them judged it.
+    func metricsSnapshot(health: HealthReport?) -> MetricsSnapshot {
+        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: self.lastCounts, health: health)
     }
 
     /// Wakes the driver for the next parked-claim timeout or chore.

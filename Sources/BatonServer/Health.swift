@@ -36,6 +36,15 @@ public struct HealthReport: Sendable {
         case degraded
         case failing
 
+        /// As the `baton_health` gauge shows it: 0 ok, 1 degraded, 2 failing.
+        public var level: Int64 {
+            switch self {
+            case .ok: 0
+            case .degraded: 1
+            case .failing: 2
+            }
+        }
+
         public static func < (lhs: Verdict, rhs: Verdict) -> Bool {
             [Verdict.ok, .degraded, .failing].firstIndex(of: lhs)! < [Verdict.ok, .degraded, .failing].firstIndex(of: rhs)!
         }
@@ -48,6 +57,8 @@ public struct HealthReport: Sendable {
     /// How far the earliest lease deadline is overdue (0 when the sweep is on time).
     public var expirySweepLagMilliseconds: Int64 = 0
     public var oldestReadyAgeMilliseconds: Int64?
+    /// How long each queue's oldest ready job has waited, for the queues that have one.
+    public var readyAgeByQueue: [String: Int64] = [:]
     /// Jobs running longer than the threshold, longest first.
     public var longRunningJobs: [Int64] = []
     public var freeBytes: Int64?

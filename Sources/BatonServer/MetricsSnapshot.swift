@@ -18,6 +18,9 @@ struct MetricsSnapshot: Sendable {
     var jobs: [String: [JobState: Int]]
     /// The named limits set or in use (at most ``Reply/maximumLimitsShown``).
     var limits: [NamedLimits.Use] = []
+    /// The health checks' verdict as the metrics were taken, and each queue's oldest ready
+    /// job's age; `nil` where they could not be taken.
+    var health: HealthReport?
 
     /// Each limit's gauges: running jobs, starts in its rate window, whether it holds a claim back.
     private static let limitGauges: [(String, @Sendable (NamedLimits.Use) -> Int64)] = [
@@ -53,6 +56,14 @@ struct MetricsSnapshot: Sendable {
         for (family, value) in Self.limitGauges {
             out.type(family, "gauge")
             for use in self.limits.prefix(Reply.maximumLimitsShown) { out.sample(family, [("limit", use.name)], value(use)) }
+        }
+        if let health = self.health {
+            out.type("baton_health", "gauge")
+            out.sample("baton_health", [], health.verdict.level)
+            out.type("baton_oldest_ready_seconds", "gauge")
+            for name in names {
+                out.sample("baton_oldest_ready_seconds", [("queue", name)], milliseconds: health.readyAgeByQueue[name] ?? 0)
+            }
         }
         for (family, value) in QueueMetrics.histograms {
             out.type(family, "histogram")
@@ -94,6 +105,12 @@ struct MetricsSnapshot: Sendable {
             }
             for (family, value) in Self.limitGauges {
                 for use in self.limits.prefix(Reply.maximumLimitsShown) { reply.sample(family, [("limit", use.name)], Double(value(use))) }
+            }
+            if let health = self.health {
+                reply.sample("baton_health", [], Double(health.verdict.level))
+                for name in names {
+                    reply.sample("baton_oldest_ready_seconds", [("queue", name)], Double(health.readyAgeByQueue[name] ?? 0) / 1_000)
+                }
             }
             reply.endArray()
             reply.key("histograms")
@@ -174,6 +191,13 @@ private struct ExpositionWriter {
         self.bytes.append(UInt8(ascii: "\n"))
     }
 
+    /// A sample of a span kept in milliseconds, written in seconds.
+    mutating func sample(_ name: String, _ labels: [(String, String)], milliseconds: Int64) {
+        self.name(name, labels)
+        self.seconds(milliseconds)
+        self.bytes.append(UInt8(ascii: "\n"))
+    }
+
     mutating func histogram(_ family: String, queue: String, _ histogram: DurationHistogram) {
         let bucketName = family + "_bucket"
         var total: Int64 = 0
@@ -183,21 +207,24 @@ private struct ExpositionWriter {
             self.decimal(total)
             self.bytes.append(UInt8(ascii: "\n"))
         }
-        self.name(family + "_sum", [("queue", queue)])
-        // Milliseconds as seconds with three decimals, exactly.
-        self.decimal(histogram.sumMilliseconds / 1_000)
-        self.bytes.append(UInt8(ascii: "."))
-        let fraction = histogram.sumMilliseconds % 1_000
-        if fraction < 100 { self.bytes.append(UInt8(ascii: "0")) }
-        if fraction < 10 { self.bytes.append(UInt8(ascii: "0")) }
-        self.decimal(fraction)
-        self.bytes.append(UInt8(ascii: "\n"))
+        self.sample(family + "_sum", [("queue", queue)], milliseconds: histogram.sumMilliseconds)
         self.sample(family + "_count", [("queue", queue)], histogram.count)
     }
 
-    /// `name{label="value",…} `
+    /// Milliseconds (not negative) as seconds with three decimals, exactly.
+    private mutating func seconds(_ milliseconds: Int64) {
+        self.decimal(milliseconds / 1_000)
+        self.bytes.append(UInt8(ascii: "."))
+        let fraction = milliseconds % 1_000
+        if fraction < 100 { self.bytes.append(UInt8(ascii: "0")) }
+        if fraction < 10 { self.bytes.append(UInt8(ascii: "0")) }
+        self.decimal(fraction)
+    }
+
+    /// `name{label="value",…} `, or `name ` without labels.
     private mutating func name(_ name: String, _ labels: [(String, String)]) {
         self.bytes.append(contentsOf: name.utf8)
+        guard !labels.isEmpty else { return self.bytes.append(UInt8(ascii: " ")) }
         self.bytes.append(UInt8(ascii: "{"))
         for (index, (label, value)) in labels.enumerated() {
             if index > 0 { self.bytes.append(UInt8(ascii: ",")) }

@@ -11,6 +11,7 @@ import time
 import urllib.request
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -54,6 +55,57 @@ def test_the_http_endpoint_serves_the_exposition_format_prometheus_parses(batond
     with pytest.raises(urllib.error.HTTPError) as missing:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/elsewhere", timeout=10)
     assert missing.value.code == 404
+
+
+def scrape(batond):
+    """The families of a scrape of batond's HTTP endpoint, as Prometheus's own parser reads them."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(batond)}/metrics", timeout=10) as response:
+        return list(text_string_to_metric_families(response.read().decode()))
+
+
+def test_the_grafana_dashboard_and_alert_rules_use_only_metrics_a_real_scrape_has(batond):
+    # Every family shows in the scrape: a queue whose jobs completed, failed, were retried
+    # and cancelled, and a named limit in use.
+    assert send(batond, {"op": "set_limit", "name": "gpu", "max_running": 5})["ok"]
+    for index in range(4):
+        send(batond, {"op": "enqueue", "queue": "graded", "payload": index, "limits": ["gpu"], "max_attempts": 2,
+                      "backoff": {"initial_ms": 0}})
+    done = send(batond, {"op": "claim", "queues": ["graded"]})["job"]
+    send(batond, {"op": "complete", "job": done["id"], "token": done["token"]})
+    for _ in range(2):
+        failed = send(batond, {"op": "claim", "queues": ["graded"]})["job"]
+        send(batond, {"op": "fail", "job": failed["id"], "token": failed["token"], "error": "HTTP 503"})
+    cancelled = send(batond, {"op": "enqueue", "queue": "graded", "payload": "x"})["job"]
+    send(batond, {"op": "cancel", "job": cancelled})
+    families = scrape(batond)
+    scraped = {sample.name for family in families for sample in family.samples}
+    health = next(family for family in families if family.name == "baton_health")
+    assert health.type == "gauge" and health.samples[0].value in (0, 1, 2)
+    assert {sample.labels["queue"] for sample in next(f for f in families if f.name == "baton_oldest_ready_seconds").samples} >= {"graded"}
+
+    dashboard = json.loads((ROOT / "contrib" / "grafana" / "baton.json").read_text())
+    panels = [panel for panel in dashboard["panels"] if panel["type"] != "row"]
+    assert all(panel["targets"] for panel in panels), "every panel queries something"
+    assert [entry["name"] for entry in dashboard["__inputs"]] == ["DS_PROMETHEUS"], "the data source is chosen at import"
+    queries = [target["expr"] for panel in panels for target in panel["targets"]]
+    queries += [variable["query"] for variable in dashboard["templating"]["list"]]
+    rules = yaml.safe_load((ROOT / "contrib" / "prometheus" / "baton-alerts.yml").read_text())
+    alerts = [rule for group in rules["groups"] for rule in group["rules"]]
+    assert all(rule["alert"] and rule["labels"]["severity"] and rule["annotations"]["summary"] for rule in alerts)
+
+    def used(expressions):
+        return set(re.findall(r"\bbaton_[a-z_]+\b", "\n".join(expressions)))
+
+    in_dashboard, in_rules = used(queries), used(rule["expr"] for rule in alerts)
+    assert in_dashboard - scraped == set(), "the dashboard names metrics batond does not serve"
+    assert in_rules - scraped == set(), "the alerting rules name metrics batond does not serve"
+    # What each is there for: the dashboard's throughput, wait and run times, failures and
+    # retries, group commit, leases and parked claims; the alerts' health, oldest ready
+    # job, failure rate and commits.
+    assert in_dashboard >= {"baton_jobs_completed_total", "baton_job_wait_seconds_bucket", "baton_job_run_seconds_bucket",
+                            "baton_jobs_failed_total", "baton_jobs_retried_total", "baton_commit_batch_size_sum",
+                            "baton_commit_seconds_bucket", "baton_leases", "baton_parked_claims"}
+    assert in_rules >= {"baton_health", "baton_oldest_ready_seconds", "baton_jobs_failed_total", "baton_commit_seconds_count"}
 
 
 def run_top(batond, *arguments):
