@@ -7,15 +7,22 @@
 /// committed state change.
 public struct JobCensus: Sendable, Equatable {
     public private(set) var counts: [String: [JobState: Int]]
+    /// Jobs queued or retrying, in every queue: the work not yet running.
+    public private(set) var waiting = 0
 
     public init(counts: [String: [JobState: Int]] = [:]) {
         self.counts = counts.filter { !$0.value.values.allSatisfy { $0 == 0 } }
+        self.waiting = self.counts.values.reduce(0) { $0 + ($1[.queued] ?? 0) + ($1[.retrying] ?? 0) }
     }
+
+    private static func isWaiting(_ state: JobState?) -> Bool { state == .queued || state == .retrying }
 
     /// A job of `queue` moved from `from` (`nil`: it was just created) to `to` (`nil`: it
     /// was deleted).
     public mutating func move(queue: String, from: JobState?, to: JobState?) {
         guard from != to else { return }
+        if Self.isWaiting(from) { self.waiting -= 1 }
+        if Self.isWaiting(to) { self.waiting += 1 }
         // The queue's counts are changed where they are stored: a copy taken out and put back
         // is copied again by its first write, an allocation for every job's every move.
         let index: [String: [JobState: Int]].Index

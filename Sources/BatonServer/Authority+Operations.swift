@@ -94,10 +94,19 @@ extension Authority {
             case .events(let jobID):
                 return Outcome(line: try self.events(jobID, id: id, for: submission.connection.peer, &context))
             case .metrics(let json):
-                let snapshot = try self.metricsSnapshot(
-                    census: self.census(including: context), context.tx, wallNow: context.wallNow, leaseNow: context.leaseNow)
-                // Written out by the connection, off this thread: it grows with the queues.
-                return Outcome(render: { snapshot.reply(id: id, json: json) })
+                // Taken once this batch has committed, its changes included: the queues'
+                // oldest ready jobs are probed a chunk of queues per turn (scrape()).
+                let reply = submission.reply
+                self.scrape().whenComplete { result in
+                    switch result {
+                    case .success(let snapshot):
+                        // Written out by the connection, off this thread: it grows with the queues.
+                        reply.succeed(Outcome(render: { snapshot.reply(id: id, json: json) }))
+                    case .failure(let error):
+                        reply.succeed(Outcome(line: Reply.failure(id: id, BatonError(.internal, "the metrics could not be read: \(error)"))))
+                    }
+                }
+                return nil
             case .health:
                 let report = try self.health(context.tx, wallNow: context.wallNow, leaseNow: context.leaseNow)
                 return Outcome(line: Reply.success(id: id) { $0.health(report) })

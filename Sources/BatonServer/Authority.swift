@@ -260,12 +260,30 @@ final class Authority: JobAuthority, @unchecked Sendable {
         }
     }
 
-    /// The health checks, inside a transaction on the authority's thread.
+    /// The health checks, inside a transaction on the authority's thread: one index probe
+    /// per queue with waiting jobs, O(queues), never O(jobs).
     func health(_ tx: StoreTransaction, wallNow: Int64, leaseNow: Int64) throws -> HealthReport {
+        var report = self.healthChecks(wallNow: wallNow, leaseNow: leaseNow)
+        var oldest: [String: (job: Int64, runAt: Int64)] = [:]
+        for (queue, counts) in self.census.counts where Self.hasWaiting(counts) {
+            if let ready = try tx.oldestReady(queue: queue) { oldest[queue] = ready }
+        }
+        report.judgeReady(oldest, now: wallNow, threshold: self.healthThresholds.maximumReadyAgeMilliseconds)
+        return report
+    }
+
+    private static func hasWaiting(_ counts: [JobState: Int]) -> Bool {
+        (counts[.queued] ?? 0) + (counts[.retrying] ?? 0) > 0
+    }
+
+    /// Every health check but the queues' oldest ready jobs: O(1) but for the running jobs
+    /// past their threshold.
+    private func healthChecks(wallNow: Int64, leaseNow: Int64) -> HealthReport {
         var report = HealthReport()
         let thresholds = self.healthThresholds
         report.running = self.running.count
         report.parkedClaims = self.parked.count
+        report.waiting = self.census.waiting
         report.lastCommitAgeMilliseconds = self.lastCommitAt.map { max(wallNow - $0, 0) }
         if case .failed(let reason) = self.phase {
             report.flag(.failing, reason)
@@ -287,21 +305,6 @@ final class Authority: JobAuthority, @unchecked Sendable {
                 report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")
             }
         }
-        // From the census and one index probe per queue: O(queues), never O(jobs).
-        var oldestReady: (queue: String, job: Int64, runAt: Int64)?
-        for (queue, counts) in self.census.counts {
-            report.waiting += (counts[.queued] ?? 0) + (counts[.retrying] ?? 0)
-            guard let ready = try tx.oldestReady(queue: queue) else { continue }
-            report.readyAgeByQueue[queue] = max(wallNow - ready.runAt, 0)
-            if ready.runAt < oldestReady?.runAt ?? .max { oldestReady = (queue, ready.job, ready.runAt) }
-        }
-        if let oldest = oldestReady {
-            let age = max(wallNow - oldest.runAt, 0)
-            report.oldestReadyAgeMilliseconds = age
-            if age > thresholds.maximumReadyAgeMilliseconds {
-                report.flag(.degraded, "job \(oldest.job) in \(oldest.queue) has been ready for \(HealthReport.span(age)) with no worker taking it")
-            }
-        }
         let long = self.running.started(before: wallNow - thresholds.maximumRunningMilliseconds)
         report.longRunningJobs = long.map(\.jobID)
         if let longest = long.first {
@@ -320,23 +323,48 @@ final class Authority: JobAuthority, @unchecked Sendable {
         return report
     }
 
-    /// The metrics as of the last commit, for the HTTP endpoint to write out.
+    /// The metrics for the HTTP endpoint, with the health checks' verdict. The queues'
+    /// oldest ready jobs are probed a chunk of queues per turn of the authority's loop, so
+    /// that however many queues there are, no request waits behind more than one chunk.
     func scrape() -> EventLoopFuture<MetricsSnapshot> {
-        self.loop.submit {
+        self.loop.submit { self.census.counts }.flatMap { counts in
+            self.oldestReady(in: counts, from: counts.startIndex, found: [:])
+        }.flatMapThrowing { oldest in
             try self.store.write { tx in
-                let leaseNow = self.leaseClock.now(monotonic: self.observeLeaseClock())
-                return try self.metricsSnapshot(census: self.census, tx, wallNow: self.clock.wallMilliseconds(), leaseNow: leaseNow)
+                let wallNow = self.clock.wallMilliseconds()
+                var health = self.healthChecks(wallNow: wallNow, leaseNow: self.leaseClock.now(monotonic: self.observeLeaseClock()))
+                health.judgeReady(oldest, now: wallNow, threshold: self.healthThresholds.maximumReadyAgeMilliseconds)
+                return try self.metricsSnapshot(census: self.census, tx, health: health)
             }
         }
     }
 
-    /// The metrics now, with `census` for the job counts and the health checks' verdict:
-    /// O(queues) index probes on this thread (as `health` costs), O(queues) for whoever
-    /// writes it out.
-    func metricsSnapshot(census: JobCensus, _ tx: StoreTransaction, wallNow: Int64, leaseNow: Int64) throws -> MetricsSnapshot {
-        var health = try self.health(tx, wallNow: wallNow, leaseNow: leaseNow)
-        if case .failed = self.phase { health.flag(.failing, "the store failed to commit") }
-        return MetricsSnapshot(
+    /// How many queues' oldest ready jobs a scrape probes per turn of the loop.
+    static let readyProbesPerTurn = 256
+
+    /// The oldest ready job of each queue of `counts` with waiting jobs, from `start` on,
+    /// added to `found`, a chunk per turn of the loop.
+    private func oldestReady(
+        in counts: [String: [JobState: Int]], from start: Dictionary<String, [JobState: Int]>.Index,
+        found: [String: (job: Int64, runAt: Int64)]
+    ) -> EventLoopFuture<[String: (job: Int64, runAt: Int64)]> {
+        guard start != counts.endIndex else { return self.loop.makeSucceededFuture(found) }
+        return self.loop.submit {
+            let end = counts.index(start, offsetBy: Self.readyProbesPerTurn, limitedBy: counts.endIndex) ?? counts.endIndex
+            var found = found
+            try self.store.write { tx in
+                for (queue, states) in counts[start..<end] where Self.hasWaiting(states) {
+                    if let ready = try tx.oldestReady(queue: queue) { found[queue] = ready }
+                }
+            }
+            return (end, found)
+        }.flatMap { end, found in self.oldestReady(in: counts, from: end, found: found) }
+    }
+
+    /// The metrics now, with `census` for the job counts and `health` as judged: O(1) on
+    /// this thread (the dictionaries are copied on write), O(queues) for whoever writes it out.
+    func metricsSnapshot(census: JobCensus, _ tx: StoreTransaction, health: HealthReport) throws -> MetricsSnapshot {
+        MetricsSnapshot(
             serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: census.counts, limits: try self.limitUses(tx),
             health: health)
     }

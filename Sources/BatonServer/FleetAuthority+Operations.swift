@@ -911,21 +911,13 @@ extension FleetAuthority {
         if report.expirySweepLagMilliseconds > 1_000 + Self.sweepIntervalMilliseconds {
             report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")
         }
-        var oldest: (queue: String, job: Int64, runAt: Int64)?
+        var oldest: [String: (job: Int64, runAt: Int64)] = [:]
         for (queue, states) in counts {
             report.waiting += (states[.queued] ?? 0) + (states[.retrying] ?? 0)
             report.running += states[.running] ?? 0
-            guard let ready = try await tx.oldestReady(queue: queue) else { continue }
-            report.readyAgeByQueue[queue] = max(batch.now - ready.runAt, 0)
-            if ready.runAt < oldest?.runAt ?? .max { oldest = (queue, ready.job, ready.runAt) }
+            if let ready = try await tx.oldestReady(queue: queue) { oldest[queue] = ready }
         }
-        if let oldest {
-            let age = max(batch.now - oldest.runAt, 0)
-            report.oldestReadyAgeMilliseconds = age
-            if age > thresholds.maximumReadyAgeMilliseconds {
-                report.flag(.degraded, "job \(oldest.job) in \(oldest.queue) has been ready for \(HealthReport.span(age)) with no worker taking it")
-            }
-        }
+        report.judgeReady(oldest, now: batch.now, threshold: thresholds.maximumReadyAgeMilliseconds)
         let long = try await tx.runningSince(before: batch.now - thresholds.maximumRunningMilliseconds, limit: 100)
         report.longRunningJobs = long.map(\.id)
         if let longest = long.first {

@@ -72,6 +72,22 @@ public struct HealthReport: Sendable {
         self.reasons.append(reason)
     }
 
+    /// Judges the queues' oldest ready jobs (each queue's job and when it became due), as
+    /// of `now`: each queue's age, and `degraded` when the oldest has waited past `threshold`.
+    mutating func judgeReady(_ oldest: [String: (job: Int64, runAt: Int64)], now: Int64, threshold: Int64) {
+        var first: (queue: String, job: Int64, runAt: Int64)?
+        for (queue, ready) in oldest {
+            self.readyAgeByQueue[queue] = max(now - ready.runAt, 0)
+            if ready.runAt < first?.runAt ?? .max { first = (queue, ready.job, ready.runAt) }
+        }
+        guard let first else { return }
+        let age = max(now - first.runAt, 0)
+        self.oldestReadyAgeMilliseconds = age
+        if age > threshold {
+            self.flag(.degraded, "job \(first.job) in \(first.queue) has been ready for \(HealthReport.span(age)) with no worker taking it")
+        }
+    }
+
     /// A one-line summary for `STATUS=` and logs.
     public var summary: String {
         let figures = "\(self.waiting) waiting, \(self.running) running, \(self.parkedClaims) claims waiting"
