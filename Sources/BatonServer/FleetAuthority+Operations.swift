@@ -858,10 +858,7 @@ extension FleetAuthority {
 
     private func stats(id: String?, _ batch: FleetBatch, _ tx: PostgresTransaction) async throws -> [UInt8] {
         let counts = try await tx.jobCounts()
-        var oldestReady: [String: Int64] = [:]
-        for queue in counts.keys {
-            oldestReady[queue] = try await tx.oldestReady(queue: queue)?.runAt
-        }
+        let oldestReady = try await tx.oldestReady(queues: Array(counts.keys)).mapValues(\.runAt)
         let settings = try await tx.queueAdmission()
         let now = try await tx.now()
         return Reply.stats(
@@ -911,13 +908,14 @@ extension FleetAuthority {
         if report.expirySweepLagMilliseconds > 1_000 + Self.sweepIntervalMilliseconds {
             report.flag(.failing, "the lease-expiry sweep is \(report.expirySweepLagMilliseconds) ms late")
         }
-        var oldest: [String: (job: Int64, runAt: Int64)] = [:]
+        var waiting: [String] = []
         for (queue, states) in counts {
-            report.waiting += (states[.queued] ?? 0) + (states[.retrying] ?? 0)
+            let queueWaiting = (states[.queued] ?? 0) + (states[.retrying] ?? 0)
+            report.waiting += queueWaiting
             report.running += states[.running] ?? 0
-            if let ready = try await tx.oldestReady(queue: queue) { oldest[queue] = ready }
+            if queueWaiting > 0 { waiting.append(queue) }
         }
-        report.judgeReady(oldest, now: batch.now, threshold: thresholds.maximumReadyAgeMilliseconds)
+        report.judgeReady(try await tx.oldestReady(queues: waiting), now: batch.now, threshold: thresholds.maximumReadyAgeMilliseconds)
         let long = try await tx.runningSince(before: batch.now - thresholds.maximumRunningMilliseconds, limit: 100)
         report.longRunningJobs = long.map(\.id)
         if let longest = long.first {
