@@ -90,8 +90,9 @@ struct FleetBatch: Sendable {
     /// The earliest lease deadline or `run_at` the batch knows of, on the database's clock.
     var nextDue: Int64?
     var reports: [HealthReport] = []
-    /// The health checks' verdict, when the batch took a scrape's metrics.
+    /// The health checks' verdict and the named limits, when the batch took a scrape's metrics.
     var health: HealthReport?
+    var limits: [NamedLimits.Use] = []
     var counts: [String: [JobState: Int]]?
     /// How many of `changes` the job counts already hold.
     var countedChanges = 0
@@ -226,6 +227,7 @@ extension FleetAuthority {
             batch.reports = Array(repeating: report, count: work.reports)
             batch.health = report
         }
+        if work.scrape { batch.limits = try await self.limitUses(batch, tx) }
         return batch
     }
 

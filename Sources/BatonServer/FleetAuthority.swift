@@ -595,7 +595,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             report.lastCommitAgeMilliseconds = 0
             promise.succeed(report)
         }
-        for promise in scrapes { promise.succeed(self.metricsSnapshot(health: done.health)) }
+        for promise in scrapes { promise.succeed(self.metricsSnapshot(health: done.health, limits: done.limits)) }
     }
 
     /// Schedules the next round of the chores `work` did, or tried.
@@ -649,9 +649,11 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         return report
     }
 
-    /// The metrics as of the last commit, with `health` as the batch that took them judged it.
-    func metricsSnapshot(health: HealthReport?) -> MetricsSnapshot {
-        MetricsSnapshot(serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: self.lastCounts, health: health)
+    /// The metrics as of the last commit, with `health` as the batch that took them judged
+    /// it and the named limits it read.
+    func metricsSnapshot(health: HealthReport?, limits: [NamedLimits.Use] = []) -> MetricsSnapshot {
+        MetricsSnapshot(
+            serverWide: self.metrics.exposition(), queues: self.queueMetrics, jobs: self.lastCounts, limits: limits, health: health)
     }
 
     /// Wakes the driver for the next parked-claim timeout or chore.
