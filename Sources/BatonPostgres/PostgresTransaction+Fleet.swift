@@ -365,20 +365,37 @@ extension PostgresTransaction {
         func makeBindings() -> PostgresBindings { PostgresBindings() }
     }
 
-    /// A page of jobs by id, newest or oldest first, optionally of one queue and state,
-    /// walking the primary key from the cursor.
-    public func listJobs(queue: String?, state: JobState?, after cursor: Int64?, limit: Int, oldestFirst: Bool) async throws -> [LeasedJob] {
-        let start = cursor ?? (oldestFirst ? 0 : .max)
+    /// A page of jobs by id, newest or oldest first, optionally of one queue and state and
+    /// with text in the last error (``JobListing``), walking the primary key from the cursor,
+    /// and the cursor for the next page. One filtered by error text reads at most
+    /// ``JobListing/scanLimit`` ids.
+    public func listJobs(_ listing: JobListing) async throws -> (jobs: [LeasedJob], next: Int64?) {
+        let (start, queue, state, text) = (listing.start, listing.queue, listing.state?.rawValue, listing.errorContains)
         // Two texts, not a CASE: the planner walks the primary key in the page's direction.
-        let (comparison, order) = oldestFirst ? (">", "ASC") : ("<", "DESC")
-        return try await self.jobs(
+        let (comparison, order, bound) = listing.oldestFirst ? (">", "ASC", "<=") : ("<", "DESC", ">=")
+        // Where a scan for error text stops: the last id of the window it may read.
+        var scanEnd: Int64?
+        if text != nil {
+            let rows = try await self.connection.query(
+                """
+                SELECT id FROM jobs
+                WHERE id \(unescaped: comparison) \(start)
+                    AND (\(queue)::text IS NULL OR queue = \(queue)) AND (\(state)::text IS NULL OR state = \(state))
+                ORDER BY id \(unescaped: order) LIMIT 1 OFFSET \(JobListing.scanLimit - 1)
+                """, logger: self.logger)
+            for try await id in rows.decode(Int64.self) { scanEnd = id }
+        }
+        let jobs = try await self.jobs(
             self.connection.query(
                 """
                 SELECT \(unescaped: Self.jobColumns) FROM jobs
                 WHERE id \(unescaped: comparison) \(start)
-                    AND (\(queue)::text IS NULL OR queue = \(queue)) AND (\(state?.rawValue)::text IS NULL OR state = \(state?.rawValue))
-                ORDER BY id \(unescaped: order) LIMIT \(limit)
+                    AND (\(queue)::text IS NULL OR queue = \(queue)) AND (\(state)::text IS NULL OR state = \(state))
+                    AND (\(scanEnd)::bigint IS NULL OR id \(unescaped: bound) \(scanEnd))
+                    AND (\(text)::text IS NULL OR strpos(last_error, \(text)::text) > 0)
+                ORDER BY id \(unescaped: order) LIMIT \(listing.limit)
                 """, logger: self.logger))
+        return (jobs, listing.next(found: jobs.map(\.job.id), scanEnd: scanEnd))
     }
 
     /// Jobs read with ``jobColumns``.

@@ -103,7 +103,7 @@ extension JSONWriter {
         if let detail = event.detail {
             switch event.kind {
             case .claimed: self.member("worker", detail)
-            case .cancelled: self.member("reason", detail)
+            case .cancelled, .paused, .resumed, .retried: self.member("reason", detail)
             default: self.member("error", detail)
             }
         }

@@ -52,7 +52,7 @@ extension Request {
             [.server(.read)]
         case .backup:
             [.server(.admin)]
-        case .cancel(let jobID, _), .pause(let jobID), .resume(let jobID), .retry(let jobID), .setPriority(let jobID, _):
+        case .cancel(let jobID, _), .pause(let jobID, _), .resume(let jobID, _), .retry(let jobID, _), .setPriority(let jobID, _):
             [.job(.admin, jobID: jobID)]
         case .pauseQueue(let queue), .resumeQueue(let queue), .setQueue(let queue, _):
             [.queue(.admin, queue)]

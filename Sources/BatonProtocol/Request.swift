@@ -12,9 +12,10 @@ public enum Request: Sendable {
     case release(ReleaseRequest)
     case get(jobID: Int64)
     case cancel(jobID: Int64, reason: String?)
-    case pause(jobID: Int64)
-    case resume(jobID: Int64)
-    case retry(jobID: Int64)
+    /// `reason`, where given, is kept in the job's audit trail (as is a cancel's).
+    case pause(jobID: Int64, reason: String?)
+    case resume(jobID: Int64, reason: String?)
+    case retry(jobID: Int64, reason: String?)
     /// A new priority for an unfinished job: a queued job moves in the claim order at once,
     /// a running one keeps it for its next attempt.
     case setPriority(jobID: Int64, priority: Int64)
@@ -38,7 +39,7 @@ public enum Request: Sendable {
     case metrics(json: Bool)
     case health
     case workers
-    case list(ListRequest)
+    case list(JobListing)
     case stats
     /// A consistent copy of the store, written to `path` (absolute) by batond.
     case backup(path: String)
@@ -248,20 +249,3 @@ public struct LeaseReference: Hashable, Sendable {
     }
 }
 
-/// `list`: a page of jobs, newest or oldest first.
-public struct ListRequest: Sendable {
-    public var queue: String?
-    public var state: JobState?
-    public var limit: Int
-    /// The cursor: the id of the last job of the previous page.
-    public var after: Int64?
-    public var oldestFirst: Bool
-
-    public init(queue: String? = nil, state: JobState? = nil, limit: Int = 100, after: Int64? = nil, oldestFirst: Bool = false) {
-        self.queue = queue
-        self.state = state
-        self.limit = limit
-        self.after = after
-        self.oldestFirst = oldestFirst
-    }
-}

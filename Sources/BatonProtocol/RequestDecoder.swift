@@ -164,14 +164,14 @@ public struct RequestDecoder: Sendable {
             }
             return .cancel(jobID: try fields.jobID(), reason: try fields.string("reason"))
         case "pause":
-            return .pause(jobID: try fields.jobID())
+            return .pause(jobID: try fields.jobID(), reason: try fields.string("reason"))
         case "resume":
-            return .resume(jobID: try fields.jobID())
+            return .resume(jobID: try fields.jobID(), reason: try fields.string("reason"))
         case "retry":
             if fields.value("job") == nil, fields.value("queue") != nil {
                 return .bulk(try self.bulkChange(.retry, &fields))
             }
-            return .retry(jobID: try fields.jobID())
+            return .retry(jobID: try fields.jobID(), reason: try fields.string("reason"))
         case "purge":
             return .bulk(try self.bulkChange(.purge, &fields))
         case "schedule":
@@ -242,11 +242,12 @@ public struct RequestDecoder: Sendable {
                 throw BatonError.invalidArgument("order", "must be \"newest\" or \"oldest\"")
             }
             return .list(
-                ListRequest(
+                JobListing(
                     queue: try fields.name("queue"),
                     state: state,
-                    limit: Int(try fields.integer("limit", in: 1...1_000) ?? 100),
+                    errorContains: try self.errorContains(&fields),
                     after: try fields.integer("after", in: 0...Int64.max),
+                    limit: Int(try fields.integer("limit", in: 1...1_000) ?? 100),
                     oldestFirst: order == "oldest"
                 )
             )
@@ -415,15 +416,21 @@ public struct RequestDecoder: Sendable {
         guard let name = try fields.string("state"), let state = JobState(rawValue: name), action.states.contains(state) else {
             throw BatonError.invalidArgument("state", "is required: \(action.rawValue) takes jobs in one of \(allowed)")
         }
-        let errorContains = try fields.string("error_contains")
-        if let errorContains, errorContains.isEmpty || errorContains.utf8.count > 1_000 {
-            throw BatonError.invalidArgument("error_contains", "must be 1 to 1000 bytes of text")
-        }
+        let errorContains = try self.errorContains(&fields)
         return BulkChange(
             action: action, queue: queue, state: state, errorContains: errorContains,
             limit: try fields.integer("limit", in: 1...100_000_000).map { Int($0) },
             reason: action == .cancel ? try fields.string("reason") : nil
         )
+    }
+
+    /// `error_contains`, a filter on the last error's text, of `list` and the filtered changes.
+    private func errorContains(_ fields: inout Fields) throws -> String? {
+        let text = try fields.string("error_contains")
+        if let text, text.isEmpty || text.utf8.count > 1_000 {
+            throw BatonError.invalidArgument("error_contains", "must be 1 to 1000 bytes of text")
+        }
+        return text
     }
 
     private func claim(_ fields: inout Fields) throws -> ClaimRequest {

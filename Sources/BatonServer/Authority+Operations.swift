@@ -56,12 +56,12 @@ extension Authority {
                 return Outcome(line: try self.get(jobID, id: id, &context))
             case .cancel(let jobID, let reason):
                 return Outcome(line: try self.cancel(jobID, reason: reason, id: id, &context))
-            case .pause(let jobID):
-                return Outcome(line: try self.pause(jobID, id: id, &context))
-            case .resume(let jobID):
-                return Outcome(line: try self.resume(jobID, id: id, &context))
-            case .retry(let jobID):
-                return Outcome(line: try self.retry(jobID, id: id, &context))
+            case .pause(let jobID, let reason):
+                return Outcome(line: try self.pause(jobID, reason: reason, id: id, &context))
+            case .resume(let jobID, let reason):
+                return Outcome(line: try self.resume(jobID, reason: reason, id: id, &context))
+            case .retry(let jobID, let reason):
+                return Outcome(line: try self.retry(jobID, reason: reason, id: id, &context))
             case .setPriority(let jobID, let priority):
                 guard let state = try context.tx.setPriority(id: jobID, priority: priority) else {
                     throw LeaseRefusal.finished(try self.requireJob(jobID, &context), changing: "priority")
@@ -160,11 +160,8 @@ extension Authority {
         return Reply.success(id: id) { $0.key("job"); $0.jobDetail(job, lease: lease) }
     }
 
-    private func list(_ request: ListRequest, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
-        let jobs = try context.tx.listJobs(
-            queue: request.queue, state: request.state, after: request.after, limit: request.limit,
-            oldestFirst: request.oldestFirst
-        )
+    private func list(_ listing: JobListing, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
+        let (jobs, next) = try context.tx.listJobs(listing)
         return Reply.success(id: id) { reply in
             reply.key("jobs")
             reply.beginArray()
@@ -173,8 +170,7 @@ extension Authority {
                 reply.jobDetail(job, lease: lease)
             }
             reply.endArray()
-            // A full page may have more after it; a short one is the last.
-            reply.member("next", optional: jobs.count == request.limit ? jobs.last?.id : nil)
+            reply.member("next", optional: next)
         }
     }
 
@@ -539,39 +535,39 @@ extension Authority {
 
     /// Holds a job back: nothing claims it until `resume`. A running job's lease is revoked
     /// and its attempt given back; its worker's next call is refused with `paused`.
-    private func pause(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
+    private func pause(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         _ = try context.tx.markPaused(id: jobID, from: job.state)
         let lease = self.endLease(jobID, &context)
         try self.record(
-            JobEvent(.paused, at: context.wallNow, state: .paused, token: lease?.token), job: jobID, queue: job.queue, from: job.state, &context
+            JobEvent(.paused, at: context.wallNow, state: .paused, token: lease?.token, detail: reason), job: jobID, queue: job.queue, from: job.state, &context
         )
         return Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) }
     }
 
     /// Lets a paused job be claimed again; it resumes from its checkpoint.
-    private func resume(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
+    private func resume(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
         guard job.state == .paused, let resumed = try context.tx.markResumed(id: jobID, now: context.wallNow) else {
             throw InvalidTransition(from: job.state, to: .queued)
         }
-        try self.record(JobEvent(.resumed, at: context.wallNow, state: .queued), job: jobID, queue: resumed.queue, from: .paused, &context)
+        try self.record(JobEvent(.resumed, at: context.wallNow, state: .queued, detail: reason), job: jobID, queue: resumed.queue, from: .paused, &context)
         self.noteWaiting(queue: resumed.queue, runAt: resumed.runAt, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
 
     /// Runs a failed or cancelled job again from its checkpoint, with its attempts reset.
-    private func retry(_ jobID: Int64, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
+    private func retry(_ jobID: Int64, reason: String?, id: String?, _ context: inout BatchContext) throws -> [UInt8] {
         let job = try self.requireJob(jobID, &context)
-        try self.retry(jobID, from: job.state, &context)
+        try self.retry(jobID, from: job.state, reason: reason, &context)
         return Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) }
     }
 
-    private func retry(_ jobID: Int64, from state: JobState, _ context: inout BatchContext) throws {
+    private func retry(_ jobID: Int64, from state: JobState, reason: String? = nil, _ context: inout BatchContext) throws {
         guard state == .failed || state == .cancelled, let queue = try context.tx.markRetried(id: jobID, from: state, now: context.wallNow) else {
             throw InvalidTransition(from: state, to: .queued)
         }
-        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued), job: jobID, queue: queue, from: state, &context)
+        try self.record(JobEvent(.retried, at: context.wallNow, state: .queued, detail: reason), job: jobID, queue: queue, from: state, &context)
         self.noteWaiting(queue: queue, runAt: context.wallNow, &context)
     }
 

@@ -526,37 +526,36 @@ extension FleetAuthority {
                 let job = try await self.requireJob(jobID, tx)
                 let lease = job.leaseDeadline.map { LeaseView(expiresAt: $0) }
                 outcome = Outcome(line: Reply.success(id: id) { $0.key("job"); $0.jobDetail(job.job, lease: lease) })
-            case .list(let request):
-                let jobs = try await tx.listJobs(
-                    queue: request.queue, state: request.state, after: request.after, limit: request.limit, oldestFirst: request.oldestFirst)
+            case .list(let listing):
+                let (jobs, next) = try await tx.listJobs(listing)
                 outcome = Outcome(line: Reply.success(id: id) { reply in
                     reply.key("jobs")
                     reply.beginArray()
                     for job in jobs { reply.jobDetail(job.job, lease: job.leaseDeadline.map { LeaseView(expiresAt: $0) }) }
                     reply.endArray()
-                    reply.member("next", optional: jobs.count == request.limit ? jobs.last?.job.id : nil)
+                    reply.member("next", optional: next)
                 })
             case .cancel(let jobID, let reason):
                 outcome = Outcome(line: try await self.cancel(jobID, reason: reason ?? "cancelled", id: id, &batch, tx))
-            case .pause(let jobID):
+            case .pause(let jobID, let reason):
                 let job = try await self.requireJob(jobID, tx, locking: true).job
                 guard try await tx.markPaused(id: jobID, from: job.state) else { throw InvalidTransition(from: job.state, to: .paused) }
                 batch.note(
-                    JobEvent(.paused, at: batch.now, state: .paused, token: job.state == .running ? job.leaseToken : nil),
+                    JobEvent(.paused, at: batch.now, state: .paused, token: job.state == .running ? job.leaseToken : nil, detail: reason),
                     job: jobID, queue: job.queue, from: job.state)
                 if job.state == .running { batch.stopped(jobID, limits: job.limits) }
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.paused.rawValue) })
-            case .resume(let jobID):
+            case .resume(let jobID, let reason):
                 let job = try await self.requireJob(jobID, tx, locking: true).job
                 guard job.state == .paused, let resumed = try await tx.markResumed(id: jobID) else {
                     throw InvalidTransition(from: job.state, to: .queued)
                 }
-                batch.note(JobEvent(.resumed, at: batch.now, state: .queued), job: jobID, queue: resumed.queue, from: .paused)
+                batch.note(JobEvent(.resumed, at: batch.now, state: .queued, detail: reason), job: jobID, queue: resumed.queue, from: .paused)
                 batch.waiting(queue: resumed.queue, runAt: resumed.runAt)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) })
-            case .retry(let jobID):
+            case .retry(let jobID, let reason):
                 let job = try await self.requireJob(jobID, tx, locking: true).job
-                try await self.retry(jobID, from: job.state, &batch, tx)
+                try await self.retry(jobID, from: job.state, reason: reason, &batch, tx)
                 outcome = Outcome(line: Reply.success(id: id) { $0.member("state", JobState.queued.rawValue) })
             case .schedule(var schedule):
                 schedule.setFirstSlot(now: batch.now)
@@ -781,11 +780,13 @@ extension FleetAuthority {
         try await self.cancelDependents(of: jobID, because: "was cancelled", &batch, tx)
     }
 
-    private func retry(_ jobID: Int64, from state: JobState, _ batch: inout FleetBatch, _ tx: PostgresTransaction) async throws {
+    private func retry(
+        _ jobID: Int64, from state: JobState, reason: String? = nil, _ batch: inout FleetBatch, _ tx: PostgresTransaction
+    ) async throws {
         guard state == .failed || state == .cancelled, let queue = try await tx.markRetried(id: jobID, from: state) else {
             throw InvalidTransition(from: state, to: .queued)
         }
-        batch.note(JobEvent(.retried, at: batch.now, state: .queued), job: jobID, queue: queue, from: state)
+        batch.note(JobEvent(.retried, at: batch.now, state: .queued, detail: reason), job: jobID, queue: queue, from: state)
         batch.waiting(queue: queue, runAt: batch.now)
     }
 

@@ -446,23 +446,36 @@ public struct StoreTransaction {
         )
     }
 
-    /// A page of jobs by id, newest or oldest first, optionally of one queue and state.
+    /// A page of jobs by id, newest or oldest first, optionally of one queue and state and
+    /// with text in the last error (``JobListing``), and the cursor for the next page.
     ///
-    /// A page walks the primary key from the cursor, so paging is cheap however far it goes.
-    public func listJobs(queue: String?, state: JobState?, after cursor: Int64?, limit: Int, oldestFirst: Bool) throws -> [Job] {
-        let order = oldestFirst ? "ASC" : "DESC"
-        let comparison = oldestFirst ? ">" : "<"
+    /// A page walks the primary key from the cursor, so paging is cheap however far it goes;
+    /// one filtered by error text reads at most ``JobListing/scanLimit`` ids.
+    public func listJobs(_ listing: JobListing) throws -> (jobs: [Job], next: Int64?) {
+        let (comparison, order) = listing.oldestFirst ? (">", "ASC") : ("<", "DESC")
+        let filter = "id \(comparison) ? AND (? IS NULL OR queue = ?) AND (? IS NULL OR state = ?)"
+        let filterArguments: StatementArguments = [listing.start, listing.queue, listing.queue, listing.state?.rawValue, listing.state?.rawValue]
+        // Where a scan for error text stops: the last id of the window it may read.
+        var scanEnd: Int64?
+        if listing.errorContains != nil {
+            scanEnd = try Int64.fetchOne(
+                self.db.cachedStatement(sql: "SELECT id FROM jobs WHERE \(filter) ORDER BY id \(order) LIMIT 1 OFFSET ?"),
+                arguments: filterArguments + [JobListing.scanLimit - 1]
+            )
+        }
         let statement = try self.db.cachedStatement(
             sql: """
                 SELECT \(JobStore.jobColumns) FROM jobs
-                WHERE id \(comparison) ? AND (? IS NULL OR queue = ?) AND (? IS NULL OR state = ?)
+                WHERE \(filter) AND (? IS NULL OR id \(listing.oldestFirst ? "<=" : ">=") ?)
+                    AND (? IS NULL OR instr(last_error, ?) > 0)
                 ORDER BY id \(order) LIMIT ?
                 """
         )
-        let start = cursor ?? (oldestFirst ? 0 : Int64.max)
-        return try Row.fetchAll(
-            statement, arguments: [start, queue, queue, state?.rawValue, state?.rawValue, limit]
+        let jobs = try Row.fetchAll(
+            statement,
+            arguments: filterArguments + [scanEnd, scanEnd, listing.errorContains, listing.errorContains, listing.limit]
         ).map(JobStore.job(from:))
+        return (jobs, listing.next(found: jobs.map(\.id), scanEnd: scanEnd))
     }
 
     // MARK: Dependencies

@@ -570,11 +570,11 @@ struct PostgresStoreTests {
             var later = Self.job("b")
             later.runAt = Int64.max / 2
             let ids = try await store.write { tx in try await tx.insert([Self.job("a"), Self.job("b"), Self.job("a"), later]).map(\.id) }
-            let newest = try await store.write { try await $0.listJobs(queue: nil, state: nil, after: nil, limit: 3, oldestFirst: false).map(\.job) }
+            let newest = try await store.write { try await $0.listJobs(JobListing(queue: nil, state: nil, after: nil, limit: 3, oldestFirst: false)).jobs.map(\.job) }
             #expect(newest.map(\.id) == [ids[3], ids[2], ids[1]])
-            let next = try await store.write { try await $0.listJobs(queue: nil, state: nil, after: ids[1], limit: 3, oldestFirst: false).map(\.job) }
+            let next = try await store.write { try await $0.listJobs(JobListing(queue: nil, state: nil, after: ids[1], limit: 3, oldestFirst: false)).jobs.map(\.job) }
             #expect(next.map(\.id) == [ids[0]])
-            let oldestA = try await store.write { try await $0.listJobs(queue: "a", state: .queued, after: nil, limit: 10, oldestFirst: true).map(\.job) }
+            let oldestA = try await store.write { try await $0.listJobs(JobListing(queue: "a", state: .queued, after: nil, limit: 10, oldestFirst: true)).jobs.map(\.job) }
             #expect(oldestA.map(\.id) == [ids[0], ids[2]])
             #expect(try await store.write { try await $0.oldestReady(queue: "a") }?.job == ids[0])
             #expect(try await store.write { try await $0.oldestReady(queue: "none") } == nil)
@@ -597,7 +597,7 @@ struct PostgresStoreTests {
                 let also = try await tx.atomically { try await tx.insert(Self.job()).id }
                 return [kept, also]
             }
-            let all = try await hosts[0].write { try await $0.listJobs(queue: nil, state: nil, after: nil, limit: 10, oldestFirst: true).map(\.job) }
+            let all = try await hosts[0].write { try await $0.listJobs(JobListing(queue: nil, state: nil, after: nil, limit: 10, oldestFirst: true)).jobs.map(\.job) }
             #expect(all.map(\.id) == kept)
         }
     }
@@ -626,7 +626,7 @@ struct PostgresStoreTests {
             #expect(saved.allSatisfy { $0 != nil })
             #expect(ended == [true, true, false])
             #expect(released == ["q", nil], "a job that failed in the same batch is no longer the token's")
-            let jobs = try await hosts[1].write { tx in try await tx.listJobs(queue: "q", state: nil, after: nil, limit: 10, oldestFirst: true).map(\.job) }
+            let jobs = try await hosts[1].write { tx in try await tx.listJobs(JobListing(queue: "q", state: nil, after: nil, limit: 10, oldestFirst: true)).jobs.map(\.job) }
             let byID = Dictionary(uniqueKeysWithValues: jobs.map { ($0.id, $0) })
             let first = byID[claims[0].job.id]!, second = byID[claims[1].job.id]!, third = byID[claims[2].job.id]!
             #expect(first.state == .retrying && first.lastError == "later" && first.runAt == now + 60_000 && first.checkpoint == "1")

@@ -53,4 +53,41 @@ struct QueueControlTests {
         #expect((runningJobs.first?["lease"] as? [String: Any])?["peer_pid"] as? Int == Int(getpid()))
         #expect(try client.request(["op": "list", "state": "sleeping"]).errorCode == "invalid_argument")
     }
+
+    @Test("list filters by text in the last error, reading at most 10,000 jobs a page and saying where to go on")
+    func listByError() throws {
+        let server = try TestServer()
+        let client = try server.connect()
+        func enqueue(_ count: Int, queue: String) throws {
+            for start in stride(from: 0, to: count, by: 1_000) {
+                let jobs = (start..<min(start + 1_000, count)).map { ["queue": queue, "payload": $0] as [String: Any] }
+                #expect(try client.request(["op": "enqueue_batch", "jobs": jobs]).ok)
+            }
+        }
+        func cancelAll(_ queue: String, reason: String) throws {
+            #expect(try client.request(["op": "cancel", "queue": queue, "state": "queued", "reason": reason]).ok)
+        }
+        try enqueue(3, queue: "early")
+        try cancelAll("early", reason: "quota exceeded for tenant 7")
+        try enqueue(10_050, queue: "plain")
+        try enqueue(1, queue: "late")
+        try cancelAll("late", reason: "quota exceeded again")
+
+        func page(after: Int?) throws -> (ids: [Int], next: Int?) {
+            var request: [String: Any] = ["op": "list", "error_contains": "quota exceeded", "limit": 10]
+            if let after { request["after"] = after }
+            let reply = try client.request(request)
+            let jobs = try #require(reply.fields["jobs"] as? [[String: Any]])
+            #expect(jobs.allSatisfy { ($0["last_error"] as? String)?.contains("quota exceeded") == true })
+            return (jobs.compactMap { $0["id"] as? Int }, reply.int("next"))
+        }
+        // The newest 10,000 jobs hold one match: the page is short, and says where to go on.
+        let first = try page(after: nil)
+        #expect(first.ids.count == 1)
+        let next = try #require(first.next)
+        let second = try page(after: next)
+        #expect(second.ids == [3, 2, 1])
+        #expect(second.next == nil)
+        #expect(try client.request(["op": "list", "error_contains": ""]).errorCode == "invalid_argument")
+    }
 }
