@@ -40,6 +40,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
         .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        // Without its default traits: neither swift-configuration nor full Foundation.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
     ],
     targets: [
         // The job state machine, backoff and lease rules: pure values, no IO.
@@ -98,6 +101,8 @@ let package = Package(
                 server("CoreMetrics", "swift-metrics"),
                 server("Prometheus", "swift-prometheus"),
                 server("TOMLKit", "TOMLKit"),
+                server("Hummingbird", "hummingbird"),
+                server("HTTPTypes", "swift-http-types"),
             ],
             swiftSettings: faultInjection
         ),

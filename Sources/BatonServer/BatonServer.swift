@@ -195,18 +195,28 @@ public final class BatonServer: Service {
             try? await authority.closeStore().get()
             throw error
         }
-        var endpoint: MetricsEndpoint?
-        if let listen = configuration.metricsListen {
+        var endpoint: HTTPEndpoint?
+        if let listen = configuration.httpListen {
+            let console = configuration.console == .off ? nil : Console(
+                authority: authority, mode: configuration.console, host: configuration.hostName,
+                store: PostgresLocation.isLocation(configuration.storePath) ? "PostgreSQL" : "SQLite", listeningOn: listen.host,
+                logger: self.logger
+            )
             do {
-                endpoint = try await MetricsEndpoint.start(
-                    host: listen.host, port: listen.port, group: connectionGroup, scrape: { authority.scrape() }
+                endpoint = try await HTTPEndpoint.start(
+                    host: listen.host, port: listen.port, group: connectionGroup, authority: authority, console: console, logger: self.logger
                 )
             } catch {
                 try? await channel.close()
                 try? await authority.closeStore().get()
-                throw BatonServerError("cannot serve metrics on \(listen.host):\(listen.port): \(error)")
+                throw BatonServerError("cannot serve HTTP on \(listen.host):\(listen.port): \(error)")
             }
-            self.logger.info("metrics served over HTTP", metadata: ["address": "\(endpoint?.localAddress.map { "\($0)" } ?? "")"])
+            let address = endpoint?.localAddress.map { "\($0)" } ?? ""
+            self.logger.info("metrics served over HTTP", metadata: ["address": "\(address)"])
+            if let console {
+                self.logger.notice(
+                    "web console served over HTTP", metadata: ["address": "\(address)", "actions": "\(console.pages.actionsEnabled)"])
+            }
         }
         self.running.withLockedValue { $0 = authority }
         defer { self.running.withLockedValue { $0 = nil } }

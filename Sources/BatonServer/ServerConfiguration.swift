@@ -37,8 +37,11 @@ public struct ServerConfiguration: Sendable {
     public var inheritedSocket: Int32?
     /// When the server reports itself `degraded`.
     public var health: HealthThresholds
-    /// Where to serve metrics over HTTP for Prometheus (`host`, `port`), if anywhere.
-    public var metricsListen: (host: String, port: Int)?
+    /// Where to serve HTTP (`host`, `port`), if anywhere: metrics for Prometheus, and the
+    /// web console when ``console`` turns it on.
+    public var httpListen: (host: String, port: Int)?
+    /// Whether the HTTP listener serves the web console, and whether its actions.
+    public var console: ConsoleMode
     /// Open connections past which new ones are refused with `too_many_connections`.
     public var maximumConnections: Int
     /// Connections beyond ``maximumConnections`` kept for root and for batond's own user,
@@ -63,7 +66,8 @@ public struct ServerConfiguration: Sendable {
         maximumInFlightPerConnection: Int = 1_024,
         inheritedSocket: Int32? = nil,
         health: HealthThresholds = HealthThresholds(),
-        metricsListen: (host: String, port: Int)? = nil,
+        httpListen: (host: String, port: Int)? = nil,
+        console: ConsoleMode = .off,
         maximumConnections: Int = 4_096,
         reservedAdminConnections: Int = 16,
         partialLineTimeoutMilliseconds: Int64 = 30_000,
@@ -82,7 +86,8 @@ public struct ServerConfiguration: Sendable {
         self.partialLineTimeoutMilliseconds = partialLineTimeoutMilliseconds
         self.inputBudgetBytes = inputBudgetBytes
         self.health = health
-        self.metricsListen = metricsListen
+        self.httpListen = httpListen
+        self.console = console
         self.socketPath = socketPath
         self.storePath = storePath
         self.durability = durability
@@ -92,6 +97,14 @@ public struct ServerConfiguration: Sendable {
         self.connectionThreads = connectionThreads
         self.maximumInFlightPerConnection = maximumInFlightPerConnection
         self.inheritedSocket = inheritedSocket
+    }
+
+    /// What the web console serves: nothing, pages to look at, or pages that also act.
+    public enum ConsoleMode: Sendable {
+        case off
+        case readOnly
+        /// Cancel, retry, pause and resume, each a POST guarded against cross-site requests.
+        case actions
     }
 
     /// The machine's host name.

@@ -85,10 +85,16 @@ struct Batond: AsyncParsableCommand {
     var logFormat: LogFormat = .text
 
     @Option(
-        name: .long,
-        help: "Serve Prometheus metrics over HTTP at [HOST:]PORT (GET /metrics). Off by default; HOST defaults to 127.0.0.1."
+        name: [.customLong("http-listen"), .customLong("metrics-listen")],
+        help: "Serve HTTP at [HOST:]PORT: Prometheus metrics (GET /metrics), and the web console with --console. Off by default; HOST defaults to 127.0.0.1. (--metrics-listen is the old name.)"
     )
-    var metricsListen: String?
+    var httpListen: String?
+
+    @Flag(name: .long, help: "Serve the web console on --http-listen: queues, workers and jobs, read-only. Whoever reaches the address sees every job's payload.")
+    var console = false
+
+    @Flag(name: .long, help: "Let the web console cancel, retry, pause and resume jobs and queues (implies --console). Each action is a POST guarded against cross-site requests.")
+    var consoleActions = false
 
     @Option(name: .long, help: "Health turns degraded when a ready job has waited longer than this, in milliseconds.")
     var healthMaxReadyAgeMs: Int64 = HealthThresholds().maximumReadyAgeMilliseconds
@@ -136,13 +142,16 @@ struct Batond: AsyncParsableCommand {
         guard self.healthMaxReadyAgeMs > 0, self.healthMaxRunningMs > 0, self.healthMinFreeMb >= 0 else {
             throw ValidationError("health thresholds must be positive")
         }
-        _ = try self.metricsAddress
+        _ = try self.httpAddress
+        if self.console || self.consoleActions, self.httpListen == nil {
+            throw ValidationError("--console serves on --http-listen: name an address, such as --http-listen 9464")
+        }
     }
 
-    /// `--metrics-listen`, split: a bare port listens on loopback only.
-    var metricsAddress: (host: String, port: Int)? {
+    /// `--http-listen`, split: a bare port listens on loopback only.
+    var httpAddress: (host: String, port: Int)? {
         get throws {
-            guard let text = self.metricsListen else { return nil }
+            guard let text = self.httpListen else { return nil }
             let host: String
             let portText: Substring
             if let colon = text.lastIndex(of: ":") {
@@ -154,7 +163,7 @@ struct Batond: AsyncParsableCommand {
                 portText = Substring(text)
             }
             guard let port = Int(portText), (0...65_535).contains(port), !host.isEmpty else {
-                throw ValidationError("--metrics-listen must be PORT or HOST:PORT, such as 127.0.0.1:9464")
+                throw ValidationError("--http-listen must be PORT or HOST:PORT, such as 127.0.0.1:9464")
             }
             return (host, port)
         }
@@ -205,7 +214,8 @@ struct Batond: AsyncParsableCommand {
                     maximumReadyAgeMilliseconds: self.healthMaxReadyAgeMs, maximumRunningMilliseconds: self.healthMaxRunningMs,
                     minimumFreeBytes: self.healthMinFreeMb << 20
                 ),
-                metricsListen: try self.metricsAddress,
+                httpListen: try self.httpAddress,
+                console: self.consoleActions ? .actions : self.console ? .readOnly : .off,
                 maximumConnections: connections,
                 reservedAdminConnections: self.adminConnections,
                 partialLineTimeoutMilliseconds: self.partialLineTimeoutMs,

@@ -14,6 +14,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import http_port
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BATON = os.environ.get("BATON", str(ROOT / ".build" / "debug" / "baton"))
 
@@ -25,23 +27,12 @@ def send(batond, request):
         return json.loads(connection.makefile().readline())
 
 
-def metrics_port(batond):
-    """The port the kernel chose for `--metrics-listen 127.0.0.1:0`, from batond's log."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        found = re.search(r"metrics served over HTTP .*127\.0\.0\.1:(\d+)", batond.log())
-        if found:
-            return int(found.group(1))
-        time.sleep(0.05)
-    raise AssertionError("batond did not say where it serves metrics")
-
-
 def test_the_http_endpoint_serves_the_exposition_format_prometheus_parses(batond):
     for index in range(3):
         send(batond, {"op": "enqueue", "queue": "scraped", "payload": index})
     claimed = send(batond, {"op": "claim", "queues": ["scraped"]})["job"]
     send(batond, {"op": "complete", "job": claimed["id"], "token": claimed["token"]})
-    port = metrics_port(batond)
+    port = http_port(batond)
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -59,7 +50,7 @@ def test_the_http_endpoint_serves_the_exposition_format_prometheus_parses(batond
 
 def scrape(batond):
     """The families of a scrape of batond's HTTP endpoint, as Prometheus's own parser reads them."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port(batond)}/metrics", timeout=10) as response:
+    with urllib.request.urlopen(f"http://127.0.0.1:{http_port(batond)}/metrics", timeout=10) as response:
         return list(text_string_to_metric_families(response.read().decode()))
 
 
