@@ -39,6 +39,8 @@ public struct Job: Hashable, Sendable {
     public var limits: [String] = []
     /// Its fair-share group within its queue, if any.
     public var group: String?
+    /// The trace of the process that enqueued it, if it gave one.
+    public var trace: TraceContext?
 
     public init(
         id: Int64, queue: String, state: JobState, payload: String, priority: Int64, runAt: Int64,
@@ -92,11 +94,15 @@ public struct ClaimedJob: Hashable, Sendable {
     public var dueAt: Int64
     /// The job's own time limit per attempt, if it has one.
     public var timeoutMilliseconds: Int64?
+    /// The trace of the process that enqueued it, for the worker's span to join.
+    public var trace: TraceContext?
 
     public init(
         id: Int64, queue: String, payload: String, attempt: Int, maxAttempts: Int,
-        leaseMilliseconds: Int64, checkpoint: String?, progress: String?, dueAt: Int64 = 0, timeoutMilliseconds: Int64? = nil
+        leaseMilliseconds: Int64, checkpoint: String?, progress: String?, dueAt: Int64 = 0, timeoutMilliseconds: Int64? = nil,
+        trace: TraceContext? = nil
     ) {
+        self.trace = trace
         self.dueAt = dueAt
         self.timeoutMilliseconds = timeoutMilliseconds
         self.id = id
@@ -142,12 +148,16 @@ public struct NewJob: Sendable {
     public var limits: [String]
     /// Its fair-share group within its queue.
     public var group: String?
+    /// The trace of the process that enqueued it.
+    public var trace: TraceContext?
 
     public init(
         queue: String, payload: String, priority: Int64, runAt: Int64, maxAttempts: Int,
         backoff: BackoffPolicy, leaseMilliseconds: Int64, uniqueKey: String?, concurrencyKey: String? = nil,
-        parent: Int64? = nil, timeoutMilliseconds: Int64? = nil, limits: [String] = [], group: String? = nil
+        parent: Int64? = nil, timeoutMilliseconds: Int64? = nil, limits: [String] = [], group: String? = nil,
+        trace: TraceContext? = nil
     ) {
+        self.trace = trace
         self.queue = queue
         self.payload = payload
         self.priority = priority

@@ -42,6 +42,8 @@ public struct RecurringSchedule: Hashable, Sendable {
     public var nextAt: Int64?
     /// The job the last fired slot enqueued.
     public var lastJob: Int64?
+    /// The trace of whoever made the schedule, which its jobs carry.
+    public var trace: TraceContext?
 
     public init(
         name: String, queue: String, payload: String, priority: Int64 = 0, rule: Rule, overlap: Overlap = .allow,

@@ -305,6 +305,15 @@ enum PostgresSchema {
                 """,
             ]
         ),
+        Migration(
+            version: 6, name: "trace context",
+            statements: [
+                // The W3C trace context of whoever enqueued the job ("traceparent" or
+                // "traceparent tracestate"), handed to each attempt's worker; and a schedule's.
+                "ALTER TABLE jobs ADD COLUMN trace text",
+                "ALTER TABLE schedules ADD COLUMN trace text",
+            ]
+        ),
     ]
 
     /// Brings the database's schema up to date; returns how many migrations it applied.

@@ -197,13 +197,14 @@ extension PostgresTransaction {
         let rule = schedule.storedRule
         try await self.connection.query(
             """
-            INSERT INTO schedules (name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job)
+            INSERT INTO schedules (name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job, trace)
             VALUES (\(schedule.name), \(schedule.queue), \(schedule.payload), \(schedule.priority), \(rule.cron), \(rule.timeZone),
-                \(rule.every), \(rule.anchor), \(schedule.overlap.rawValue), \(schedule.catchUp.rawValue), \(schedule.nextAt), \(schedule.lastJob))
+                \(rule.every), \(rule.anchor), \(schedule.overlap.rawValue), \(schedule.catchUp.rawValue), \(schedule.nextAt), \(schedule.lastJob),
+                \(schedule.trace?.stored))
             ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, payload = excluded.payload, priority = excluded.priority,
                 cron = excluded.cron, timezone = excluded.timezone, every_ms = excluded.every_ms, anchor = excluded.anchor,
                 overlap = excluded.overlap, catch_up = excluded.catch_up, next_at = excluded.next_at,
-                last_job = coalesce(excluded.last_job, schedules.last_job)
+                last_job = coalesce(excluded.last_job, schedules.last_job), trace = excluded.trace
             """, logger: self.logger)
     }
 
@@ -244,19 +245,21 @@ extension PostgresTransaction {
         ).first(Int64.self)
     }
 
-    static let scheduleColumns = "name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job"
+    static let scheduleColumns = "name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job, trace"
 
     private func schedules(_ rows: PostgresRowSequence) async throws -> [RecurringSchedule] {
         var schedules: [RecurringSchedule] = []
-        for try await (name, queue, payload, priority, cron, zone, every, anchor, overlap, catchUp, nextAt, lastJob) in rows.decode(
-            (String, String, String, Int64, String?, String?, Int64?, Int64?, String, String, Int64?, Int64?).self)
+        for try await (name, queue, payload, priority, cron, zone, every, anchor, overlap, catchUp, nextAt, lastJob, trace) in rows.decode(
+            (String, String, String, Int64, String?, String?, Int64?, Int64?, String, String, Int64?, Int64?, String?).self)
         {
             do {
-                schedules.append(RecurringSchedule(
+                var schedule = RecurringSchedule(
                     name: name, queue: queue, payload: payload, priority: priority,
                     rule: try RecurringSchedule.rule(cron: cron, timeZone: zone, every: every, anchor: anchor),
                     overlap: RecurringSchedule.Overlap(rawValue: overlap) ?? .allow, catchUp: RecurringSchedule.CatchUp(rawValue: catchUp) ?? .none,
-                    nextAt: nextAt, lastJob: lastJob))
+                    nextAt: nextAt, lastJob: lastJob)
+                schedule.trace = TraceContext(stored: trace)
+                schedules.append(schedule)
             } catch {
                 throw PostgresStoreError("schedule \(name) cannot be read: \(error)")
             }
@@ -320,7 +323,7 @@ extension PostgresTransaction {
         id, queue, state, payload, priority, run_at, attempts, max_attempts, backoff_initial_ms,
         backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, checkpoint, progress, result,
         last_error, lease_token, worker, peer_pid, peer_uid, created_at, started_at, finished_at, parent,
-        lease_deadline, timeout_ms, limits, fair_group
+        lease_deadline, timeout_ms, limits, fair_group, trace
         """
 
     /// The whole job, or `nil` when no job has that id.
@@ -404,11 +407,11 @@ extension PostgresTransaction {
         for try await (
             id, queue, stateName, payload, priority, runAt, attempts, maxAttempts, initial, factor, maximum, lease,
             uniqueKey, concurrencyKey, checkpoint, progress, result, lastError, token, worker, pid, uid,
-            createdAt, startedAt, finishedAt, parent, deadline, timeout, limits, group
+            createdAt, startedAt, finishedAt, parent, deadline, timeout, limits, group, trace
         ) in rows.decode(
             (Int64, String, String, String, Int64, Int64, Int, Int, Int64, Double, Int64, Int64,
              String?, String?, String?, String?, String?, String?, Int64?, String?, Int32?, Int64?,
-             Int64, Int64?, Int64?, Int64?, Int64?, Int64?, String?, String?).self)
+             Int64, Int64?, Int64?, Int64?, Int64?, Int64?, String?, String?, String?).self)
         {
             guard let state = JobState(rawValue: stateName) else {
                 throw PostgresStoreError("job \(id) has a state this version does not know: '\(stateName)'")
@@ -424,6 +427,7 @@ extension PostgresTransaction {
             )
             job.limits = NamedLimits.names(inText: limits)
             job.group = group
+            job.trace = TraceContext(stored: trace)
             jobs.append(LeasedJob(job: job, leaseDeadline: state == .running ? deadline : nil))
         }
         return jobs

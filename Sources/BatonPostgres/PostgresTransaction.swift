@@ -56,18 +56,19 @@ public struct PostgresTransaction {
             WITH new AS (
                 SELECT *, nextval('baton_job_ids') AS id FROM unnest(
                     $1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::float8[], $8::bigint[],
-                    $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[]
+                    $9::bigint[], $10::text[], $11::text[], $12::bigint[], $13::bigint[], $14::text[], $15::text[], $16::text[]
                 ) WITH ORDINALITY AS n(queue, payload, priority, run_at, max_attempts, backoff_initial_ms,
-                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, timeout_ms, limits, fair_group, n)
+                    backoff_factor, backoff_max_ms, lease_ms, unique_key, concurrency_key, parent, timeout_ms, limits, fair_group,
+                    trace, n)
             ),
             inserted AS (
                 INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
-                    concurrency_key, parent, timeout_ms, limits, fair_group, created_at)
+                    concurrency_key, parent, timeout_ms, limits, fair_group, trace, created_at)
                 SELECT id, queue, 'queued', run_at <= baton_now_ms(), payload, priority, run_at, max_attempts,
                     backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, nullif(unique_key, ''),
                     nullif(concurrency_key, ''), nullif(parent, -1), nullif(timeout_ms, -1), nullif(limits, ''),
-                    nullif(fair_group, ''), baton_now_ms()
+                    nullif(fair_group, ''), nullif(trace, ''), baton_now_ms()
                 FROM new ORDER BY n
                 ON CONFLICT (queue, unique_key) WHERE unique_key IS NOT NULL AND finished_at IS NULL DO NOTHING
                 RETURNING id
@@ -82,7 +83,8 @@ public struct PostgresTransaction {
                 self.jobs.map { Int64($0.maxAttempts) }, self.jobs.map(\.backoff.initialMilliseconds), self.jobs.map(\.backoff.factor),
                 self.jobs.map(\.backoff.maximumMilliseconds), self.jobs.map(\.leaseMilliseconds), self.jobs.map { $0.uniqueKey ?? "" },
                 self.jobs.map { $0.concurrencyKey ?? "" }, self.jobs.map { $0.parent ?? -1 }, self.jobs.map { $0.timeoutMilliseconds ?? -1 },
-                self.jobs.map { NamedLimits.text(of: $0.limits) ?? "" }, self.jobs.map { $0.group ?? "" })
+                self.jobs.map { NamedLimits.text(of: $0.limits) ?? "" }, self.jobs.map { $0.group ?? "" },
+                self.jobs.map { $0.trace?.stored ?? "" })
         }
     }
 
@@ -267,9 +269,9 @@ public struct PostgresTransaction {
         var limited = false
         var gated = false
         var rotating = false
-        for try await (n, id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline)
+        for try await (n, id, from, queue, payload, attempts, maxAttempts, lease, checkpoint, progress, runAt, token, deadline, trace)
             in rows.decode(
-                (Int, Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?).self)
+                (Int, Int64, String, String?, String?, Int?, Int?, Int64?, String?, String?, Int64?, Int64?, Int64?, String?).self)
         {
             guard n > 0 else {
                 if n == 0 { limited = true } else { (gated, rotating) = (true, from == "rotating") }
@@ -284,7 +286,7 @@ public struct PostgresTransaction {
             }
             let job = ClaimedJob(
                 id: id, queue: queue, payload: payload, attempt: attempts, maxAttempts: maxAttempts,
-                leaseMilliseconds: lease, checkpoint: checkpoint, progress: progress, dueAt: runAt
+                leaseMilliseconds: lease, checkpoint: checkpoint, progress: progress, dueAt: runAt, trace: TraceContext(stored: trace)
             )
             claims[n - 1] = Claim(job: job, token: FencingToken(rawValue: token), deadline: deadline, from: from)
         }
@@ -351,12 +353,12 @@ public struct PostgresTransaction {
                 FROM chosen
                 WHERE jobs.id = chosen.id AND (chosen.concurrency_key IS NULL OR chosen.id IN (SELECT job FROM key))
                 RETURNING chosen.n, jobs.id, chosen.state, jobs.queue, jobs.payload, jobs.attempts, jobs.max_attempts,
-                    jobs.lease_ms, jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline
+                    jobs.lease_ms, jobs.checkpoint, jobs.progress, jobs.run_at, jobs.lease_token, jobs.lease_deadline, jobs.trace
             )
             SELECT * FROM claimed
             UNION ALL
             -- Chosen, but its key went to another transaction first: claimed by no one.
-            SELECT n, id, state, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM chosen
+            SELECT n, id, state, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL FROM chosen
             WHERE concurrency_key IS NOT NULL AND id NOT IN (SELECT job FROM key)
         """
 
@@ -401,10 +403,10 @@ public struct PostgresTransaction {
             ),
             \(PostgresTransaction.claimTail)
             UNION ALL
-            SELECT 0, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM q WHERE limited)
+            SELECT 0, 0, '', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE EXISTS (SELECT 1 FROM q WHERE limited)
             UNION ALL
             SELECT -1, 0, CASE WHEN EXISTS (SELECT 1 FROM q WHERE rotating) THEN 'rotating' ELSE '' END,
-                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE (SELECT found FROM gated)
+                NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL WHERE (SELECT found FROM gated)
             """
         var queues: [String]
         /// How many jobs each queue may start.

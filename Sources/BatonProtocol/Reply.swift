@@ -81,6 +81,16 @@ extension JSONWriter {
         self.member("lease_expires_at", leaseExpiresAt)
         self.member("checkpoint", rawJSON: job.checkpoint)
         self.member("progress", rawJSON: job.progress)
+        if let trace = job.trace { self.trace(trace) }
+        self.endObject()
+    }
+
+    /// `trace`: `{traceparent, tracestate?}`, shown only when the job has one.
+    public mutating func trace(_ trace: TraceContext) {
+        self.key("trace")
+        self.beginObject()
+        self.member("traceparent", trace.traceparent)
+        if let state = trace.tracestate { self.member("tracestate", state) }
         self.endObject()
     }
 
@@ -147,6 +157,7 @@ extension JSONWriter {
             self.endArray()
         }
         if let group = job.group { self.member("group", group) }
+        if let trace = job.trace { self.trace(trace) }
         self.member("checkpoint", rawJSON: job.checkpoint)
         self.member("progress", rawJSON: job.progress)
         self.member("result", rawJSON: job.result)

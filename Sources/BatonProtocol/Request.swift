@@ -88,6 +88,7 @@ extension RecurringSchedule {
     public func job(firing slot: Int64) -> EnqueueRequest {
         var request = EnqueueRequest(queue: self.queue, payload: self.payload, priority: self.priority)
         request.uniqueKey = self.uniqueKey(slot: slot)
+        request.trace = self.trace
         return request
     }
 }
@@ -114,6 +115,8 @@ public struct EnqueueRequest: Sendable {
     public var limits: [String] = []
     /// Its fair-share group: claims rotate across a queue's groups.
     public var group: String?
+    /// The enqueuing process's trace, handed to each attempt's worker.
+    public var trace: TraceContext?
 
     public enum Schedule: Hashable, Sendable {
         case delay(milliseconds: Int64)
@@ -129,6 +132,17 @@ public struct EnqueueRequest: Sendable {
         case .delay(let milliseconds): now + milliseconds
         case .at(let epochMilliseconds): max(epochMilliseconds, now)
         }
+    }
+
+    /// The job either store inserts, with the server's defaults for what the request left out.
+    public func newJob(parent: Int64?, now: Int64, defaults: JobDefaults) -> NewJob {
+        NewJob(
+            queue: self.queue, payload: self.payload, priority: self.priority, runAt: self.runAt(now: now),
+            maxAttempts: self.maxAttempts ?? defaults.maxAttempts, backoff: self.backoff ?? defaults.backoff,
+            leaseMilliseconds: self.leaseMilliseconds ?? defaults.leaseMilliseconds, uniqueKey: self.uniqueKey,
+            concurrencyKey: self.concurrencyKey, parent: parent, timeoutMilliseconds: self.timeoutMilliseconds,
+            limits: self.limits, group: self.group, trace: self.trace
+        )
     }
 
     public init(queue: String, payload: String, priority: Int64, schedule: Schedule? = nil, maxAttempts: Int? = nil, backoff: BackoffPolicy? = nil, leaseMilliseconds: Int64? = nil, uniqueKey: String? = nil) {

@@ -323,6 +323,7 @@ public struct RequestDecoder: Sendable {
         request.concurrencyKey = try fields.name("concurrency_key")
         request.timeoutMilliseconds = try fields.integer("timeout_ms", in: Self.timeouts)
         request.group = try fields.name("group")
+        request.trace = try fields.trace()
         if let value = fields.value("limits") {
             let rule = "must be an array of at most \(NamedLimits.maximumPerJob) limit names, each \(Fields.nameRule(limit: self.limits.maximumNameBytes)), not templates"
             guard case .array(let items) = value, items.count <= NamedLimits.maximumPerJob else {
@@ -376,11 +377,13 @@ public struct RequestDecoder: Sendable {
             }
             return choice
         }
-        return RecurringSchedule(
+        var schedule = RecurringSchedule(
             name: name, queue: queue, payload: payload, priority: try fields.integer("priority", in: Self.priorities) ?? 0, rule: rule,
             overlap: try choice("overlap", RecurringSchedule.Overlap.self, default: .allow),
             catchUp: try choice("catch_up", RecurringSchedule.CatchUp.self, default: .none)
         )
+        schedule.trace = try fields.trace()
+        return schedule
     }
 
     /// A rate: `{count, per_ms}`.
@@ -654,5 +657,19 @@ struct Fields {
             throw BatonError.invalidArgument("backoff.max_ms", "must be at least `initial_ms`")
         }
         return BackoffPolicy(initialMilliseconds: initial, factor: factor, maximumMilliseconds: maximum)
+    }
+
+    /// `trace`: `{traceparent, tracestate?}`, a W3C Trace Context.
+    func trace() throws -> TraceContext? {
+        guard let value = self.value("trace"), value != .null else { return nil }
+        let rule = "must be an object {traceparent, tracestate?}, a W3C Trace Context"
+        guard case .object(let object) = value else { throw BatonError.invalidArgument("trace", rule) }
+        let nested = Fields(nested: object, limits: self.limits)
+        guard let traceparent = try nested.string("traceparent") else { throw BatonError.invalidArgument("trace.traceparent", "is required") }
+        let tracestate = try nested.string("tracestate")
+        if let problem = TraceContext.problem(traceparent: traceparent, tracestate: tracestate) {
+            throw BatonError.invalidArgument("trace", problem)
+        }
+        return TraceContext(traceparent: traceparent, tracestate: tracestate)
     }
 }

@@ -231,21 +231,7 @@ extension Authority {
             try context.tx.saveReservation(.jobID, upTo: reservation)
         }
         try context.tx.insert(
-            NewJob(
-                queue: request.queue,
-                payload: request.payload,
-                priority: request.priority,
-                runAt: runAt,
-                maxAttempts: request.maxAttempts ?? self.defaults.maxAttempts,
-                backoff: request.backoff ?? self.defaults.backoff,
-                leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds,
-                uniqueKey: request.uniqueKey,
-                concurrencyKey: request.concurrencyKey,
-                parent: parent,
-                timeoutMilliseconds: request.timeoutMilliseconds,
-                limits: request.limits,
-                group: request.group
-            ),
+            request.newJob(parent: parent, now: context.wallNow, defaults: self.defaults),
             id: jobID,
             now: context.wallNow
         )

@@ -656,13 +656,7 @@ extension FleetAuthority {
     }
 
     func newJob(_ request: EnqueueRequest, parent: Int64?, now: Int64) -> NewJob {
-        NewJob(
-            queue: request.queue, payload: request.payload, priority: request.priority, runAt: request.runAt(now: now),
-            maxAttempts: request.maxAttempts ?? self.defaults.maxAttempts, backoff: request.backoff ?? self.defaults.backoff,
-            leaseMilliseconds: request.leaseMilliseconds ?? self.defaults.leaseMilliseconds, uniqueKey: request.uniqueKey,
-            concurrencyKey: request.concurrencyKey, parent: parent, timeoutMilliseconds: request.timeoutMilliseconds,
-            limits: request.limits, group: request.group
-        )
+        request.newJob(parent: parent, now: now, defaults: self.defaults)
     }
 
     /// Adds one job, or finds the unfinished job holding its unique key; with dependencies.

@@ -62,6 +62,7 @@ extension Reply {
                 reply.member("catch_up", schedule.catchUp.rawValue)
                 reply.member("next_at", optional: schedule.nextAt)
                 reply.member("last_job", optional: schedule.lastJob)
+                if let trace = schedule.trace { reply.trace(trace) }
                 reply.endObject()
             }
             reply.endArray()

@@ -287,6 +287,17 @@ extension JobStore {
                     """
             )
         }
+        migrator.registerMigration("v16: trace context") { db in
+            try db.execute(
+                sql: """
+                    -- The W3C trace context of whoever enqueued the job ("traceparent" or
+                    -- "traceparent tracestate"), handed to each attempt's worker; and a
+                    -- schedule's, for the jobs it enqueues.
+                    ALTER TABLE jobs ADD COLUMN trace TEXT;
+                    ALTER TABLE schedules ADD COLUMN trace TEXT;
+                    """
+            )
+        }
         return migrator
     }
 
@@ -295,6 +306,6 @@ extension JobStore {
         id, queue, state, payload, priority, run_at, attempts, max_attempts,
         backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key,
         checkpoint, progress, result, last_error, lease_token, worker, peer_pid, peer_uid,
-        created_at, started_at, finished_at, concurrency_key, parent, timeout_ms, limits, fair_group
+        created_at, started_at, finished_at, concurrency_key, parent, timeout_ms, limits, fair_group, trace
         """
 }

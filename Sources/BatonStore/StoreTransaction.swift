@@ -40,6 +40,7 @@ public struct StoreTransaction {
         statement.bind(16, job.timeoutMilliseconds)
         statement.bind(17, NamedLimits.text(of: job.limits))
         statement.bind(18, job.group)
+        statement.bind(19, job.trace?.stored)
         _ = try statement.execute()
     }
 
@@ -142,7 +143,8 @@ public struct StoreTransaction {
                     checkpoint: row.optionalString(5),
                     progress: row.optionalString(6),
                     dueAt: row.int64(7),
-                    timeoutMilliseconds: row.optionalInt64(9)
+                    timeoutMilliseconds: row.optionalInt64(9),
+                    trace: TraceContext(stored: row.optionalString(10))
                 ), row.string(8))
             })
         else { return nil }
@@ -647,17 +649,17 @@ public struct StoreTransaction {
         try self.db.execute(
             sql: """
                 INSERT INTO schedules (name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap,
-                    catch_up, next_at, last_job)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    catch_up, next_at, last_job, trace)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET queue = excluded.queue, payload = excluded.payload,
                     priority = excluded.priority, cron = excluded.cron, timezone = excluded.timezone,
                     every_ms = excluded.every_ms, anchor = excluded.anchor, overlap = excluded.overlap,
                     catch_up = excluded.catch_up, next_at = excluded.next_at,
-                    last_job = coalesce(excluded.last_job, last_job)
+                    last_job = coalesce(excluded.last_job, last_job), trace = excluded.trace
                 """,
             arguments: [
                 schedule.name, schedule.queue, schedule.payload, schedule.priority, rule.cron, rule.timeZone, rule.every, rule.anchor,
-                schedule.overlap.rawValue, schedule.catchUp.rawValue, schedule.nextAt, schedule.lastJob,
+                schedule.overlap.rawValue, schedule.catchUp.rawValue, schedule.nextAt, schedule.lastJob, schedule.trace?.stored,
             ]
         )
     }
@@ -695,17 +697,19 @@ public struct StoreTransaction {
         try Int64.fetchOne(self.db, sql: "SELECT next_at FROM schedules WHERE next_at IS NOT NULL ORDER BY next_at LIMIT 1")
     }
 
-    static let scheduleColumns = "name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job"
+    static let scheduleColumns = "name, queue, payload, priority, cron, timezone, every_ms, anchor, overlap, catch_up, next_at, last_job, trace"
 
     static func schedule(from row: Row) throws -> RecurringSchedule {
         let name: String = row[0]
         do {
-            return RecurringSchedule(
+            var schedule = RecurringSchedule(
                 name: name, queue: row[1], payload: row[2], priority: row[3],
                 rule: try RecurringSchedule.rule(cron: row[4], timeZone: row[5], every: row[6], anchor: row[7]),
                 overlap: RecurringSchedule.Overlap(rawValue: row[8]) ?? .allow, catchUp: RecurringSchedule.CatchUp(rawValue: row[9]) ?? .none,
                 nextAt: row[10], lastJob: row[11]
             )
+            schedule.trace = TraceContext(stored: row[12])
+            return schedule
         } catch {
             throw StoreError("schedule \(name) cannot be read: \(error)")
         }
@@ -875,12 +879,12 @@ extension StoreTransaction {
     public static let insertJobSQL = """
         INSERT INTO jobs (id, queue, state, ready, payload, priority, run_at, max_attempts,
             backoff_initial_ms, backoff_factor, backoff_max_ms, lease_ms, unique_key, created_at, concurrency_key, parent, timeout_ms,
-            limits, fair_group)
-        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            limits, fair_group, trace)
+        VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     public static let claimReadSQL = """
-        SELECT queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at, state, timeout_ms
+        SELECT queue, payload, attempts, max_attempts, lease_ms, checkpoint, progress, run_at, state, timeout_ms, trace
         FROM jobs WHERE id = ? AND ready = 1
         """
 
@@ -995,6 +999,7 @@ extension JobStore {
         )
         job.limits = NamedLimits.names(inText: row[27])
         job.group = row[28]
+        job.trace = TraceContext(stored: row[29])
         return job
     }
 }
