@@ -5,6 +5,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, List, Optional
 
+from . import tracing
 from .connection import Connection
 from .errors import RETRY_LATER_CODES, BatonError, ConnectionLost
 
@@ -61,6 +62,8 @@ class Lease:
     lease_expires_at: int
     checkpoint: Any
     progress: Any
+    #: The producer's trace context (``{traceparent, tracestate?}``), if the job has one.
+    trace: Optional[Dict[str, str]] = None
 
     @classmethod
     def from_reply(cls, job: Dict[str, Any]) -> "Lease":
@@ -177,22 +180,30 @@ class Client:
         timeout_ms: Optional[int] = None,
         limits: Optional[Iterable[str]] = None,
         group: Optional[str] = None,
+        trace: Any = None,
     ) -> Enqueued:
         """Adds a job. ``timeout_ms`` limits each attempt: one that runs longer is stopped,
         even while it heartbeats, and retried (without it, the queue's limit applies).
         ``limits`` names the limits (``set_limit``) the job counts against, at most four;
-        ``group`` is its fair-share group: claims rotate across a queue's groups."""
+        ``group`` is its fair-share group: claims rotate across a queue's groups.
+        ``trace`` is the W3C trace context the job carries to its workers: by default the
+        caller's (OpenTelemetry's current span, else ``$TRACEPARENT``); a ``traceparent``
+        string or a ``{traceparent, tracestate}`` dict to give one; False for none."""
         reply = self.request(
             "enqueue", queue=queue, payload=NULL if payload is None else payload, priority=priority, delay_ms=delay_ms, run_at=run_at,
             max_attempts=max_attempts, backoff=backoff, lease_ms=lease_ms, unique_key=unique_key,
             concurrency_key=concurrency_key, after=list(after) if after else None, timeout_ms=timeout_ms,
-            limits=list(limits) if limits else None, group=group,
+            limits=list(limits) if limits else None, group=group, trace=tracing.resolve(trace),
         )
         return Enqueued(reply["job"], reply["duplicate"])
 
     def enqueue_batch(self, jobs: List[Dict[str, Any]]) -> List[Enqueued]:
         """Enqueues jobs (each a dict of ``enqueue``'s arguments, with ``queue`` and
-        ``payload``) in one commit, all or nothing."""
+        ``payload``) in one commit, all or nothing. A job without a ``trace`` carries the
+        caller's, as with ``enqueue``."""
+        caller = tracing.current()
+        if caller is not None:
+            jobs = [job if "trace" in job else {**job, "trace": caller} for job in jobs]
         reply = self.request("enqueue_batch", jobs=jobs)
         return [Enqueued(item["job"], item["duplicate"]) for item in reply["jobs"]]
 
@@ -297,14 +308,16 @@ class Client:
         overlap: Optional[str] = None,
         catch_up: Optional[str] = None,
         priority: Optional[int] = None,
+        trace: Any = False,
     ) -> Optional[int]:
         """Creates or replaces the recurring job ``name``: a job of ``queue`` with ``payload`` at
         each slot of ``cron`` (in ``timezone``) or every ``every_ms``. ``overlap="skip"`` enqueues
         nothing while the last job is unfinished; ``catch_up="latest"`` fires the latest slot
-        missed while batond was down. Each slot fires at most once. Returns the next slot."""
+        missed while batond was down. Each slot fires at most once. Returns the next slot.
+        ``trace`` (none unless given; None for the caller's) is carried by every job it enqueues."""
         reply = self.request(
             "schedule", name=name, queue=queue, payload=NULL if payload is None else payload, cron=cron, timezone=timezone,
-            every_ms=every_ms, overlap=overlap, catch_up=catch_up, priority=priority,
+            every_ms=every_ms, overlap=overlap, catch_up=catch_up, priority=priority, trace=tracing.resolve(trace),
         )
         return reply["next_at"]
 

@@ -7,6 +7,7 @@ import time
 import traceback
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from . import tracing
 from .client import Client, Lease
 from .errors import LEASE_ENDING_CODES, BatonError, ConnectionLost
 
@@ -48,6 +49,10 @@ class JobContext:
         #: The progress the last attempt reported, as claimed.
         self.progress = lease.progress
         self.attempt = lease.attempt
+        #: The trace context of the span the handler runs in (``{traceparent, tracestate?}``):
+        #: the worker's consumer span where OpenTelemetry is installed, else the producer's.
+        #: Follow-ups returned in a ``Completion`` carry it unless they name their own.
+        self.trace: Optional[Dict[str, str]] = lease.trace
         #: Set when the handler should stop; ``stop_reason`` says why.
         self.stopping = threading.Event()
         self.stop_reason: Optional[str] = None
@@ -202,11 +207,14 @@ class Worker:
         with self._lock:
             self._active[lease.id] = context
             self._renewed[lease.id] = time.monotonic()
-        try:
-            result = self.handler(context)
-            outcome: Callable[[], Any] = lambda: self._complete(lease, result)
-        except Exception as error:
-            outcome = self._after_failure(context, error)
+        with tracing.consumer_span(lease.queue, lease.id, lease.attempt, lease.token, lease.trace) as span:
+            context.trace = span.trace
+            try:
+                result = self.handler(context)
+                outcome: Callable[[], Any] = lambda: self._complete(lease, result, span.trace)
+            except Exception as error:
+                span.failed(error)
+                outcome = self._after_failure(context, error)
         with self._lock:
             owned = self._active.pop(lease.id, None) is context
             self._renewed.pop(lease.id, None)
@@ -215,10 +223,11 @@ class Worker:
             return next_lease if isinstance(next_lease, Lease) else None
         return None
 
-    def _complete(self, lease: Lease, returned: Any) -> Optional[Lease]:
+    def _complete(self, lease: Lease, returned: Any, trace: Optional[Dict[str, str]]) -> Optional[Lease]:
         """Completes the job, and leases the slot's next one with it unless stopping."""
         completion = returned if isinstance(returned, Completion) else Completion(returned)
-        enqueue = completion.enqueue or None
+        follow_ups = [job if "trace" in job or trace is None else {**job, "trace": trace} for job in completion.enqueue]
+        enqueue = follow_ups or None
         if self._stopping.is_set():
             self.client.complete(lease, completion.result, enqueue=enqueue)
             return None
