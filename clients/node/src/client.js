@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Connection } from './connection.js';
 import { BatonError, ConnectionLost, RETRY_LATER_CODES } from './errors.js';
+import { currentTrace, resolveTrace } from './tracing.js';
 
 export const DEFAULT_SOCKET = path.join('baton-data', 'baton.sock');
 
@@ -117,15 +118,21 @@ export class Client {
 
   /** Options: priority, delayMs, runAt, maxAttempts, backoff {initialMs, factor, maxMs},
    * leaseMs, timeoutMs, uniqueKey, concurrencyKey, limits (named limits, at most four), group
-   * (its fair-share group), after (job ids). Resolves with {job, duplicate}. */
+   * (its fair-share group), after (job ids), trace (the W3C trace context the job carries to
+   * its workers: by default the caller's, see tracing.js; a traceparent or {traceparent,
+   * tracestate} to give one, false for none). Resolves with {job, duplicate}. */
   async enqueue(queue, payload = null, options = {}) {
-    const { job, duplicate } = await this.request('enqueue', { queue, payload, ...wire(options) });
+    const { job, duplicate } = await this.request('enqueue', { queue, payload, ...wire({ ...options, trace: resolveTrace(options.trace) }) });
     return { job, duplicate };
   }
 
-  /** Enqueues jobs (each {queue, payload, ...options}) in one commit, all or nothing. */
+  /** Enqueues jobs (each {queue, payload, ...options}) in one commit, all or nothing; a job
+   * without a trace carries the caller's. */
   async enqueueBatch(jobs) {
-    const reply = await this.request('enqueue_batch', { jobs: jobs.map((job) => wire(job)) });
+    const caller = currentTrace();
+    const reply = await this.request('enqueue_batch', {
+      jobs: jobs.map((job) => wire(job.trace === undefined && caller ? { ...job, trace: caller } : job)),
+    });
     return reply.jobs;
   }
 

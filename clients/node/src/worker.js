@@ -1,4 +1,5 @@
 import { BatonError, ConnectionLost, LEASE_ENDING_CODES, RequestTimeout } from './errors.js';
+import { flushTraces, inConsumerSpan } from './tracing.js';
 
 /** Throw it from a handler to fail the job for good, without retries. */
 /** Resolve a handler with it to complete the job with `result` and follow-up jobs
@@ -44,6 +45,9 @@ export class JobContext {
     /** The progress the last attempt reported, as claimed. */
     this.progress = lease.progress;
     this.attempt = lease.attempt;
+    /** The trace context ({traceparent, tracestate?}) of the consumer span the handler runs
+     * in, a child of the producer's; follow-ups in a Completion carry it. */
+    this.trace = lease.trace;
     /** Aborted when the handler should stop; `signal.reason` (and `stopReason`) say why. */
     this.signal = this.#controller.signal;
   }
@@ -144,6 +148,7 @@ export class Worker {
     } finally {
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      await flushTraces();
     }
   }
 
@@ -174,9 +179,10 @@ export class Worker {
   }
 
   /** Completes the job, and leases the slot's next one with it unless stopping. */
-  async #complete(lease, returned) {
+  async #complete(lease, returned, trace) {
     const completion = returned instanceof Completion ? returned : new Completion(returned);
-    const enqueue = completion.enqueue.length > 0 ? completion.enqueue : undefined;
+    const followUps = completion.enqueue.map((job) => (job.trace === undefined ? { ...job, trace } : job));
+    const enqueue = followUps.length > 0 ? followUps : undefined;
     if (this.stopping) {
       await this.client.complete(lease, completion.result, { enqueue });
       return null;
@@ -191,16 +197,20 @@ export class Worker {
     const beats = setInterval(() => this.#heartbeat(context), Math.max(context.lease.lease_ms / 3, 10));
     let outcome;
     try {
-      const result = await this.handler(context);
-      outcome = () => this.#complete(context.lease, result);
+      const result = await inConsumerSpan(context.lease, (trace) => {
+        context.trace = trace;
+        return this.handler(context);
+      });
+      outcome = () => this.#complete(context.lease, result, context.trace);
     } catch (error) {
       if (error instanceof Stopped || context.stopReason !== null) {
         // Told to stop, it stopped: give the job back at shutdown; otherwise it is not ours.
-        outcome = context.stopReason === 'shutdown' ? () => this.client.release(context.lease) : null;
+        outcome = context.stopReason === 'shutdown' ? async () => { await this.client.release(context.lease); return null; } : null;
       } else {
         const retry = !(error instanceof PermanentFailure);
         const reason = retry ? describeFailure(error) : error.message || String(error);
-        outcome = () => this.client.fail(context.lease, reason, { retry });
+        // Resolves with no next job: only a completion leases one.
+        outcome = async () => { await this.client.fail(context.lease, reason, { retry }); return null; };
       }
     } finally {
       clearInterval(beats);
