@@ -26,6 +26,11 @@ let package = Package(
     ],
     traits: [
         .trait(name: "Server", description: "batond, the baton CLI and the store: everything but the client library"),
+        .trait(
+            name: "OTel",
+            description: "batond exports spans of job attempts over OTLP (--otel-endpoint), with swift-otel: minutes more to build",
+            enabledTraits: ["Server"]
+        ),
         .default(enabledTraits: ["Server"]),
     ],
     dependencies: [
@@ -43,6 +48,8 @@ let package = Package(
         // Without its default traits: neither swift-configuration nor full Foundation.
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0", traits: ["OTLPHTTP"]),
     ],
     targets: [
         // The job state machine, backoff and lease rules: pure values, no IO.
@@ -103,6 +110,8 @@ let package = Package(
                 server("TOMLKit", "TOMLKit"),
                 server("Hummingbird", "hummingbird"),
                 server("HTTPTypes", "swift-http-types"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
             ],
             swiftSettings: faultInjection
         ),
@@ -111,6 +120,8 @@ let package = Package(
             name: "BatonClient",
             dependencies: [
                 "BatonCore", "BatonProtocol",
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Instrumentation", package: "swift-distributed-tracing"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -125,6 +136,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTel"])),
             ],
             swiftSettings: faultInjection
         ),
@@ -139,6 +151,11 @@ let package = Package(
         example(name: "document-pipeline", path: "Examples/DocumentPipeline"),
         // The README's worker, compiled so that it stays true.
         example(name: "email-worker", path: "Examples/EmailWorker"),
+        // A worker whose spans reach a collector when built with the OTel trait (Tests/traces).
+        example(
+            name: "traced-worker", path: "Examples/TracedWorker",
+            extra: [.product(name: "OTel", package: "swift-otel", condition: .when(traits: ["OTel"]))]
+        ),
         // A blocking line-JSON connection for tests and the benchmark, which drive batond from threads.
         .target(name: "BatonTestSupport"),
         .executableTarget(
@@ -176,14 +193,14 @@ let package = Package(
 )
 
 /// An example worker: an executable on the client library, run in a service group.
-func example(name: String, path: String) -> Target {
+func example(name: String, path: String, extra: [Target.Dependency] = []) -> Target {
     .executableTarget(
         name: name,
         dependencies: [
             "BatonClient",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-        ],
+        ] + extra,
         path: path
     )
 }

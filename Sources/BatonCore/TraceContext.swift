@@ -65,3 +65,18 @@ public struct TraceContext: Hashable, Sendable {
         }
     }
 }
+
+/// What a span of an ended attempt needs from the store beyond the change itself.
+public struct StoredTrace: Hashable, Sendable {
+    public var trace: TraceContext
+    /// Attempts started so far (the ended one included, unless it was released).
+    public var attempts: Int
+    /// When the latest attempt started.
+    public var startedAt: Int64?
+
+    public init(trace: TraceContext, attempts: Int, startedAt: Int64?) {
+        self.trace = trace
+        self.attempts = attempts
+        self.startedAt = startedAt
+    }
+}

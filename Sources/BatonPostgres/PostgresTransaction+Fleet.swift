@@ -401,6 +401,19 @@ extension PostgresTransaction {
         return (jobs, listing.next(found: jobs.map(\.job.id), scanEnd: scanEnd))
     }
 
+    /// The trace contexts of those of `ids` that carry one, for the spans of their ended attempts.
+    public func traces(of ids: [Int64]) async throws -> [Int64: StoredTrace] {
+        var traces: [Int64: StoredTrace] = [:]
+        guard !ids.isEmpty else { return traces }
+        let rows = try await self.connection.query(
+            "SELECT id, trace, attempts, started_at FROM jobs WHERE id = ANY(\(ids)) AND trace IS NOT NULL", logger: self.logger)
+        for try await (id, stored, attempts, startedAt) in rows.decode((Int64, String, Int, Int64?).self) {
+            guard let trace = TraceContext(stored: stored) else { continue }
+            traces[id] = StoredTrace(trace: trace, attempts: attempts, startedAt: startedAt)
+        }
+        return traces
+    }
+
     /// Jobs read with ``jobColumns``.
     private func jobs(_ rows: PostgresRowSequence) async throws -> [LeasedJob] {
         var jobs: [LeasedJob] = []

@@ -26,6 +26,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
     let metrics: ServerMetrics
     let healthThresholds: HealthThresholds
     let changeLog: ChangeLog
+    let attemptTracer: AttemptTracer
     let access: AccessControl
     /// This server's name and start, for `workers`.
     let host: String
@@ -112,8 +113,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
         retention: RetentionPolicy = RetentionPolicy(), limits: ProtocolLimits, logger: Logger,
         metrics: ServerMetrics = ServerMetrics(), healthThresholds: HealthThresholds = HealthThresholds(),
         access: AccessControl = AccessControl(), host: String = ServerConfiguration.defaultHostName,
-        onFatalError: @escaping @Sendable (any Error) -> Void
+        attemptTracer: AttemptTracer = AttemptTracer(isEnabled: false), onFatalError: @escaping @Sendable (any Error) -> Void
     ) {
+        self.attemptTracer = attemptTracer
         self.access = access
         self.host = host
         self.startedAt = clock.wallMilliseconds()
@@ -482,6 +484,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
         replies.reserveCapacity(batch.count)
         var applied = ContinuousClock.now
         var changes: [ChangeLog.Change] = []
+        var traces: [Int64: StoredTrace] = [:]
         var pruned: [(queue: String, state: JobState)] = []
         var backups: [(path: String, id: String?, reply: ReplySink)] = []
         var wrote = false
@@ -540,6 +543,9 @@ final class Authority: JobAuthority, @unchecked Sendable {
                 changes = context.changes
                 pruned = context.pruned
                 backups = context.backups
+                if self.attemptTracer.isEnabled {
+                    traces = try tx.traces(of: AttemptTracer.endedAttempts(in: changes))
+                }
             }
         } catch where JobStore.isStorageFull(error) {
             return self.refuseForLackOfSpace(batch: batch, replies: replies, error: error)
@@ -567,6 +573,7 @@ final class Authority: JobAuthority, @unchecked Sendable {
         self.count(changes)
         Self.move(&self.census, by: changes, pruned: pruned)
         self.changeLog.write(changes)
+        self.attemptTracer.emit(changes, traces: traces)
         if let progress = bulkStep {
             if progress.isDone {
                 let run = self.bulkRuns.removeFirst()

@@ -147,7 +147,8 @@ public final class BatonServer: Service {
                 loop: loop, store: store, host: configuration.hostName, clock: self.clock, defaults: configuration.jobDefaults,
                 retention: configuration.retention, limits: configuration.limits, logger: self.logger, metrics: self.metrics,
                 healthThresholds: configuration.health, access: self.access,
-                parkedLookMilliseconds: configuration.parkedLookMilliseconds, batchesInFlight: configuration.batchesInFlight
+                parkedLookMilliseconds: configuration.parkedLookMilliseconds, batchesInFlight: configuration.batchesInFlight,
+                attemptTracer: AttemptTracer(isEnabled: configuration.tracesAttempts)
             )
             return (authority, store.durability)
         }
@@ -168,7 +169,7 @@ public final class BatonServer: Service {
             loop: loop, store: store, clock: self.clock, defaults: configuration.jobDefaults,
             retention: configuration.retention, limits: configuration.limits, logger: self.logger,
             metrics: self.metrics, healthThresholds: configuration.health, access: self.access, host: configuration.hostName,
-            onFatalError: onFatalError
+            attemptTracer: AttemptTracer(isEnabled: configuration.tracesAttempts), onFatalError: onFatalError
         )
         return (authority, configuration.durability.rawValue)
     }

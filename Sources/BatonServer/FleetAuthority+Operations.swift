@@ -62,6 +62,8 @@ struct FleetBatch: Sendable {
     var replies: [Authority.PendingReply] = []
     var events: [(job: Int64, event: JobEvent)] = []
     var changes: [ChangeLog.Change] = []
+    /// The trace contexts of the jobs whose attempts ended, when attempts are traced.
+    var traces: [Int64: StoredTrace] = [:]
     /// Finished jobs retention deleted, for the job counts.
     var pruned: [(queue: String, state: JobState)] = []
     var prunedFull = false
@@ -228,6 +230,9 @@ extension FleetAuthority {
             batch.health = report
         }
         if work.scrape { batch.limits = try await self.limitUses(batch, tx) }
+        if self.attemptTracer.isEnabled {
+            batch.traces = try await tx.traces(of: AttemptTracer.endedAttempts(in: batch.changes))
+        }
         return batch
     }
 

@@ -36,6 +36,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
     let metrics: ServerMetrics
     let healthThresholds: HealthThresholds
     let changeLog: ChangeLog
+    let attemptTracer: AttemptTracer
     let access: AccessControl
     /// How long one transaction may take before the database counts as unreachable: long
     /// enough for a slow disk's fsync, since a commit given up on is in doubt.
@@ -138,8 +139,9 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
         loop: any EventLoop, store: PostgresStore, host: String, clock: any AuthorityClock, defaults: JobDefaults,
         retention: RetentionPolicy, limits: ProtocolLimits, logger: Logger, metrics: ServerMetrics,
         healthThresholds: HealthThresholds, access: AccessControl, parkedLookMilliseconds: Int64 = 1_000,
-        batchesInFlight: Int = 1, transactionTimeout: Duration = .seconds(15)
+        batchesInFlight: Int = 1, transactionTimeout: Duration = .seconds(15), attemptTracer: AttemptTracer = AttemptTracer(isEnabled: false)
     ) {
+        self.attemptTracer = attemptTracer
         self.batchesInFlight = max(batchesInFlight, 1)
         self.freeLanes = Array(0...self.batchesInFlight)
         self.parkedLookMilliseconds = parkedLookMilliseconds
@@ -583,6 +585,7 @@ final class FleetAuthority: JobAuthority, @unchecked Sendable {
             self.queueMetrics[queue, default: QueueMetrics()].count(change)
         }
         self.changeLog.write(done.changes)
+        self.attemptTracer.emit(done.changes, traces: done.traces)
         // This host's claims parked meanwhile look at once; every other host's when told.
         self.announced.formUnion(done.readyQueues)
         self.announcer.announce(done.readyQueues, freedLimits: done.freedLimits)

@@ -42,6 +42,9 @@ public struct ServerConfiguration: Sendable {
     public var httpListen: (host: String, port: Int)?
     /// Whether the HTTP listener serves the web console, and whether its actions.
     public var console: ConsoleMode
+    /// Whether each ended attempt of a job with a trace context makes a span
+    /// (``AttemptTracer``): set when batond bootstrapped a tracer that exports them.
+    public var tracesAttempts: Bool
     /// Open connections past which new ones are refused with `too_many_connections`.
     public var maximumConnections: Int
     /// Connections beyond ``maximumConnections`` kept for root and for batond's own user,
@@ -68,6 +71,7 @@ public struct ServerConfiguration: Sendable {
         health: HealthThresholds = HealthThresholds(),
         httpListen: (host: String, port: Int)? = nil,
         console: ConsoleMode = .off,
+        tracesAttempts: Bool = false,
         maximumConnections: Int = 4_096,
         reservedAdminConnections: Int = 16,
         partialLineTimeoutMilliseconds: Int64 = 30_000,
@@ -88,6 +92,7 @@ public struct ServerConfiguration: Sendable {
         self.health = health
         self.httpListen = httpListen
         self.console = console
+        self.tracesAttempts = tracesAttempts
         self.socketPath = socketPath
         self.storePath = storePath
         self.durability = durability

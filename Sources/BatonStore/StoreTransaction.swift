@@ -44,6 +44,19 @@ public struct StoreTransaction {
         _ = try statement.execute()
     }
 
+    /// The trace contexts of those of `ids` that carry one, for the spans of their ended
+    /// attempts: a primary-key lookup each.
+    public func traces(of ids: [Int64]) throws -> [Int64: StoredTrace] {
+        var traces: [Int64: StoredTrace] = [:]
+        guard !ids.isEmpty else { return traces }
+        let statement = try self.db.cachedStatement(sql: "SELECT trace, attempts, started_at FROM jobs WHERE id = ? AND trace IS NOT NULL")
+        for id in ids {
+            guard let row = try Row.fetchOne(statement, arguments: [id]), let trace = TraceContext(stored: row[0]) else { continue }
+            traces[id] = StoredTrace(trace: trace, attempts: row[1], startedAt: row[2])
+        }
+        return traces
+    }
+
     /// The jobs a job's completion enqueued, oldest first: one search of `jobs_parent`.
     public func followUps(of id: Int64) throws -> [Int64] {
         let statement = try self.db.cachedStatement(sql: "SELECT id FROM jobs WHERE parent = ? ORDER BY id")

@@ -96,6 +96,12 @@ struct Batond: AsyncParsableCommand {
     @Flag(name: .long, help: "Let the web console cancel, retry, pause and resume jobs and queues (implies --console). Each action is a POST guarded against cross-site requests.")
     var consoleActions = false
 
+    @Option(
+        name: .long,
+        help: "Export a span for each attempt of a job that carries a trace context, over OTLP/HTTP to URL/v1/traces (as OTEL_EXPORTER_OTLP_ENDPOINT, which is read too). Needs a batond built with --traits OTel."
+    )
+    var otelEndpoint: String?
+
     @Option(name: .long, help: "Health turns degraded when a ready job has waited longer than this, in milliseconds.")
     var healthMaxReadyAgeMs: Int64 = HealthThresholds().maximumReadyAgeMilliseconds
 
@@ -143,6 +149,9 @@ struct Batond: AsyncParsableCommand {
             throw ValidationError("health thresholds must be positive")
         }
         _ = try self.httpAddress
+        if self.otelEndpoint != nil, !Telemetry.isBuiltIn {
+            throw ValidationError("--otel-endpoint needs a batond built with OpenTelemetry: swift build --traits OTel")
+        }
         if self.console || self.consoleActions, self.httpListen == nil {
             throw ValidationError("--console serves on --http-listen: name an address, such as --http-listen 9464")
         }
@@ -197,6 +206,7 @@ struct Batond: AsyncParsableCommand {
         let notifier = SystemdNotifier()
         let connections = Self.fitConnections(self.maxConnections, reserved: self.adminConnections, logger: logger)
 
+        let telemetry = try Telemetry.start(endpoint: self.otelEndpoint, logger: logger)
         let server = BatonServer(
             configuration: ServerConfiguration(
                 socketPath: self.socket,
@@ -216,6 +226,7 @@ struct Batond: AsyncParsableCommand {
                 ),
                 httpListen: try self.httpAddress,
                 console: self.consoleActions ? .actions : self.console ? .readOnly : .off,
+                tracesAttempts: telemetry != nil,
                 maximumConnections: connections,
                 reservedAdminConnections: self.adminConnections,
                 partialLineTimeoutMilliseconds: self.partialLineTimeoutMs,
@@ -233,7 +244,9 @@ struct Batond: AsyncParsableCommand {
                 stopping: { notifier.stopping() }
             )
         )
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+        // Services stop in the reverse order: the exporter last, with the server's last spans.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = telemetry.map { [.init(service: $0)] } ?? []
+        services += [
             .init(service: server),
             .init(service: SignalService(logger: logger, reload: { server.reloadPolicy() })),
         ]
