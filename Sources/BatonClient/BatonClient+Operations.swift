@@ -310,13 +310,28 @@ public struct EnqueueOptions: Sendable {
     public var limits: [String]
     /// Its fair-share group: claims rotate across a queue's groups.
     public var group: String?
+    /// The W3C trace context the job carries to its workers.
+    public var trace: Trace = .current
+
+    /// Which trace context a job carries.
+    public enum Trace: Sendable {
+        /// The caller's: the task's `ServiceContext` as the bootstrapped instrument writes it
+        /// out, else `$TRACEPARENT`; inside a ``Worker`` handler, the handler's span.
+        case current
+        /// None.
+        case none
+        /// This one.
+        case context(TraceContext)
+    }
 
     /// Options; each left `nil` takes the server's default.
     public init(
         priority: Int32? = nil, delay: Duration? = nil, runAt: Int64? = nil, maxAttempts: Int? = nil,
         backoff: BackoffPolicy? = nil, leaseDuration: Duration? = nil, uniqueKey: String? = nil,
-        concurrencyKey: String? = nil, after: [Int64] = [], timeout: Duration? = nil, limits: [String] = [], group: String? = nil
+        concurrencyKey: String? = nil, after: [Int64] = [], timeout: Duration? = nil, limits: [String] = [], group: String? = nil,
+        trace: Trace = .current
     ) {
+        self.trace = trace
         self.timeout = timeout
         self.limits = limits
         self.group = group
@@ -356,12 +371,38 @@ public struct EnqueueOptions: Sendable {
             request.endArray()
         }
         if let group { request.member("group", group) }
+        if let trace = self.resolvedTrace {
+            request.key("trace")
+            request.beginObject()
+            request.member("traceparent", trace.traceparent)
+            if let state = trace.tracestate { request.member("tracestate", state) }
+            request.endObject()
+        }
         if !self.after.isEmpty {
             request.key("after")
             request.beginArray()
             for id in self.after { request.integer(id) }
             request.endArray()
         }
+    }
+}
+
+extension EnqueueOptions {
+    /// The context to send, with `.current` read now.
+    var resolvedTrace: TraceContext? {
+        switch self.trace {
+        case .current: JobTracing.current()
+        case .none: nil
+        case .context(let trace): trace
+        }
+    }
+
+    /// These options with `.current` fixed to what it is now: for follow-ups, which are
+    /// written after the handler's span has ended.
+    func fixingTrace() -> EnqueueOptions {
+        var options = self
+        if case .current = self.trace { options.trace = self.resolvedTrace.map { .context($0) } ?? .none }
+        return options
     }
 }
 
@@ -437,6 +478,8 @@ public struct JobInfo: Sendable {
     public var worker: String?
     /// The process holding the job, while it runs.
     public var peerPID: Int64?
+    /// The W3C trace context it carries, if any.
+    public var trace: TraceContext?
 
     init(_ job: [String: JSONValue]) throws {
         self.id = try job.int64("id")
@@ -462,6 +505,7 @@ public struct JobInfo: Sendable {
             self.worker = lease.optionalString("worker")
             self.peerPID = lease.optionalInt64("peer_pid")
         }
+        self.trace = TraceContext(reply: job["trace"])
     }
 
     /// The result, decoded; `nil` when there is none.

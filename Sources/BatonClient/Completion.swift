@@ -30,13 +30,25 @@ public struct Completion: Sendable {
     public struct FollowUp: Sendable {
         let queue: String
         let payloadText: String
-        let options: EnqueueOptions
+        var options: EnqueueOptions
 
         public init<Payload: Encodable>(queue: String, payload: Payload, options: EnqueueOptions = EnqueueOptions()) throws {
             self.queue = queue
             self.payloadText = try jsonText(payload)
             self.options = options
         }
+    }
+
+    /// The completion with each follow-up's `.current` trace fixed to the caller's now: the
+    /// worker does this inside the handler's span, so follow-ups name it.
+    func fixingTraces() -> Completion {
+        var completion = self
+        completion.followUps = self.followUps.map { followUp in
+            var fixed = followUp
+            fixed.options = followUp.options.fixingTrace()
+            return fixed
+        }
+        return completion
     }
 
     /// `result` and `enqueue`, as `complete` takes them.

@@ -4,6 +4,7 @@
 @_exported import struct BatonCore.BackoffPolicy
 @_exported import struct BatonCore.FencingToken
 @_exported import enum BatonCore.JobState
+@_exported import struct BatonCore.TraceContext
 @_exported import struct BatonProtocol.BatonError
 @_exported import enum BatonProtocol.ClientContract
 @_exported import enum BatonProtocol.JSONValue

@@ -12,6 +12,10 @@ public struct JobContext: Sendable {
         self.lease = lease
     }
 
+    /// The trace context of the consumer span the handler runs in, a child of the producer's
+    /// (the producer's own without a bootstrapped tracer); follow-ups carry it.
+    public var trace: TraceContext? { JobTracing.recorded() ?? self.lease.trace }
+
     /// The job's id: `id`, as in every client's job context.
     public var id: Int64 { self.lease.jobID }
     /// The job's id (the same as ``id``).

@@ -25,6 +25,8 @@ public struct Lease: Sendable {
     public let payload: JSONValue
     /// The state the last attempt checkpointed, or `nil` on a first attempt.
     public let checkpoint: JSONValue?
+    /// The producer's trace context, if the job carries one.
+    public let trace: TraceContext?
     private let client: BatonClient
 
     init(_ job: [String: JSONValue], client: BatonClient) throws {
@@ -37,6 +39,7 @@ public struct Lease: Sendable {
         self.expiresAt = try job.int64("lease_expires_at")
         self.payload = job["payload"] ?? .null
         self.checkpoint = job.value("checkpoint")
+        self.trace = TraceContext(reply: job["trace"])
         self.client = client
     }
 
@@ -52,6 +55,7 @@ public struct Lease: Sendable {
         self.expiresAt = 0
         self.payload = .null
         self.checkpoint = nil
+        self.trace = nil
         self.client = client
     }
 

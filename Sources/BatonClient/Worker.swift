@@ -2,6 +2,7 @@ import BatonProtocol
 import Logging
 import NIOConcurrencyHelpers
 import ServiceLifecycle
+import Tracing
 
 /// Runs a handler on jobs from some queues, up to a number at a time, and does the lease
 /// bookkeeping that makes that safe.
@@ -183,7 +184,7 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
         let ending = await withTaskGroup(of: Ending?.self) { group -> Ending in
             group.addTask {
                 do {
-                    return .returned(try await self.handler(JobContext(lease: lease)))
+                    return .returned(try await self.handleInSpan(lease))
                 } catch {
                     return .threw(Self.describeFailure(error), permanent: error is PermanentFailure)
                 }
@@ -234,6 +235,24 @@ public struct Worker<WorkerClock: Clock<Duration>>: Service {
             self.logger.warning("could not report the job's end", metadata: metadata.merging(["error": "\(error)"]) { $1 })
         }
         return nil
+    }
+
+    /// Runs the handler in a consumer span whose parent is the producer's trace context,
+    /// current while it runs; a thrown error is recorded on the span.
+    private func handleInSpan(_ lease: Lease) async throws -> Completion {
+        try await withSpan("process \(lease.queue)", context: JobTracing.context(of: lease.trace), ofKind: .consumer) { span in
+            span.attributes["messaging.system"] = "baton"
+            span.attributes["messaging.operation.type"] = "process"
+            span.attributes["messaging.destination.name"] = lease.queue
+            span.attributes["messaging.message.id"] = "\(lease.jobID)"
+            span.attributes["baton.job.attempt"] = lease.attempt
+            span.attributes["baton.lease.token"] = Int(lease.token.rawValue)
+            let trace = JobTracing.recorded() ?? lease.trace
+            return try await JobTracing.$handling.withValue(trace) {
+                // Follow-ups are sent after the span ends: they name it now.
+                try await self.handler(JobContext(lease: lease)).fixingTraces()
+            }
+        }
     }
 
     /// Heartbeats until cancelled; returns when the lease is found lost.

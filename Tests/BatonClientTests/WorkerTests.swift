@@ -374,3 +374,35 @@ struct WorkerPauseTests {
         }
     }
 }
+
+@Suite("Trace context")
+struct TraceContextTests {
+    static let producer = TraceContext(traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", tracestate: "vendor=abc")!
+
+    @Test("a job carries the context it was enqueued with to its lease, its handler, and what the handler enqueues")
+    func carried() async throws {
+        let server = try TestServer()
+        try await withClient(of: server) { client in
+            let traced = try await client.enqueue(queue: "ocr", payload: 1, options: EnqueueOptions(trace: .context(Self.producer))).jobID
+            let untraced = try await client.enqueue(queue: "plain", payload: 2, options: EnqueueOptions(trace: .none)).jobID
+            #expect(try await client.job(traced).trace == Self.producer)
+            #expect(try await client.job(untraced).trace == nil)
+
+            let seen = NIOLockedValueBox<(trace: TraceContext?, enqueued: Int64?)>((nil, nil))
+            let worker = Worker(client: client, configuration: .init(queues: ["ocr"], claimWait: .seconds(1))) { job in
+                // Without a tracer the handler's context is the producer's, and it travels on.
+                let enqueued = try await client.enqueue(queue: "notify", payload: job.id).jobID
+                seen.withLockedValue { $0 = (job.trace, enqueued) }
+                return try Completion(result: "ok", followUps: [try .init(queue: "embed", payload: job.id)])
+            }
+            try await serve(worker) { () async throws in
+                #expect(try await eventually { try await client.job(traced).state == .completed })
+            }
+            let (trace, enqueued) = seen.withLockedValue { $0 }
+            #expect(trace == Self.producer)
+            #expect(try await client.job(try #require(enqueued)).trace == Self.producer)
+            let followUp = try #require(try await client.list(queue: "embed").jobs.first)
+            #expect(followUp.trace == Self.producer)
+        }
+    }
+}
