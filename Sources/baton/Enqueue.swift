@@ -43,8 +43,22 @@ struct Enqueue: AsyncParsableCommand {
     @Option(help: "The job's fair-share group (a tenant or user): claims rotate across a queue's groups.")
     var group: String?
 
+    @Option(help: "The W3C trace context the job carries to its workers (default: $TRACEPARENT, with $TRACESTATE).")
+    var traceparent: String?
+
+    @Flag(help: "Send no trace context, even with $TRACEPARENT set.")
+    var noTrace = false
+
+    func validate() throws {
+        if let traceparent = self.traceparent, TraceContext(traceparent: traceparent) == nil {
+            throw ValidationError(TraceContext.problem(traceparent: traceparent, tracestate: nil) ?? "--traceparent is not valid")
+        }
+    }
+
     func run() async throws {
         let payload = try parseJSON(self.payload == "-" ? readStandardInput() : self.payload, what: "the payload")
+        let trace: EnqueueOptions.Trace =
+            if self.noTrace { .none } else if let given = self.traceparent.flatMap({ TraceContext(traceparent: $0) }) { .context(given) } else { .current }
         let options = EnqueueOptions(
             priority: self.priority,
             delay: self.delayMs.map { Duration.milliseconds($0) },
@@ -55,7 +69,8 @@ struct Enqueue: AsyncParsableCommand {
             after: self.after,
             timeout: self.timeoutMs.map { Duration.milliseconds($0) },
             limits: self.limits,
-            group: self.group
+            group: self.group,
+            trace: trace
         )
         let result = try await self.connection.withClient { client in
             try await client.enqueue(queue: self.queue, payload: payload, options: options)

@@ -91,6 +91,30 @@ def test_follow_ups_are_enqueued_with_the_completion_and_only_with_it(batond):
     assert len(send(batond, {"op": "list", "queue": "embed"})["jobs"]) == 2
 
 
+def test_the_command_gets_the_jobs_trace_context_and_its_follow_ups_and_enqueues_carry_it(batond):
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    send(batond, {"op": "enqueue", "queue": "traced", "payload": 1, "trace": {"traceparent": parent, "tracestate": "vendor=abc"}})
+    baton = str(pathlib.Path(conformance.BATOND).with_name("baton"))
+    script = (
+        'echo \'{"queue":"embed","payload":1}\' >>"$BATON_FOLLOW_UPS"; '
+        f'{baton} enqueue notify 2 >/dev/null; '
+        'echo "$TRACEPARENT $TRACESTATE"'
+    )
+    # baton-run's own environment may hold another trace: the job's wins.
+    other = "00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-01"
+    done = subprocess.run([BATON_RUN, "-s", batond.socket_path, "traced", "sh", "-c", script],
+                          env={**os.environ, "TRACEPARENT": other}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{parent} vendor=abc\n"
+    for queue in ("embed", "notify"):
+        assert send(batond, {"op": "list", "queue": queue})["jobs"][0]["trace"] == {"traceparent": parent, "tracestate": "vendor=abc"}
+    # A job without a trace gives the command none.
+    send(batond, {"op": "enqueue", "queue": "traced", "payload": 2})
+    plain = subprocess.run([BATON_RUN, "-s", batond.socket_path, "traced", "sh", "-c", 'echo "[${TRACEPARENT:-none}]"'],
+                           env={**os.environ, "TRACEPARENT": other}, capture_output=True, text=True, timeout=60)
+    assert plain.stdout == "[none]\n"
+
+
 def test_a_failing_command_fails_the_attempt_with_its_status(batond):
     job = send(batond, {"op": "enqueue", "queue": "cron", "payload": None, "max_attempts": 1})["job"]
     failed = run(batond, "cron", "sh", "-c", "exit 3")
