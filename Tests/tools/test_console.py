@@ -134,7 +134,8 @@ def test_the_queues_page_shows_each_state_counted(console, browser):
 
 def test_a_job_page_shows_its_checkpoint_events_and_escapes_what_it_shows(console, browser):
     client = Client(console)
-    parent = client.send(op="enqueue", queue="pipeline", payload={"document": "<script>window.injected = 1</script>"})["job"]
+    parent = client.send(op="enqueue", queue="pipeline", payload={"document": "<script>window.injected = 1</script>"},
+                         trace={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})["job"]
     lease = client.send(op="claim", queues=["pipeline"], worker="ocr-7")["job"]
     client.send(op="checkpoint", job=lease["id"], token=lease["token"], state={"stage": "ocr", "pages_done": 12},
                 progress={"percent": 40, "message": "page 12 of 30"})
@@ -151,6 +152,7 @@ def test_a_job_page_shows_its_checkpoint_events_and_escapes_what_it_shows(consol
     assert "by ocr-7" in timeline and "OCR engine timed out" in timeline
     assert json.loads(browser.find_element(By.ID, "checkpoint").text) == {"stage": "ocr", "pages_done": 12}
     assert json.loads(browser.find_element(By.ID, "result").text) == {"pages": 30}
+    assert browser.find_element(By.ID, "trace").text == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert browser.find_element(By.ID, "progress").text == "40% · page 12 of 30"
     # The payload's markup is shown as text, never run.
     assert json.loads(browser.find_element(By.ID, "payload").text)["document"] == "<script>window.injected = 1</script>"

@@ -299,6 +299,7 @@ struct ConsolePages: Sendable {
             \(lease)
             <dt>Parent</dt><dd id="parent">\(parent)</dd>
             <dt>Follow-ups</dt><dd id="follow-ups">\(children)</dd>
+            \(Self.trace(job["trace"]))
             </dl>
             </section>
             \(Self.block("Last error", id: "last-error", job["last_error"]?.string))
@@ -361,6 +362,14 @@ struct ConsolePages: Sendable {
         guard let text else { return "" }
         let shown = Self.shortened(text, to: 65_536)
         return "<section><h2>\(title)</h2><pre id=\"\(id)\">\(shown)</pre></section>"
+    }
+
+    /// The trace the job carries: its id, for a person to look up in the tracing backend.
+    private static func trace(_ value: JSONValue?) -> HTML {
+        guard let parent = value?["traceparent"]?.string else { return "" }
+        let parts = parent.split(separator: "-")
+        let id = parts.count > 1 ? String(parts[1]) : parent
+        return "<dt>Trace</dt><dd id=\"trace\" title=\"traceparent \(parent)\"><code>\(id)</code></dd>"
     }
 
     /// `{percent, message?}` as a bar and its words.
