@@ -1,12 +1,16 @@
 import BatonCore
+import DequeModule
 import Dispatch
 import Instrumentation
+import NIOConcurrencyHelpers
 import ServiceContextModule
 import Tracing
 
 /// One span per ended attempt of a job that carries a trace context, through
 /// swift-distributed-tracing: `baton.attempt QUEUE`, a child of the producer's span, from
-/// the claim to the attempt's end, with the queue, job, attempt, lease token and outcome.
+/// when the job became due (queued) through its claim to the attempt's end, with the queue,
+/// job, attempt, lease token, wait and outcome. When this batond did not see the claim (it
+/// restarted since, or another host of a fleet claimed the job), the span starts at the claim.
 ///
 /// Off unless a tracer was bootstrapped (batond's `--otel-endpoint`): then the authorities
 /// read nothing for it. On, each authority reads the trace contexts of the jobs whose
@@ -16,6 +20,28 @@ import Tracing
 final class AttemptTracer: Sendable {
     let isEnabled: Bool
     private let queue = DispatchQueue(label: "batond.traces")
+    /// When each job this batond saw claimed became due, until its attempt ends.
+    private let dueTimes = NIOLockedValueBox(DueTimes())
+
+    /// Due times by job, the oldest forgotten past ``limit``: a job whose attempt ends
+    /// elsewhere (another host's expiry sweep) leaves its entry behind, so the map is bounded.
+    struct DueTimes {
+        static let limit = 100_000
+        private var times: [Int64: Int64] = [:]
+        private var order: Deque<Int64> = []
+
+        mutating func claimed(_ job: Int64, dueAt: Int64) {
+            if self.times.updateValue(dueAt, forKey: job) == nil { self.order.append(job) }
+            while self.order.count > Self.limit, let oldest = self.order.popFirst() {
+                self.times[oldest] = nil
+            }
+        }
+
+        mutating func ended(_ job: Int64) -> Int64? {
+            // Its place in `order` goes when it comes round; a claim again refreshes it.
+            self.times.removeValue(forKey: job)
+        }
+    }
 
     init(isEnabled: Bool) {
         self.isEnabled = isEnabled
@@ -26,25 +52,31 @@ final class AttemptTracer: Sendable {
         changes.compactMap { $0.from == .running && $0.event.state != .running ? $0.job : nil }
     }
 
-    /// Emits the spans of the attempts `changes` ended, for the jobs `traces` holds.
+    /// Notes the claims among `changes`, and emits the spans of the attempts they ended, for
+    /// the jobs `traces` holds.
     func emit(_ changes: [ChangeLog.Change], traces: [Int64: StoredTrace]) {
-        guard self.isEnabled, !traces.isEmpty else { return }
+        guard self.isEnabled, !changes.isEmpty else { return }
         self.queue.async {
-            for change in changes where change.from == .running && change.event.state != .running {
-                guard let stored = traces[change.job] else { continue }
-                Self.span(for: change, stored)
+            for change in changes {
+                if change.event.kind == .claimed, let wait = change.milliseconds {
+                    self.dueTimes.withLockedValue { $0.claimed(change.job, dueAt: change.event.at - wait) }
+                } else if change.from == .running, change.event.state != .running {
+                    let dueAt = self.dueTimes.withLockedValue { $0.ended(change.job) }
+                    guard let stored = traces[change.job] else { continue }
+                    Self.span(for: change, stored, dueAt: dueAt)
+                }
             }
         }
     }
 
-    private static func span(for change: ChangeLog.Change, _ stored: StoredTrace) {
+    private static func span(for change: ChangeLog.Change, _ stored: StoredTrace, dueAt: Int64?) {
         var producer = ServiceContext.topLevel
         InstrumentationSystem.instrument.extract(carrier(of: stored.trace), into: &producer, using: TraceCarrier())
         let endedAt = change.event.at
         let startedAt = change.milliseconds.map { endedAt - $0 } ?? stored.startedAt ?? endedAt
         let queue = change.queue ?? ""
         let span = InstrumentationSystem.tracer.startSpan(
-            "baton.attempt \(queue)", context: producer, ofKind: .internal, at: instant(startedAt)
+            "baton.attempt \(queue)", context: producer, ofKind: .internal, at: instant(min(dueAt ?? startedAt, startedAt))
         )
         // A released attempt was given back: the count no longer includes it.
         let attempt = stored.attempts + (change.event.kind == .released ? 1 : 0)
@@ -55,6 +87,7 @@ final class AttemptTracer: Sendable {
         span.attributes["baton.attempt.outcome"] = change.event.kind.rawValue
         span.attributes["baton.job.state"] = change.event.state.rawValue
         if let token = change.event.token { span.attributes["baton.lease.token"] = Int(token.rawValue) }
+        if let dueAt { span.attributes["baton.job.wait_ms"] = Int(max(startedAt - dueAt, 0)) }
         span.addEvent(SpanEvent(name: "claimed", at: instant(startedAt)))
         span.addEvent(SpanEvent(name: change.event.kind.rawValue, at: instant(endedAt)))
         switch change.event.kind {

@@ -72,7 +72,9 @@ class ReceiverHandler(BaseHTTPRequestHandler):
                 service = next(a.value.string_value for a in resource.resource.attributes if a.key == "service.name")
                 for scope in resource.scope_spans:
                     spans += [{"service": service, "trace": s.trace_id.hex(), "span": s.span_id.hex(), "parent": s.parent_span_id.hex(),
-                               "name": s.name} for s in scope.spans]
+                               "name": s.name, "start": s.start_time_unix_nano, "end": s.end_time_unix_nano,
+                               "events": [(e.name, e.time_unix_nano) for e in s.events],
+                               "attributes": {a.key: a.value for a in s.attributes}} for s in scope.spans]
         with self.server.lock:
             self.server.spans += spans
         self.send_response(200)
@@ -136,6 +138,13 @@ def test_one_documents_trace_runs_from_the_producer_through_batond_into_each_lan
             (attempt,) = receiver.named(f"baton.attempt {queue}")
             (handler,) = receiver.named(f"process {queue}")
             assert attempt["service"] == "batond"
+            # Queued, then claimed, then completed: the span starts when the job became due.
+            (claimed, claimed_at), (completed, completed_at) = attempt["events"]
+            assert (claimed, completed) == ("claimed", "completed")
+            assert attempt["start"] <= claimed_at <= completed_at == attempt["end"]
+            assert attempt["attributes"]["baton.job.attempt"].int_value == 1
+            assert attempt["attributes"]["baton.job.wait_ms"].int_value >= 0
+            assert attempt["attributes"]["messaging.message.id"].string_value == str(jobs[queue])
             for span in (attempt, handler):
                 assert (span["trace"], span["parent"]) == (trace_id, producer_span), span
             # The handler saw its own span's context, and completed the job with it.

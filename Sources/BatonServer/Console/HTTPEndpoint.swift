@@ -34,8 +34,13 @@ final class HTTPEndpoint: Sendable {
         var quiet = logger
         quiet.logLevel = max(logger.logLevel, .warning)
         let (bound, binding) = AsyncStream.makeStream(of: Result<SocketAddress?, any Error>.self)
+        // Bounded, as the socket is: so many connections at once, and none left idle for long.
         let application = Application(
-            router: router, configuration: ApplicationConfiguration(address: .hostname(host, port: port), serverName: nil),
+            router: router, server: .http1(configuration: .init(idleTimeout: .seconds(Self.idleSeconds))),
+            configuration: ApplicationConfiguration(
+                address: .hostname(host, port: port), serverName: nil,
+                availableConnectionsDelegate: .maximum(Self.maximumConnections, logger: quiet)
+            ),
             onServerRunning: { channel in binding.yield(.success(channel.localAddress)) },
             eventLoopGroupProvider: .shared(group), logger: quiet
         )
@@ -56,6 +61,11 @@ final class HTTPEndpoint: Sendable {
         }
         throw CancellationError()
     }
+
+    /// Connections the listener holds at once; more wait in the kernel's backlog.
+    static let maximumConnections = 256
+    /// How long a connection may sit idle before it is closed.
+    static let idleSeconds: Int64 = 60
 
     func close() async {
         self.serving.cancel()
