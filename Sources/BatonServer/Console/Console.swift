@@ -35,10 +35,12 @@ struct Console: Sendable {
         }
         router.get("/console/console.css") { _, _ in Self.asset(ConsoleAssets.css, type: "text/css; charset=utf-8") }
         router.get("/console/console.js") { _, _ in Self.asset(ConsoleAssets.script, type: "text/javascript; charset=utf-8") }
-        router.get("/queues") { request, _ in try await self.queuesPage(request) }
-        router.get("/workers") { request, _ in try await self.workersPage(request) }
-        router.get("/jobs") { request, _ in try await self.jobsPage(request) }
-        router.get("/jobs/{id}") { request, context in try await self.jobPage(request, id: context.parameters.get("id", as: Int64.self)) }
+        router.get("/queues") { request, _ in try await self.serving { try await self.queuesPage(request) } }
+        router.get("/workers") { request, _ in try await self.serving { try await self.workersPage(request) } }
+        router.get("/jobs") { request, _ in try await self.serving { try await self.jobsPage(request) } }
+        router.get("/jobs/{id}") { request, context in
+            try await self.serving { try await self.jobPage(request, id: context.parameters.get("id", as: Int64.self)) }
+        }
         router.post("/jobs/{id}/{action}") { request, context in
             try await self.act(on: request, context: context, back: "/jobs/\(context.parameters.get("id") ?? "")") { form in
                 guard let id = context.parameters.get("id", as: Int64.self), id > 0 else { throw HTTPError(.notFound) }
@@ -64,6 +66,16 @@ struct Console: Sendable {
     }
 
     // MARK: Pages
+
+    /// A page, or, when the authority refuses to read (batond stopping, its store out of
+    /// reach), a page that says so: 503, which the page's refresh shows as "not updating".
+    private func serving(_ page: () async throws -> Response) async throws -> Response {
+        do {
+            return try await page()
+        } catch let refusal as ConsoleAuthority.Refusal {
+            return self.problem(.serviceUnavailable, "batond cannot answer now", "\(refusal.code): \(refusal.message)", back: "/queues")
+        }
+    }
 
     private func queuesPage(_ request: Request) async throws -> Response {
         try self.checkHost(request)
