@@ -1,8 +1,9 @@
 /// One page of `list`: which jobs, from which cursor, how many, in which order.
 ///
 /// Pages walk the primary key from the cursor. A filter on the last error's text cannot
-/// use an index, so such a page reads at most ``scanLimit`` ids past the cursor: it may
-/// come back short, or empty, with a cursor to go on from, and no page costs more than that.
+/// use an index, so such a page looks at most at the next ``scanLimit`` jobs (of its queue
+/// and state) past the cursor: it may come back short, or empty, with a cursor to go on
+/// from, and the text is matched against no more than that many.
 public struct JobListing: Hashable, Sendable {
     public var queue: String?
     public var state: JobState?
