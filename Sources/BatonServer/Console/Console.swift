@@ -42,7 +42,7 @@ struct Console: Sendable {
             try await self.serving { try await self.jobPage(request, id: context.parameters.get("id", as: Int64.self)) }
         }
         router.post("/jobs/{id}/{action}") { request, context in
-            try await self.act(on: request, context: context, back: "/jobs/\(context.parameters.get("id") ?? "")") { form in
+            try await self.act(on: request, back: "/jobs/\(context.parameters.get("id") ?? "")") {
                 guard let id = context.parameters.get("id", as: Int64.self), id > 0 else { throw HTTPError(.notFound) }
                 switch context.parameters.get("action") {
                 case "cancel": return (.cancel(jobID: id, reason: "cancelled \(Self.via)"), "/jobs/\(id)", "job \(id)")
@@ -54,7 +54,7 @@ struct Console: Sendable {
             }
         }
         router.post("/queues/{queue}/{action}") { request, context in
-            try await self.act(on: request, context: context, back: "/queues") { form in
+            try await self.act(on: request, back: "/queues") {
                 guard let queue = context.parameters.get("queue"), Self.isQueueName(queue) else { throw HTTPError(.notFound) }
                 switch context.parameters.get("action") {
                 case "pause": return (.pauseQueue(queue), "/queues", "queue \(queue)")
@@ -158,8 +158,8 @@ struct Console: Sendable {
 
     /// Runs one action: refused unless actions are on and the request passes the guard.
     private func act(
-        on request: Request, context: BasicRequestContext, back: String,
-        _ decide: ([String: String]) throws -> (request: BatonProtocol.Request, then: String, subject: String)
+        on request: Request, back: String,
+        _ decide: () throws -> (request: BatonProtocol.Request, then: String, subject: String)
     ) async throws -> Response {
         guard self.pages.actionsEnabled else {
             return self.problem(.forbidden, "Actions are off", "This console is read-only: start batond with --console-actions to act from it.", back: back)
@@ -174,7 +174,7 @@ struct Console: Sendable {
             self.logger.warning("web console: action refused", metadata: ["path": "\(request.uri.path)", "reason": "\(refusal)"])
             return self.problem(.forbidden, "Refused", "This request cannot act: \(refusal).", back: back)
         }
-        let (protocolRequest, then, subject) = try decide(form)
+        let (protocolRequest, then, subject) = try decide()
         do {
             _ = try await self.authority.ask(protocolRequest)
         } catch let refusal as ConsoleAuthority.Refusal {
