@@ -1,5 +1,4 @@
 import BatonCore
-import DequeModule
 import Dispatch
 import Instrumentation
 import NIOConcurrencyHelpers
@@ -21,27 +20,7 @@ final class AttemptTracer: Sendable {
     let isEnabled: Bool
     private let queue = DispatchQueue(label: "batond.traces")
     /// When each job this batond saw claimed became due, until its attempt ends.
-    private let dueTimes = NIOLockedValueBox(DueTimes())
-
-    /// Due times by job, the oldest forgotten past ``limit``: a job whose attempt ends
-    /// elsewhere (another host's expiry sweep) leaves its entry behind, so the map is bounded.
-    struct DueTimes {
-        static let limit = 100_000
-        private var times: [Int64: Int64] = [:]
-        private var order: Deque<Int64> = []
-
-        mutating func claimed(_ job: Int64, dueAt: Int64) {
-            if self.times.updateValue(dueAt, forKey: job) == nil { self.order.append(job) }
-            while self.order.count > Self.limit, let oldest = self.order.popFirst() {
-                self.times[oldest] = nil
-            }
-        }
-
-        mutating func ended(_ job: Int64) -> Int64? {
-            // Its place in `order` goes when it comes round; a claim again refreshes it.
-            self.times.removeValue(forKey: job)
-        }
-    }
+    private let dueTimes = NIOLockedValueBox(ClaimDueTimes())
 
     init(isEnabled: Bool) {
         self.isEnabled = isEnabled
