@@ -82,7 +82,7 @@ struct ConsolePages: Sendable {
             let oldest: HTML = counts["oldest_ready_age_ms"]?.integer.map { "\(ConsoleTime.span($0))" } ?? "–"
             let wait: HTML = waits[name].map { "\(Self.seconds($0))" } ?? "–"
             let rate = rates?[name]
-            let queueLink = "/jobs?queue=\(Self.queryEscape(name))"
+            let queueLink = "/jobs?queue=\(Self.percentEscaped(name))"
             return """
                 <tr data-queue="\(name)">
                 <th scope="row"><a href="\(queueLink)">\(name)</a> \(status)</th>
@@ -161,7 +161,7 @@ struct ConsolePages: Sendable {
 
     private func queueAction(_ name: String, paused: Bool) -> HTML {
         let action = paused ? "resume" : "pause"
-        return self.form("/queues/\(Self.pathEscape(name))/\(action)", label: paused ? "Resume" : "Pause", confirm: nil)
+        return self.form("/queues/\(Self.percentEscaped(name))/\(action)", label: paused ? "Resume" : "Pause", confirm: nil)
     }
 
     // MARK: Workers
@@ -257,9 +257,9 @@ struct ConsolePages: Sendable {
 
     static func jobsLink(_ listing: JobListing, after: Int64?) -> String {
         var query: [String] = []
-        if let queue = listing.queue { query.append("queue=\(Self.queryEscape(queue))") }
+        if let queue = listing.queue { query.append("queue=\(Self.percentEscaped(queue))") }
         if let state = listing.state { query.append("state=\(state.rawValue)") }
-        if let text = listing.errorContains { query.append("error=\(Self.queryEscape(text))") }
+        if let text = listing.errorContains { query.append("error=\(Self.percentEscaped(text))") }
         if let after { query.append("after=\(after)") }
         return "/jobs" + (query.isEmpty ? "" : "?" + query.joined(separator: "&"))
     }
@@ -289,7 +289,7 @@ struct ConsolePages: Sendable {
             <h1>Job \(id) <span class="state \(state)" data-job-state="\(state)">\(state)</span></h1>
             \(self.jobActions(id: id, state: state))
             <dl class="facts">
-            <dt>Queue</dt><dd><a href="/jobs?queue=\(Self.queryEscape(job["queue"]?.string ?? ""))">\(job["queue"]?.string ?? "")</a></dd>
+            <dt>Queue</dt><dd><a href="/jobs?queue=\(Self.percentEscaped(job["queue"]?.string ?? ""))">\(job["queue"]?.string ?? "")</a></dd>
             <dt>Attempts</dt><dd>\(job["attempts"]?.integer ?? 0) of \(job["max_attempts"]?.integer ?? 0)</dd>
             <dt>Priority</dt><dd>\(job["priority"]?.integer ?? 0)</dd>
             <dt>Created</dt><dd>\(time("created_at"))</dd>
@@ -398,8 +398,8 @@ struct ConsolePages: Sendable {
         perMinute >= 10 ? "\(Int(perMinute.rounded()))" : "\(String(Double(Int(perMinute * 10)) / 10))"
     }
 
-    /// Percent-encodes all but unreserved characters, for a query value.
-    static func queryEscape(_ text: String) -> String {
+    /// Percent-encodes all but unreserved characters, for a path segment or a query value.
+    static func percentEscaped(_ text: String) -> String {
         var escaped = ""
         for byte in text.utf8 {
             switch byte {
@@ -414,5 +414,4 @@ struct ConsolePages: Sendable {
         return escaped
     }
 
-    static func pathEscape(_ text: String) -> String { self.queryEscape(text) }
 }
